@@ -1,0 +1,32 @@
+// Package sqldb opens the databases the toolkit and the services run on —
+// SQLite files (pure Go, no C compiler) or PostgreSQL — and gives them one
+// shape: a [DB] whose writes go to a single writer and whose reads go to a
+// pool, [RunInTx] for units of work, embedded migrations run at start
+// ([Migrate]), and a database of its own for every service ([Provision]).
+//
+// # What it guarantees
+//
+//   - SQLite is opened in WAL mode with a busy timeout, foreign keys on,
+//     synchronous=FULL (a committed transaction survives power loss; pass
+//     ?synchronous=normal to trade that for speed) and exactly one writer
+//     connection whose transactions begin IMMEDIATE, so two writers in one
+//     process never deadlock and writers in different processes wait for
+//     each other instead of failing.
+//   - [RunInTx] commits only if fn returns nil, rolls back on error or panic,
+//     and re-runs fn when the database reports a serialization failure or
+//     deadlock (PostgreSQL 40001, 40P01) or a busy/locked database (SQLite).
+//     fn must therefore touch nothing but the transaction.
+//   - SQL is written once for both dialects with $1, $2 ... placeholders,
+//     which both drivers accept. Where the dialects differ (types, upserts),
+//     migrations keep one directory per dialect; see [Migrate].
+//   - [Provision] gives each service its own SQLite file, or its own
+//     PostgreSQL database owned by its own login role, with CONNECT revoked
+//     from everyone else.
+//
+// # What it does not promise
+//
+// Inside fn, use only tx: on SQLite the single writer connection is held by
+// the transaction, so a write through the [DB] from inside fn waits forever.
+// Two processes running the same SQLite migrations at the very same moment
+// may both try the first one; one of them fails and stops with the error.
+package sqldb

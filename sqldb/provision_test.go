@@ -1,0 +1,172 @@
+package sqldb_test
+
+import (
+	"context"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+func TestProvisionSQLite(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	u, err := sqldb.Provision(ctx, dir, "location")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "sqlite:" + filepath.Join(dir, "location.db"); u != want {
+		t.Errorf("url = %q, want %q", u, want)
+	}
+	if u2, err := sqldb.Provision(ctx, "sqlite:"+dir, "location"); err != nil || u2 != u {
+		t.Errorf("second Provision = %q, %v; want the same url", u2, err)
+	}
+	other, err := sqldb.Provision(ctx, dir, "ticket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other == u {
+		t.Error("two services share one database file")
+	}
+}
+
+func TestProvisionErrors(t *testing.T) {
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ name, base, service, want string }{
+		{"data dir under a file", filepath.Join(file, "data"), "location", "data directory"},
+		{"bad service name", t.TempDir(), "../etc", "service name"},
+		{"unknown scheme", "mysql://localhost/x", "location", "unknown database URL scheme"},
+		{"unreachable postgres", "postgres://postgres@127.0.0.1:1/test?connect_timeout=2", "location", "unreachable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := sqldb.Provision(ctx, tt.base, tt.service)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans several lines: %q", err)
+			}
+		})
+	}
+}
+
+// TestProvisionPostgresIsolation checks the ownership guarantee: each
+// service logs in as its own role to its own database, and no service's
+// role can reach another service's database.
+func TestProvisionPostgresIsolation(t *testing.T) {
+	base := sqldbtest.PostgresURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	prefix := sqldbtest.RandomName("p") + "_"
+	cfg := sqldb.ProvisionConfig{Prefix: prefix}
+	t.Cleanup(func() { dropProvisioned(t, base, prefix, "alpha", "beta") })
+
+	// Several processes may provision at once.
+	var wg sync.WaitGroup
+	urls := make([]string, 4)
+	errs := make([]error, 4)
+	for i := range urls {
+		wg.Go(func() { urls[i], errs[i] = sqldb.Provision(ctx, base, "alpha", cfg) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent Provision %d: %v", i, err)
+		}
+		if urls[i] != urls[0] {
+			t.Fatalf("concurrent Provision returned %q and %q", urls[i], urls[0])
+		}
+	}
+	alphaURL := urls[0]
+	betaURL, err := sqldb.Provision(ctx, base, "beta", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	alpha, err := sqldb.Open(ctx, alphaURL)
+	if err != nil {
+		t.Fatalf("alpha cannot open its own database: %v", err)
+	}
+	defer alpha.Close()
+	var user, dbname string
+	if err := alpha.QueryRowContext(ctx, "SELECT current_user, current_database()").Scan(&user, &dbname); err != nil {
+		t.Fatal(err)
+	}
+	if user != prefix+"alpha" || dbname != prefix+"alpha" {
+		t.Errorf("alpha is %s in %s, want %salpha in %salpha", user, dbname, prefix, prefix)
+	}
+	if _, err := alpha.ExecContext(ctx, "CREATE TABLE mine (id INT PRIMARY KEY)"); err != nil {
+		t.Fatalf("alpha cannot create a table in its own database: %v", err)
+	}
+
+	// alpha's role, aimed at beta's database, is refused.
+	u, _ := url.Parse(betaURL)
+	au, _ := url.Parse(alphaURL)
+	u.User = au.User
+	intruder, err := sqldb.Open(ctx, u.String())
+	if err == nil {
+		intruder.Close()
+		t.Fatal("alpha's role connected to beta's database")
+	}
+	if !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("intrusion refused with %v, want permission denied", err)
+	}
+}
+
+// TestProvisionPostgresPassword checks that with a password in the base URL
+// each role gets a derived password that the returned URL carries.
+func TestProvisionPostgresPassword(t *testing.T) {
+	base := sqldbtest.PostgresURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	prefix := sqldbtest.RandomName("p") + "_"
+	t.Cleanup(func() { dropProvisioned(t, base, prefix, "gamma") })
+	u, _ := url.Parse(base)
+	u.User = url.UserPassword(u.User.Username(), "admin-secret")
+	got, err := sqldb.Provision(ctx, u.String(), "gamma", sqldb.ProvisionConfig{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gu, _ := url.Parse(got)
+	pw, ok := gu.User.Password()
+	if !ok || len(pw) != 64 || strings.Contains(pw, "admin-secret") {
+		t.Errorf("role password %q: want a 64-hex-digit derived password", pw)
+	}
+	again, err := sqldb.Provision(ctx, u.String(), "gamma", sqldb.ProvisionConfig{Prefix: prefix})
+	if err != nil || again != got {
+		t.Errorf("second Provision = %q, %v; want the same URL and password", again, err)
+	}
+}
+
+func dropProvisioned(t *testing.T, base, prefix string, services ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	defer conn.Close(ctx)
+	for _, s := range services {
+		name := pgx.Identifier{prefix + s}.Sanitize()
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+name); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	}
+}

@@ -1,0 +1,107 @@
+// Package sqldbtest gives tests fresh, isolated databases of both dialects:
+// an SQLite file in the test's temporary directory, or a schema of its own
+// in the PostgreSQL database named by TEST_DATABASE_URL, dropped when the
+// test ends. Without TEST_DATABASE_URL the PostgreSQL variants are skipped
+// with a message, and fail when CI=true.
+package sqldbtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/sysops-squad/sysops/internal/testenv"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// EnvVar names the PostgreSQL server the tests use.
+const EnvVar = "TEST_DATABASE_URL"
+
+// Dialects lists the dialects every store runs its tests against.
+var Dialects = []sqldb.Dialect{sqldb.SQLite, sqldb.Postgres}
+
+// Run runs fn as one subtest per dialect, named for the dialect.
+func Run(t *testing.T, fn func(t *testing.T, d sqldb.Dialect)) {
+	t.Helper()
+	for _, d := range Dialects {
+		t.Run(string(d), func(t *testing.T) { fn(t, d) })
+	}
+}
+
+// PostgresURL returns TEST_DATABASE_URL, or skips (locally) or fails (CI).
+func PostgresURL(t testing.TB) string {
+	t.Helper()
+	return testenv.Require(t, EnvVar, "PostgreSQL")
+}
+
+// RandomName returns prefix followed by 12 random hex digits: a name for
+// a schema, database or role that no other test uses.
+func RandomName(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// URL returns the URL of a fresh, empty database of dialect d that lives
+// as long as the test.
+func URL(t testing.TB, d sqldb.Dialect) string {
+	t.Helper()
+	switch d {
+	case sqldb.SQLite:
+		return "sqlite:" + filepath.Join(t.TempDir(), "test.db")
+	case sqldb.Postgres:
+		base := PostgresURL(t)
+		schema := RandomName("t_")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Fatalf("sqldbtest: connect %s: %v", sqldb.Redact(base), err)
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+			t.Fatalf("sqldbtest: create schema: %v", err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			conn, err := pgx.Connect(ctx, base)
+			if err != nil {
+				t.Errorf("sqldbtest: drop schema %s: %v", schema, err)
+				return
+			}
+			defer conn.Close(ctx)
+			if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+				t.Errorf("sqldbtest: drop schema %s: %v", schema, err)
+			}
+		})
+		u, err := url.Parse(base)
+		if err != nil {
+			t.Fatalf("sqldbtest: parse %s: %v", EnvVar, err)
+		}
+		q := u.Query()
+		q.Set("search_path", schema)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	t.Fatalf("sqldbtest: unknown dialect %q", d)
+	return ""
+}
+
+// Open opens a fresh database of dialect d, closed when the test ends.
+func Open(t testing.TB, d sqldb.Dialect) *sqldb.DB {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := sqldb.Open(ctx, URL(t, d))
+	if err != nil {
+		t.Fatalf("sqldbtest: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}

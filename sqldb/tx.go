@@ -1,0 +1,90 @@
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// maxTxAttempts bounds the re-runs of a transaction that keeps conflicting.
+const maxTxAttempts = 10
+
+// RunInTx runs fn inside a transaction on db's writer and commits it if fn
+// returns nil. It rolls back if fn returns an error or panics (the panic is
+// re-raised after the rollback). When the database reports a
+// serialization failure, a deadlock, or a busy or locked SQLite file, the
+// whole transaction is re-run with exponential backoff and jitter, up to 10
+// attempts, so fn must have no effect outside tx.
+func RunInTx(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) error {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 2 * time.Millisecond
+	bo.MaxInterval = 200 * time.Millisecond
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		err := runOnce(ctx, db, fn)
+		if err != nil && !IsRetryable(err) {
+			return struct{}{}, backoff.Permanent(err)
+		}
+		return struct{}{}, err
+	}, backoff.WithBackOff(bo), backoff.WithMaxTries(maxTxAttempts), backoff.WithMaxElapsedTime(0))
+	return err
+}
+
+func runOnce(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) (err error) {
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin tx: %w", err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = tx.Rollback()
+			panic(p)
+		}
+		if err != nil {
+			if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
+				err = errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
+			}
+		}
+	}()
+	if err = fn(tx); err != nil {
+		return err
+	}
+	if err = tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// IsRetryable reports whether err is a transient conflict after which the
+// whole transaction may simply be run again: a PostgreSQL serialization
+// failure (40001) or deadlock (40P01), or SQLITE_BUSY / SQLITE_LOCKED.
+func IsRetryable(err error) bool {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		return pgErr.Code == "40001" || pgErr.Code == "40P01"
+	}
+	if sqErr, ok := errors.AsType[*sqlite.Error](err); ok {
+		switch sqErr.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return true
+		}
+	}
+	return false
+}
+
+// IsUniqueViolation reports whether err is a unique or primary key
+// constraint violation, in either dialect.
+func IsUniqueViolation(err error) bool {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		return pgErr.Code == "23505"
+	}
+	if sqErr, ok := errors.AsType[*sqlite.Error](err); ok {
+		return sqErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || sqErr.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
