@@ -1,0 +1,315 @@
+package natsjs
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config configures a [Broker] connection. The zero value, plus a URL,
+// gives the defaults.
+type Config struct {
+	// URL of the server or cluster: "nats://host:port", several separated
+	// by commas. Required.
+	URL string
+	// Name identifies the connection in the server's monitoring.
+	Name string
+	// Logger receives connection events. Default: discard.
+	Logger *slog.Logger
+	// ConnectTimeout bounds the first connection. Default 5 s. After
+	// that, the connection reconnects forever.
+	ConnectTimeout time.Duration
+	// Replicas for the streams this broker creates. Default 1; use 3 on a
+	// cluster.
+	Replicas int
+	// DuplicateWindow is how long a stream remembers message ids for
+	// de-duplication. Default 10 minutes.
+	DuplicateWindow time.Duration
+	// DeadLetterStream and DeadLetterPrefix name the dead-letter stream and
+	// the prefix of its subjects (a dead letter of "sysops.ticket.created"
+	// is stored on "<prefix>.sysops.ticket.created"). Defaults
+	// "SYSOPS_DLQ" and "dlq".
+	DeadLetterStream string
+	DeadLetterPrefix string
+}
+
+// Broker is a connection to NATS JetStream. It is safe for concurrent use.
+type Broker struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	cfg    Config
+	logger *slog.Logger
+}
+
+// Message is what is published and what a [Handler] receives.
+type Message struct {
+	// ID is the message id, used for de-duplication. Required to publish.
+	ID      string
+	Subject string
+	Header  nats.Header
+	Data    []byte
+}
+
+// PubAck is the server's acknowledgement of a stored message.
+type PubAck struct {
+	Stream   string
+	Sequence uint64
+	// Duplicate is true when the id had been stored before and this
+	// publish was dropped.
+	Duplicate bool
+}
+
+// Errors returned by a [Broker].
+var (
+	// ErrNoID: a message without an id cannot be de-duplicated and is
+	// refused.
+	ErrNoID = errors.New("natsjs: message has no id")
+	// ErrClosed: the broker was closed.
+	ErrClosed = errors.New("natsjs: broker closed")
+)
+
+// Connect connects to the server or cluster at cfg.URL and checks that
+// JetStream answers. An unreachable server is reported in one line.
+func Connect(ctx context.Context, cfg Config) (*Broker, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("natsjs: Config.URL is required")
+	}
+	cfg.ConnectTimeout = cmp.Or(cfg.ConnectTimeout, 5*time.Second)
+	cfg.Replicas = cmp.Or(cfg.Replicas, 1)
+	cfg.DuplicateWindow = cmp.Or(cfg.DuplicateWindow, 10*time.Minute)
+	cfg.DeadLetterStream = cmp.Or(cfg.DeadLetterStream, "SYSOPS_DLQ")
+	cfg.DeadLetterPrefix = cmp.Or(cfg.DeadLetterPrefix, "dlq")
+	if err := validStreamName(cfg.DeadLetterStream); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	nc, err := nats.Connect(cfg.URL,
+		nats.Name(cmp.Or(cfg.Name, "sysops")),
+		nats.Timeout(cfg.ConnectTimeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				logger.Warn("nats disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: connect %s: %w", redactURL(cfg.URL), err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("natsjs: %w", err)
+	}
+	b := &Broker{nc: nc, js: js, cfg: cfg, logger: logger}
+	pingCtx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	if err := b.Ping(pingCtx); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("natsjs: %s: %w", redactURL(cfg.URL), err)
+	}
+	return b, nil
+}
+
+// Ping checks that the connection is up and JetStream answers.
+func (b *Broker) Ping(ctx context.Context) error {
+	if b.nc.IsClosed() {
+		return ErrClosed
+	}
+	if s := b.nc.Status(); s != nats.CONNECTED {
+		return fmt.Errorf("natsjs: connection is %s", strings.ToLower(s.String()))
+	}
+	if _, err := b.js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("natsjs: jetstream: %w", err)
+	}
+	return nil
+}
+
+// Close drains nothing and closes the connection; subscriptions stop.
+func (b *Broker) Close() { b.nc.Close() }
+
+// ConnectedURL returns the URL of the server the broker is connected to.
+func (b *Broker) ConnectedURL() string { return b.nc.ConnectedUrlRedacted() }
+
+// StreamSpec describes a stream.
+type StreamSpec struct {
+	// Name of the stream: letters, digits, '-' and '_'.
+	Name string
+	// Subjects the stream stores.
+	Subjects []string
+	// WorkQueue makes the stream a work queue: a message is removed once
+	// acknowledged, and each subject may have only one consumer.
+	WorkQueue bool
+	// MaxAge discards messages older than this. Zero keeps them.
+	MaxAge time.Duration
+}
+
+// ServiceStream is the stream of events owned by service: "SYSOPS_<SERVICE>"
+// holding "sysops.<service>.>".
+func ServiceStream(service string) StreamSpec {
+	return StreamSpec{
+		Name:     "SYSOPS_" + strings.ToUpper(service),
+		Subjects: []string{"sysops." + service + ".>"},
+	}
+}
+
+func validStreamName(name string) error {
+	if name == "" || strings.ContainsAny(name, " .*>/\\\t\n") {
+		return fmt.Errorf("natsjs: stream name %q must be non-empty without spaces, '.', '*', '>' or slashes", name)
+	}
+	return nil
+}
+
+// EnsureStream creates the stream, or updates it to spec if it exists. It
+// is idempotent and safe to call from every process at start.
+func (b *Broker) EnsureStream(ctx context.Context, spec StreamSpec) error {
+	if err := validStreamName(spec.Name); err != nil {
+		return err
+	}
+	if len(spec.Subjects) == 0 {
+		return fmt.Errorf("natsjs: stream %s has no subjects", spec.Name)
+	}
+	for _, s := range spec.Subjects {
+		if s == "" || strings.ContainsAny(s, " \t\r\n") {
+			return fmt.Errorf("natsjs: stream %s: bad subject %q", spec.Name, s)
+		}
+	}
+	cfg := jetstream.StreamConfig{
+		Name:       spec.Name,
+		Subjects:   spec.Subjects,
+		Storage:    jetstream.FileStorage,
+		Replicas:   b.cfg.Replicas,
+		Duplicates: b.cfg.DuplicateWindow,
+		MaxAge:     spec.MaxAge,
+		Discard:    jetstream.DiscardOld,
+	}
+	if spec.WorkQueue {
+		cfg.Retention = jetstream.WorkQueuePolicy
+	}
+	if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("natsjs: ensure stream %s: %w", spec.Name, err)
+	}
+	return nil
+}
+
+// EnsureDeadLetterStream creates or updates the dead-letter stream.
+func (b *Broker) EnsureDeadLetterStream(ctx context.Context) error {
+	return b.EnsureStream(ctx, StreamSpec{
+		Name:     b.cfg.DeadLetterStream,
+		Subjects: []string{b.cfg.DeadLetterPrefix + ".>"},
+	})
+}
+
+// DeleteStream deletes a stream and everything in it. A missing stream is
+// not an error.
+func (b *Broker) DeleteStream(ctx context.Context, name string) error {
+	err := b.js.DeleteStream(ctx, name)
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("natsjs: delete stream %s: %w", name, err)
+	}
+	return nil
+}
+
+// StreamMessages returns the number of messages stored in a stream.
+func (b *Broker) StreamMessages(ctx context.Context, name string) (uint64, error) {
+	s, err := b.js.Stream(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("natsjs: stream %s: %w", name, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("natsjs: stream %s: %w", name, err)
+	}
+	return info.State.Msgs, nil
+}
+
+func toNATS(m Message) (*nats.Msg, error) {
+	if m.ID == "" {
+		return nil, ErrNoID
+	}
+	if m.Subject == "" {
+		return nil, fmt.Errorf("natsjs: message %s has no subject", m.ID)
+	}
+	return &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data}, nil
+}
+
+// Publish stores m and waits for the server's acknowledgement. A message
+// whose id was stored before, inside the duplicate window, is acknowledged
+// with Duplicate set and not stored again.
+func (b *Broker) Publish(ctx context.Context, m Message) (PubAck, error) {
+	msg, err := toNATS(m)
+	if err != nil {
+		return PubAck{}, err
+	}
+	ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.ID))
+	if err != nil {
+		return PubAck{}, fmt.Errorf("natsjs: publish %s to %s: %w", m.ID, m.Subject, err)
+	}
+	return PubAck{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// PublishBatch sends all of msgs without waiting between them, then waits
+// for every acknowledgement. errs[i] is nil when msgs[i] is stored. The
+// messages are sent in slice order, so the server stores those on one
+// subject in that order; a caller that needs order across a failure must
+// re-send from the first failed message onwards.
+func (b *Broker) PublishBatch(ctx context.Context, msgs []Message) (acks []PubAck, errs []error) {
+	acks = make([]PubAck, len(msgs))
+	errs = make([]error, len(msgs))
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		msg, err := toNATS(m)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		futures[i], errs[i] = b.js.PublishMsgAsync(msg, jetstream.WithMsgID(m.ID))
+		if errs[i] != nil {
+			errs[i] = fmt.Errorf("natsjs: publish %s to %s: %w", m.ID, m.Subject, errs[i])
+		}
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case ack := <-f.Ok():
+			acks[i] = PubAck{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}
+		case err := <-f.Err():
+			errs[i] = fmt.Errorf("natsjs: publish %s to %s: %w", msgs[i].ID, msgs[i].Subject, err)
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("natsjs: publish %s to %s: %w", msgs[i].ID, msgs[i].Subject, ctx.Err())
+		}
+	}
+	return acks, errs
+}
+
+// redactURL hides passwords in a comma-separated list of server URLs.
+func redactURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if at := strings.LastIndex(p, "@"); at > 0 {
+			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
+				userinfo := p[scheme+3 : at]
+				if user, _, ok := strings.Cut(userinfo, ":"); ok {
+					parts[i] = p[:scheme+3] + user + ":xxxxx" + p[at:]
+				}
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}

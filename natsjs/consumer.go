@@ -1,0 +1,365 @@
+package natsjs
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ConsumerSpec describes a durable pull consumer. The zero value of each
+// optional field means its default.
+type ConsumerSpec struct {
+	// Stream to consume. Required.
+	Stream string
+	// Durable name; the consumer's position survives restarts under it.
+	// Required.
+	Durable string
+	// FilterSubjects limits the consumer to these subjects. Empty: all.
+	FilterSubjects []string
+	// MaxDeliver is how many times a message is delivered before it is
+	// dead-lettered. Default 5.
+	MaxDeliver int
+	// AckWait is how long the server waits for an ack before it delivers
+	// the message again. While a handler runs, the consumer tells the
+	// server it is still working every AckWait/2, so only a dead or stuck
+	// consumer lets it expire. Default 30 s.
+	AckWait time.Duration
+	// Backoff gives the delay before delivery n+1 after the handler failed
+	// delivery n. Default: 100 ms doubling per delivery up to 30 s, with
+	// ±20% jitter.
+	Backoff func(delivery int) time.Duration
+	// MaxAckPending caps messages delivered but not yet acked. Default 256.
+	MaxAckPending int
+}
+
+// Delivery is a message as a [Handler] receives it.
+type Delivery struct {
+	Message
+	Stream string
+	// Sequence is the message's sequence in its stream.
+	Sequence uint64
+	// NumDelivered counts deliveries of this message, from 1.
+	NumDelivered int
+	// Stored is when the stream stored the message.
+	Stored time.Time
+}
+
+// Handler processes one delivery. Return nil to ack it, [Permanent] to
+// dead-letter it at once, [RetryAfter] to choose the redelivery delay, or
+// any other error to have it redelivered after the [ConsumerSpec.Backoff]
+// delay. A handler must be idempotent: a message may arrive more than once.
+type Handler func(ctx context.Context, d *Delivery) error
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as one that no retry can fix: the message goes to
+// the dead-letter stream at once with err as the reason.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+// IsPermanent reports whether err was marked with [Permanent].
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+type retryAfterError struct {
+	err   error
+	delay time.Duration
+}
+
+func (e *retryAfterError) Error() string { return e.err.Error() }
+func (e *retryAfterError) Unwrap() error { return e.err }
+
+// RetryAfter asks for the message to be delivered again after delay
+// instead of the default backoff. It still counts as a failed delivery.
+func RetryAfter(err error, delay time.Duration) error {
+	if err == nil {
+		err = errors.New("retry requested")
+	}
+	return &retryAfterError{err: err, delay: delay}
+}
+
+// Dead-letter headers, added to the original headers of a dead letter.
+const (
+	DlqReason     = "Sysops-Dlq-Reason"
+	DlqSubject    = "Sysops-Dlq-Subject"
+	DlqStream     = "Sysops-Dlq-Stream"
+	DlqSequence   = "Sysops-Dlq-Sequence"
+	DlqConsumer   = "Sysops-Dlq-Consumer"
+	DlqDeliveries = "Sysops-Dlq-Deliveries"
+	DlqMessageID  = "Sysops-Dlq-Message-Id"
+	DlqTime       = "Sysops-Dlq-Time"
+)
+
+// DefaultBackoff is the redelivery delay after failed delivery n: 100 ms
+// doubling per delivery, capped at 30 s, with ±20% jitter.
+func DefaultBackoff(delivery int) time.Duration {
+	d := 100 * time.Millisecond << min(max(delivery-1, 0), 9)
+	d = min(d, 30*time.Second)
+	jitter := 0.8 + 0.4*rand.Float64()
+	return time.Duration(float64(d) * jitter)
+}
+
+// Subscription is a running consumer. Stop it with [Subscription.Stop].
+type Subscription struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	err    error
+}
+
+// Stop stops fetching, waits for the handler in progress to finish and
+// returns the error that ended the subscription, if any other than Stop.
+func (s *Subscription) Stop() error {
+	s.cancel()
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Done is closed when the subscription has ended.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+// Subscribe creates or updates the durable consumer described by spec and
+// runs h on every message, one at a time, in stream order, until ctx ends
+// or Stop is called. The dead-letter stream must exist
+// ([Broker.EnsureDeadLetterStream]).
+func (b *Broker) Subscribe(ctx context.Context, spec ConsumerSpec, h Handler) (*Subscription, error) {
+	if spec.Stream == "" || spec.Durable == "" {
+		return nil, errors.New("natsjs: ConsumerSpec needs Stream and Durable")
+	}
+	if h == nil {
+		return nil, errors.New("natsjs: nil handler")
+	}
+	spec.MaxDeliver = cmp.Or(spec.MaxDeliver, 5)
+	spec.AckWait = cmp.Or(spec.AckWait, 30*time.Second)
+	spec.MaxAckPending = cmp.Or(spec.MaxAckPending, 256)
+	if spec.Backoff == nil {
+		spec.Backoff = DefaultBackoff
+	}
+	// The server redelivers forever; the consumer counts deliveries and
+	// dead-letters, so a message whose handler crashed the process on its
+	// last delivery is still dead-lettered on the next one, not dropped.
+	cons, err := b.js.CreateOrUpdateConsumer(ctx, spec.Stream, jetstream.ConsumerConfig{
+		Durable:        spec.Durable,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        spec.AckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  spec.MaxAckPending,
+		FilterSubjects: spec.FilterSubjects,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: consumer %s on %s: %w", spec.Durable, spec.Stream, err)
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(min(spec.MaxAckPending, 256)))
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: consumer %s on %s: %w", spec.Durable, spec.Stream, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	sub := &Subscription{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		<-ctx.Done()
+		// Drain, not Stop: messages already on their way to this consumer
+		// are received and handed back (below) instead of waiting out
+		// AckWait on the server.
+		iter.Drain()
+	}()
+	go func() {
+		defer close(sub.done)
+		for {
+			msg, err := iter.Next()
+			if err != nil {
+				if ctx.Err() == nil && !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					sub.mu.Lock()
+					sub.err = fmt.Errorf("natsjs: consumer %s: %w", spec.Durable, err)
+					sub.mu.Unlock()
+				}
+				cancel()
+				return
+			}
+			if ctx.Err() != nil {
+				_ = msg.Nak()
+				continue
+			}
+			if err := b.handle(ctx, spec, h, msg); err != nil {
+				b.logger.WarnContext(ctx, "natsjs: settle message", "consumer", spec.Durable, "subject", msg.Subject(), "error", err)
+			}
+		}
+	}()
+	return sub, nil
+}
+
+// handle runs h on one message and settles it: ack, nak with delay, or
+// dead-letter. The returned error is about settling, not about h.
+func (b *Broker) handle(ctx context.Context, spec ConsumerSpec, h Handler, msg jetstream.Msg) error {
+	md, err := msg.Metadata()
+	if err != nil {
+		return msg.Term()
+	}
+	d := &Delivery{
+		Message: Message{
+			ID:      msg.Headers().Get(jetstream.MsgIDHeader),
+			Subject: msg.Subject(),
+			Header:  msg.Headers(),
+			Data:    msg.Data(),
+		},
+		Stream:       md.Stream,
+		Sequence:     md.Sequence.Stream,
+		NumDelivered: int(md.NumDelivered),
+		Stored:       md.Timestamp,
+	}
+	if d.NumDelivered > spec.MaxDeliver {
+		reason := fmt.Sprintf("delivered %d times without an ack: the consumer died or timed out while handling it", d.NumDelivered-1)
+		return b.deadLetter(ctx, spec, msg, d, reason)
+	}
+
+	herr := runHandler(ctx, spec, h, msg, d)
+	switch {
+	case herr == nil:
+		return msg.Ack()
+	case IsPermanent(herr):
+		return b.deadLetter(ctx, spec, msg, d, herr.Error())
+	case d.NumDelivered >= spec.MaxDeliver:
+		return b.deadLetter(ctx, spec, msg, d, fmt.Sprintf("failed %d deliveries; last error: %v", d.NumDelivered, herr))
+	}
+	delay := spec.Backoff(d.NumDelivered)
+	if ra, ok := errors.AsType[*retryAfterError](herr); ok {
+		delay = ra.delay
+	}
+	b.logger.DebugContext(ctx, "natsjs: handler failed; will redeliver", "consumer", spec.Durable, "subject", d.Subject,
+		"delivery", d.NumDelivered, "delay", delay, "error", herr)
+	return msg.NakWithDelay(delay)
+}
+
+// runHandler calls h, keeping the message's ack deadline alive while it
+// runs, and turns a panic into a permanent failure: one bad message must
+// not crash the consumer.
+func runHandler(ctx context.Context, spec ConsumerSpec, h Handler, msg jetstream.Msg, d *Delivery) (err error) {
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		t := time.NewTicker(spec.AckWait / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	defer func() {
+		if p := recover(); p != nil {
+			err = Permanent(fmt.Errorf("handler panicked: %v", p))
+		}
+	}()
+	return h(ctx, d)
+}
+
+func (b *Broker) deadLetter(ctx context.Context, spec ConsumerSpec, msg jetstream.Msg, d *Delivery, reason string) error {
+	h := nats.Header{}
+	for k, v := range msg.Headers() {
+		h[k] = append([]string(nil), v...)
+	}
+	if id := h.Get(jetstream.MsgIDHeader); id != "" {
+		h.Set(DlqMessageID, id)
+	}
+	h.Del(jetstream.MsgIDHeader)
+	h.Set(DlqReason, oneLine(reason))
+	h.Set(DlqSubject, d.Subject)
+	h.Set(DlqStream, d.Stream)
+	h.Set(DlqSequence, strconv.FormatUint(d.Sequence, 10))
+	h.Set(DlqConsumer, spec.Durable)
+	h.Set(DlqDeliveries, strconv.Itoa(d.NumDelivered))
+	h.Set(DlqTime, time.Now().UTC().Format(time.RFC3339Nano))
+	// One dead letter per message and consumer, even if this process dies
+	// between storing it and terminating the original.
+	id := fmt.Sprintf("dlq:%s:%s:%d", spec.Durable, d.Stream, d.Sequence)
+	_, err := b.Publish(ctx, Message{ID: id, Subject: b.cfg.DeadLetterPrefix + "." + d.Subject, Header: h, Data: d.Data})
+	if err != nil {
+		// Leave the message to be redelivered; dead-lettering is retried then.
+		_ = msg.NakWithDelay(spec.Backoff(d.NumDelivered))
+		return fmt.Errorf("dead-letter %s: %w", d.Subject, err)
+	}
+	b.logger.WarnContext(ctx, "natsjs: message dead-lettered", "consumer", spec.Durable, "subject", d.Subject,
+		"sequence", d.Sequence, "deliveries", d.NumDelivered, "reason", reason)
+	return msg.TermWithReason(oneLine(reason))
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\r", " ")
+	return strings.ReplaceAll(s, "\n", "; ")
+}
+
+// DeadLetter is a message read back from the dead-letter stream.
+type DeadLetter struct {
+	Message
+	Reason     string
+	Subject    string // the original subject
+	Stream     string // the stream it came from
+	Sequence   uint64 // its sequence there
+	Consumer   string // the consumer that gave up on it
+	Deliveries int
+	OriginalID string
+	Time       time.Time
+	// DLQSequence is the dead letter's own sequence in the dead-letter stream.
+	DLQSequence uint64
+}
+
+// DeadLetters reads up to limit dead letters, oldest first, starting after
+// the dead-letter stream's sequence after (0 for the beginning).
+func (b *Broker) DeadLetters(ctx context.Context, after uint64, limit int) ([]DeadLetter, error) {
+	stream, err := b.js.Stream(ctx, b.cfg.DeadLetterStream)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: dead letters: %w", err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: dead letters: %w", err)
+	}
+	var out []DeadLetter
+	for seq := max(after+1, info.State.FirstSeq); seq <= info.State.LastSeq && len(out) < limit; seq++ {
+		raw, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("natsjs: dead letter %d: %w", seq, err)
+		}
+		h := raw.Header
+		dl := DeadLetter{
+			Message:     Message{ID: h.Get(DlqMessageID), Subject: raw.Subject, Header: h, Data: raw.Data},
+			Reason:      h.Get(DlqReason),
+			Subject:     h.Get(DlqSubject),
+			Stream:      h.Get(DlqStream),
+			Consumer:    h.Get(DlqConsumer),
+			OriginalID:  h.Get(DlqMessageID),
+			DLQSequence: raw.Sequence,
+		}
+		dl.Sequence, _ = strconv.ParseUint(h.Get(DlqSequence), 10, 64)
+		dl.Deliveries, _ = strconv.Atoi(h.Get(DlqDeliveries))
+		dl.Time, _ = time.Parse(time.RFC3339Nano, h.Get(DlqTime))
+		out = append(out, dl)
+	}
+	return out, nil
+}

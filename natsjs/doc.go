@@ -1,0 +1,33 @@
+// Package natsjs is the broker adapter: NATS JetStream, embedded in the
+// process ([RunServer]) or reached by URL ([Connect]), used the way the
+// toolkit needs it.
+//
+//   - One stream per owning service ([ServiceStream]: "SYSOPS_TICKET" holds
+//     "sysops.ticket.>") plus one dead-letter stream; [Broker.EnsureStream]
+//     is idempotent.
+//   - [Broker.Publish] and [Broker.PublishBatch] send a [Message] with its ID
+//     as the JetStream message id, so a re-published id inside the
+//     stream's duplicate window is stored once, and return only after the
+//     server has acknowledged storing it.
+//   - [Broker.Subscribe] runs a durable pull consumer with explicit acks.
+//     A [Handler] that returns nil acks the message; one that returns an
+//     error gets it again after a delay that grows with each delivery; one
+//     that returns [Permanent] sends it to the dead-letter stream at once.
+//     After [ConsumerSpec.MaxDeliver] deliveries a failing message is
+//     dead-lettered too, so a poison message never blocks the ones behind
+//     it. A dead letter keeps the original subject, data and headers and
+//     adds the reason, the delivery count, the stream, sequence and
+//     consumer it came from (the Dlq* header names).
+//   - [EventMessage] and [ParseEvent] carry a [sysops.Event] in the
+//     CloudEvents NATS binding: data as the payload, attributes as "ce-"
+//     headers.
+//
+// # What it does not promise
+//
+// Delivery is at least once: a handler may see a message again after a
+// crash, a timeout or a lost ack, so handlers must be idempotent (package
+// inbox makes them so). Order is kept per subject while messages succeed; a
+// message that is retried is redelivered after later ones. De-duplication
+// of publishes holds only inside the stream's duplicate window (default 10
+// minutes).
+package natsjs

@@ -1,0 +1,105 @@
+package natsjs
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// ServerConfig configures an embedded NATS server. The zero value, plus a
+// StoreDir, gives a JetStream server on a random loopback port.
+type ServerConfig struct {
+	// StoreDir is where JetStream keeps its files. Required.
+	StoreDir string
+	// Host to listen on. Default 127.0.0.1: the embedded server is for one
+	// machine; run a real cluster for more.
+	Host string
+	// Port to listen on; 0 picks a free one.
+	Port int
+	// Name of the server, shown to clients. Default "sysops".
+	Name string
+	// StartTimeout bounds waiting for the server to accept connections.
+	// Default 10 s.
+	StartTimeout time.Duration
+}
+
+// Server is an embedded NATS server with JetStream.
+type Server struct {
+	ns *server.Server
+}
+
+// RunServer starts an embedded NATS server with JetStream enabled and
+// returns once it accepts connections.
+func RunServer(cfg ServerConfig) (*Server, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("natsjs: ServerConfig.StoreDir is required")
+	}
+	port := cfg.Port
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName:            cmp.Or(cfg.Name, "sysops"),
+		Host:                  cmp.Or(cfg.Host, "127.0.0.1"),
+		Port:                  port,
+		JetStream:             true,
+		StoreDir:              cfg.StoreDir,
+		NoSigs:                true,
+		NoLog:                 true,
+		MaxPayload:            8 << 20,
+		DisableShortFirstPing: true,
+	}
+	if cfg.Port != 0 {
+		// The server reports a busy port only by never becoming ready;
+		// find out now, in one clear line.
+		addr := net.JoinHostPort(opts.Host, strconv.Itoa(cfg.Port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: embedded server: cannot listen on %s: %w", addr, errors.Unwrap(err))
+		}
+		l.Close()
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: embedded server: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				errc <- fmt.Errorf("%v", p)
+			}
+		}()
+		ns.Start()
+	}()
+	timeout := cmp.Or(cfg.StartTimeout, 10*time.Second)
+	if !ns.ReadyForConnections(timeout) {
+		ns.Shutdown()
+		select {
+		case err := <-errc:
+			return nil, fmt.Errorf("natsjs: embedded server on %s:%d: %w", opts.Host, cfg.Port, err)
+		default:
+		}
+		return nil, fmt.Errorf("natsjs: embedded server on %s:%d did not accept connections within %s (port in use or store dir %s unusable?)",
+			opts.Host, cfg.Port, timeout, cfg.StoreDir)
+	}
+	if !ns.JetStreamEnabled() {
+		ns.Shutdown()
+		return nil, fmt.Errorf("natsjs: embedded server: JetStream did not start (store dir %s)", cfg.StoreDir)
+	}
+	return &Server{ns: ns}, nil
+}
+
+// ClientURL returns the nats:// URL clients connect to.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Shutdown stops the server and waits until it has stopped.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
