@@ -125,4 +125,3 @@ func ParseEvent(m Message) (sysops.Event, error) {
 	}
 	return ev, nil
 }
-
