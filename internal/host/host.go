@@ -1,0 +1,233 @@
+// Package host runs one Sysops Squad service: it opens the service's own
+// database and runs its migrations, connects to the broker and sets up the
+// service's streams, then serves the service's HTTP API on its own address
+// next to GET /healthz (the process is alive) and GET /readyz (its database
+// and the broker answer). `sysops up` hosts every service this way in one
+// process, `sysops serve` one service per process; either way services
+// reach each other only over HTTP and NATS.
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/internal/httpx"
+	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// Spec describes a service to the host.
+type Spec struct {
+	// Name is the service's name: its database, its stream and its entry
+	// in the topology are named after it.
+	Name string
+	// Migrations are the service's embedded goose migrations (see
+	// [sqldb.Migrate]); nil if it has none.
+	Migrations fs.FS
+	// Streams are ensured on the broker before the service starts.
+	Streams []natsjs.StreamSpec
+	// Start builds the service once its database and broker are ready. Work
+	// it starts in the background must stop when ctx ends.
+	Start func(ctx context.Context, deps Deps) (http.Handler, error)
+}
+
+// Deps is what a service gets from its host.
+type Deps struct {
+	DB     *sqldb.DB
+	Broker *natsjs.Broker
+	Logger *slog.Logger
+	// Peers maps other services' names to their base URLs.
+	Peers map[string]string
+}
+
+// Config configures [Start].
+type Config struct {
+	Spec Spec
+	// DatabaseURL is the service's own database (see [sqldb.Provision]).
+	DatabaseURL string
+	// NATSURL is the broker.
+	NATSURL string
+	// Addr is the address to listen on, host:port; port 0 picks one.
+	Addr string
+	// Peers maps other services' names to their base URLs.
+	Peers  map[string]string
+	Logger *slog.Logger
+}
+
+// Host is a running service.
+type Host struct {
+	name   string
+	url    string
+	dbURL  string
+	srv    *http.Server
+	db     *sqldb.DB
+	broker *natsjs.Broker
+	cancel context.CancelFunc
+	served chan error
+
+	closeOnce sync.Once
+}
+
+// Start brings the service up and serves it in the background. Any failure
+// — database unreachable, a migration failing, broker down, address in use
+// — is returned as one line naming the service and the problem, and
+// everything opened so far is closed.
+func Start(ctx context.Context, cfg Config) (h *Host, err error) {
+	spec := cfg.Spec
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("service", spec.Name)
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf(spec.Name+": "+format, args...)
+	}
+
+	db, err := sqldb.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, fail("%w", err)
+	}
+	defer func() {
+		if err != nil {
+			db.Close()
+		}
+	}()
+	if spec.Migrations != nil {
+		res, err := sqldb.Migrate(ctx, db, spec.Name, spec.Migrations)
+		if err != nil {
+			return nil, fail("%w", err)
+		}
+		if len(res.Applied) > 0 {
+			logger.InfoContext(ctx, "migrated", "applied", res.Applied, "version", res.Version)
+		}
+	}
+
+	broker, err := natsjs.Connect(ctx, natsjs.Config{URL: cfg.NATSURL, Name: spec.Name, Logger: logger})
+	if err != nil {
+		return nil, fail("%w", err)
+	}
+	defer func() {
+		if err != nil {
+			broker.Close()
+		}
+	}()
+	if err := broker.EnsureDeadLetterStream(ctx); err != nil {
+		return nil, fail("%w", err)
+	}
+	for _, s := range spec.Streams {
+		if err := broker.EnsureStream(ctx, s); err != nil {
+			return nil, fail("%w", err)
+		}
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fail("listen %s: %w", cfg.Addr, listenCause(err))
+	}
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
+
+	svcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	handler, err := spec.Start(svcCtx, Deps{DB: db, Broker: broker, Logger: logger, Peers: cfg.Peers})
+	if err != nil {
+		cancel()
+		return nil, fail("start: %w", err)
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok", "service": spec.Name})
+	})
+	mux.Handle("GET /readyz", httpx.Handle(logger, func(w http.ResponseWriter, r *http.Request) error {
+		return ready(r.Context(), w, spec.Name, db, broker)
+	}))
+	mux.Handle("/", handler)
+
+	h = &Host{
+		name:   spec.Name,
+		url:    "http://" + ln.Addr().String(),
+		dbURL:  db.URL(),
+		db:     db,
+		broker: broker,
+		cancel: cancel,
+		served: make(chan error, 1),
+		srv: &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		},
+	}
+	go func() { h.served <- h.srv.Serve(ln) }()
+	return h, nil
+}
+
+func ready(ctx context.Context, w http.ResponseWriter, name string, db *sqldb.DB, broker *natsjs.Broker) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	checks := map[string]string{}
+	var problems []error
+	if err := db.PingContext(ctx); err != nil {
+		checks["database"] = err.Error()
+		problems = append(problems, fmt.Errorf("database: %w", err))
+	} else {
+		checks["database"] = "ok"
+	}
+	if err := broker.Ping(ctx); err != nil {
+		checks["broker"] = err.Error()
+		problems = append(problems, fmt.Errorf("broker: %w", err))
+	} else {
+		checks["broker"] = "ok"
+	}
+	if len(problems) > 0 {
+		return sysops.Errorf(sysops.EUnavailable, "%s not ready: %v", name, errors.Join(problems...))
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"status": "ready", "service": name, "checks": checks})
+	return nil
+}
+
+func listenCause(err error) error {
+	if op, ok := errors.AsType[*net.OpError](err); ok && op.Err != nil {
+		if inner := errors.Unwrap(op.Err); inner != nil {
+			return inner // "address already in use", without the syscall name
+		}
+		return op.Err
+	}
+	return err
+}
+
+// Name returns the service's name.
+func (h *Host) Name() string { return h.name }
+
+// URL returns the base URL the service answers on.
+func (h *Host) URL() string { return h.url }
+
+// DatabaseURL returns the service's database URL, password removed.
+func (h *Host) DatabaseURL() string { return h.dbURL }
+
+// Done delivers the error that stopped the server, if it stops on its own.
+func (h *Host) Done() <-chan error { return h.served }
+
+// Shutdown stops accepting requests, waits for those in flight until ctx
+// ends, stops the service's background work, and closes its broker
+// connection and database.
+func (h *Host) Shutdown(ctx context.Context) error {
+	var err error
+	h.closeOnce.Do(func() {
+		err = h.srv.Shutdown(ctx)
+		h.cancel()
+		h.broker.Close()
+		err = errors.Join(err, h.db.Close())
+	})
+	return err
+}

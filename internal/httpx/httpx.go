@@ -1,0 +1,156 @@
+// Package httpx is the HTTP edge shared by the services: the one table
+// that maps [sysops.ErrorCode] to a status, JSON responses and errors, and
+// strict JSON request decoding. Handlers return errors; this package turns
+// them into responses and logs the internal ones, once.
+package httpx
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/sysops-squad/sysops"
+)
+
+// MaxBodyBytes caps every request body.
+const MaxBodyBytes = 1 << 20
+
+// statusOf is the one mapping from error code to HTTP status.
+var statusOf = map[sysops.ErrorCode]int{
+	sysops.EInvalid:     http.StatusBadRequest,
+	sysops.ENotFound:    http.StatusNotFound,
+	sysops.EConflict:    http.StatusConflict,
+	sysops.EUnavailable: http.StatusServiceUnavailable,
+	sysops.EInternal:    http.StatusInternalServerError,
+}
+
+// Status returns the HTTP status for an error's code.
+func Status(err error) int {
+	if s, ok := statusOf[sysops.CodeOf(err)]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// ErrorBody is the JSON shape of every error response.
+type ErrorBody struct {
+	Error sysops.Error `json:"error"`
+}
+
+// WriteJSON writes v as JSON with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// WriteError writes err as the JSON error body. Internal errors are logged
+// with their detail and answered with a generic message.
+func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
+	code := sysops.CodeOf(err)
+	if code == sysops.EInternal && logger != nil {
+		logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	}
+	WriteJSON(w, Status(err), ErrorBody{Error: sysops.Error{Code: code, Message: sysops.MessageOf(err)}})
+}
+
+// HandlerFunc is an HTTP handler that returns an error instead of writing
+// it.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Handle adapts fn to an http.Handler: a returned error becomes the JSON
+// error response, and a panic a 500, logged.
+func Handle(logger *slog.Logger, fn HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				WriteError(w, r, logger, fmt.Errorf("panic: %v", p))
+			}
+		}()
+		if err := fn(w, r); err != nil {
+			WriteError(w, r, logger, err)
+		}
+	})
+}
+
+// DecodeJSON reads r's body, at most [MaxBodyBytes], into dst. Unknown
+// fields, wrong types, trailing data and oversized bodies are
+// [sysops.EInvalid] errors that name the field or the problem.
+func DecodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return sysops.Errorf(sysops.EInvalid, "Content-Type must be application/json, not %q", ct)
+	}
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	b, err := io.ReadAll(body)
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return sysops.Errorf(sysops.EInvalid, "request body exceeds %d bytes", MaxBodyBytes)
+		}
+		return sysops.Errorf(sysops.EInvalid, "read request body: %v", err)
+	}
+	return Unmarshal(b, dst)
+}
+
+// Unmarshal decodes one JSON value strictly into dst; see [DecodeJSON].
+func Unmarshal(b []byte, dst any) error {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return sysops.Errorf(sysops.EInvalid, "request body is empty; a JSON object is required")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return sysops.Errorf(sysops.EInvalid, "%s", describeJSONError(err))
+	}
+	if dec.More() {
+		return sysops.Errorf(sysops.EInvalid, "request body has data after the JSON value")
+	}
+	return nil
+}
+
+func describeJSONError(err error) string {
+	if e, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		field := e.Field
+		if field == "" {
+			return fmt.Sprintf("body must be a JSON %s, not %s", e.Type.Kind(), e.Value)
+		}
+		return fmt.Sprintf("field %q must be %s, not %s", field, jsonKind(e.Type.Kind().String()), e.Value)
+	}
+	if e, ok := errors.AsType[*json.SyntaxError](err); ok {
+		return fmt.Sprintf("malformed JSON at byte %d: %v", e.Offset, e)
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return "unknown field " + f
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return "malformed JSON: unexpected end of body"
+	}
+	return strings.TrimPrefix(msg, "json: ")
+}
+
+func jsonKind(goKind string) string {
+	switch {
+	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"), strings.HasPrefix(goKind, "float"):
+		return "a number"
+	case goKind == "string":
+		return "a string"
+	case goKind == "bool":
+		return "true or false"
+	case goKind == "slice", goKind == "array":
+		return "an array"
+	}
+	return "an object"
+}
