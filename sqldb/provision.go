@@ -91,7 +91,7 @@ func provisionPostgres(ctx context.Context, base, name string) (string, error) {
 	}
 	admin, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return "", fmt.Errorf("sqldb: postgres %s unreachable: %w", Redact(base), oneLine(err))
+		return "", fmt.Errorf("sqldb: cannot connect to postgres %s: %w", Redact(base), oneLine(rootCause(err)))
 	}
 	defer admin.Close(context.WithoutCancel(ctx))
 

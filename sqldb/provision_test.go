@@ -47,7 +47,7 @@ func TestProvisionErrors(t *testing.T) {
 		{"data dir under a file", filepath.Join(file, "data"), "location", "data directory"},
 		{"bad service name", t.TempDir(), "../etc", "service name"},
 		{"unknown scheme", "mysql://localhost/x", "location", "unknown database URL scheme"},
-		{"unreachable postgres", "postgres://postgres@127.0.0.1:1/test?connect_timeout=2", "location", "unreachable"},
+		{"unreachable postgres", "postgres://postgres@127.0.0.1:1/test?connect_timeout=2", "location", "cannot connect to postgres"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

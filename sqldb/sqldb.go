@@ -85,6 +85,9 @@ func Open(ctx context.Context, rawURL string, opts ...Options) (*DB, error) {
 	defer cancel()
 	if err := db.PingContext(pingCtx); err != nil {
 		db.Close()
+		if db.dialect == Postgres {
+			err = rootCause(err)
+		}
 		return nil, fmt.Errorf("sqldb: open %s: %w", Redact(rawURL), oneLine(err))
 	}
 	return db, nil
@@ -242,6 +245,30 @@ func Redact(rawURL string) string {
 		return rawURL
 	}
 	return u.Redacted()
+}
+
+// rootCause returns the innermost error of a connection failure ("connection
+// refused", "password authentication failed ..."): pgx's own message lists
+// every address and attempt over several lines.
+func rootCause(err error) error {
+	for {
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			inner := u.Unwrap()
+			if inner == nil {
+				return err
+			}
+			err = inner
+		case interface{ Unwrap() []error }:
+			errs := u.Unwrap()
+			if len(errs) == 0 {
+				return err
+			}
+			err = errs[len(errs)-1]
+		default:
+			return err
+		}
+	}
 }
 
 // oneLine flattens a multi-line error (errors.Join) so that a failure is

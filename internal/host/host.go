@@ -57,6 +57,10 @@ type Config struct {
 	NATSURL string
 	// Addr is the address to listen on, host:port; port 0 picks one.
 	Addr string
+	// Listener, if set, is used instead of listening on Addr: a caller
+	// that starts several services listens first, so that every address
+	// is known (and every conflict found) before any service starts.
+	Listener net.Listener
 	// Peers maps other services' names to their base URLs.
 	Peers  map[string]string
 	Logger *slog.Logger
@@ -128,9 +132,11 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 		}
 	}
 
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, fail("listen %s: %w", cfg.Addr, listenCause(err))
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = Listen(spec.Name, cfg.Addr); err != nil {
+			return nil, err
+		}
 	}
 	defer func() {
 		if err != nil {
@@ -194,6 +200,16 @@ func ready(ctx context.Context, w http.ResponseWriter, name string, db *sqldb.DB
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"status": "ready", "service": name, "checks": checks})
 	return nil
+}
+
+// Listen listens on addr for the named service, reporting a failure (an
+// address in use, say) in one line that names both.
+func Listen(service, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen %s: %w", service, addr, listenCause(err))
+	}
+	return ln, nil
 }
 
 func listenCause(err error) error {

@@ -1,0 +1,375 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+// binary is the sysops command, built once for the tests that run it as a
+// real process.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sysops-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "sysops")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build sysops: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a running sysops process.
+type proc struct {
+	cmd    *exec.Cmd
+	stdout *bufio.Scanner
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+// start runs sysops with args and a clean environment (no SYSOPS_*).
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SYSOPS_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, stdout: bufio.NewScanner(out), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	return p
+}
+
+// table reads the service table that up and serve print once ready:
+// service name → URL. It fails the test if the process exits first.
+func (p *proc) table(t *testing.T) map[string]string {
+	t.Helper()
+	rows := map[string]string{}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		for p.stdout.Scan() {
+			lines <- p.stdout.Text()
+		}
+	}()
+	timeout := time.After(60 * time.Second)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				err := p.cmd.Wait()
+				t.Fatalf("sysops exited (%v) before printing its table; stderr:\n%s", err, p.stderr)
+			}
+			f := strings.Fields(line)
+			if len(f) >= 2 && f[0] != "SERVICE" {
+				rows[f[0]] = f[1]
+			}
+			if len(f) > 0 && f[0] == "nats" {
+				go func() { // keep draining
+					for range lines {
+					}
+				}()
+				return rows
+			}
+		case <-timeout:
+			t.Fatalf("no table after 60 s; stderr:\n%s", p.stderr)
+		}
+	}
+}
+
+// stop sends sig and returns the exit error, failing the test if the
+// process has not exited within the shutdown budget plus a margin.
+func (p *proc) stop(t *testing.T, sig os.Signal) error {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(shutdownBudget + 5*time.Second):
+		_ = p.cmd.Process.Kill()
+		t.Fatalf("sysops did not exit within %s of %v; stderr:\n%s", shutdownBudget, sig, p.stderr)
+		return nil
+	}
+}
+
+func getJSON(t *testing.T, url string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("GET %s: body %q is not JSON: %v", url, b, err)
+	}
+	return resp.StatusCode, m
+}
+
+func checkHealth(t *testing.T, services map[string]string) {
+	t.Helper()
+	for _, s := range registry() {
+		url, ok := services[s.Name]
+		if !ok {
+			t.Errorf("service %s missing from the table %v", s.Name, services)
+			continue
+		}
+		for _, path := range []string{"/healthz", "/readyz"} {
+			if code, body := getJSON(t, url+path); code != 200 {
+				t.Errorf("%s%s = %d %v", s.Name, path, code, body)
+			}
+		}
+	}
+}
+
+func TestUpRunsEveryServiceAndKeepsData(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+
+	p := start(t, "up", "--data-dir", dataDir, "--addr", "127.0.0.1:0")
+	services := p.table(t)
+	checkHealth(t, services)
+	if code, body := getJSON(t, services["location"]+"/zipcodes/60601"); code != 200 || body["city"] != "Chicago" {
+		t.Errorf("zip lookup = %d %v", code, body)
+	}
+	if err := p.stop(t, os.Interrupt); err != nil {
+		t.Fatalf("up exited with %v after Ctrl-C, want 0; stderr:\n%s", err, p.stderr)
+	}
+
+	// An operator adds a zip code while the system is down.
+	db, err := sql.Open("sqlite", filepath.Join(dataDir, "location.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO zip_code VALUES ('99950', 'Ketchikan', 'AK', 55.34, -131.64)`); err != nil {
+		t.Fatalf("the first run left no location database: %v", err)
+	}
+	db.Close()
+
+	p = start(t, "up", "--data-dir", dataDir, "--addr", "127.0.0.1:0")
+	services = p.table(t)
+	checkHealth(t, services)
+	if code, body := getJSON(t, services["location"]+"/zipcodes/99950"); code != 200 || body["city"] != "Ketchikan" {
+		t.Errorf("second run lost the data: %d %v", code, body)
+	}
+	if strings.Contains(p.stderr.String(), "migrated") {
+		t.Errorf("second run migrated again:\n%s", p.stderr)
+	}
+	if err := p.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("up exited with %v after SIGTERM, want 0", err)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "nats", "jetstream")); err != nil {
+		t.Errorf("embedded NATS kept no data under the data dir: %v", err)
+	}
+}
+
+func TestUpOnPostgres(t *testing.T) {
+	base := sqldbtest.PostgresURL(t)
+	prefix := sqldbtest.RandomName("up") + "_"
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		for _, s := range registry() {
+			name := pgx.Identifier{prefix + s.Name}.Sanitize()
+			_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			_, _ = conn.Exec(ctx, "DROP ROLE IF EXISTS "+name)
+		}
+	})
+	p := start(t, "up", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--postgres", base, "--db-prefix", prefix)
+	services := p.table(t)
+	checkHealth(t, services)
+	if code, body := getJSON(t, services["location"]+"/zipcodes?near=02139&km=3"); code != 200 {
+		t.Errorf("near query = %d %v", code, body)
+	}
+	if err := p.stop(t, os.Interrupt); err != nil {
+		t.Fatalf("exit %v; stderr:\n%s", err, p.stderr)
+	}
+}
+
+func TestServeOneService(t *testing.T) {
+	srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	dataDir := t.TempDir()
+
+	p := start(t, "serve", "location", "--data-dir", dataDir, "--nats", srv.ClientURL(), "--addr", "127.0.0.1:0")
+	services := p.table(t)
+	if code, _ := getJSON(t, services["location"]+"/readyz"); code != 200 {
+		t.Errorf("readyz = %d", code)
+	}
+	topo, err := readTopology(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if topo.Services["location"].URL != services["location"] || topo.NATSURL != srv.ClientURL() {
+		t.Errorf("topology = %+v, want location at %s and NATS at %s", topo, services["location"], srv.ClientURL())
+	}
+
+	// With the broker gone the service is alive but not ready.
+	srv.Shutdown()
+	if code, _ := getJSON(t, services["location"]+"/healthz"); code != 200 {
+		t.Errorf("healthz with the broker down = %d, want 200", code)
+	}
+	code, body := getJSON(t, services["location"]+"/readyz")
+	if code != 503 || !strings.Contains(fmt.Sprint(body), "broker") {
+		t.Errorf("readyz with the broker down = %d %v, want 503 naming the broker", code, body)
+	}
+	if err := p.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("serve exited with %v, want 0; stderr:\n%s", err, p.stderr)
+	}
+}
+
+// TestBadConfiguration: every mistake stops sysops with one line naming the
+// problem and a non-zero exit, never a panic or a usage dump.
+func TestBadConfiguration(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busyPort := busy.Addr().(*net.TCPAddr).Port
+	// up puts the first service on the port after --addr's.
+	busyAddr := fmt.Sprintf("127.0.0.1:%d", busyPort-1)
+
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unreachable postgres", []string{"up", "--postgres", "postgres://postgres@127.0.0.1:1/test"}, "connection refused"},
+		{"unknown url scheme", []string{"up", "--postgres", "mysql://root@127.0.0.1/x"}, "unknown database URL scheme"},
+		{"port in use", []string{"up", "--addr", busyAddr}, "address already in use"},
+		{"unwritable data dir", []string{"up", "--data-dir", filepath.Join(file, "data")}, "data directory"},
+		{"unreachable nats", []string{"up", "--nats", "nats://127.0.0.1:1"}, "127.0.0.1:1"},
+		{"bad addr", []string{"up", "--addr", "nowhere"}, "--addr"},
+		{"bad log level", []string{"up", "--log-level", "loud"}, "--log-level"},
+		{"unknown service", []string{"serve", "nope"}, `unknown service "nope"`},
+		{"serve without nats", []string{"serve", "location"}, "no NATS server"},
+		{"bad peer", []string{"serve", "location", "--nats", "nats://127.0.0.1:1", "--peer", "ticket"}, "--peer"},
+		{"unknown flag", []string{"up", "--colour", "red"}, "unknown flag"},
+		{"unknown command", []string{"launch"}, "unknown command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{}, tt.args...)
+			if !containsFlag(args, "--data-dir") {
+				args = append(args, "--data-dir", filepath.Join(t.TempDir(), "data"))
+			}
+			if !containsFlag(args, "--addr") && tt.args[0] == "up" {
+				args = append(args, "--addr", "127.0.0.1:0")
+			}
+			cmd := exec.Command(binary, args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			if err == nil {
+				t.Fatalf("sysops %v exited 0, want an error", tt.args)
+			}
+			var last string
+			for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+				if !strings.HasPrefix(line, "time=") { // log lines of what started before the failure
+					if last != "" {
+						t.Errorf("more than one error line:\n%s", stderr.String())
+					}
+					last = line
+				}
+			}
+			if !strings.HasPrefix(last, "sysops: ") || !strings.Contains(last, tt.want) {
+				t.Errorf("error line %q, want 'sysops: ...' mentioning %q", last, tt.want)
+			}
+			for _, bad := range []string{"panic", "goroutine ", "Usage:"} {
+				if strings.Contains(stderr.String(), bad) {
+					t.Errorf("stderr contains %q:\n%s", bad, stderr.String())
+				}
+			}
+		})
+	}
+}
+
+func containsFlag(args []string, flag string) bool {
+	for _, a := range args {
+		if a == flag {
+			return true
+		}
+	}
+	return false
+}
+
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(binary, "version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(out), "sysops ") || !strings.Contains(string(out), "go1.") {
+		t.Errorf("version printed %q", out)
+	}
+}
+
+func TestServiceAddrs(t *testing.T) {
+	got, err := serviceAddrs("127.0.0.1:8080", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("addrs = %v, want %v", got, want)
+	}
+	if got, _ := serviceAddrs("127.0.0.1:0", 2); fmt.Sprint(got) != "[127.0.0.1:0 127.0.0.1:0]" {
+		t.Errorf("port 0 gives %v, want free ports", got)
+	}
+	if _, err := serviceAddrs("127.0.0.1:65535", 2); err == nil {
+		t.Error("ports past 65535 accepted")
+	}
+}
+

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/services/location"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// registry lists every service `sysops up` starts, in port order.
+func registry() []host.Spec {
+	return []host.Spec{
+		location.Spec(),
+	}
+}
+
+// options are the flags shared by every command.
+type options struct {
+	dataDir  string
+	postgres string
+	natsURL  string
+	addr     string
+	dbPrefix string
+	logLevel string
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func newRootCmd() *cobra.Command {
+	var o options
+	root := &cobra.Command{
+		Use:           "sysops",
+		Short:         "The Sysops Squad: data ownership and distributed transactions, run for real",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&o.dataDir, "data-dir", envOr("SYSOPS_DATA_DIR", "sysops-data"), "where SQLite files, the embedded NATS store and the topology file live (SYSOPS_DATA_DIR)")
+	pf.StringVar(&o.postgres, "postgres", envOr("SYSOPS_POSTGRES", ""), "PostgreSQL server URL; every service gets its own database and login role on it (SYSOPS_POSTGRES)")
+	pf.StringVar(&o.natsURL, "nats", envOr("SYSOPS_NATS", ""), "external NATS JetStream server or cluster URL; default: an embedded server (SYSOPS_NATS)")
+	pf.StringVar(&o.addr, "addr", envOr("SYSOPS_ADDR", ""), "listen address; for up, the first of consecutive ports (default 127.0.0.1:8080, port 0 picks free ones) (SYSOPS_ADDR)")
+	pf.StringVar(&o.dbPrefix, "db-prefix", envOr("SYSOPS_DB_PREFIX", "sysops_"), "prefix of the PostgreSQL databases and roles (SYSOPS_DB_PREFIX)")
+	pf.StringVar(&o.logLevel, "log-level", envOr("SYSOPS_LOG_LEVEL", "info"), "debug, info, warn or error (SYSOPS_LOG_LEVEL)")
+
+	root.AddCommand(newUpCmd(&o), newServeCmd(&o), newVersionCmd())
+	return root
+}
+
+func (o *options) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
+}
+
+// databaseBase is where services' databases are provisioned: the
+// PostgreSQL server if one is given, else the data directory.
+func (o *options) databaseBase() string {
+	if o.postgres != "" {
+		return o.postgres
+	}
+	return o.dataDir
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, args []string) {
+			fmt.Fprintf(cmd.OutOrStdout(), "sysops %s (%s %s/%s%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH, vcsRevision())
+		},
+	}
+}
+
+func vcsRevision() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	var rev, dirty string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if rev == "" {
+		return ""
+	}
+	return ", commit " + rev[:min(12, len(rev))] + dirty
+}
+
+func knownServices() string {
+	var names []string
+	for _, s := range registry() {
+		names = append(names, s.Name)
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+func newServeCmd(o *options) *cobra.Command {
+	var peerFlags []string
+	cmd := &cobra.Command{
+		Use:   "serve <service>",
+		Short: "Run one service as its own process",
+		Long: `Run one service as its own process, with its own database. The broker
+and the other services are found in the topology file of the data directory
+(written by 'sysops up'), unless --nats and --peer say otherwise. The service
+records its own address in the topology file.
+
+Services: ` + knownServices(),
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runServe(cmd.Context(), o, args[0], peerFlags, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().StringArrayVar(&peerFlags, "peer", nil, "another service's URL, as name=http://host:port (repeatable; overrides the topology file)")
+	return cmd
+}
+
+func runServe(ctx context.Context, o *options, name string, peerFlags []string, stdout, stderr io.Writer) (err error) {
+	logger, err := o.logger(stderr)
+	if err != nil {
+		return err
+	}
+	var spec *host.Spec
+	for _, s := range registry() {
+		if s.Name == name {
+			spec = &s
+		}
+	}
+	if spec == nil {
+		return fmt.Errorf("unknown service %q (known: %s)", name, knownServices())
+	}
+	if err := sqldb.EnsureDir(o.dataDir); err != nil {
+		return err
+	}
+	topo, err := readTopology(o.dataDir)
+	if err != nil {
+		return err
+	}
+	natsURL := cmp.Or(o.natsURL, topo.NATSURL)
+	if natsURL == "" {
+		return errors.New("no NATS server: pass --nats URL (or SYSOPS_NATS), or run 'sysops up' first so that its topology file names one")
+	}
+	peers := topo.peers(name)
+	for _, p := range peerFlags {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" || !strings.HasPrefix(v, "http") {
+			return fmt.Errorf("--peer %q: want name=http://host:port", p)
+		}
+		peers[k] = v
+	}
+	addr := cmp.Or(o.addr, "127.0.0.1:0")
+
+	dbURL, err := sqldb.Provision(ctx, o.databaseBase(), name, sqldb.ProvisionConfig{Prefix: o.dbPrefixFor()})
+	if err != nil {
+		return err
+	}
+	h, err := host.Start(ctx, host.Config{Spec: *spec, DatabaseURL: dbURL, NATSURL: natsURL, Addr: addr, Peers: peers, Logger: logger})
+	if err != nil {
+		return err
+	}
+	r := &running{hosts: []*host.Host{h}}
+	if err := updateTopology(o.dataDir, func(t *Topology) {
+		t.NATSURL = cmp.Or(t.NATSURL, natsURL)
+		t.Services[name] = TopologyEntry{URL: h.URL(), Database: h.DatabaseURL()}
+	}); err != nil {
+		return errors.Join(err, r.shutdown(logger))
+	}
+	printTable(stdout, Topology{NATSURL: natsURL, Services: map[string]TopologyEntry{name: {URL: h.URL(), Database: h.DatabaseURL()}}}, false)
+	waitErr := r.wait(ctx, logger)
+	return errors.Join(waitErr, r.shutdown(logger))
+}
