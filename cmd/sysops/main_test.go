@@ -372,4 +372,3 @@ func TestServiceAddrs(t *testing.T) {
 		t.Error("ports past 65535 accepted")
 	}
 }
-
