@@ -124,7 +124,7 @@ func describeJSONError(err error) string {
 	if e, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
 		field := e.Field
 		if field == "" {
-			return fmt.Sprintf("body must be a JSON %s, not %s", e.Type.Kind(), e.Value)
+			return fmt.Sprintf("body must be %s, not %s", jsonKind(e.Type.Kind().String()), e.Value)
 		}
 		return fmt.Sprintf("field %q must be %s, not %s", field, jsonKind(e.Type.Kind().String()), e.Value)
 	}

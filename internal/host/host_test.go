@@ -1,0 +1,130 @@
+package host_test
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/natsjs"
+)
+
+func natsServer(t *testing.T) *natsjs.Server {
+	t.Helper()
+	s, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+func spec(migration string) host.Spec {
+	return host.Spec{
+		Name:       "widget",
+		Migrations: fstest.MapFS{"00001_widget.sql": {Data: []byte("-- +goose Up\n" + migration + "\n")}},
+		Streams:    []natsjs.StreamSpec{natsjs.ServiceStream("widget")},
+		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var n int
+				if err := deps.DB.QueryRowContext(r.Context(), "SELECT count(*) FROM widget").Scan(&n); err != nil {
+					http.Error(w, err.Error(), 500)
+					return
+				}
+				io.WriteString(w, "widgets: 0")
+			}), nil
+		},
+	}
+}
+
+func TestStartServesHealthAndService(t *testing.T) {
+	ctx := context.Background()
+	nats := natsServer(t)
+	h, err := host.Start(ctx, host.Config{
+		Spec:        spec("CREATE TABLE widget (id INTEGER PRIMARY KEY);"),
+		DatabaseURL: "sqlite:" + filepath.Join(t.TempDir(), "widget.db"),
+		NATSURL:     nats.ClientURL(),
+		Addr:        "127.0.0.1:0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Shutdown(ctx)
+
+	for path, want := range map[string]string{"/healthz": `"status":"ok"`, "/readyz": `"status":"ready"`, "/anything": "widgets: 0"} {
+		resp, err := http.Get(h.URL() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), want) {
+			t.Errorf("GET %s = %d %s, want 200 with %s", path, resp.StatusCode, b, want)
+		}
+	}
+
+	nats.Shutdown()
+	resp, err := http.Get(h.URL() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 503 || body.Error.Code != "unavailable" || !strings.Contains(body.Error.Message, "broker") {
+		t.Errorf("readyz with the broker down = %d %+v", resp.StatusCode, body)
+	}
+}
+
+func TestStartFailures(t *testing.T) {
+	ctx := context.Background()
+	nats := natsServer(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	tests := []struct {
+		name      string
+		migration string
+		dbURL     string
+		natsURL   string
+		addr      string
+		want      string
+	}{
+		{"failed migration", "CREATE TABLE widget (id INTEGER PRIMARY KEY); CREATE TABLE widget (x);", "", "", "", "00001_widget.sql"},
+		{"database unreachable", "", "postgres://postgres@127.0.0.1:1/x?connect_timeout=2", "", "", "connection refused"},
+		{"broker unreachable", "", "", "nats://127.0.0.1:1", "", "127.0.0.1:1"},
+		{"address in use", "", "", "", busy.Addr().String(), "address already in use"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := host.Config{
+				Spec:        spec(cmp.Or(tt.migration, "CREATE TABLE widget (id INTEGER PRIMARY KEY);")),
+				DatabaseURL: cmp.Or(tt.dbURL, "sqlite:"+filepath.Join(t.TempDir(), "widget.db")),
+				NATSURL:     cmp.Or(tt.natsURL, nats.ClientURL()),
+				Addr:        cmp.Or(tt.addr, "127.0.0.1:0"),
+			}
+			h, err := host.Start(ctx, cfg)
+			if err == nil {
+				h.Shutdown(ctx)
+				t.Fatal("Start succeeded")
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "widget: ") || !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") {
+				t.Errorf("error %q: want one line starting 'widget: ' mentioning %q", msg, tt.want)
+			}
+		})
+	}
+}
