@@ -287,30 +287,39 @@ func TestBadConfiguration(t *testing.T) {
 		name string
 		args []string
 		want string
+		env  []string
 	}{
-		{"unreachable postgres", []string{"up", "--postgres", "postgres://postgres@127.0.0.1:1/test"}, "connection refused"},
-		{"unknown url scheme", []string{"up", "--postgres", "mysql://root@127.0.0.1/x"}, "unknown database URL scheme"},
-		{"port in use", []string{"up", "--addr", busyAddr}, "address already in use"},
-		{"unwritable data dir", []string{"up", "--data-dir", filepath.Join(file, "data")}, "data directory"},
-		{"unreachable nats", []string{"up", "--nats", "nats://127.0.0.1:1"}, "127.0.0.1:1"},
-		{"bad addr", []string{"up", "--addr", "nowhere"}, "--addr"},
-		{"bad log level", []string{"up", "--log-level", "loud"}, "--log-level"},
-		{"unknown service", []string{"serve", "nope"}, `unknown service "nope"`},
-		{"serve without nats", []string{"serve", "location"}, "no NATS server"},
-		{"bad peer", []string{"serve", "location", "--nats", "nats://127.0.0.1:1", "--peer", "ticket"}, "--peer"},
-		{"unknown flag", []string{"up", "--colour", "red"}, "unknown flag"},
-		{"unknown command", []string{"launch"}, "unknown command"},
+		{"unreachable postgres", []string{"up", "--postgres", "postgres://postgres@127.0.0.1:1/test"}, "connection refused", nil},
+		{"unknown url scheme", []string{"up", "--postgres", "mysql://root@127.0.0.1/x"}, "unknown database URL scheme", nil},
+		{"port in use", []string{"up", "--addr", busyAddr}, "address already in use", nil},
+		{"unwritable data dir", []string{"up", "--data-dir", filepath.Join(file, "data")}, "data directory", nil},
+		{"unreachable nats", []string{"up", "--nats", "nats://127.0.0.1:1"}, "127.0.0.1:1", nil},
+		{"bad addr", []string{"up", "--addr", "nowhere"}, "--addr", nil},
+		{"bad log level", []string{"up", "--log-level", "loud"}, "--log-level", nil},
+		{"unknown service", []string{"serve", "nope"}, `unknown service "nope"`, nil},
+		{"serve without nats", []string{"serve", "location"}, "no NATS server", nil},
+		{"bad peer", []string{"serve", "location", "--nats", "nats://127.0.0.1:1", "--peer", "ticket"}, "--peer", nil},
+		{"unknown flag", []string{"up", "--colour", "red"}, "unknown flag", nil},
+		{"unknown command", []string{"launch"}, "unknown command", nil},
+		// The environment equivalents reach the same checks.
+		{"SYSOPS_POSTGRES", []string{"up"}, "unknown database URL scheme", []string{"SYSOPS_POSTGRES=mysql://root@127.0.0.1/x"}},
+		{"SYSOPS_DATA_DIR", []string{"up"}, filepath.Join(file, "env"), []string{"SYSOPS_DATA_DIR=" + filepath.Join(file, "env")}},
+		{"SYSOPS_NATS", []string{"up"}, "127.0.0.1:2", []string{"SYSOPS_NATS=nats://127.0.0.1:2"}},
+		{"SYSOPS_ADDR", []string{"up"}, "address already in use", []string{"SYSOPS_ADDR=" + busyAddr}},
+		{"SYSOPS_LOG_LEVEL", []string{"up"}, "--log-level", []string{"SYSOPS_LOG_LEVEL=chatty"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{}, tt.args...)
-			if !containsFlag(args, "--data-dir") {
+			env := strings.Join(tt.env, " ")
+			if !containsFlag(args, "--data-dir") && !strings.Contains(env, "SYSOPS_DATA_DIR") {
 				args = append(args, "--data-dir", filepath.Join(t.TempDir(), "data"))
 			}
-			if !containsFlag(args, "--addr") && tt.args[0] == "up" {
+			if !containsFlag(args, "--addr") && !strings.Contains(env, "SYSOPS_ADDR") && tt.args[0] == "up" {
 				args = append(args, "--addr", "127.0.0.1:0")
 			}
 			cmd := exec.Command(binary, args...)
+			cmd.Env = append(os.Environ(), tt.env...)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			err := cmd.Run()
