@@ -138,20 +138,50 @@ func (s *Subscription) Stop() error {
 // Done is closed when the subscription has ended.
 func (s *Subscription) Done() <-chan struct{} { return s.done }
 
+// BatchHandler processes the deliveries that arrived together, in stream
+// order, and returns one result per delivery with the meaning of a
+// [Handler]'s result. It lets a consumer commit many messages' effects in
+// one transaction.
+type BatchHandler func(ctx context.Context, ds []*Delivery) []error
+
 // Subscribe creates or updates the durable consumer described by spec and
 // runs h on every message, one at a time, in stream order, until ctx ends
 // or Stop is called. The dead-letter stream must exist
 // ([Broker.EnsureDeadLetterStream]).
 func (b *Broker) Subscribe(ctx context.Context, spec ConsumerSpec, h Handler) (*Subscription, error) {
+	if h == nil {
+		return nil, errors.New("natsjs: nil handler")
+	}
+	return b.SubscribeBatch(ctx, spec, 1, func(ctx context.Context, ds []*Delivery) []error {
+		return []error{callHandler(ctx, h, ds[0])}
+	})
+}
+
+// callHandler runs h, turning a panic into a permanent failure: one bad
+// message must not crash the consumer.
+func callHandler(ctx context.Context, h Handler, d *Delivery) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = Permanent(fmt.Errorf("handler panicked: %v", p))
+		}
+	}()
+	return h(ctx, d)
+}
+
+// SubscribeBatch is [Broker.Subscribe] for a handler that takes up to
+// maxBatch deliveries at once: whatever has arrived when the handler is
+// free, so batches grow with load and a lone message waits for nothing.
+func (b *Broker) SubscribeBatch(ctx context.Context, spec ConsumerSpec, maxBatch int, h BatchHandler) (*Subscription, error) {
 	if spec.Stream == "" || spec.Durable == "" {
 		return nil, errors.New("natsjs: ConsumerSpec needs Stream and Durable")
 	}
 	if h == nil {
 		return nil, errors.New("natsjs: nil handler")
 	}
+	maxBatch = max(maxBatch, 1)
 	spec.MaxDeliver = cmp.Or(spec.MaxDeliver, 5)
 	spec.AckWait = cmp.Or(spec.AckWait, 30*time.Second)
-	spec.MaxAckPending = cmp.Or(spec.MaxAckPending, 256)
+	spec.MaxAckPending = cmp.Or(spec.MaxAckPending, max(256, 2*maxBatch))
 	if spec.Backoff == nil {
 		spec.Backoff = DefaultBackoff
 	}
@@ -170,7 +200,7 @@ func (b *Broker) Subscribe(ctx context.Context, spec ConsumerSpec, h Handler) (*
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: consumer %s on %s: %w", spec.Durable, spec.Stream, err)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(min(spec.MaxAckPending, 256)))
+	iter, err := cons.Messages(jetstream.PullMaxMessages(min(spec.MaxAckPending, max(256, maxBatch))))
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: consumer %s on %s: %w", spec.Durable, spec.Stream, err)
 	}
@@ -183,8 +213,9 @@ func (b *Broker) Subscribe(ctx context.Context, spec ConsumerSpec, h Handler) (*
 		// AckWait on the server.
 		iter.Drain()
 	}()
+	incoming := make(chan jetstream.Msg, maxBatch)
 	go func() {
-		defer close(sub.done)
+		defer close(incoming)
 		for {
 			msg, err := iter.Next()
 			if err != nil {
@@ -196,43 +227,85 @@ func (b *Broker) Subscribe(ctx context.Context, spec ConsumerSpec, h Handler) (*
 				cancel()
 				return
 			}
+			incoming <- msg
+		}
+	}()
+	go func() {
+		defer close(sub.done)
+		for msg := range incoming {
+			batch := []jetstream.Msg{msg}
+		fill:
+			for len(batch) < maxBatch {
+				select {
+				case m, ok := <-incoming:
+					if !ok {
+						break fill
+					}
+					batch = append(batch, m)
+				default:
+					break fill
+				}
+			}
 			if ctx.Err() != nil {
-				_ = msg.Nak()
+				for _, m := range batch {
+					_ = m.Nak()
+				}
 				continue
 			}
-			if err := b.handle(ctx, spec, h, msg); err != nil {
-				b.logger.WarnContext(ctx, "natsjs: settle message", "consumer", spec.Durable, "subject", msg.Subject(), "error", err)
-			}
+			b.handleBatch(ctx, spec, h, batch)
 		}
 	}()
 	return sub, nil
 }
 
-// handle runs h on one message and settles it: ack, nak with delay, or
-// dead-letter. The returned error is about settling, not about h.
-func (b *Broker) handle(ctx context.Context, spec ConsumerSpec, h Handler, msg jetstream.Msg) error {
-	md, err := msg.Metadata()
-	if err != nil {
-		return msg.Term()
+// handleBatch runs h on a batch and settles each message: ack, nak with
+// delay, or dead-letter.
+func (b *Broker) handleBatch(ctx context.Context, spec ConsumerSpec, h BatchHandler, batch []jetstream.Msg) {
+	msgs := make([]jetstream.Msg, 0, len(batch))
+	ds := make([]*Delivery, 0, len(batch))
+	for _, msg := range batch {
+		md, err := msg.Metadata()
+		if err != nil {
+			_ = msg.Term()
+			continue
+		}
+		d := &Delivery{
+			Message: Message{
+				ID:      msg.Headers().Get(jetstream.MsgIDHeader),
+				Subject: msg.Subject(),
+				Header:  msg.Headers(),
+				Data:    msg.Data(),
+			},
+			Stream:       md.Stream,
+			Sequence:     md.Sequence.Stream,
+			NumDelivered: int(md.NumDelivered),
+			Stored:       md.Timestamp,
+		}
+		if d.NumDelivered > spec.MaxDeliver {
+			reason := fmt.Sprintf("delivered %d times without an ack: the consumer died or timed out while handling it", d.NumDelivered-1)
+			b.logSettle(ctx, spec, d, b.deadLetter(ctx, spec, msg, d, reason))
+			continue
+		}
+		msgs = append(msgs, msg)
+		ds = append(ds, d)
 	}
-	d := &Delivery{
-		Message: Message{
-			ID:      msg.Headers().Get(jetstream.MsgIDHeader),
-			Subject: msg.Subject(),
-			Header:  msg.Headers(),
-			Data:    msg.Data(),
-		},
-		Stream:       md.Stream,
-		Sequence:     md.Sequence.Stream,
-		NumDelivered: int(md.NumDelivered),
-		Stored:       md.Timestamp,
+	if len(ds) == 0 {
+		return
 	}
-	if d.NumDelivered > spec.MaxDeliver {
-		reason := fmt.Sprintf("delivered %d times without an ack: the consumer died or timed out while handling it", d.NumDelivered-1)
-		return b.deadLetter(ctx, spec, msg, d, reason)
+	results := runBatch(ctx, spec, h, msgs, ds)
+	for i, herr := range results {
+		b.logSettle(ctx, spec, ds[i], b.settle(ctx, spec, msgs[i], ds[i], herr))
 	}
+}
 
-	herr := runHandler(ctx, spec, h, msg, d)
+func (b *Broker) logSettle(ctx context.Context, spec ConsumerSpec, d *Delivery, err error) {
+	if err != nil {
+		b.logger.WarnContext(ctx, "natsjs: settle message", "consumer", spec.Durable, "subject", d.Subject, "error", err)
+	}
+}
+
+// settle acks, naks or dead-letters one message after its handler returned herr.
+func (b *Broker) settle(ctx context.Context, spec ConsumerSpec, msg jetstream.Msg, d *Delivery, herr error) error {
 	switch {
 	case herr == nil:
 		return msg.Ack()
@@ -250,10 +323,11 @@ func (b *Broker) handle(ctx context.Context, spec ConsumerSpec, h Handler, msg j
 	return msg.NakWithDelay(delay)
 }
 
-// runHandler calls h, keeping the message's ack deadline alive while it
-// runs, and turns a panic into a permanent failure: one bad message must
-// not crash the consumer.
-func runHandler(ctx context.Context, spec ConsumerSpec, h Handler, msg jetstream.Msg, d *Delivery) (err error) {
+// runBatch calls h, keeping the messages' ack deadlines alive while it
+// runs. A panic fails the whole batch (transiently: the messages come back
+// and a batch handler is expected to isolate the bad one); a result slice
+// of the wrong length fails it too.
+func runBatch(ctx context.Context, spec ConsumerSpec, h BatchHandler, msgs []jetstream.Msg, ds []*Delivery) (results []error) {
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
@@ -264,16 +338,29 @@ func runHandler(ctx context.Context, spec ConsumerSpec, h Handler, msg jetstream
 			case <-stop:
 				return
 			case <-t.C:
-				_ = msg.InProgress()
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
 			}
 		}
 	}()
 	defer func() {
 		if p := recover(); p != nil {
-			err = Permanent(fmt.Errorf("handler panicked: %v", p))
+			results = make([]error, len(ds))
+			for i := range results {
+				results[i] = fmt.Errorf("batch handler panicked: %v", p)
+			}
 		}
 	}()
-	return h(ctx, d)
+	results = h(ctx, ds)
+	if len(results) != len(ds) {
+		err := fmt.Errorf("natsjs: batch handler returned %d results for %d deliveries", len(results), len(ds))
+		results = make([]error, len(ds))
+		for i := range results {
+			results[i] = err
+		}
+	}
+	return results
 }
 
 func (b *Broker) deadLetter(ctx context.Context, spec ConsumerSpec, msg jetstream.Msg, d *Delivery, reason string) error {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -36,11 +37,39 @@ func RunInTx(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) error {
 	return err
 }
 
+// commitHooks holds, for each transaction run by RunInTx, the functions to
+// call once it has committed.
+var commitHooks sync.Map // *sql.Tx → *txHooks
+
+type txHooks struct {
+	db  *DB
+	fns []func(*DB)
+}
+
+// AfterCommit registers fn to be called after tx commits, with the
+// database it committed to, if tx is being run by [RunInTx]. A rolled-back
+// or retried attempt calls nothing (a retry registers again when fn runs
+// again). For a transaction not run by RunInTx it does nothing and reports
+// false, so callers must not depend on it for correctness: it is for
+// wake-ups, such as telling a relay that there is work.
+func AfterCommit(tx *sql.Tx, fn func(db *DB)) bool {
+	v, ok := commitHooks.Load(tx)
+	if !ok {
+		return false
+	}
+	h := v.(*txHooks)
+	h.fns = append(h.fns, fn)
+	return true
+}
+
 func runOnce(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) (err error) {
 	tx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin tx: %w", err)
 	}
+	hooks := &txHooks{db: db}
+	commitHooks.Store(tx, hooks)
+	defer commitHooks.Delete(tx)
 	defer func() {
 		if p := recover(); p != nil {
 			_ = tx.Rollback()
@@ -57,6 +86,9 @@ func runOnce(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) (err error)
 	}
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	for _, f := range hooks.fns {
+		f(db)
 	}
 	return nil
 }

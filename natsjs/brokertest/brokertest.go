@@ -33,6 +33,7 @@ type Broker interface {
 	Publish(ctx context.Context, m natsjs.Message) (natsjs.PubAck, error)
 	PublishBatch(ctx context.Context, msgs []natsjs.Message) ([]natsjs.PubAck, []error)
 	Subscribe(ctx context.Context, spec natsjs.ConsumerSpec, h natsjs.Handler) (*natsjs.Subscription, error)
+	SubscribeBatch(ctx context.Context, spec natsjs.ConsumerSpec, maxBatch int, h natsjs.BatchHandler) (*natsjs.Subscription, error)
 	DeadLetters(ctx context.Context, after uint64, limit int) ([]natsjs.DeadLetter, error)
 	Close()
 }
@@ -59,6 +60,7 @@ func Run(t *testing.T, newBroker NewBroker) {
 		{"PermanentErrorToDLQAtOnce", testPermanentErrorToDLQAtOnce},
 		{"DurableResumesAfterRestart", testDurableResumesAfterRestart},
 		{"IdempotentStreamSetup", testIdempotentStreamSetup},
+		{"BatchesSettlePerMessage", testBatchesSettlePerMessage},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -478,5 +480,54 @@ func testIdempotentStreamSetup(t *testing.T, e *env) {
 	}
 	if err := e.broker.EnsureStream(e.ctx, natsjs.StreamSpec{Name: "bad name", Subjects: []string{"x"}}); err == nil {
 		t.Error("EnsureStream accepted a name with a space")
+	}
+}
+
+func testBatchesSettlePerMessage(t *testing.T, e *env) {
+	const n = 200
+	msgs := make([]natsjs.Message, n)
+	for i := range msgs {
+		msgs[i] = natsjs.Message{ID: fmt.Sprint("m-", i), Subject: e.subject("batch"), Data: []byte(fmt.Sprint(i))}
+	}
+	if _, errs := e.broker.PublishBatch(e.ctx, msgs); errors.Join(errs...) != nil {
+		t.Fatal(errors.Join(errs...))
+	}
+	rec := newRecorder()
+	var mu sync.Mutex
+	largest := 0
+	sub, err := e.broker.SubscribeBatch(e.ctx, e.spec("batch"), 32, func(_ context.Context, ds []*natsjs.Delivery) []error {
+		mu.Lock()
+		largest = max(largest, len(ds))
+		mu.Unlock()
+		errs := make([]error, len(ds))
+		for i, d := range ds {
+			if d.ID == "m-7" {
+				errs[i] = natsjs.Permanent(errors.New("rejected m-7"))
+				continue
+			}
+			rec.add(d)
+		}
+		return errs
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Stop() })
+	got := rec.wait(t, fmt.Sprintf("%d deliveries", n-1), atLeast(n-1))
+	dls := waitDeadLetters(t, e, 1)
+	if dls[0].OriginalID != "m-7" || !strings.Contains(dls[0].Reason, "rejected m-7") {
+		t.Errorf("dead letter = %q (%s), want m-7", dls[0].OriginalID, dls[0].Reason)
+	}
+	seen := map[string]bool{}
+	for _, d := range got {
+		if seen[d.ID] {
+			t.Errorf("%s delivered twice: an acked message of a batch came back", d.ID)
+		}
+		seen[d.ID] = true
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if largest < 2 || largest > 32 {
+		t.Errorf("largest batch = %d, want between 2 and 32 with %d messages waiting", largest, n)
 	}
 }

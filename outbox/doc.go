@@ -1,0 +1,46 @@
+// Package outbox is the transactional outbox: the fix for the dual-write
+// problem. A service that changes its data and must tell others about it
+// writes the events into an outbox table in the same transaction as the
+// change ([Write]); a [Relay] then moves them to the broker. Either both
+// the change and its events commit, or neither does; no event is lost to a
+// crash between "commit" and "publish".
+//
+// # What it guarantees
+//
+//   - At-least-once publication: every committed event is published,
+//     through crashes of the relay, the broker or the network. A relay that
+//     dies after publishing but before recording it publishes again; the
+//     event id is the broker's message id, so the broker drops the copy
+//     (within its duplicate window) and consumers de-duplicate the rest
+//     (package inbox).
+//   - Per-aggregate order: each event gets the next sequence number of its
+//     aggregate, and writers of one aggregate are ordered by a row lock, so
+//     sequence order is commit order. The relay never publishes an event
+//     before the broker has acknowledged every earlier event of its
+//     aggregate; an event waits while an earlier one is failing or dead.
+//   - No gaps skipped: the relay selects by status, not by a high-water
+//     mark, so an event whose transaction commits after a later-numbered one
+//     is published all the same.
+//   - One relay at a time per group: any number of relays may run against
+//     one database (one per service replica, say). On PostgreSQL they take
+//     turns on an advisory lock that is released the moment the holder's
+//     session dies; on SQLite they hold a lease row, taken over when it
+//     expires (LeaseTTL).
+//   - Wake-up on commit: a [Write] inside [sqldb.RunInTx] wakes the relays of
+//     this process at once and, on PostgreSQL, the others by NOTIFY; a poll
+//     (PollInterval) catches everything else.
+//
+// # What it does not promise
+//
+// Exactly-once delivery: consumers see duplicates and must be idempotent
+// (package inbox makes the effect exactly-once). Order across aggregates.
+// Progress for an aggregate with a dead row: its later events wait until
+// an operator retries or purges the dead row (`sysops outbox`, or the ops
+// endpoint, [Handler]).
+//
+// # Failure handling
+//
+// A failed publish is retried with exponential backoff and jitter
+// (RelayConfig.Backoff); after MaxAttempts the row becomes dead, keeping
+// its last error. Sent rows are deleted after RelayConfig.Retention.
+package outbox

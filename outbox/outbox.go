@@ -1,0 +1,194 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Migrations returns the outbox's schema migrations, with a directory per
+// dialect; run them with sqldb.Migrate(ctx, db, "outbox", outbox.Migrations()).
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err)
+	}
+	return sub
+}
+
+// MigrationSet is the name under which the outbox's migrations are recorded.
+const MigrationSet = "outbox"
+
+// Status is the state of an outbox row.
+type Status string
+
+// The states of an outbox row.
+const (
+	StatusPending Status = "pending" // waiting to be published
+	StatusSent    Status = "sent"    // acknowledged by the broker; deleted after the retention
+	StatusDead    Status = "dead"    // gave up after the maximum attempts; see last_error
+)
+
+// Errors returned by [Write].
+var (
+	// ErrNoAggregate: every event in the outbox belongs to an aggregate,
+	// the unit of ordering.
+	ErrNoAggregate = errors.New("outbox: event needs AggregateType and AggregateID")
+	// ErrSequenceSet: the outbox numbers each aggregate's events itself.
+	ErrSequenceSet = errors.New("outbox: event Sequence is assigned by the outbox and must be zero")
+)
+
+// NewID returns a new event id: a UUIDv7, unique and ordered by time.
+func NewID() string {
+	return uuid.Must(uuid.NewV7()).String()
+}
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+const (
+	nextSeqSQL = `INSERT INTO outbox_aggregate (aggregate_type, aggregate_id, last_seq) VALUES ($1, $2, 1)
+		ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_seq = outbox_aggregate.last_seq + 1
+		RETURNING last_seq`
+	insertSQL = `INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_seq, event_type, subject,
+		payload, headers, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`
+)
+
+// Write adds events to the outbox inside the caller's transaction, so that
+// they are published if and only if the transaction commits. Each event
+// gets the next sequence number of its aggregate (concurrent writers of one
+// aggregate are ordered by a row lock, so sequence order is commit order);
+// an empty ID gets [NewID] and a zero Time the current time.
+//
+// When tx is run by [sqldb.RunInTx], the commit wakes the relays at once;
+// otherwise they find the events at their next poll.
+func Write(ctx context.Context, tx *sql.Tx, events ...sysops.Event) error {
+	now := time.Now().UTC()
+	for _, ev := range events {
+		if ev.AggregateType == "" || ev.AggregateID == "" {
+			return fmt.Errorf("%w (event %s)", ErrNoAggregate, ev.Type)
+		}
+		if ev.Sequence != 0 {
+			return fmt.Errorf("%w (event %s)", ErrSequenceSet, ev.Type)
+		}
+		if ev.ID == "" {
+			ev.ID = NewID()
+		}
+		if ev.Time.IsZero() {
+			ev.Time = now
+		}
+		if err := tx.QueryRowContext(ctx, nextSeqSQL, ev.AggregateType, ev.AggregateID).Scan(&ev.Sequence); err != nil {
+			return fmt.Errorf("outbox: number event %s: %w", ev.ID, err)
+		}
+		msg, err := natsjs.EventMessage(ev)
+		if err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+		headers, err := json.Marshal(msg.Header)
+		if err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, insertSQL, ev.ID, ev.AggregateType, ev.AggregateID, ev.Sequence, ev.Type,
+			msg.Subject, msg.Data, string(headers), micros(now)); err != nil {
+			return fmt.Errorf("outbox: insert event %s: %w", ev.ID, err)
+		}
+	}
+	sqldb.AfterCommit(tx, wake)
+	return nil
+}
+
+// Wake-ups. Relays in this process register under their database's URL;
+// a commit through Write wakes those of its database and, on PostgreSQL,
+// sends a NOTIFY for relays in other processes.
+
+const notifyChannel = "sysops_outbox"
+
+var wakeups struct {
+	sync.Mutex
+	relays    map[string]map[*Relay]struct{}
+	notifiers map[string]*pgNotifier
+}
+
+func register(r *Relay) {
+	wakeups.Lock()
+	defer wakeups.Unlock()
+	if wakeups.relays == nil {
+		wakeups.relays = map[string]map[*Relay]struct{}{}
+	}
+	key := r.db.URL()
+	if wakeups.relays[key] == nil {
+		wakeups.relays[key] = map[*Relay]struct{}{}
+	}
+	wakeups.relays[key][r] = struct{}{}
+}
+
+func unregister(r *Relay) {
+	wakeups.Lock()
+	defer wakeups.Unlock()
+	delete(wakeups.relays[r.db.URL()], r)
+}
+
+func wake(db *sqldb.DB) {
+	key := db.URL()
+	wakeups.Lock()
+	for r := range wakeups.relays[key] {
+		r.poke()
+	}
+	var n *pgNotifier
+	if db.Dialect() == sqldb.Postgres {
+		if wakeups.notifiers == nil {
+			wakeups.notifiers = map[string]*pgNotifier{}
+		}
+		if n = wakeups.notifiers[key]; n == nil {
+			n = &pgNotifier{}
+			wakeups.notifiers[key] = n
+		}
+	}
+	wakeups.Unlock()
+	if n != nil {
+		n.poke(db)
+	}
+}
+
+// pgNotifier sends NOTIFY for a database, coalescing the commits that
+// happen while one is in flight into one more.
+type pgNotifier struct {
+	running atomic.Bool
+	again   atomic.Bool
+}
+
+func (n *pgNotifier) poke(db *sqldb.DB) {
+	n.again.Store(true)
+	if !n.running.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		for {
+			for n.again.Swap(false) {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, _ = db.ExecContext(ctx, `SELECT pg_notify($1, '')`, notifyChannel)
+				cancel()
+			}
+			n.running.Store(false)
+			// A poke between the last Swap and the Store saw running and
+			// left; take it up.
+			if !n.again.Load() || !n.running.CompareAndSwap(false, true) {
+				return
+			}
+		}
+	}()
+}

@@ -1,0 +1,556 @@
+package outbox_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/outbox"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+// publisherFuncs is a hand-written fake Publisher.
+type publisherFuncs struct {
+	PublishBatchFunc func(ctx context.Context, msgs []natsjs.Message) ([]natsjs.PubAck, []error)
+}
+
+func (p publisherFuncs) PublishBatch(ctx context.Context, msgs []natsjs.Message) ([]natsjs.PubAck, []error) {
+	return p.PublishBatchFunc(ctx, msgs)
+}
+
+var _ outbox.Publisher = publisherFuncs{}
+
+// recorder is a Publisher that records what it publishes and can be told
+// to fail some events.
+type recorder struct {
+	mu        sync.Mutex
+	published []natsjs.Message
+	fail      func(m natsjs.Message) error
+	calls     int
+}
+
+func (r *recorder) PublishBatch(_ context.Context, msgs []natsjs.Message) ([]natsjs.PubAck, []error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	errs := make([]error, len(msgs))
+	for i, m := range msgs {
+		if r.fail != nil {
+			if errs[i] = r.fail(m); errs[i] != nil {
+				continue
+			}
+		}
+		r.published = append(r.published, m)
+	}
+	return make([]natsjs.PubAck, len(msgs)), errs
+}
+
+func (r *recorder) ids() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, m := range r.published {
+		out = append(out, m.ID)
+	}
+	return out
+}
+
+func newDB(t *testing.T, d sqldb.Dialect) *sqldb.DB {
+	t.Helper()
+	db := sqldbtest.Open(t, d)
+	if _, err := sqldb.Migrate(context.Background(), db, outbox.MigrationSet, outbox.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(context.Background(), `CREATE TABLE item (id TEXT PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func event(id, agg string) sysops.Event {
+	return sysops.Event{
+		ID: id, Source: "/test", Type: "sysops.test.happened.v1",
+		AggregateType: "thing", AggregateID: agg,
+		Data: json.RawMessage(fmt.Sprintf(`{"id":%q}`, id)),
+	}
+}
+
+// write commits one business row and its event.
+func write(t *testing.T, db *sqldb.DB, evs ...sysops.Event) {
+	t.Helper()
+	err := sqldb.RunInTx(context.Background(), db, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(context.Background(), `INSERT INTO item (id) VALUES ($1)`, evs[0].ID); err != nil {
+			return err
+		}
+		return outbox.Write(context.Background(), tx, evs...)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func statusCount(t *testing.T, db *sqldb.DB, status outbox.Status) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRowContext(context.Background(), `SELECT count(*) FROM outbox WHERE status = $1`, string(status)).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func newRelay(t *testing.T, db *sqldb.DB, pub outbox.Publisher, cfg outbox.RelayConfig) *outbox.Relay {
+	t.Helper()
+	r, err := outbox.NewRelay(db, pub, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
+func runOnce(t *testing.T, r *outbox.Relay) outbox.Round {
+	t.Helper()
+	res, err := r.RunOnce(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestWriteCommitsWithTheTransaction(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		write(t, db, event("e1", "A"), event("e2", "A"))
+		write(t, db, event("e3", "B"))
+		write(t, db, event("e4", "A"))
+
+		boom := errors.New("business rule failed")
+		err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+			if err := outbox.Write(ctx, tx, event("rolled-back", "A")); err != nil {
+				return err
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatal(err)
+		}
+
+		rows, err := outbox.List(ctx, db, outbox.ListOptions{Status: outbox.StatusPending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range rows {
+			got = append(got, fmt.Sprintf("%s:%s#%d", r.EventID, r.AggregateID, r.AggregateSeq))
+		}
+		want := "[e1:A#1 e2:A#2 e3:B#1 e4:A#3]"
+		if fmt.Sprint(got) != want {
+			t.Errorf("pending rows = %v, want %s (the rolled-back event absent, sequences per aggregate)", got, want)
+		}
+		if rows[0].Subject != "sysops.test.happened" || rows[0].EventType != "sysops.test.happened.v1" {
+			t.Errorf("row = %+v", rows[0])
+		}
+	})
+}
+
+func TestWriteRejects(t *testing.T) {
+	db := newDB(t, sqldb.SQLite)
+	ctx := context.Background()
+	noAgg := event("x", "A")
+	noAgg.AggregateID = ""
+	withSeq := event("y", "A")
+	withSeq.Sequence = 4
+	badType := event("z", "A")
+	badType.Type = "created"
+	for name, tt := range map[string]struct {
+		ev   sysops.Event
+		want error
+	}{
+		"no aggregate": {noAgg, outbox.ErrNoAggregate},
+		"sequence set": {withSeq, outbox.ErrSequenceSet},
+		"bad type":     {badType, nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error { return outbox.Write(ctx, tx, tt.ev) })
+			if err == nil || (tt.want != nil && !errors.Is(err, tt.want)) {
+				t.Errorf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestWriteFillsIDAndTime(t *testing.T) {
+	db := newDB(t, sqldb.SQLite)
+	write(t, db, sysops.Event{Source: "/t", Type: "sysops.test.happened.v1", AggregateType: "thing", AggregateID: "A"})
+	rows, err := outbox.List(context.Background(), db, outbox.ListOptions{Status: outbox.StatusPending})
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("rows = %v, %v", rows, err)
+	}
+	if len(rows[0].EventID) != 36 {
+		t.Errorf("generated id %q is not a UUID", rows[0].EventID)
+	}
+}
+
+func TestRelayPublishesInOrderAndMarksSent(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		for i := range 30 {
+			write(t, db, event(fmt.Sprint("e", i), fmt.Sprint("agg", i%3)))
+		}
+		pub := &recorder{}
+		r := newRelay(t, db, pub, outbox.RelayConfig{})
+		res := runOnce(t, r)
+		if !res.Leader || res.Read != 30 || res.Published != 30 {
+			t.Fatalf("round = %+v, want 30 read and published", res)
+		}
+		if n := statusCount(t, db, outbox.StatusSent); n != 30 {
+			t.Errorf("%d rows sent, want 30", n)
+		}
+		last := map[string]int{}
+		for _, m := range pub.published {
+			ev, err := natsjs.ParseEvent(m)
+			if err != nil {
+				t.Fatalf("published message is not a CloudEvent: %v", err)
+			}
+			if m.ID != ev.ID {
+				t.Errorf("message id %q != event id %q", m.ID, ev.ID)
+			}
+			if int(ev.Sequence) != last[ev.AggregateID]+1 {
+				t.Errorf("%s #%d published after #%d", ev.AggregateID, ev.Sequence, last[ev.AggregateID])
+			}
+			last[ev.AggregateID] = int(ev.Sequence)
+		}
+		if res := runOnce(t, r); res.Read != 0 {
+			t.Errorf("second round read %d rows, want 0", res.Read)
+		}
+	})
+}
+
+func TestRelayHoldsBackAnAggregateBehindAFailure(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		write(t, db, event("a1", "A"))
+		write(t, db, event("b1", "B"))
+		write(t, db, event("a2", "A"))
+		write(t, db, event("b2", "B"))
+		brokerDown := true
+		pub := &recorder{fail: func(m natsjs.Message) error {
+			if m.ID == "a1" && brokerDown {
+				return errors.New("nats: timeout")
+			}
+			return nil
+		}}
+		r := newRelay(t, db, pub, outbox.RelayConfig{Backoff: func(int) time.Duration { return 0 }})
+		res := runOnce(t, r)
+		if res.Published != 2 || res.Failed != 1 {
+			t.Fatalf("round = %+v, want B's two published and a1 failed", res)
+		}
+		if got := fmt.Sprint(pub.ids()); got != "[b1 b2]" {
+			t.Errorf("published %s, want [b1 b2]: a2 must wait for a1", got)
+		}
+		rows, _ := outbox.List(ctx, db, outbox.ListOptions{Status: outbox.StatusPending})
+		if len(rows) != 2 || rows[0].Attempts != 1 || rows[0].LastError != "nats: timeout" {
+			t.Errorf("pending = %+v, want a1 with one attempt and its error, and a2", rows)
+		}
+		brokerDown = false
+		runOnce(t, r)
+		if got := fmt.Sprint(pub.ids()); got != "[b1 b2 a1 a2]" {
+			t.Errorf("published %s, want a1 then a2 after the broker recovered", got)
+		}
+	})
+}
+
+func TestRelayDeadRowsAndOperatorActions(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		write(t, db, event("a1", "A"))
+		write(t, db, event("a2", "A"))
+		poisoned := true
+		pub := &recorder{fail: func(m natsjs.Message) error {
+			if m.ID == "a1" && poisoned {
+				return errors.New("maximum payload exceeded")
+			}
+			return nil
+		}}
+		r := newRelay(t, db, pub, outbox.RelayConfig{MaxAttempts: 3, Backoff: func(int) time.Duration { return 0 }})
+		for range 3 {
+			runOnce(t, r)
+		}
+		dead, err := outbox.List(ctx, db, outbox.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dead) != 1 || dead[0].EventID != "a1" || dead[0].Attempts != 3 || dead[0].LastError != "maximum payload exceeded" {
+			t.Fatalf("dead rows = %+v, want a1 after 3 attempts with its error", dead)
+		}
+		runOnce(t, r)
+		if len(pub.ids()) != 0 {
+			t.Errorf("published %v while a1 is dead; a2 must wait", pub.ids())
+		}
+		stats, err := outbox.GetStats(ctx, db)
+		if err != nil || stats.Dead != 1 || stats.Pending != 1 {
+			t.Errorf("stats = %+v, %v", stats, err)
+		}
+
+		poisoned = false
+		if n, err := outbox.Retry(ctx, db); err != nil || n != 1 {
+			t.Fatalf("Retry = %d, %v", n, err)
+		}
+		runOnce(t, r)
+		if got := fmt.Sprint(pub.ids()); got != "[a1 a2]" {
+			t.Errorf("after retry published %s, want [a1 a2]", got)
+		}
+
+		// Purge drops a dead row for good and releases its successors.
+		write(t, db, event("c1", "C"))
+		write(t, db, event("c2", "C"))
+		pub.fail = func(m natsjs.Message) error {
+			if m.ID == "c1" {
+				return errors.New("rejected")
+			}
+			return nil
+		}
+		for range 3 {
+			runOnce(t, r)
+		}
+		if n, err := outbox.Purge(ctx, db); err != nil || n != 1 {
+			t.Fatalf("Purge = %d, %v", n, err)
+		}
+		runOnce(t, r)
+		if got := fmt.Sprint(pub.ids()); got != "[a1 a2 c2]" {
+			t.Errorf("after purge published %s, want c2 released", got)
+		}
+	})
+}
+
+func TestRelayRetention(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		write(t, db, event("e1", "A"))
+		r := newRelay(t, db, &recorder{}, outbox.RelayConfig{Retention: time.Nanosecond})
+		runOnce(t, r)
+		if n, err := r.DeleteSent(context.Background()); err != nil || n != 1 {
+			t.Errorf("DeleteSent = %d, %v; want 1", n, err)
+		}
+		r.Stop()
+		write(t, db, event("e2", "A"))
+		r = newRelay(t, db, &recorder{}, outbox.RelayConfig{Retention: -1})
+		runOnce(t, r)
+		var n int
+		if err := db.QueryRowContext(context.Background(), `SELECT count(*) FROM outbox`).Scan(&n); err != nil || n != 0 {
+			t.Errorf("%d rows left with negative retention, want 0", n)
+		}
+	})
+}
+
+// TestRelayGapSafety interleaves transactions so that an event with a
+// lower outbox position commits after one with a higher position. Neither
+// may be skipped. (On SQLite writers are serialized, so the interleaving
+// collapses; the test still must pass.)
+func TestRelayGapSafety(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		pub := &recorder{}
+		r := newRelay(t, db, pub, outbox.RelayConfig{})
+
+		slowWritten := make(chan struct{})
+		release := make(chan struct{})
+		slowDone := make(chan error, 1)
+		go func() {
+			slowDone <- sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+				if err := outbox.Write(ctx, tx, event("slow", "S")); err != nil {
+					return err
+				}
+				close(slowWritten)
+				<-release
+				return nil
+			})
+		}()
+		<-slowWritten
+		fastDone := make(chan struct{})
+		go func() {
+			defer close(fastDone)
+			write(t, db, event("fast", "F"))
+		}()
+		if d == sqldb.Postgres {
+			<-fastDone // committed while "slow" (lower seq) is still open
+			runOnce(t, r)
+			if got := fmt.Sprint(pub.ids()); got != "[fast]" {
+				t.Fatalf("published %s, want [fast] while slow is uncommitted", got)
+			}
+		}
+		close(release)
+		if err := <-slowDone; err != nil {
+			t.Fatal(err)
+		}
+		<-fastDone
+		runOnce(t, r)
+		ids := pub.ids()
+		if len(ids) != 2 {
+			t.Fatalf("published %v, want both events", ids)
+		}
+		if n := statusCount(t, db, outbox.StatusPending); n != 0 {
+			t.Errorf("%d rows left pending", n)
+		}
+	})
+}
+
+// TestConcurrentWritersOfOneAggregate: many transactions writing the same
+// aggregate at once get distinct, gapless sequences in commit order.
+func TestConcurrentWritersOfOneAggregate(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				for i := range 25 {
+					write(t, db, event(fmt.Sprintf("w%d-%d", w, i), "hot"))
+				}
+			})
+		}
+		wg.Wait()
+		pub := &recorder{}
+		r := newRelay(t, db, pub, outbox.RelayConfig{})
+		runOnce(t, r)
+		if len(pub.published) != 200 {
+			t.Fatalf("published %d, want 200", len(pub.published))
+		}
+		for i, m := range pub.published {
+			ev, _ := natsjs.ParseEvent(m)
+			if ev.Sequence != int64(i+1) {
+				t.Fatalf("message %d has sequence %d", i, ev.Sequence)
+			}
+		}
+	})
+}
+
+// TestRelaysTakeTurns: two relays on one database never both publish, and
+// when the leader stops the other takes over.
+func TestRelaysTakeTurns(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		for i := range 10 {
+			write(t, db, event(fmt.Sprint("e", i), "A"))
+		}
+		pubA, pubB := &recorder{}, &recorder{}
+		a := newRelay(t, db, pubA, outbox.RelayConfig{BatchSize: 5})
+		b := newRelay(t, db, pubB, outbox.RelayConfig{BatchSize: 5})
+		if res := runOnce(t, a); !res.Leader || res.Published != 5 {
+			t.Fatalf("a = %+v, want leader publishing 5", res)
+		}
+		if res := runOnce(t, b); res.Leader || res.Published != 0 {
+			t.Fatalf("b = %+v, want a standby while a leads", res)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if err := a.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		a.Stop() // gives the lock or lease up
+		if res := runOnce(t, b); !res.Leader || res.Published != 5 {
+			t.Fatalf("b after a stopped = %+v, want it to take over", res)
+		}
+		if got := len(pubA.ids()) + len(pubB.ids()); got != 10 {
+			t.Errorf("published %d in all, want 10 (no double work)", got)
+		}
+	})
+}
+
+// TestSQLiteLeaseExpires: a relay that dies holding the lease is replaced
+// once the lease expires.
+func TestSQLiteLeaseExpires(t *testing.T) {
+	db := newDB(t, sqldb.SQLite)
+	write(t, db, event("e1", "A"))
+	a := newRelay(t, db, &recorder{}, outbox.RelayConfig{LeaseTTL: 50 * time.Millisecond})
+	pubB := &recorder{}
+	b := newRelay(t, db, pubB, outbox.RelayConfig{LeaseTTL: 50 * time.Millisecond})
+	runOnce(t, a) // a leads, then "dies" (never runs again)
+	write(t, db, event("e2", "A"))
+	deadline := time.Now().Add(10 * time.Second)
+	for !runOnce(t, b).Leader {
+		if time.Now().After(deadline) {
+			t.Fatal("b never took over the expired lease")
+		}
+		time.Sleep(10 * time.Millisecond) // waiting out the lease is the point
+	}
+	if got := fmt.Sprint(pubB.ids()); got != "[e2]" {
+		t.Errorf("b published %s, want [e2]", got)
+	}
+}
+
+// TestRelayWakesOnCommit: with polling effectively off, a commit alone
+// gets the event published.
+func TestRelayWakesOnCommit(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		published := make(chan string, 10)
+		pub := publisherFuncs{PublishBatchFunc: func(_ context.Context, msgs []natsjs.Message) ([]natsjs.PubAck, []error) {
+			for _, m := range msgs {
+				published <- m.ID
+			}
+			return make([]natsjs.PubAck, len(msgs)), make([]error, len(msgs))
+		}}
+		r := newRelay(t, db, pub, outbox.RelayConfig{PollInterval: time.Hour})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if err := r.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer r.Stop()
+		write(t, db, event("woken", "A"))
+		select {
+		case id := <-published:
+			if id != "woken" {
+				t.Errorf("published %s", id)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the commit did not wake the relay")
+		}
+	})
+}
+
+// TestRelayWakesOnNotify: a relay in "another process" (its own handle on
+// the database) is woken by PostgreSQL NOTIFY.
+func TestRelayWakesOnNotify(t *testing.T) {
+	writer := newDB(t, sqldb.Postgres)
+	relayDB, err := sqldb.Open(context.Background(), writer.URL()+"&application_name=relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relayDB.Close()
+	published := make(chan string, 10)
+	pub := publisherFuncs{PublishBatchFunc: func(_ context.Context, msgs []natsjs.Message) ([]natsjs.PubAck, []error) {
+		for _, m := range msgs {
+			published <- m.ID
+		}
+		return make([]natsjs.PubAck, len(msgs)), make([]error, len(msgs))
+	}}
+	r := newRelay(t, relayDB, pub, outbox.RelayConfig{PollInterval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	write(t, writer, event("notified", "A"))
+	select {
+	case id := <-published:
+		if id != "notified" {
+			t.Errorf("published %s", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("NOTIFY did not wake the relay")
+	}
+}

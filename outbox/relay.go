@@ -1,0 +1,522 @@
+package outbox
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// Publisher stores messages on the broker and reports, per message,
+// whether it was acknowledged. *natsjs.Broker is one.
+type Publisher interface {
+	PublishBatch(ctx context.Context, msgs []natsjs.Message) ([]natsjs.PubAck, []error)
+}
+
+var _ Publisher = (*natsjs.Broker)(nil)
+
+// RelayConfig configures a [Relay]. The zero value of each field means its
+// default.
+type RelayConfig struct {
+	// Name of the relay group: relays with one name on one database
+	// take turns, never publishing at the same time. Default "outbox".
+	Name string
+	// BatchSize is the most rows read and published per round. Default 1000.
+	BatchSize int
+	// PollInterval is how often the relay looks for work when nothing woke
+	// it (commits in other processes on SQLite, rows whose retry is due).
+	// Default 500 ms.
+	PollInterval time.Duration
+	// MaxAttempts is how many failed publishes make a row dead. Default 10.
+	MaxAttempts int
+	// Backoff gives the delay before attempt n+1 after attempt n failed.
+	// Default: 500 ms doubling up to 5 minutes, with ±20% jitter.
+	Backoff func(attempt int) time.Duration
+	// PublishTimeout bounds waiting for the broker's acks of one round.
+	// Default 10 s.
+	PublishTimeout time.Duration
+	// LeaseTTL is how long an SQLite relay holds the lease without renewing
+	// it; a crashed holder is replaced after this long. Default 5 s.
+	// (PostgreSQL relays hold an advisory lock instead, released the moment
+	// their connection dies.)
+	LeaseTTL time.Duration
+	// Retention is how long sent rows are kept before they are deleted.
+	// Default 1 hour; a negative value deletes them as soon as they are sent.
+	Retention time.Duration
+	Logger    *slog.Logger
+}
+
+func (c *RelayConfig) setDefaults() {
+	c.Name = cmp.Or(c.Name, "outbox")
+	c.BatchSize = cmp.Or(c.BatchSize, 1000)
+	c.PollInterval = cmp.Or(c.PollInterval, 500*time.Millisecond)
+	c.MaxAttempts = cmp.Or(c.MaxAttempts, 10)
+	if c.Backoff == nil {
+		c.Backoff = DefaultBackoff
+	}
+	c.PublishTimeout = cmp.Or(c.PublishTimeout, 10*time.Second)
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, 5*time.Second)
+	c.Retention = cmp.Or(c.Retention, time.Hour)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// DefaultBackoff is the delay before attempt n+1: 500 ms doubling per
+// attempt, capped at 5 minutes, with ±20% jitter.
+func DefaultBackoff(attempt int) time.Duration {
+	d := min(500*time.Millisecond<<min(max(attempt-1, 0), 10), 5*time.Minute)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// Relay moves pending outbox rows to the broker. See the package
+// documentation for its guarantees.
+type Relay struct {
+	db     *sqldb.DB
+	pub    Publisher
+	cfg    RelayConfig
+	holder string
+
+	wakeCh chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu         sync.Mutex // guards the leadership state below
+	lockConn   *sql.Conn  // PostgreSQL: the session holding the advisory lock
+	leaseUntil time.Time  // SQLite: when our lease runs out
+}
+
+// NewRelay returns a relay for the outbox in db. Start it with
+// [Relay.Start], or drive it with [Relay.RunOnce].
+func NewRelay(db *sqldb.DB, pub Publisher, cfg RelayConfig) (*Relay, error) {
+	if db == nil || pub == nil {
+		return nil, errors.New("outbox: NewRelay needs a database and a publisher")
+	}
+	cfg.setDefaults()
+	if cfg.BatchSize < 1 || cfg.MaxAttempts < 1 {
+		return nil, fmt.Errorf("outbox: BatchSize %d and MaxAttempts %d must be positive", cfg.BatchSize, cfg.MaxAttempts)
+	}
+	return &Relay{
+		db:     db,
+		pub:    pub,
+		cfg:    cfg,
+		holder: NewID(),
+		wakeCh: make(chan struct{}, 1),
+	}, nil
+}
+
+func (r *Relay) poke() {
+	select {
+	case r.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the relay in the background until ctx ends or Stop is
+// called. It wakes on commits (see [Write]), on PostgreSQL notifications,
+// and every PollInterval.
+func (r *Relay) Start(ctx context.Context) error {
+	ctx, r.cancel = context.WithCancel(ctx)
+	r.done = make(chan struct{})
+	register(r)
+	var notified <-chan struct{}
+	if r.db.Dialect() == sqldb.Postgres {
+		ch, err := sqldb.Listen(ctx, r.db, notifyChannel)
+		if err != nil {
+			r.cfg.Logger.WarnContext(ctx, "outbox: LISTEN failed; relying on polling", "error", err)
+		}
+		notified = ch
+	}
+	go r.loop(ctx, notified)
+	return nil
+}
+
+// Stop stops the relay if it was started, waits for the round in
+// progress, and gives up its lease or lock so that another relay takes
+// over at once.
+func (r *Relay) Stop() {
+	if r.cancel != nil {
+		r.cancel()
+		<-r.done
+		unregister(r)
+	}
+	r.release()
+}
+
+func (r *Relay) loop(ctx context.Context, notified <-chan struct{}) {
+	defer close(r.done)
+	poll := time.NewTicker(r.cfg.PollInterval)
+	defer poll.Stop()
+	lastClean := time.Time{}
+	for {
+		for ctx.Err() == nil {
+			res, err := r.RunOnce(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.cfg.Logger.WarnContext(ctx, "outbox: relay round failed", "error", err)
+				}
+				break
+			}
+			if res.Read < r.cfg.BatchSize || res.Published == 0 {
+				break // drained, or nothing publishable now
+			}
+		}
+		if time.Since(lastClean) > min(r.cfg.Retention/10, time.Minute) && r.isLeader() {
+			if _, err := r.DeleteSent(ctx); err != nil && ctx.Err() == nil {
+				r.cfg.Logger.WarnContext(ctx, "outbox: delete sent rows", "error", err)
+			}
+			lastClean = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wakeCh:
+		case <-notified:
+		case <-poll.C:
+		}
+	}
+}
+
+// Round says what one [Relay.RunOnce] did.
+type Round struct {
+	Leader    bool // false: another relay holds the lease or lock
+	Read      int  // pending rows read
+	Published int  // rows acknowledged by the broker and marked sent
+	Failed    int  // rows whose publish failed (retried later, or now dead)
+	Dead      int  // rows that became dead in this round
+}
+
+type row struct {
+	seq           int64
+	eventID       string
+	aggregateType string
+	aggregateID   string
+	subject       string
+	payload       []byte
+	headers       string
+	attempts      int
+	nextAttemptAt int64
+}
+
+// RunOnce performs one round: if this relay leads its group, it reads up
+// to BatchSize pending rows, publishes those that are due, and records the
+// outcome. Rows of one aggregate are published strictly in sequence order:
+// an event waits while an earlier one of its aggregate is pending (not yet
+// due) or dead, and within a round a later event is sent only after the
+// broker acknowledged the earlier one.
+func (r *Relay) RunOnce(ctx context.Context) (Round, error) {
+	leader, err := r.lead(ctx)
+	if err != nil || !leader {
+		return Round{}, err
+	}
+	round := Round{Leader: true}
+	rows, err := r.pending(ctx)
+	if err != nil {
+		return round, err
+	}
+	round.Read = len(rows)
+	if len(rows) == 0 {
+		return round, nil
+	}
+	blocked, err := r.deadAggregates(ctx)
+	if err != nil {
+		return round, err
+	}
+
+	// Group the due rows by aggregate, in sequence order; wave i holds the
+	// i-th row of every aggregate.
+	now := micros(time.Now())
+	var order []string
+	perAgg := map[string][]*row{}
+	for _, rw := range rows {
+		key := rw.aggregateType + "\x00" + rw.aggregateID
+		if blocked[key] {
+			continue
+		}
+		if rw.nextAttemptAt > now {
+			blocked[key] = true
+			continue
+		}
+		if _, ok := perAgg[key]; !ok {
+			order = append(order, key)
+		}
+		perAgg[key] = append(perAgg[key], rw)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	defer cancel()
+	var sent []int64
+	var failed []failure
+	for wave := 0; ; wave++ {
+		var batch []*row
+		for _, key := range order {
+			if rs := perAgg[key]; wave < len(rs) && !blocked[key] {
+				batch = append(batch, rs[wave])
+			}
+		}
+		if len(batch) == 0 {
+			break
+		}
+		msgs := make([]natsjs.Message, len(batch))
+		for i, rw := range batch {
+			h := nats.Header{}
+			if err := json.Unmarshal([]byte(rw.headers), &h); err != nil {
+				return round, fmt.Errorf("outbox: row %d has bad headers: %w", rw.seq, err)
+			}
+			msgs[i] = natsjs.Message{ID: rw.eventID, Subject: rw.subject, Header: h, Data: rw.payload}
+		}
+		_, errs := r.pub.PublishBatch(ctx, msgs)
+		for i, rw := range batch {
+			if errs[i] != nil {
+				blocked[rw.aggregateType+"\x00"+rw.aggregateID] = true
+				failed = append(failed, failure{row: rw, err: errs[i]})
+				continue
+			}
+			sent = append(sent, rw.seq)
+		}
+	}
+	round.Published = len(sent)
+	round.Failed = len(failed)
+	round.Dead, err = r.record(context.WithoutCancel(ctx), sent, failed)
+	return round, err
+}
+
+type failure struct {
+	row *row
+	err error
+}
+
+func (r *Relay) pending(ctx context.Context) ([]*row, error) {
+	q, err := r.db.QueryContext(ctx, `SELECT seq, event_id, aggregate_type, aggregate_id, subject, payload, headers,
+		attempts, next_attempt_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT $1`, r.cfg.BatchSize)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: read pending rows: %w", err)
+	}
+	defer q.Close()
+	var rows []*row
+	for q.Next() {
+		rw := &row{}
+		if err := q.Scan(&rw.seq, &rw.eventID, &rw.aggregateType, &rw.aggregateID, &rw.subject, &rw.payload,
+			&rw.headers, &rw.attempts, &rw.nextAttemptAt); err != nil {
+			return nil, fmt.Errorf("outbox: read pending rows: %w", err)
+		}
+		rows = append(rows, rw)
+	}
+	if err := q.Err(); err != nil {
+		return nil, fmt.Errorf("outbox: read pending rows: %w", err)
+	}
+	return rows, nil
+}
+
+// deadAggregates returns the aggregates with a dead row: their later
+// events wait until an operator retries or purges it.
+func (r *Relay) deadAggregates(ctx context.Context) (map[string]bool, error) {
+	q, err := r.db.QueryContext(ctx, `SELECT DISTINCT aggregate_type, aggregate_id FROM outbox WHERE status = 'dead'`)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: read dead rows: %w", err)
+	}
+	defer q.Close()
+	out := map[string]bool{}
+	for q.Next() {
+		var t, id string
+		if err := q.Scan(&t, &id); err != nil {
+			return nil, err
+		}
+		out[t+"\x00"+id] = true
+	}
+	return out, q.Err()
+}
+
+// record marks the sent rows and the failures in one transaction.
+func (r *Relay) record(ctx context.Context, sent []int64, failed []failure) (dead int, err error) {
+	if len(sent) == 0 && len(failed) == 0 {
+		return 0, nil
+	}
+	now := micros(time.Now())
+	err = sqldb.RunInTx(ctx, r.db, func(tx *sql.Tx) error {
+		dead = 0
+		for chunk := range chunks(sent, 1000) {
+			var err error
+			if r.cfg.Retention < 0 {
+				in, args := inList(chunk, 1)
+				_, err = tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq IN (`+in+`)`, args...)
+			} else {
+				in, args := inList(chunk, 2)
+				_, err = tx.ExecContext(ctx, `UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1,
+					last_error = NULL WHERE seq IN (`+in+`)`, append([]any{now}, args...)...)
+			}
+			if err != nil {
+				return fmt.Errorf("mark sent: %w", err)
+			}
+		}
+		for _, f := range failed {
+			attempts := f.row.attempts + 1
+			status := StatusPending
+			if attempts >= r.cfg.MaxAttempts {
+				status = StatusDead
+				dead++
+			}
+			next := now + r.cfg.Backoff(attempts).Microseconds()
+			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET attempts = $1, status = $2, last_error = $3,
+				next_attempt_at = $4 WHERE seq = $5`, attempts, string(status), oneLine(f.err), next, f.row.seq); err != nil {
+				return fmt.Errorf("mark failed: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("outbox: record round: %w", err)
+	}
+	for _, f := range failed {
+		r.cfg.Logger.WarnContext(ctx, "outbox: publish failed", "event_id", f.row.eventID, "attempt", f.row.attempts+1, "error", f.err)
+	}
+	return dead, nil
+}
+
+// DeleteSent deletes sent rows older than the retention and returns how many.
+func (r *Relay) DeleteSent(ctx context.Context) (int64, error) {
+	if r.cfg.Retention < 0 {
+		return 0, nil
+	}
+	res, err := r.db.ExecContext(ctx, `DELETE FROM outbox WHERE status = 'sent' AND sent_at < $1`,
+		micros(time.Now().Add(-r.cfg.Retention)))
+	if err != nil {
+		return 0, fmt.Errorf("outbox: delete sent rows: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+func chunks[T any](s []T, n int) func(yield func([]T) bool) {
+	return func(yield func([]T) bool) {
+		for len(s) > 0 {
+			k := min(n, len(s))
+			if !yield(s[:k]) {
+				return
+			}
+			s = s[k:]
+		}
+	}
+}
+
+// inList returns "$first, $first+1, ..." for ids and the ids as arguments.
+func inList(ids []int64, first int) (string, []any) {
+	var b strings.Builder
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("$" + strconv.Itoa(first+i))
+		args[i] = id
+	}
+	return b.String(), args
+}
+
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}
+
+// Leadership: one relay of a group publishes at a time.
+
+func (r *Relay) isLeader() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lockConn != nil || time.Now().Before(r.leaseUntil)
+}
+
+// lead reports whether this relay may publish now, taking or renewing the
+// lock or lease as needed.
+func (r *Relay) lead(ctx context.Context) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.db.Dialect() == sqldb.Postgres {
+		if r.lockConn != nil {
+			// The lock lives as long as this session; make sure it still does.
+			if err := r.lockConn.PingContext(ctx); err == nil {
+				return true, nil
+			}
+			discard(r.lockConn)
+			r.lockConn = nil
+		}
+		conn, err := r.db.Writer().Conn(ctx)
+		if err != nil {
+			return false, fmt.Errorf("outbox: relay lock: %w", err)
+		}
+		var got bool
+		// Keyed by schema too: several outboxes may share one database.
+		if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(hashtextextended(current_schema() || '.' || $1, 0))`,
+			r.lockName()).Scan(&got); err != nil || !got {
+			conn.Close()
+			if err != nil {
+				return false, fmt.Errorf("outbox: relay lock: %w", err)
+			}
+			return false, nil
+		}
+		r.lockConn = conn
+		return true, nil
+	}
+	now := time.Now()
+	if now.Before(r.leaseUntil.Add(-r.cfg.LeaseTTL / 2)) {
+		return true, nil
+	}
+	until := now.Add(r.cfg.LeaseTTL)
+	res, err := r.db.ExecContext(ctx, `INSERT INTO outbox_lease (name, holder, expires_at) VALUES ($1, $2, $3)
+		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+		WHERE outbox_lease.holder = excluded.holder OR outbox_lease.expires_at < $4`,
+		r.cfg.Name, r.holder, micros(until), micros(now))
+	if err != nil {
+		return false, fmt.Errorf("outbox: relay lease: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		r.leaseUntil = time.Time{}
+		return false, nil
+	}
+	r.leaseUntil = until
+	return true, nil
+}
+
+func (r *Relay) lockName() string { return "sysops.outbox." + r.cfg.Name }
+
+func (r *Relay) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lockConn != nil {
+		// The session goes back to the pool: unlock explicitly, and if
+		// that fails close the session itself, which releases the lock.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := r.lockConn.ExecContext(ctx, `SELECT pg_advisory_unlock(hashtextextended(current_schema() || '.' || $1, 0))`,
+			r.lockName()); err != nil {
+			discard(r.lockConn)
+		} else {
+			r.lockConn.Close()
+		}
+		cancel()
+		r.lockConn = nil
+	}
+	if !r.leaseUntil.IsZero() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = r.db.ExecContext(ctx, `DELETE FROM outbox_lease WHERE name = $1 AND holder = $2`, r.cfg.Name, r.holder)
+		r.leaseUntil = time.Time{}
+	}
+}
+
+// discard closes a pooled connection's session instead of returning it to
+// the pool.
+func discard(c *sql.Conn) {
+	_ = c.Raw(func(any) error { return driver.ErrBadConn })
+	c.Close()
+}
