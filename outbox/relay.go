@@ -442,11 +442,18 @@ func (r *Relay) isLeader() bool {
 func (r *Relay) lead(ctx context.Context) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	if r.db.Dialect() == sqldb.Postgres {
 		if r.lockConn != nil {
 			// The lock lives as long as this session; make sure it still does.
-			if err := r.lockConn.PingContext(ctx); err == nil {
+			err := r.lockConn.PingContext(ctx)
+			if err == nil {
 				return true, nil
+			}
+			if ctx.Err() != nil {
+				return false, ctx.Err() // stopping; release() unlocks
 			}
 			discard(r.lockConn)
 			r.lockConn = nil

@@ -1,0 +1,194 @@
+package inbox
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// Subscriber delivers batches of messages from a durable consumer.
+// *natsjs.Broker is one.
+type Subscriber interface {
+	SubscribeBatch(ctx context.Context, spec natsjs.ConsumerSpec, maxBatch int, h natsjs.BatchHandler) (*natsjs.Subscription, error)
+}
+
+var _ Subscriber = (*natsjs.Broker)(nil)
+
+// Config configures a [Consumer]. Fields marked required must be set; the
+// zero value of the others means their default.
+type Config struct {
+	// Name is the durable consumer's name and the inbox's consumer key.
+	// Required.
+	Name string
+	// Stream to consume. Required.
+	Stream string
+	// Subjects filters the stream; empty means all of it.
+	Subjects []string
+	// Handlers maps each event type the consumer handles to its effect.
+	// An event of another type is dead-lettered. Required.
+	Handlers map[string]ApplyFunc
+	// MaxBatch caps how many messages are applied in one transaction.
+	// Default 256.
+	MaxBatch int
+	// MaxDeliver, AckWait and Backoff are passed to the broker consumer
+	// (see natsjs.ConsumerSpec).
+	MaxDeliver int
+	AckWait    time.Duration
+	Backoff    func(delivery int) time.Duration
+	// Retention is how long processed-message records are kept. It must
+	// exceed the longest time a duplicate can arrive. Default 7 days.
+	Retention time.Duration
+	Logger    *slog.Logger
+}
+
+// Consumer applies events from a stream through the inbox.
+type Consumer struct {
+	db  *sqldb.DB
+	sub Subscriber
+	cfg Config
+
+	mu      sync.Mutex
+	running *natsjs.Subscription
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// NewConsumer returns a consumer of cfg.Stream applying events to db. Run
+// the inbox migrations on db first.
+func NewConsumer(db *sqldb.DB, sub Subscriber, cfg Config) (*Consumer, error) {
+	if cfg.Name == "" || cfg.Stream == "" {
+		return nil, errors.New("inbox: Config needs Name and Stream")
+	}
+	if len(cfg.Handlers) == 0 {
+		return nil, errors.New("inbox: Config.Handlers is empty")
+	}
+	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, 256)
+	cfg.Retention = cmp.Or(cfg.Retention, 7*24*time.Hour)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Consumer{db: db, sub: sub, cfg: cfg}, nil
+}
+
+// Start subscribes and applies events until ctx ends or Stop is called;
+// it also prunes old processed-message records.
+func (c *Consumer) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	sub, err := c.sub.SubscribeBatch(ctx, natsjs.ConsumerSpec{
+		Stream:         c.cfg.Stream,
+		Durable:        c.cfg.Name,
+		FilterSubjects: c.cfg.Subjects,
+		MaxDeliver:     c.cfg.MaxDeliver,
+		AckWait:        c.cfg.AckWait,
+		Backoff:        c.cfg.Backoff,
+	}, c.cfg.MaxBatch, c.HandleBatch)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("inbox: %s: %w", c.cfg.Name, err)
+	}
+	c.mu.Lock()
+	c.running, c.cancel, c.done = sub, cancel, make(chan struct{})
+	c.mu.Unlock()
+	go c.pruneLoop(ctx)
+	return nil
+}
+
+func (c *Consumer) pruneLoop(ctx context.Context) {
+	defer close(c.done)
+	t := time.NewTicker(min(c.cfg.Retention/10, time.Hour))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := Prune(ctx, c.db, c.cfg.Name, time.Now().Add(-c.cfg.Retention)); err != nil && ctx.Err() == nil {
+				c.cfg.Logger.WarnContext(ctx, "inbox: prune", "consumer", c.cfg.Name, "error", err)
+			}
+		}
+	}
+}
+
+// Stop stops consuming and waits for the batch in progress.
+func (c *Consumer) Stop() error {
+	c.mu.Lock()
+	sub, cancel, done := c.running, c.cancel, c.done
+	c.running = nil
+	c.mu.Unlock()
+	if sub == nil {
+		return nil
+	}
+	err := sub.Stop()
+	cancel()
+	<-done
+	return err
+}
+
+// HandleBatch applies a batch of deliveries and returns one result per
+// delivery (see natsjs.BatchHandler). It is what Start subscribes with.
+func (c *Consumer) HandleBatch(ctx context.Context, ds []*natsjs.Delivery) []error {
+	results := make([]error, len(ds))
+	type item struct {
+		i  int
+		ev sysops.Event
+		fn ApplyFunc
+	}
+	var items []item
+	for i, d := range ds {
+		ev, err := natsjs.ParseEvent(d.Message)
+		if err != nil {
+			results[i] = Permanent(fmt.Errorf("malformed envelope: %w", err))
+			continue
+		}
+		fn, ok := c.cfg.Handlers[ev.Type]
+		if !ok {
+			results[i] = Permanent(fmt.Errorf("unknown event type %q: consumer %s handles %s", ev.Type, c.cfg.Name, c.handled()))
+			continue
+		}
+		items = append(items, item{i: i, ev: ev, fn: fn})
+	}
+	if len(items) == 0 {
+		return results
+	}
+	// Optimistically, the whole batch in one transaction.
+	err := sqldb.RunInTx(ctx, c.db, func(tx *sql.Tx) error {
+		for _, it := range items {
+			if _, err := apply(ctx, tx, c.cfg.Name, it.ev, it.fn); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		return results
+	}
+	if len(items) == 1 {
+		results[items[0].i] = err
+		return results
+	}
+	// Something failed: one transaction per message, so only it fails.
+	for _, it := range items {
+		_, results[it.i] = Process(ctx, c.db, c.cfg.Name, it.ev, it.fn)
+	}
+	return results
+}
+
+func (c *Consumer) handled() string {
+	var types []string
+	for t := range c.cfg.Handlers {
+		types = append(types, t)
+	}
+	slices.Sort(types)
+	return strings.Join(types, ", ")
+}

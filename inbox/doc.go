@@ -1,0 +1,34 @@
+// Package inbox makes a consumer's effects exactly-once on top of
+// at-least-once delivery: the idempotent consumer. [Process] runs the
+// handler's writes and records the message as processed in one
+// transaction, so a duplicate delivery — after a crash, a lost ack, a
+// relay that published twice — is acknowledged without running the
+// handler again.
+//
+// # What it guarantees
+//
+//   - Exactly-once effect per consumer: for events that carry an aggregate
+//     and a sequence (everything the outbox publishes), the last applied
+//     sequence of each aggregate is the de-duplication record; for other
+//     events it is the message id, kept for Config.Retention.
+//   - Per-aggregate order of effects: an event that arrives ahead of its
+//     predecessor (a redelivery overtaken by later messages) is parked in
+//     the consumer's database, acknowledged, and applied right after its
+//     predecessor, in the same transaction. Concurrent consumer instances
+//     are ordered by a row lock per aggregate.
+//   - Bad input loses nothing and blocks nothing: a malformed envelope (bad
+//     JSON, missing id or type) or an event type the consumer has no
+//     handler for goes to the dead-letter stream with the reason at once; a
+//     handler's [Permanent] error does too; any other error is retried with
+//     backoff and dead-lettered after the maximum deliveries.
+//   - Grouped commits: a [Consumer] applies the messages that arrive
+//     together in one transaction (one fsync); if one of them fails, the
+//     batch is re-run one message per transaction so that only it fails.
+//
+// # What it does not promise
+//
+// Effects outside the transaction (calling another service, sending mail)
+// are not made exactly-once; make them idempotent or put them in an outbox.
+// An event parked behind a predecessor that never comes (dead in the
+// producer's outbox, purged) stays parked: [ListParked] lists them.
+package inbox

@@ -1,0 +1,214 @@
+package inbox
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// MigrationSet is the name under which the inbox's migrations are recorded.
+const MigrationSet = "inbox"
+
+// Migrations returns the inbox's schema migrations; run them with
+// sqldb.Migrate(ctx, db, inbox.MigrationSet, inbox.Migrations()).
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err)
+	}
+	return sub
+}
+
+// Outcome says what [Process] did with an event.
+type Outcome int
+
+// The outcomes of [Process].
+const (
+	Applied   Outcome = iota + 1 // the handler ran and its effect committed
+	Duplicate                    // already applied before: nothing ran
+	Parked                       // ahead of its predecessor: kept for later
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Applied:
+		return "applied"
+	case Duplicate:
+		return "duplicate"
+	case Parked:
+		return "parked"
+	}
+	return "unknown"
+}
+
+// Permanent marks a handler error that no retry can fix: the message goes
+// to the dead-letter stream at once with the error as the reason.
+func Permanent(err error) error { return natsjs.Permanent(err) }
+
+// ApplyFunc applies one event's effect inside tx. It must touch nothing
+// but tx: it may run again if the transaction is retried.
+type ApplyFunc func(ctx context.Context, tx *sql.Tx, ev sysops.Event) error
+
+// Process applies ev for consumer exactly once: in one transaction it
+// checks whether ev was applied before, runs fn, and records it. An event
+// with an aggregate sequence that arrives ahead of its predecessor is
+// parked and applied after it (with fn) when it arrives.
+func Process(ctx context.Context, db *sqldb.DB, consumer string, ev sysops.Event, fn ApplyFunc) (Outcome, error) {
+	var out Outcome
+	err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+		var err error
+		out, err = apply(ctx, tx, consumer, ev, fn)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return out, nil
+}
+
+func now() int64 { return time.Now().UnixMicro() }
+
+// apply is Process inside the caller's transaction.
+func apply(ctx context.Context, tx *sql.Tx, consumer string, ev sysops.Event, fn ApplyFunc) (Outcome, error) {
+	if ev.ID == "" {
+		return 0, errors.New("inbox: event has no id")
+	}
+	if ev.AggregateID == "" || ev.Sequence <= 0 {
+		res, err := tx.ExecContext(ctx, `INSERT INTO inbox (consumer, message_id, processed_at) VALUES ($1, $2, $3)
+			ON CONFLICT (consumer, message_id) DO NOTHING`, consumer, ev.ID, now())
+		if err != nil {
+			return 0, fmt.Errorf("inbox: record %s: %w", ev.ID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return Duplicate, nil
+		}
+		if err := fn(ctx, tx, ev); err != nil {
+			return 0, err
+		}
+		return Applied, nil
+	}
+
+	// Lock the aggregate's row (creating it at 0) and read where it is.
+	var last, parked int64
+	if err := tx.QueryRowContext(ctx, `INSERT INTO inbox_aggregate (consumer, aggregate_type, aggregate_id, last_seq)
+		VALUES ($1, $2, $3, 0)
+		ON CONFLICT (consumer, aggregate_type, aggregate_id) DO UPDATE SET last_seq = inbox_aggregate.last_seq
+		RETURNING last_seq, parked`, consumer, ev.AggregateType, ev.AggregateID).Scan(&last, &parked); err != nil {
+		return 0, fmt.Errorf("inbox: lock aggregate %s %s: %w", ev.AggregateType, ev.AggregateID, err)
+	}
+	switch {
+	case ev.Sequence <= last:
+		return Duplicate, nil
+	case ev.Sequence > last+1:
+		b, err := ev.MarshalJSON()
+		if err != nil {
+			return 0, fmt.Errorf("inbox: park %s: %w", ev.ID, err)
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO inbox_parked (consumer, aggregate_type, aggregate_id, sequence, event, parked_at)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+			consumer, ev.AggregateType, ev.AggregateID, ev.Sequence, string(b), now())
+		if err != nil {
+			return 0, fmt.Errorf("inbox: park %s: %w", ev.ID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			if _, err := tx.ExecContext(ctx, `UPDATE inbox_aggregate SET parked = parked + 1
+				WHERE consumer = $1 AND aggregate_type = $2 AND aggregate_id = $3`,
+				consumer, ev.AggregateType, ev.AggregateID); err != nil {
+				return 0, fmt.Errorf("inbox: park %s: %w", ev.ID, err)
+			}
+		}
+		return Parked, nil
+	}
+
+	if err := fn(ctx, tx, ev); err != nil {
+		return 0, err
+	}
+	cur, unparked := ev.Sequence, int64(0)
+	for parked > unparked {
+		var raw string
+		err := tx.QueryRowContext(ctx, `SELECT event FROM inbox_parked
+			WHERE consumer = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4`,
+			consumer, ev.AggregateType, ev.AggregateID, cur+1).Scan(&raw)
+		if errors.Is(err, sql.ErrNoRows) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("inbox: unpark: %w", err)
+		}
+		next, err := sysops.ParseEvent([]byte(raw))
+		if err != nil {
+			return 0, fmt.Errorf("inbox: parked event %s #%d: %w", ev.AggregateID, cur+1, err)
+		}
+		if err := fn(ctx, tx, next); err != nil {
+			return 0, err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM inbox_parked
+			WHERE consumer = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4`,
+			consumer, ev.AggregateType, ev.AggregateID, cur+1); err != nil {
+			return 0, fmt.Errorf("inbox: unpark: %w", err)
+		}
+		cur++
+		unparked++
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE inbox_aggregate SET last_seq = $1, parked = parked - $2
+		WHERE consumer = $3 AND aggregate_type = $4 AND aggregate_id = $5`,
+		cur, unparked, consumer, ev.AggregateType, ev.AggregateID); err != nil {
+		return 0, fmt.Errorf("inbox: record %s: %w", ev.ID, err)
+	}
+	return Applied, nil
+}
+
+// ParkedEvent is an event waiting for its predecessor.
+type ParkedEvent struct {
+	Consumer      string    `json:"consumer"`
+	AggregateType string    `json:"aggregate_type"`
+	AggregateID   string    `json:"aggregate_id"`
+	Sequence      int64     `json:"sequence"`
+	Waiting       int64     `json:"waiting_for"` // the sequence it waits for
+	ParkedAt      time.Time `json:"parked_at"`
+}
+
+// ListParked lists the parked events of every consumer in db, oldest first.
+func ListParked(ctx context.Context, db *sqldb.DB, limit int) ([]ParkedEvent, error) {
+	q, err := db.QueryContext(ctx, `SELECT p.consumer, p.aggregate_type, p.aggregate_id, p.sequence, a.last_seq + 1, p.parked_at
+		FROM inbox_parked p JOIN inbox_aggregate a
+		ON a.consumer = p.consumer AND a.aggregate_type = p.aggregate_type AND a.aggregate_id = p.aggregate_id
+		ORDER BY p.parked_at LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("inbox: parked: %w", err)
+	}
+	defer q.Close()
+	out := []ParkedEvent{}
+	for q.Next() {
+		var p ParkedEvent
+		var at int64
+		if err := q.Scan(&p.Consumer, &p.AggregateType, &p.AggregateID, &p.Sequence, &p.Waiting, &at); err != nil {
+			return nil, fmt.Errorf("inbox: parked: %w", err)
+		}
+		p.ParkedAt = time.UnixMicro(at).UTC()
+		out = append(out, p)
+	}
+	return out, q.Err()
+}
+
+// Prune deletes the processed-message records of consumer older than
+// before, and returns how many. Records of aggregate sequences are kept:
+// one row per aggregate.
+func Prune(ctx context.Context, db *sqldb.DB, consumer string, before time.Time) (int64, error) {
+	res, err := db.ExecContext(ctx, `DELETE FROM inbox WHERE consumer = $1 AND processed_at < $2`, consumer, before.UnixMicro())
+	if err != nil {
+		return 0, fmt.Errorf("inbox: prune: %w", err)
+	}
+	return res.RowsAffected()
+}

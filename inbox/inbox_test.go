@@ -1,0 +1,364 @@
+package inbox_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/inbox"
+	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+func newDB(t *testing.T, d sqldb.Dialect) *sqldb.DB {
+	t.Helper()
+	db := sqldbtest.Open(t, d)
+	ctx := context.Background()
+	if _, err := sqldb.Migrate(ctx, db, inbox.MigrationSet, inbox.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	key := "n INTEGER PRIMARY KEY" // SQLite numbers it
+	if d == sqldb.Postgres {
+		key = "n BIGSERIAL PRIMARY KEY"
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE effect (`+key+`, event_id TEXT NOT NULL, aggregate_id TEXT NOT NULL, seq INTEGER NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// record is the effect: one row per application, numbered in the order
+// applied.
+func record(ctx context.Context, tx *sql.Tx, ev sysops.Event) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO effect (event_id, aggregate_id, seq) VALUES ($1, $2, $3)`,
+		ev.ID, ev.AggregateID, ev.Sequence)
+	return err
+}
+
+func effects(t *testing.T, db *sqldb.DB) []string {
+	t.Helper()
+	q, err := db.QueryContext(context.Background(), `SELECT event_id FROM effect ORDER BY n`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	var out []string
+	for q.Next() {
+		var id string
+		if err := q.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+func ev(id, agg string, seq int64) sysops.Event {
+	return sysops.Event{ID: id, Source: "/test", Type: "sysops.test.happened.v1", AggregateType: "thing", AggregateID: agg,
+		Sequence: seq, Data: json.RawMessage(`{}`)}
+}
+
+func process(t *testing.T, db *sqldb.DB, e sysops.Event) inbox.Outcome {
+	t.Helper()
+	out, err := inbox.Process(context.Background(), db, "c1", e, record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestProcessOnce(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		unordered := ev("u1", "", 0)
+		for i, want := range []inbox.Outcome{inbox.Applied, inbox.Duplicate, inbox.Duplicate} {
+			if got := process(t, db, unordered); got != want {
+				t.Errorf("delivery %d of u1: %v, want %v", i+1, got, want)
+			}
+		}
+		if got := process(t, db, ev("a1", "A", 1)); got != inbox.Applied {
+			t.Errorf("a1: %v", got)
+		}
+		if got := process(t, db, ev("a1", "A", 1)); got != inbox.Duplicate {
+			t.Errorf("a1 again: %v", got)
+		}
+		// Another consumer has its own records.
+		if out, err := inbox.Process(context.Background(), db, "c2", unordered, record); err != nil || out != inbox.Applied {
+			t.Errorf("u1 for c2: %v, %v", out, err)
+		}
+		if got := fmt.Sprint(effects(t, db)); got != "[u1 a1 u1]" {
+			t.Errorf("effects = %s", got)
+		}
+	})
+}
+
+func TestProcessRollsBackWithTheHandler(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		boom := errors.New("boom")
+		for _, e := range []sysops.Event{ev("u1", "", 0), ev("a1", "A", 1)} {
+			_, err := inbox.Process(context.Background(), db, "c1", e, func(ctx context.Context, tx *sql.Tx, e sysops.Event) error {
+				if err := record(ctx, tx, e); err != nil {
+					return err
+				}
+				return boom
+			})
+			if !errors.Is(err, boom) {
+				t.Fatalf("err = %v", err)
+			}
+			// Nothing was recorded: the next delivery applies it.
+			if got := process(t, db, e); got != inbox.Applied {
+				t.Errorf("%s after a failed attempt: %v, want applied", e.ID, got)
+			}
+		}
+		if got := fmt.Sprint(effects(t, db)); got != "[u1 a1]" {
+			t.Errorf("effects = %s", got)
+		}
+	})
+}
+
+func TestProcessParksEventsAheadOfTheirPredecessor(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		for _, tt := range []struct {
+			e    sysops.Event
+			want inbox.Outcome
+		}{
+			{ev("a3", "A", 3), inbox.Parked},
+			{ev("a2", "A", 2), inbox.Parked},
+			{ev("a3", "A", 3), inbox.Parked}, // duplicate while parked
+			{ev("b1", "B", 1), inbox.Applied},
+			{ev("a1", "A", 1), inbox.Applied}, // releases a2 and a3
+			{ev("a2", "A", 2), inbox.Duplicate},
+			{ev("a5", "A", 5), inbox.Parked},
+		} {
+			if got := process(t, db, tt.e); got != tt.want {
+				t.Errorf("%s: %v, want %v", tt.e.ID, got, tt.want)
+			}
+		}
+		if got := fmt.Sprint(effects(t, db)); got != "[b1 a1 a2 a3]" {
+			t.Errorf("effects = %s, want a1, a2, a3 in order", got)
+		}
+		parked, err := inbox.ListParked(ctx, db, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(parked) != 1 || parked[0].Sequence != 5 || parked[0].Waiting != 4 {
+			t.Errorf("parked = %+v, want a5 waiting for 4", parked)
+		}
+		process(t, db, ev("a4", "A", 4))
+		if got := fmt.Sprint(effects(t, db)); got != "[b1 a1 a2 a3 a4 a5]" {
+			t.Errorf("effects = %s", got)
+		}
+		if parked, _ := inbox.ListParked(ctx, db, 10); len(parked) != 0 {
+			t.Errorf("still parked: %+v", parked)
+		}
+	})
+}
+
+// TestConcurrentInstancesKeepOrder: two consumer instances racing on the
+// same aggregates still apply every event once, in order.
+func TestConcurrentInstancesKeepOrder(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		const aggs, per = 10, 20
+		var wg sync.WaitGroup
+		for inst := range 2 {
+			wg.Go(func() {
+				for s := per; s >= 1; s-- { // instance 0 goes backwards, 1 forwards
+					seq := int64(s)
+					if inst == 1 {
+						seq = int64(per + 1 - s)
+					}
+					for a := range aggs {
+						e := ev(fmt.Sprintf("%d-%d", a, seq), fmt.Sprint("agg", a), seq)
+						if _, err := inbox.Process(context.Background(), db, "c1", e, record); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}
+			})
+		}
+		wg.Wait()
+		q, err := db.QueryContext(context.Background(), `SELECT aggregate_id, seq FROM effect ORDER BY n`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer q.Close()
+		last := map[string]int64{}
+		n := 0
+		for q.Next() {
+			var a string
+			var s int64
+			if err := q.Scan(&a, &s); err != nil {
+				t.Fatal(err)
+			}
+			if s != last[a]+1 {
+				t.Fatalf("%s: applied #%d after #%d", a, s, last[a])
+			}
+			last[a] = s
+			n++
+		}
+		if n != aggs*per {
+			t.Errorf("%d effects, want %d", n, aggs*per)
+		}
+	})
+}
+
+func TestPrune(t *testing.T) {
+	db := newDB(t, sqldb.SQLite)
+	process(t, db, ev("u1", "", 0))
+	if n, err := inbox.Prune(context.Background(), db, "c1", time.Now().Add(time.Minute)); err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v", n, err)
+	}
+	if got := process(t, db, ev("u1", "", 0)); got != inbox.Applied {
+		t.Errorf("after pruning, u1 is %v: its record is gone", got)
+	}
+}
+
+// TestConsumer runs a consumer against a real JetStream server: bad input
+// goes to the dead-letter stream with its reason, and every good event
+// takes effect once, whatever is delivered twice.
+func TestConsumer(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Shutdown()
+		b, err := natsjs.Connect(ctx, natsjs.Config{URL: srv.ClientURL()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		if err := b.EnsureDeadLetterStream(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.EnsureStream(ctx, natsjs.ServiceStream("test")); err != nil {
+			t.Fatal(err)
+		}
+
+		var mu sync.Mutex
+		flaky := 0
+		applied := make(chan string, 100)
+		handler := func(ctx context.Context, tx *sql.Tx, e sysops.Event) error {
+			switch e.ID {
+			case "rejected":
+				return inbox.Permanent(errors.New("priority must be low, medium, high or critical"))
+			case "flaky":
+				mu.Lock()
+				flaky++
+				n := flaky
+				mu.Unlock()
+				if n < 3 {
+					return errors.New("customer service unavailable")
+				}
+			}
+			if err := record(ctx, tx, e); err != nil {
+				return err
+			}
+			applied <- e.ID
+			return nil
+		}
+		c, err := inbox.NewConsumer(db, b, inbox.Config{
+			Name: "effects", Stream: "SYSOPS_TEST",
+			Handlers: map[string]inbox.ApplyFunc{"sysops.test.happened.v1": handler},
+			Backoff:  func(int) time.Duration { return 10 * time.Millisecond },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Stop()
+
+		publish := func(m natsjs.Message) {
+			t.Helper()
+			if _, err := b.Publish(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		msg := func(e sysops.Event) natsjs.Message {
+			t.Helper()
+			m, err := natsjs.EventMessage(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		for i := 1; i <= 5; i++ {
+			publish(msg(ev(fmt.Sprint("a", i), "A", int64(i))))
+		}
+		again := msg(ev("a2", "A", 2))
+		again.ID = "a2-published-twice" // past the broker's de-duplication
+		publish(again)
+		publish(msg(ev("flaky", "", 0)))
+		publish(msg(ev("rejected", "", 0)))
+		other := ev("other", "", 0)
+		other.Type = "sysops.test.unexpected.v1"
+		publish(natsjs.Message{ID: "other", Subject: "sysops.test.unexpected", Header: msg(other).Header, Data: other.Data})
+		h := nats.Header{}
+		h.Set("ce-specversion", "1.0")
+		h.Set("ce-type", "sysops.test.happened.v1")
+		publish(natsjs.Message{ID: "no-id", Subject: "sysops.test.happened", Header: h, Data: []byte(`{}`)})
+		publish(natsjs.Message{ID: "garbage", Subject: "sysops.test.happened", Data: []byte(`{"x":`)})
+
+		for range 6 { // a1..a5 and flaky
+			select {
+			case <-applied:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("effects so far: %v", effects(t, db))
+			}
+		}
+		dls := waitDeadLetters(t, b, 4)
+		reasons := map[string]string{}
+		for _, dl := range dls {
+			reasons[dl.OriginalID] = dl.Reason
+		}
+		for id, want := range map[string]string{
+			"rejected": "priority must be",
+			"other":    `unknown event type "sysops.test.unexpected.v1"`,
+			"no-id":    "malformed envelope",
+			"garbage":  "malformed envelope",
+		} {
+			if !strings.Contains(reasons[id], want) {
+				t.Errorf("dead letter %s: reason %q, want it to mention %q", id, reasons[id], want)
+			}
+		}
+		if got := fmt.Sprint(effects(t, db)); got != "[a1 a2 a3 a4 a5 flaky]" && got != "[flaky a1 a2 a3 a4 a5]" {
+			t.Errorf("effects = %s, want a1..a5 once each, in order, and flaky once", got)
+		}
+	})
+}
+
+func waitDeadLetters(t *testing.T, b *natsjs.Broker, n int) []natsjs.DeadLetter {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		dls, err := b.DeadLetters(context.Background(), 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dls) >= n {
+			return dls
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d dead letters, want %d", len(dls), n)
+		}
+		time.Sleep(20 * time.Millisecond) // the dead-letter stream has no push signal here
+	}
+}
