@@ -19,7 +19,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/outbox"
+	"github.com/sysops-squad/sysops/sqldb"
 	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
 )
 
@@ -379,5 +382,66 @@ func TestServiceAddrs(t *testing.T) {
 	}
 	if _, err := serviceAddrs("127.0.0.1:65535", 2); err == nil {
 		t.Error("ports past 65535 accepted")
+	}
+}
+
+func TestOutboxCommands(t *testing.T) {
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	url, err := sqldb.Provision(ctx, dataDir, "location")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sqldb.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := sqldb.Migrate(ctx, db, outbox.MigrationSet, outbox.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"ev-dead-1", "ev-dead-2"} {
+		err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+			return outbox.Write(ctx, tx, sysops.Event{ID: id, Source: "/t", Type: "sysops.location.zip_added.v1",
+				AggregateType: "zip", AggregateID: id})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.ExecContext(ctx, `UPDATE outbox SET status = 'dead', attempts = 10, last_error = 'stream not found'`); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(binary, append(args, "--data-dir", dataDir)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("sysops %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	out := run("outbox", "list", "--service", "location")
+	for _, want := range []string{"ev-dead-1", "ev-dead-2", "stream not found", "dead 2"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("list output lacks %q:\n%s", want, out)
+		}
+	}
+	rows, err := outbox.List(ctx, db, outbox.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := run("outbox", "retry", "--service", "location", fmt.Sprint(rows[0].Seq)); !strings.Contains(out, "1 dead rows back to pending") {
+		t.Errorf("retry: %s", out)
+	}
+	if out := run("outbox", "purge", "--service", "location"); !strings.Contains(out, "1 dead rows purged") {
+		t.Errorf("purge: %s", out)
+	}
+	stats, err := outbox.GetStats(ctx, db)
+	if err != nil || stats.Pending != 1 || stats.Dead != 0 {
+		t.Errorf("stats after retry and purge = %+v, %v; want 1 pending, 0 dead", stats, err)
+	}
+	cmd := exec.Command(binary, "outbox", "list", "--service", "nope", "--data-dir", dataDir)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), `unknown service "nope"`) {
+		t.Errorf("unknown service: %v %s", err, out)
 	}
 }

@@ -1,8 +1,10 @@
 // Package host runs one Sysops Squad service: it opens the service's own
 // database and runs its migrations, connects to the broker and sets up the
 // service's streams, then serves the service's HTTP API on its own address
-// next to GET /healthz (the process is alive) and GET /readyz (its database
-// and the broker answer). `sysops up` hosts every service this way in one
+// next to GET /healthz (the process is alive), GET /readyz (its database
+// and the broker answer) and the outbox's operations endpoints under
+// /ops/outbox: every service has an outbox in its own database and a relay
+// publishing it. `sysops up` hosts every service this way in one
 // process, `sysops serve` one service per process; either way services
 // reach each other only over HTTP and NATS.
 package host
@@ -21,6 +23,7 @@ import (
 	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/internal/httpx"
 	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/outbox"
 	"github.com/sysops-squad/sysops/sqldb"
 )
 
@@ -74,6 +77,7 @@ type Host struct {
 	srv    *http.Server
 	db     *sqldb.DB
 	broker *natsjs.Broker
+	relay  *outbox.Relay
 	cancel context.CancelFunc
 	served chan error
 
@@ -104,6 +108,10 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 			db.Close()
 		}
 	}()
+	// Every service publishes through its own outbox.
+	if _, err := sqldb.Migrate(ctx, db, outbox.MigrationSet, outbox.Migrations()); err != nil {
+		return nil, fail("%w", err)
+	}
 	if spec.Migrations != nil {
 		res, err := sqldb.Migrate(ctx, db, spec.Name, spec.Migrations)
 		if err != nil {
@@ -145,8 +153,18 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 	}()
 
 	svcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	relay, err := outbox.NewRelay(db, broker, outbox.RelayConfig{Logger: logger})
+	if err != nil {
+		cancel()
+		return nil, fail("%w", err)
+	}
+	if err := relay.Start(svcCtx); err != nil {
+		cancel()
+		return nil, fail("%w", err)
+	}
 	handler, err := spec.Start(svcCtx, Deps{DB: db, Broker: broker, Logger: logger, Peers: cfg.Peers})
 	if err != nil {
+		relay.Stop()
 		cancel()
 		return nil, fail("start: %w", err)
 	}
@@ -158,6 +176,8 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 	mux.Handle("GET /readyz", httpx.Handle(logger, func(w http.ResponseWriter, r *http.Request) error {
 		return ready(r.Context(), w, spec.Name, db, broker)
 	}))
+	mux.Handle("/ops/outbox", outbox.Handler("/ops/outbox", db, logger))
+	mux.Handle("/ops/outbox/", outbox.Handler("/ops/outbox", db, logger))
 	mux.Handle("/", handler)
 
 	h = &Host{
@@ -166,6 +186,7 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 		dbURL:  db.URL(),
 		db:     db,
 		broker: broker,
+		relay:  relay,
 		cancel: cancel,
 		served: make(chan error, 1),
 		srv: &http.Server{
@@ -241,6 +262,7 @@ func (h *Host) Shutdown(ctx context.Context) error {
 	var err error
 	h.closeOnce.Do(func() {
 		err = h.srv.Shutdown(ctx)
+		h.relay.Stop()
 		h.cancel()
 		h.broker.Close()
 		err = errors.Join(err, h.db.Close())

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"github.com/sysops-squad/sysops/outbox"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+func newOutboxCmd(o *options) *cobra.Command {
+	var service string
+	cmd := &cobra.Command{
+		Use:   "outbox",
+		Short: "Inspect a service's outbox and requeue or purge its dead rows",
+		Long: `Inspect a service's transactional outbox, straight from its database
+(the service need not be running). Dead rows are events the relay gave up
+on after its maximum attempts; later events of the same aggregate wait
+behind them until they are retried or purged.`,
+	}
+	cmd.PersistentFlags().StringVar(&service, "service", "", "the service whose outbox to use (required)")
+	open := func(ctx context.Context) (*sqldb.DB, error) {
+		if service == "" {
+			return nil, fmt.Errorf("--service is required (one of: %s)", knownServices())
+		}
+		if !isService(service) {
+			return nil, fmt.Errorf("unknown service %q (known: %s)", service, knownServices())
+		}
+		url, err := sqldb.Provision(ctx, o.databaseBase(), service, sqldb.ProvisionConfig{Prefix: o.dbPrefixFor()})
+		if err != nil {
+			return nil, err
+		}
+		db, err := sqldb.Open(ctx, url)
+		if err != nil {
+			return nil, err
+		}
+		// A service that never ran has no outbox yet; give it an empty one.
+		if _, err := sqldb.Migrate(ctx, db, outbox.MigrationSet, outbox.Migrations()); err != nil {
+			db.Close()
+			return nil, err
+		}
+		return db, nil
+	}
+	seqArgs := func(args []string) ([]int64, error) {
+		var seqs []int64
+		for _, a := range args {
+			n, err := strconv.ParseInt(a, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an outbox row number (seq)", a)
+			}
+			seqs = append(seqs, n)
+		}
+		return seqs, nil
+	}
+
+	var status string
+	var limit int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List outbox rows in one state (dead by default) and the outbox's stats",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			rows, err := outbox.List(cmd.Context(), db, outbox.ListOptions{Status: outbox.Status(status), Limit: limit})
+			if err != nil {
+				return err
+			}
+			stats, err := outbox.GetStats(cmd.Context(), db)
+			if err != nil {
+				return err
+			}
+			printRows(cmd.OutOrStdout(), rows)
+			fmt.Fprintf(cmd.OutOrStdout(), "\npending %d (oldest %.1fs), sent %d, dead %d\n",
+				stats.Pending, stats.OldestPendingAge, stats.Sent, stats.Dead)
+			return nil
+		},
+	}
+	list.Flags().StringVar(&status, "status", "dead", "pending, sent or dead")
+	list.Flags().IntVar(&limit, "limit", 100, "most rows to list")
+
+	retry := &cobra.Command{
+		Use:   "retry [SEQ...]",
+		Short: "Return dead rows (all, or the numbered ones) to pending with a fresh attempt budget",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			seqs, err := seqArgs(args)
+			if err != nil {
+				return err
+			}
+			db, err := open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			n, err := outbox.Retry(cmd.Context(), db, seqs...)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d dead rows back to pending\n", n)
+			return nil
+		},
+	}
+	purge := &cobra.Command{
+		Use:   "purge [SEQ...]",
+		Short: "Delete dead rows (all, or the numbered ones): their events are dropped for good",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			seqs, err := seqArgs(args)
+			if err != nil {
+				return err
+			}
+			db, err := open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			n, err := outbox.Purge(cmd.Context(), db, seqs...)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d dead rows purged\n", n)
+			return nil
+		},
+	}
+	cmd.AddCommand(list, retry, purge)
+	return cmd
+}
+
+func printRows(w io.Writer, rows []outbox.Row) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tEVENT\tAGGREGATE\tSTATUS\tATTEMPTS\tLAST ERROR")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%d\t%s %s\t%s %s #%d\t%s\t%d\t%s\n", r.Seq, r.EventType, r.EventID,
+			r.AggregateType, r.AggregateID, r.AggregateSeq, r.Status, r.Attempts, r.LastError)
+	}
+	tw.Flush()
+}
+
+func isService(name string) bool {
+	for _, s := range registry() {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
