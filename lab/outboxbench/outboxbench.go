@@ -1,0 +1,422 @@
+// Package outboxbench measures the transactional outbox end to end: a
+// business transaction that writes one row and one event, the relay
+// publishing to JetStream, and a consumer applying the effect through the
+// inbox in its own database. It reports throughput against the same
+// writers with no outbox, commit-to-effect latency at a fixed offered
+// load, and how fast a backlog of pending rows drains.
+package outboxbench
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/inbox"
+	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/outbox"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// Config describes one run. Zero values mean the defaults.
+type Config struct {
+	// ProducerURL and ConsumerURL are two empty databases of one dialect.
+	// Required.
+	ProducerURL string
+	ConsumerURL string
+	// NATSURL is the broker. Required.
+	NATSURL string
+	// Writers is the number of concurrent business writers. Default 8.
+	Writers int
+	// Duration of the throughput phases. Default 5 s.
+	Duration time.Duration
+	// Rate and LatencyDuration set the latency phase: events per second
+	// offered, for how long. Defaults 1000/s for 5 s.
+	Rate            int
+	LatencyDuration time.Duration
+	// Backlog is the number of pending rows drained. Default 100,000.
+	Backlog int
+	// Phases to run: any of "throughput", "latency", "drain". Default all.
+	Phases []string
+}
+
+func (c *Config) defaults() {
+	c.Writers = cmp.Or(c.Writers, 8)
+	c.Duration = cmp.Or(c.Duration, 5*time.Second)
+	c.Rate = cmp.Or(c.Rate, 1000)
+	c.LatencyDuration = cmp.Or(c.LatencyDuration, 5*time.Second)
+	c.Backlog = cmp.Or(c.Backlog, 100_000)
+	if len(c.Phases) == 0 {
+		c.Phases = []string{"throughput", "latency", "drain"}
+	}
+}
+
+// Report holds the measured figures.
+type Report struct {
+	Dialect  sqldb.Dialect
+	Setup    string // what was measured, on what
+	Baseline float64
+	EndToEnd float64
+	Events   int // events in the end-to-end phase
+	P50, P99 time.Duration
+	Max      time.Duration
+	Latency  int // events in the latency phase
+	Drain    float64
+}
+
+// Print writes the report as the bench's output.
+func (r Report) Print(w io.Writer) {
+	fmt.Fprintf(w, "%s\n", r.Setup)
+	if r.Baseline > 0 {
+		fmt.Fprintf(w, "  throughput, no outbox (business row only):      %9.0f tx/s\n", r.Baseline)
+		fmt.Fprintf(w, "  throughput, end to end (commit -> effect):     %9.0f events/s  (%d events, %.0f%% of no-outbox)\n",
+			r.EndToEnd, r.Events, 100*r.EndToEnd/r.Baseline)
+	}
+	if r.Latency > 0 {
+		fmt.Fprintf(w, "  latency commit -> effect committed:            p50 %v  p99 %v  max %v  (%d events)\n",
+			r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond), r.Latency)
+	}
+	if r.Drain > 0 {
+		fmt.Fprintf(w, "  backlog drain (relay -> JetStream acked):      %9.0f events/s\n", r.Drain)
+	}
+}
+
+type bench struct {
+	cfg      Config
+	producer *sqldb.DB
+	consumer *sqldb.DB
+	broker   *natsjs.Broker
+	seq      atomic.Int64
+
+	mu        sync.Mutex
+	committed map[string]time.Time // event id → business commit time (latency phase)
+	latencies []time.Duration
+	effects   atomic.Int64
+}
+
+const (
+	stream    = "SYSOPS_BENCH"
+	eventType = "sysops.bench.happened.v1"
+)
+
+// Run runs the configured phases and returns the figures.
+func Run(ctx context.Context, cfg Config) (Report, error) {
+	cfg.defaults()
+	b := &bench{cfg: cfg, committed: map[string]time.Time{}}
+	var err error
+	if b.producer, err = sqldb.Open(ctx, cfg.ProducerURL); err != nil {
+		return Report{}, err
+	}
+	defer b.producer.Close()
+	if b.consumer, err = sqldb.Open(ctx, cfg.ConsumerURL); err != nil {
+		return Report{}, err
+	}
+	defer b.consumer.Close()
+	if b.broker, err = natsjs.Connect(ctx, natsjs.Config{URL: cfg.NATSURL, Name: "outboxbench"}); err != nil {
+		return Report{}, err
+	}
+	defer b.broker.Close()
+	if err := b.setup(ctx); err != nil {
+		return Report{}, err
+	}
+	rep := Report{Dialect: b.producer.Dialect(), Setup: b.describe(ctx)}
+	for _, phase := range cfg.Phases {
+		switch phase {
+		case "throughput":
+			if rep.Baseline, err = b.baseline(ctx); err != nil {
+				return rep, err
+			}
+			if rep.EndToEnd, rep.Events, err = b.endToEnd(ctx); err != nil {
+				return rep, err
+			}
+		case "latency":
+			if err := b.latency(ctx, &rep); err != nil {
+				return rep, err
+			}
+		case "drain":
+			if rep.Drain, err = b.drain(ctx); err != nil {
+				return rep, err
+			}
+		default:
+			return rep, fmt.Errorf("outboxbench: unknown phase %q (throughput, latency, drain)", phase)
+		}
+	}
+	return rep, nil
+}
+
+func (b *bench) setup(ctx context.Context) error {
+	if _, err := sqldb.Migrate(ctx, b.producer, outbox.MigrationSet, outbox.Migrations()); err != nil {
+		return err
+	}
+	if _, err := sqldb.Migrate(ctx, b.consumer, inbox.MigrationSet, inbox.Migrations()); err != nil {
+		return err
+	}
+	for _, s := range []struct {
+		db  *sqldb.DB
+		sql []string
+	}{
+		{b.producer, []string{`DROP TABLE IF EXISTS bench_order`, `CREATE TABLE bench_order (id TEXT PRIMARY KEY, customer TEXT NOT NULL, amount INTEGER NOT NULL)`,
+			`DELETE FROM outbox`, `DELETE FROM outbox_aggregate`}},
+		{b.consumer, []string{`DROP TABLE IF EXISTS bench_effect`, `CREATE TABLE bench_effect (event_id TEXT PRIMARY KEY, customer TEXT NOT NULL)`,
+			`DELETE FROM inbox`, `DELETE FROM inbox_aggregate`, `DELETE FROM inbox_parked`}},
+	} {
+		for _, q := range s.sql {
+			if _, err := s.db.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("outboxbench: setup: %w", err)
+			}
+		}
+	}
+	_ = b.broker.DeleteStream(ctx, stream)
+	if err := b.broker.EnsureDeadLetterStream(ctx); err != nil {
+		return err
+	}
+	return b.broker.EnsureStream(ctx, natsjs.StreamSpec{Name: stream, Subjects: []string{"sysops.bench.>"}})
+}
+
+func (b *bench) describe(ctx context.Context) string {
+	durability := "synchronous=FULL (fsync on every commit)"
+	if b.producer.Dialect() == sqldb.Postgres {
+		var fsync, commit string
+		_ = b.producer.QueryRowContext(ctx, `SHOW fsync`).Scan(&fsync)
+		_ = b.producer.QueryRowContext(ctx, `SHOW synchronous_commit`).Scan(&commit)
+		durability = fmt.Sprintf("fsync=%s synchronous_commit=%s", fsync, commit)
+	}
+	return fmt.Sprintf("outbox bench: %s (%s), producer and consumer in separate databases; JetStream at %s (file store); "+
+		"%d writers, %v per throughput phase, %d events/s for %v in the latency phase, %d-row backlog; each business "+
+		"transaction = 1 row + 1 event; the consumer applies 1 row through the inbox, in batches",
+		b.producer.Dialect(), durability, b.broker.ConnectedURL(), b.cfg.Writers, b.cfg.Duration, b.cfg.Rate,
+		b.cfg.LatencyDuration, b.cfg.Backlog)
+}
+
+func (b *bench) order(ctx context.Context, tx *sql.Tx, withEvent bool) (string, error) {
+	n := b.seq.Add(1)
+	id := fmt.Sprint("order-", n)
+	customer := fmt.Sprint("cust-", n%1000)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO bench_order (id, customer, amount) VALUES ($1, $2, $3)`, id, customer, n%500); err != nil {
+		return "", err
+	}
+	if !withEvent {
+		return id, nil
+	}
+	return id, outbox.Write(ctx, tx, sysops.Event{
+		ID: id, Source: "/bench", Type: eventType, AggregateType: "customer", AggregateID: customer,
+		Data: json.RawMessage(fmt.Sprintf(`{"order":%q,"amount":%d}`, id, n%500)),
+	})
+}
+
+// writers runs cfg.Writers goroutines committing orders until ctx ends or
+// (if pace > 0) at pace transactions per second in all, and returns how
+// many committed.
+func (b *bench) writers(ctx context.Context, withEvent bool, pace int, onCommit func(id string, at time.Time)) (int, error) {
+	var count atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var tick <-chan time.Time
+	if pace > 0 {
+		t := time.NewTicker(time.Second / time.Duration(pace))
+		defer t.Stop()
+		tick = t.C
+	}
+	var wg sync.WaitGroup
+	for range b.cfg.Writers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if tick != nil {
+					select {
+					case <-tick:
+					case <-ctx.Done():
+						return
+					}
+				}
+				var id string
+				err := sqldb.RunInTx(ctx, b.producer, func(tx *sql.Tx) error {
+					var err error
+					id, err = b.order(ctx, tx, withEvent)
+					return err
+				})
+				if err != nil {
+					if ctx.Err() == nil {
+						once.Do(func() { firstErr = err })
+					}
+					return
+				}
+				if onCommit != nil {
+					onCommit(id, time.Now())
+				}
+				count.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return int(count.Load()), firstErr
+}
+
+func (b *bench) baseline(ctx context.Context) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.Duration)
+	defer cancel()
+	start := time.Now()
+	n, err := b.writers(ctx, false, 0, nil)
+	return float64(n) / time.Since(start).Seconds(), err
+}
+
+// pipeline starts a relay and a consumer, which carries on where the
+// previous phase's stopped (the same durable and inbox records); stop
+// stops both.
+func (b *bench) pipeline(ctx context.Context) (stop func(), err error) {
+	b.effects.Store(0)
+	relay, err := outbox.NewRelay(b.producer, b.broker, outbox.RelayConfig{Retention: -1})
+	if err != nil {
+		return nil, err
+	}
+	if err := relay.Start(ctx); err != nil {
+		return nil, err
+	}
+	c, err := inbox.NewConsumer(b.consumer, b.broker, inbox.Config{
+		Name: "bench", Stream: stream, MaxBatch: 512,
+		Handlers: map[string]inbox.ApplyFunc{eventType: b.apply},
+	})
+	if err != nil {
+		relay.Stop()
+		return nil, err
+	}
+	if err := c.Start(ctx); err != nil {
+		relay.Stop()
+		return nil, err
+	}
+	return func() { _ = c.Stop(); relay.Stop() }, nil
+}
+
+func (b *bench) apply(ctx context.Context, tx *sql.Tx, ev sysops.Event) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO bench_effect (event_id, customer) VALUES ($1, $2)`, ev.ID, ev.AggregateID); err != nil {
+		return err
+	}
+	id := ev.ID
+	sqldb.AfterCommit(tx, func(*sqldb.DB) {
+		now := time.Now()
+		b.effects.Add(1)
+		b.mu.Lock()
+		if t, ok := b.committed[id]; ok {
+			b.latencies = append(b.latencies, now.Sub(t))
+			delete(b.committed, id)
+		}
+		b.mu.Unlock()
+	})
+	return nil
+}
+
+// waitEffects waits until n effects have committed.
+func (b *bench) waitEffects(ctx context.Context, n int64) error {
+	deadline := time.Now().Add(5*time.Minute + 20*b.cfg.Duration)
+	for b.effects.Load() < n {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("outboxbench: only %d of %d effects committed", b.effects.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+func (b *bench) endToEnd(ctx context.Context) (float64, int, error) {
+	stop, err := b.pipeline(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer stop()
+	wctx, cancel := context.WithTimeout(ctx, b.cfg.Duration)
+	defer cancel()
+	start := time.Now()
+	n, err := b.writers(wctx, true, 0, nil)
+	if err != nil {
+		return 0, n, err
+	}
+	if err := b.waitEffects(ctx, int64(n)); err != nil {
+		return 0, n, err
+	}
+	return float64(n) / time.Since(start).Seconds(), n, nil
+}
+
+func (b *bench) latency(ctx context.Context, rep *Report) error {
+	stop, err := b.pipeline(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	b.mu.Lock()
+	b.latencies = nil
+	b.mu.Unlock()
+	base := b.effects.Load()
+	wctx, cancel := context.WithTimeout(ctx, b.cfg.LatencyDuration)
+	defer cancel()
+	n, err := b.writers(wctx, true, b.cfg.Rate, func(id string, at time.Time) {
+		b.mu.Lock()
+		b.committed[id] = at
+		b.mu.Unlock()
+	})
+	if err != nil {
+		return err
+	}
+	if err := b.waitEffects(ctx, base+int64(n)); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	lat := slices.Clone(b.latencies)
+	b.mu.Unlock()
+	if len(lat) == 0 {
+		return errors.New("outboxbench: no latencies measured")
+	}
+	slices.Sort(lat)
+	rep.Latency = len(lat)
+	rep.P50 = lat[len(lat)/2]
+	rep.P99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	rep.Max = lat[len(lat)-1]
+	return nil
+}
+
+// drain fills the outbox with a backlog while no relay runs, then times
+// one relay emptying it.
+func (b *bench) drain(ctx context.Context) (float64, error) {
+	const perTx = 1000
+	for written := 0; written < b.cfg.Backlog; written += perTx {
+		err := sqldb.RunInTx(ctx, b.producer, func(tx *sql.Tx) error {
+			evs := make([]sysops.Event, 0, perTx)
+			for i := range min(perTx, b.cfg.Backlog-written) {
+				n := written + i
+				evs = append(evs, sysops.Event{Source: "/bench", Type: eventType, AggregateType: "customer",
+					AggregateID: fmt.Sprint("drain-", n%1000), Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))})
+			}
+			return outbox.Write(ctx, tx, evs...)
+		})
+		if err != nil {
+			return 0, fmt.Errorf("outboxbench: fill backlog: %w", err)
+		}
+	}
+	relay, err := outbox.NewRelay(b.producer, b.broker, outbox.RelayConfig{Retention: -1, BatchSize: 2000})
+	if err != nil {
+		return 0, err
+	}
+	defer relay.Stop()
+	start := time.Now()
+	sent := 0
+	for sent < b.cfg.Backlog {
+		res, err := relay.RunOnce(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if res.Failed > 0 {
+			return 0, fmt.Errorf("outboxbench: %d publishes failed while draining", res.Failed)
+		}
+		if res.Read == 0 {
+			return 0, fmt.Errorf("outboxbench: drained %d of %d rows", sent, b.cfg.Backlog)
+		}
+		sent += res.Published
+	}
+	return float64(sent) / time.Since(start).Seconds(), nil
+}
