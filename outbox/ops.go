@@ -101,7 +101,7 @@ func Retry(ctx context.Context, db *sqldb.DB, seqs ...int64) (int64, error) {
 	}
 	n, _ := res.RowsAffected()
 	if n > 0 {
-		wake(db)
+		deadChanged(db)
 	}
 	return n, nil
 }
@@ -123,7 +123,7 @@ func Purge(ctx context.Context, db *sqldb.DB, seqs ...int64) (int64, error) {
 	}
 	n, _ := res.RowsAffected()
 	if n > 0 {
-		wake(db)
+		deadChanged(db)
 	}
 	return n, nil
 }

@@ -145,11 +145,15 @@ func unregister(r *Relay) {
 func wake(db *sqldb.DB) {
 	key := db.URL()
 	wakeups.Lock()
+	localLeader := false
 	for r := range wakeups.relays[key] {
 		r.poke()
+		localLeader = localLeader || r.isLeader()
 	}
+	// NOTIFY is for a leader in another process; when this process leads,
+	// the poke above is enough.
 	var n *pgNotifier
-	if db.Dialect() == sqldb.Postgres {
+	if db.Dialect() == sqldb.Postgres && !localLeader {
 		if wakeups.notifiers == nil {
 			wakeups.notifiers = map[string]*pgNotifier{}
 		}
@@ -162,6 +166,17 @@ func wake(db *sqldb.DB) {
 	if n != nil {
 		n.poke(db)
 	}
+}
+
+// deadChanged tells the relays of this process that dead rows were retried
+// or purged, and wakes them. Relays elsewhere see it within deadRefresh.
+func deadChanged(db *sqldb.DB) {
+	wakeups.Lock()
+	for r := range wakeups.relays[db.URL()] {
+		r.forgetDead()
+	}
+	wakeups.Unlock()
+	wake(db)
 }
 
 // pgNotifier sends NOTIFY for a database, coalescing the commits that

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -94,13 +95,17 @@ type Relay struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu         sync.Mutex // guards the leadership state below
-	lockConn   *sql.Conn  // PostgreSQL: the session holding the advisory lock
-	leaseUntil time.Time  // SQLite: when our lease runs out
+	mu          sync.Mutex      // guards the leadership state below
+	lockConn    *sql.Conn       // PostgreSQL: the session holding the advisory lock
+	leaseUntil  time.Time       // SQLite: when our lease runs out
+	lockChecked time.Time       // when the lock session last answered
+	dead        map[string]bool // aggregates with a dead row, as last read
+	deadAt      time.Time
 }
 
 // NewRelay returns a relay for the outbox in db. Start it with
-// [Relay.Start], or drive it with [Relay.RunOnce].
+// [Relay.Start], or drive it with [Relay.RunOnce]; call [Relay.Stop] when
+// done with it either way.
 func NewRelay(db *sqldb.DB, pub Publisher, cfg RelayConfig) (*Relay, error) {
 	if db == nil || pub == nil {
 		return nil, errors.New("outbox: NewRelay needs a database and a publisher")
@@ -109,13 +114,15 @@ func NewRelay(db *sqldb.DB, pub Publisher, cfg RelayConfig) (*Relay, error) {
 	if cfg.BatchSize < 1 || cfg.MaxAttempts < 1 {
 		return nil, fmt.Errorf("outbox: BatchSize %d and MaxAttempts %d must be positive", cfg.BatchSize, cfg.MaxAttempts)
 	}
-	return &Relay{
+	r := &Relay{
 		db:     db,
 		pub:    pub,
 		cfg:    cfg,
 		holder: NewID(),
 		wakeCh: make(chan struct{}, 1),
-	}, nil
+	}
+	register(r) // until Stop
+	return r, nil
 }
 
 func (r *Relay) poke() {
@@ -131,7 +138,6 @@ func (r *Relay) poke() {
 func (r *Relay) Start(ctx context.Context) error {
 	ctx, r.cancel = context.WithCancel(ctx)
 	r.done = make(chan struct{})
-	register(r)
 	var notified <-chan struct{}
 	if r.db.Dialect() == sqldb.Postgres {
 		ch, err := sqldb.Listen(ctx, r.db, notifyChannel)
@@ -151,8 +157,8 @@ func (r *Relay) Stop() {
 	if r.cancel != nil {
 		r.cancel()
 		<-r.done
-		unregister(r)
 	}
+	unregister(r)
 	r.release()
 }
 
@@ -235,6 +241,7 @@ func (r *Relay) RunOnce(ctx context.Context) (Round, error) {
 	if err != nil {
 		return round, err
 	}
+	blocked = maps.Clone(blocked)
 
 	// Group the due rows by aggregate, in sequence order; wave i holds the
 	// i-th row of every aggregate.
@@ -291,6 +298,9 @@ func (r *Relay) RunOnce(ctx context.Context) (Round, error) {
 	round.Published = len(sent)
 	round.Failed = len(failed)
 	round.Dead, err = r.record(context.WithoutCancel(ctx), sent, failed)
+	if round.Dead > 0 || err != nil {
+		r.forgetDead()
+	}
 	return round, err
 }
 
@@ -321,9 +331,26 @@ func (r *Relay) pending(ctx context.Context) ([]*row, error) {
 	return rows, nil
 }
 
+// lockCheckInterval is how often a PostgreSQL relay checks that the
+// session holding its lock is alive. A relay whose session died may keep
+// publishing for up to this long next to the new leader: duplicates, which
+// the broker and the inbox drop.
+const lockCheckInterval = time.Second
+
+// deadRefresh is how often the relay re-reads which aggregates have dead
+// rows, to see operators' retries and purges. Rows it makes dead itself
+// it knows at once; a relay that takes over reads them first.
+const deadRefresh = 2 * time.Second
+
 // deadAggregates returns the aggregates with a dead row: their later
 // events wait until an operator retries or purges it.
 func (r *Relay) deadAggregates(ctx context.Context) (map[string]bool, error) {
+	r.mu.Lock()
+	cached, fresh := r.dead, time.Since(r.deadAt) < deadRefresh
+	r.mu.Unlock()
+	if cached != nil && fresh {
+		return cached, nil
+	}
 	q, err := r.db.QueryContext(ctx, `SELECT DISTINCT aggregate_type, aggregate_id FROM outbox WHERE status = 'dead'`)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: read dead rows: %w", err)
@@ -337,7 +364,20 @@ func (r *Relay) deadAggregates(ctx context.Context) (map[string]bool, error) {
 		}
 		out[t+"\x00"+id] = true
 	}
-	return out, q.Err()
+	if err := q.Err(); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.dead, r.deadAt = out, time.Now()
+	r.mu.Unlock()
+	return out, nil
+}
+
+// forgetDead makes the next round re-read the dead rows.
+func (r *Relay) forgetDead() {
+	r.mu.Lock()
+	r.dead = nil
+	r.mu.Unlock()
 }
 
 // record marks the sent rows and the failures in one transaction.
@@ -346,20 +386,18 @@ func (r *Relay) record(ctx context.Context, sent []int64, failed []failure) (dea
 		return 0, nil
 	}
 	now := micros(time.Now())
+	if len(failed) == 0 && (r.db.Dialect() == sqldb.Postgres || len(sent) <= 1000) {
+		// One statement needs no transaction: one round trip.
+		if err := r.markSent(ctx, r.db, now, sent); err != nil {
+			return 0, fmt.Errorf("outbox: record round: %w", err)
+		}
+		return 0, nil
+	}
 	err = sqldb.RunInTx(ctx, r.db, func(tx *sql.Tx) error {
 		dead = 0
 		for chunk := range chunks(sent, 1000) {
-			var err error
-			if r.cfg.Retention < 0 {
-				in, args := inList(chunk, 1)
-				_, err = tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq IN (`+in+`)`, args...)
-			} else {
-				in, args := inList(chunk, 2)
-				_, err = tx.ExecContext(ctx, `UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1,
-					last_error = NULL WHERE seq IN (`+in+`)`, append([]any{now}, args...)...)
-			}
-			if err != nil {
-				return fmt.Errorf("mark sent: %w", err)
+			if err := r.markSent(ctx, tx, now, chunk); err != nil {
+				return err
 			}
 		}
 		for _, f := range failed {
@@ -384,6 +422,33 @@ func (r *Relay) record(ctx context.Context, sent []int64, failed []failure) (dea
 		r.cfg.Logger.WarnContext(ctx, "outbox: publish failed", "event_id", f.row.eventID, "attempt", f.row.attempts+1, "error", f.err)
 	}
 	return dead, nil
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// markSent marks rows sent, or deletes them when nothing is retained.
+func (r *Relay) markSent(ctx context.Context, db execer, now int64, seqs []int64) error {
+	var err error
+	switch {
+	case r.db.Dialect() == sqldb.Postgres && r.cfg.Retention < 0:
+		_, err = db.ExecContext(ctx, `DELETE FROM outbox WHERE seq = ANY($1)`, seqs)
+	case r.db.Dialect() == sqldb.Postgres:
+		_, err = db.ExecContext(ctx, `UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1,
+			last_error = NULL WHERE seq = ANY($2)`, now, seqs)
+	case r.cfg.Retention < 0:
+		in, args := inList(seqs, 1)
+		_, err = db.ExecContext(ctx, `DELETE FROM outbox WHERE seq IN (`+in+`)`, args...)
+	default:
+		in, args := inList(seqs, 2)
+		_, err = db.ExecContext(ctx, `UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1,
+			last_error = NULL WHERE seq IN (`+in+`)`, append([]any{now}, args...)...)
+	}
+	if err != nil {
+		return fmt.Errorf("mark sent: %w", err)
+	}
+	return nil
 }
 
 // DeleteSent deletes sent rows older than the retention and returns how many.
@@ -447,9 +512,14 @@ func (r *Relay) lead(ctx context.Context) (bool, error) {
 	}
 	if r.db.Dialect() == sqldb.Postgres {
 		if r.lockConn != nil {
-			// The lock lives as long as this session; make sure it still does.
+			// The lock lives as long as this session; check now and then
+			// that it still does.
+			if time.Since(r.lockChecked) < lockCheckInterval {
+				return true, nil
+			}
 			err := r.lockConn.PingContext(ctx)
 			if err == nil {
+				r.lockChecked = time.Now()
 				return true, nil
 			}
 			if ctx.Err() != nil {
@@ -472,7 +542,8 @@ func (r *Relay) lead(ctx context.Context) (bool, error) {
 			}
 			return false, nil
 		}
-		r.lockConn = conn
+		r.lockConn, r.lockChecked = conn, time.Now()
+		r.dead = nil // read afresh what the previous leader left
 		return true, nil
 	}
 	now := time.Now()
@@ -490,6 +561,9 @@ func (r *Relay) lead(ctx context.Context) (bool, error) {
 	if n, _ := res.RowsAffected(); n != 1 {
 		r.leaseUntil = time.Time{}
 		return false, nil
+	}
+	if r.leaseUntil.IsZero() {
+		r.dead = nil // newly leading: read afresh what the previous leader left
 	}
 	r.leaseUntil = until
 	return true, nil

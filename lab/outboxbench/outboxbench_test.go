@@ -1,0 +1,67 @@
+package outboxbench_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/sysops-squad/sysops/lab/outboxbench"
+	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+func config(tb testing.TB, d sqldb.Dialect) outboxbench.Config {
+	tb.Helper()
+	srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(srv.Shutdown)
+	return outboxbench.Config{ProducerURL: sqldbtest.URL(tb, d), ConsumerURL: sqldbtest.URL(tb, d), NATSURL: srv.ClientURL()}
+}
+
+// TestRunSmall runs every phase briefly so the bench itself stays working;
+// it checks that the figures exist, not how large they are.
+func TestRunSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs every phase for a moment")
+	}
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		cfg := config(t, d)
+		cfg.Writers, cfg.Duration, cfg.Rate, cfg.LatencyDuration, cfg.Backlog = 2, 300*time.Millisecond, 200, 300*time.Millisecond, 2000
+		rep, err := outboxbench.Run(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Baseline <= 0 || rep.EndToEnd <= 0 || rep.Events == 0 || rep.Latency == 0 || rep.P99 < rep.P50 || rep.Drain <= 0 {
+			t.Errorf("incomplete report: %+v", rep)
+		}
+	})
+}
+
+// BenchmarkOutbox runs the whole bench once per dialect and reports its
+// figures as metrics; b.N is ignored beyond the first run.
+//
+//	go test ./lab/outboxbench -run '^$' -bench . -benchtime 1x
+func BenchmarkOutbox(b *testing.B) {
+	for _, d := range sqldbtest.Dialects {
+		b.Run(string(d), func(b *testing.B) {
+			cfg := config(b, d)
+			var rep outboxbench.Report
+			for b.Loop() {
+				var err error
+				if rep, err = outboxbench.Run(context.Background(), cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.Log(rep.Setup)
+			b.ReportMetric(rep.Baseline, "no-outbox-tx/s")
+			b.ReportMetric(rep.EndToEnd, "e2e-events/s")
+			b.ReportMetric(float64(rep.P50.Microseconds()), "p50-µs")
+			b.ReportMetric(float64(rep.P99.Microseconds()), "p99-µs")
+			b.ReportMetric(float64(rep.Max.Microseconds()), "max-µs")
+			b.ReportMetric(rep.Drain, "drain-events/s")
+		})
+	}
+}
