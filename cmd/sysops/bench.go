@@ -81,4 +81,3 @@ JetStream is embedded unless --nats names a server.`,
 	cmd.AddCommand(ob)
 	return cmd
 }
-
