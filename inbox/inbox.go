@@ -99,7 +99,40 @@ func apply(ctx context.Context, tx *sql.Tx, consumer string, ev sysops.Event, fn
 		return Applied, nil
 	}
 
-	// Lock the aggregate's row (creating it at 0) and read where it is.
+	// The common case first, in one statement: the event is the next of
+	// its aggregate. Taking the row's lock orders concurrent instances; a
+	// failing fn rolls the update back with everything else.
+	if ev.Sequence == 1 {
+		res, err := tx.ExecContext(ctx, `INSERT INTO inbox_aggregate (consumer, aggregate_type, aggregate_id, last_seq)
+			VALUES ($1, $2, $3, 1) ON CONFLICT (consumer, aggregate_type, aggregate_id) DO NOTHING`,
+			consumer, ev.AggregateType, ev.AggregateID)
+		if err != nil {
+			return 0, fmt.Errorf("inbox: record %s: %w", ev.ID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			if err := fn(ctx, tx, ev); err != nil {
+				return 0, err
+			}
+			return Applied, nil
+		}
+	} else {
+		var parked int64
+		err := tx.QueryRowContext(ctx, `UPDATE inbox_aggregate SET last_seq = $4
+			WHERE consumer = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND last_seq = $4 - 1
+			RETURNING parked`, consumer, ev.AggregateType, ev.AggregateID, ev.Sequence).Scan(&parked)
+		if err == nil {
+			if err := fn(ctx, tx, ev); err != nil {
+				return 0, err
+			}
+			return Applied, unpark(ctx, tx, consumer, ev, parked, fn)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return 0, fmt.Errorf("inbox: record %s: %w", ev.ID, err)
+		}
+	}
+
+	// Otherwise a duplicate, a gap, or the first event seen of an
+	// aggregate not starting at 1: lock the row (creating it at 0) and look.
 	var last, parked int64
 	if err := tx.QueryRowContext(ctx, `INSERT INTO inbox_aggregate (consumer, aggregate_type, aggregate_id, last_seq)
 		VALUES ($1, $2, $3, 0)
@@ -130,10 +163,20 @@ func apply(ctx context.Context, tx *sql.Tx, consumer string, ev sysops.Event, fn
 		}
 		return Parked, nil
 	}
-
 	if err := fn(ctx, tx, ev); err != nil {
 		return 0, err
 	}
+	if _, err := tx.ExecContext(ctx, `UPDATE inbox_aggregate SET last_seq = $1
+		WHERE consumer = $2 AND aggregate_type = $3 AND aggregate_id = $4`,
+		ev.Sequence, consumer, ev.AggregateType, ev.AggregateID); err != nil {
+		return 0, fmt.Errorf("inbox: record %s: %w", ev.ID, err)
+	}
+	return Applied, unpark(ctx, tx, consumer, ev, parked, fn)
+}
+
+// unpark applies, after ev, the parked events that follow it without a
+// gap (at most parked of them), and records the new position.
+func unpark(ctx context.Context, tx *sql.Tx, consumer string, ev sysops.Event, parked int64, fn ApplyFunc) error {
 	cur, unparked := ev.Sequence, int64(0)
 	for parked > unparked {
 		var raw string
@@ -144,29 +187,32 @@ func apply(ctx context.Context, tx *sql.Tx, consumer string, ev sysops.Event, fn
 			break
 		}
 		if err != nil {
-			return 0, fmt.Errorf("inbox: unpark: %w", err)
+			return fmt.Errorf("inbox: unpark: %w", err)
 		}
 		next, err := sysops.ParseEvent([]byte(raw))
 		if err != nil {
-			return 0, fmt.Errorf("inbox: parked event %s #%d: %w", ev.AggregateID, cur+1, err)
+			return fmt.Errorf("inbox: parked event %s #%d: %w", ev.AggregateID, cur+1, err)
 		}
 		if err := fn(ctx, tx, next); err != nil {
-			return 0, err
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM inbox_parked
 			WHERE consumer = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4`,
 			consumer, ev.AggregateType, ev.AggregateID, cur+1); err != nil {
-			return 0, fmt.Errorf("inbox: unpark: %w", err)
+			return fmt.Errorf("inbox: unpark: %w", err)
 		}
 		cur++
 		unparked++
 	}
+	if unparked == 0 {
+		return nil
+	}
 	if _, err := tx.ExecContext(ctx, `UPDATE inbox_aggregate SET last_seq = $1, parked = parked - $2
 		WHERE consumer = $3 AND aggregate_type = $4 AND aggregate_id = $5`,
 		cur, unparked, consumer, ev.AggregateType, ev.AggregateID); err != nil {
-		return 0, fmt.Errorf("inbox: record %s: %w", ev.ID, err)
+		return fmt.Errorf("inbox: unpark: %w", err)
 	}
-	return Applied, nil
+	return nil
 }
 
 // ParkedEvent is an event waiting for its predecessor.

@@ -66,6 +66,14 @@ const (
 		RETURNING last_seq`
 	insertSQL = `INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_seq, event_type, subject,
 		payload, headers, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`
+	// On PostgreSQL numbering and inserting are one statement: one round trip.
+	insertNumberedSQL = `WITH s AS (` + nextSeqSQLParams + `)
+		INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_seq, event_type, subject,
+			payload, headers, created_at, next_attempt_at)
+		SELECT $1, $2, $3, s.last_seq, $4, $5, $6, $7, $8, $8 FROM s`
+	nextSeqSQLParams = `INSERT INTO outbox_aggregate (aggregate_type, aggregate_id, last_seq) VALUES ($2, $3, 1)
+		ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_seq = outbox_aggregate.last_seq + 1
+		RETURNING last_seq`
 )
 
 // Write adds events to the outbox inside the caller's transaction, so that
@@ -91,9 +99,8 @@ func Write(ctx context.Context, tx *sql.Tx, events ...sysops.Event) error {
 		if ev.Time.IsZero() {
 			ev.Time = now
 		}
-		if err := tx.QueryRowContext(ctx, nextSeqSQL, ev.AggregateType, ev.AggregateID).Scan(&ev.Sequence); err != nil {
-			return fmt.Errorf("outbox: number event %s: %w", ev.ID, err)
-		}
+		// The stored headers leave out the sequence; the relay adds it
+		// from aggregate_seq when it publishes.
 		msg, err := natsjs.EventMessage(ev)
 		if err != nil {
 			return fmt.Errorf("outbox: %w", err)
@@ -102,7 +109,18 @@ func Write(ctx context.Context, tx *sql.Tx, events ...sysops.Event) error {
 		if err != nil {
 			return fmt.Errorf("outbox: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, insertSQL, ev.ID, ev.AggregateType, ev.AggregateID, ev.Sequence, ev.Type,
+		if d, _ := sqldb.TxDialect(tx); d == sqldb.Postgres {
+			if _, err := tx.ExecContext(ctx, insertNumberedSQL, ev.ID, ev.AggregateType, ev.AggregateID, ev.Type,
+				msg.Subject, msg.Data, string(headers), micros(now)); err != nil {
+				return fmt.Errorf("outbox: insert event %s: %w", ev.ID, err)
+			}
+			continue
+		}
+		var seq int64
+		if err := tx.QueryRowContext(ctx, nextSeqSQL, ev.AggregateType, ev.AggregateID).Scan(&seq); err != nil {
+			return fmt.Errorf("outbox: number event %s: %w", ev.ID, err)
+		}
+		if _, err := tx.ExecContext(ctx, insertSQL, ev.ID, ev.AggregateType, ev.AggregateID, seq, ev.Type,
 			msg.Subject, msg.Data, string(headers), micros(now)); err != nil {
 			return fmt.Errorf("outbox: insert event %s: %w", ev.ID, err)
 		}

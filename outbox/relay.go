@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/sqldb"
 )
@@ -210,6 +211,7 @@ type row struct {
 	eventID       string
 	aggregateType string
 	aggregateID   string
+	aggregateSeq  int64
 	subject       string
 	payload       []byte
 	headers       string
@@ -283,6 +285,7 @@ func (r *Relay) RunOnce(ctx context.Context) (Round, error) {
 			if err := json.Unmarshal([]byte(rw.headers), &h); err != nil {
 				return round, fmt.Errorf("outbox: row %d has bad headers: %w", rw.seq, err)
 			}
+			h.Set("ce-"+sysops.ExtSequence, strconv.FormatInt(rw.aggregateSeq, 10))
 			msgs[i] = natsjs.Message{ID: rw.eventID, Subject: rw.subject, Header: h, Data: rw.payload}
 		}
 		_, errs := r.pub.PublishBatch(ctx, msgs)
@@ -310,8 +313,8 @@ type failure struct {
 }
 
 func (r *Relay) pending(ctx context.Context) ([]*row, error) {
-	q, err := r.db.QueryContext(ctx, `SELECT seq, event_id, aggregate_type, aggregate_id, subject, payload, headers,
-		attempts, next_attempt_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT $1`, r.cfg.BatchSize)
+	q, err := r.db.QueryContext(ctx, `SELECT seq, event_id, aggregate_type, aggregate_id, aggregate_seq, subject, payload,
+		headers, attempts, next_attempt_at FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT $1`, r.cfg.BatchSize)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: read pending rows: %w", err)
 	}
@@ -319,7 +322,7 @@ func (r *Relay) pending(ctx context.Context) ([]*row, error) {
 	var rows []*row
 	for q.Next() {
 		rw := &row{}
-		if err := q.Scan(&rw.seq, &rw.eventID, &rw.aggregateType, &rw.aggregateID, &rw.subject, &rw.payload,
+		if err := q.Scan(&rw.seq, &rw.eventID, &rw.aggregateType, &rw.aggregateID, &rw.aggregateSeq, &rw.subject, &rw.payload,
 			&rw.headers, &rw.attempts, &rw.nextAttemptAt); err != nil {
 			return nil, fmt.Errorf("outbox: read pending rows: %w", err)
 		}

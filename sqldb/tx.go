@@ -62,6 +62,17 @@ func AfterCommit(tx *sql.Tx, fn func(db *DB)) bool {
 	return true
 }
 
+// TxDialect reports the dialect of a transaction run by [RunInTx]; ok is
+// false for any other transaction. It lets code that receives only a tx
+// use a dialect's faster form where there is one.
+func TxDialect(tx *sql.Tx) (d Dialect, ok bool) {
+	v, ok := commitHooks.Load(tx)
+	if !ok {
+		return "", false
+	}
+	return v.(*txHooks).db.dialect, true
+}
+
 func runOnce(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) (err error) {
 	tx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
