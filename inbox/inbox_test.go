@@ -15,6 +15,7 @@ import (
 	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/inbox"
 	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/natsjs/brokertest"
 	"github.com/sysops-squad/sysops/sqldb"
 	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
 )
@@ -234,19 +235,7 @@ func TestConsumer(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		ctx := context.Background()
 		db := newDB(t, d)
-		srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer srv.Shutdown()
-		b, err := natsjs.Connect(ctx, natsjs.Config{URL: srv.ClientURL()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
-		if err := b.EnsureDeadLetterStream(ctx); err != nil {
-			t.Fatal(err)
-		}
+		b := brokertest.Connect(t, brokertest.RunServer(t))
 		if err := b.EnsureStream(ctx, natsjs.ServiceStream("test")); err != nil {
 			t.Fatal(err)
 		}
@@ -324,7 +313,7 @@ func TestConsumer(t *testing.T) {
 				t.Fatalf("effects so far: %v", effects(t, db))
 			}
 		}
-		dls := waitDeadLetters(t, b, 4)
+		dls := brokertest.WaitDeadLetters(t, b, 4)
 		reasons := map[string]string{}
 		for _, dl := range dls {
 			reasons[dl.OriginalID] = dl.Reason
@@ -343,22 +332,4 @@ func TestConsumer(t *testing.T) {
 			t.Errorf("effects = %s, want a1..a5 once each, in order, and flaky once", got)
 		}
 	})
-}
-
-func waitDeadLetters(t *testing.T, b *natsjs.Broker, n int) []natsjs.DeadLetter {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		dls, err := b.DeadLetters(context.Background(), 0, 100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(dls) >= n {
-			return dls
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d dead letters, want %d", len(dls), n)
-		}
-		time.Sleep(20 * time.Millisecond) // the dead-letter stream has no push signal here
-	}
 }

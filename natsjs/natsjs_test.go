@@ -28,18 +28,8 @@ func connector(url string) brokertest.NewBroker {
 	}
 }
 
-func startServer(t *testing.T) *natsjs.Server {
-	t.Helper()
-	s, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Shutdown)
-	return s
-}
-
 func TestConformanceEmbedded(t *testing.T) {
-	s := startServer(t)
+	s := brokertest.RunServer(t)
 	brokertest.Run(t, connector(s.ClientURL()))
 }
 

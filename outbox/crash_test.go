@@ -25,6 +25,7 @@ import (
 	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/inbox"
 	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/natsjs/brokertest"
 	"github.com/sysops-squad/sysops/outbox"
 	"github.com/sysops-squad/sysops/sqldb"
 	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
@@ -216,19 +217,8 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		setup(consumerURL, inbox.MigrationSet, inbox.Migrations(), `CREATE TABLE effect (`+key+`, event_id TEXT NOT NULL, aggregate_id TEXT NOT NULL, seq BIGINT NOT NULL)`)
 
-		srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer srv.Shutdown()
-		b, err := natsjs.Connect(ctx, natsjs.Config{URL: srv.ClientURL()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
-		if err := b.EnsureDeadLetterStream(ctx); err != nil {
-			t.Fatal(err)
-		}
+		srv := brokertest.RunServer(t)
+		b := brokertest.Connect(t, srv)
 		if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: crashStream, Subjects: []string{"sysops.crash.>"}}); err != nil {
 			t.Fatal(err)
 		}

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/sysops-squad/sysops/sqldb"
 	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
 )
@@ -71,7 +70,7 @@ func TestProvisionPostgresIsolation(t *testing.T) {
 	defer cancel()
 	prefix := sqldbtest.RandomName("p") + "_"
 	cfg := sqldb.ProvisionConfig{Prefix: prefix}
-	t.Cleanup(func() { dropProvisioned(t, base, prefix, "alpha", "beta") })
+	t.Cleanup(func() { sqldbtest.DropProvisioned(t, base, prefix, "alpha", "beta") })
 
 	// Several processes may provision at once.
 	var wg sync.WaitGroup
@@ -132,7 +131,7 @@ func TestProvisionPostgresPassword(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	prefix := sqldbtest.RandomName("p") + "_"
-	t.Cleanup(func() { dropProvisioned(t, base, prefix, "gamma") })
+	t.Cleanup(func() { sqldbtest.DropProvisioned(t, base, prefix, "gamma") })
 	u, _ := url.Parse(base)
 	u.User = url.UserPassword(u.User.Username(), "admin-secret")
 	got, err := sqldb.Provision(ctx, u.String(), "gamma", sqldb.ProvisionConfig{Prefix: prefix})
@@ -147,26 +146,5 @@ func TestProvisionPostgresPassword(t *testing.T) {
 	again, err := sqldb.Provision(ctx, u.String(), "gamma", sqldb.ProvisionConfig{Prefix: prefix})
 	if err != nil || again != got {
 		t.Errorf("second Provision = %q, %v; want the same URL and password", again, err)
-	}
-}
-
-func dropProvisioned(t *testing.T, base, prefix string, services ...string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	defer conn.Close(ctx)
-	for _, s := range services {
-		name := pgx.Identifier{prefix + s}.Sanitize()
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-		if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+name); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
 	}
 }

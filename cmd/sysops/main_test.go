@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/outbox"
@@ -210,19 +209,11 @@ func TestUpOnPostgres(t *testing.T) {
 	base := sqldbtest.PostgresURL(t)
 	prefix := sqldbtest.RandomName("up") + "_"
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
+		var names []string
 		for _, s := range registry() {
-			name := pgx.Identifier{prefix + s.Name}.Sanitize()
-			_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			_, _ = conn.Exec(ctx, "DROP ROLE IF EXISTS "+name)
+			names = append(names, s.Name)
 		}
+		sqldbtest.DropProvisioned(t, base, prefix, names...)
 	})
 	p := start(t, "up", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--postgres", base, "--db-prefix", prefix)
 	services := p.table(t)

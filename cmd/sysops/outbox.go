@@ -86,48 +86,33 @@ behind them until they are retried or purged.`,
 	list.Flags().StringVar(&status, "status", "dead", "pending, sent or dead")
 	list.Flags().IntVar(&limit, "limit", 100, "most rows to list")
 
-	retry := &cobra.Command{
-		Use:   "retry [SEQ...]",
-		Short: "Return dead rows (all, or the numbered ones) to pending with a fresh attempt budget",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			seqs, err := seqArgs(args)
-			if err != nil {
-				return err
-			}
-			db, err := open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			n, err := outbox.Retry(cmd.Context(), db, seqs...)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d dead rows back to pending\n", n)
-			return nil
-		},
+	deadRows := func(use, short, done string, act func(ctx context.Context, db *sqldb.DB, seqs ...int64) (int64, error)) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " [SEQ...]",
+			Short: short,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				seqs, err := seqArgs(args)
+				if err != nil {
+					return err
+				}
+				db, err := open(cmd.Context())
+				if err != nil {
+					return err
+				}
+				defer db.Close()
+				n, err := act(cmd.Context(), db, seqs...)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%d dead rows %s\n", n, done)
+				return nil
+			},
+		}
 	}
-	purge := &cobra.Command{
-		Use:   "purge [SEQ...]",
-		Short: "Delete dead rows (all, or the numbered ones): their events are dropped for good",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			seqs, err := seqArgs(args)
-			if err != nil {
-				return err
-			}
-			db, err := open(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			n, err := outbox.Purge(cmd.Context(), db, seqs...)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d dead rows purged\n", n)
-			return nil
-		},
-	}
+	retry := deadRows("retry", "Return dead rows (all, or the numbered ones) to pending with a fresh attempt budget",
+		"back to pending", outbox.Retry)
+	purge := deadRows("purge", "Delete dead rows (all, or the numbered ones): their events are dropped for good",
+		"purged", outbox.Purge)
 	cmd.AddCommand(list, retry, purge)
 	return cmd
 }

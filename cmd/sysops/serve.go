@@ -34,6 +34,8 @@ Services: ` + knownServices(),
 }
 
 func runServe(ctx context.Context, o *options, name string, peerFlags []string, stdout, stderr io.Writer) (err error) {
+	ctx, stop := withSignals(ctx)
+	defer stop()
 	logger, err := o.logger(stderr)
 	if err != nil {
 		return err

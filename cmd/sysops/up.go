@@ -69,11 +69,16 @@ func (r *running) shutdown(logger *slog.Logger) error {
 	return errors.Join(errs...)
 }
 
-// wait blocks until SIGINT or SIGTERM, or until a service's server stops
-// on its own (an error).
+// withSignals returns a context that ends on SIGINT or SIGTERM. It is
+// installed before anything starts, so a signal during start-up stops
+// sysops gracefully too.
+func withSignals(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+}
+
+// wait blocks until ctx ends (a signal, see withSignals), or until a
+// service's server stops on its own (an error).
 func (r *running) wait(ctx context.Context, logger *slog.Logger) error {
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	failed := make(chan error, len(r.hosts))
 	for _, h := range r.hosts {
 		go func() {
@@ -128,6 +133,8 @@ func serviceAddrs(addr string, n int) ([]string, error) {
 }
 
 func runUp(ctx context.Context, o *options, stdout, stderr io.Writer) (err error) {
+	ctx, stop := withSignals(ctx)
+	defer stop()
 	logger, err := o.logger(stderr)
 	if err != nil {
 		return err

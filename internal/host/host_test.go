@@ -14,17 +14,8 @@ import (
 
 	"github.com/sysops-squad/sysops/internal/host"
 	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/natsjs/brokertest"
 )
-
-func natsServer(t *testing.T) *natsjs.Server {
-	t.Helper()
-	s, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Shutdown)
-	return s
-}
 
 func spec(migration string) host.Spec {
 	return host.Spec{
@@ -46,7 +37,7 @@ func spec(migration string) host.Spec {
 
 func TestStartServesHealthAndService(t *testing.T) {
 	ctx := context.Background()
-	nats := natsServer(t)
+	nats := brokertest.RunServer(t)
 	h, err := host.Start(ctx, host.Config{
 		Spec:        spec("CREATE TABLE widget (id INTEGER PRIMARY KEY);"),
 		DatabaseURL: "sqlite:" + filepath.Join(t.TempDir(), "widget.db"),
@@ -89,7 +80,7 @@ func TestStartServesHealthAndService(t *testing.T) {
 
 func TestStartFailures(t *testing.T) {
 	ctx := context.Background()
-	nats := natsServer(t)
+	nats := brokertest.RunServer(t)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

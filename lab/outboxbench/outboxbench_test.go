@@ -6,18 +6,14 @@ import (
 	"time"
 
 	"github.com/sysops-squad/sysops/lab/outboxbench"
-	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/natsjs/brokertest"
 	"github.com/sysops-squad/sysops/sqldb"
 	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
 )
 
 func config(tb testing.TB, d sqldb.Dialect) outboxbench.Config {
 	tb.Helper()
-	srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(srv.Shutdown)
+	srv := brokertest.RunServer(tb)
 	return outboxbench.Config{ProducerURL: sqldbtest.URL(tb, d), ConsumerURL: sqldbtest.URL(tb, d), NATSURL: srv.ClientURL()}
 }
 

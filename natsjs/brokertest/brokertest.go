@@ -421,8 +421,7 @@ func waitDeadLetters(t *testing.T, e *env, n int) []natsjs.DeadLetter {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %d dead letters; have %d", n, len(dls))
 		}
-		// The dead-letter stream has no push signal to wait on; poll it.
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // the dead-letter stream has no push signal to wait on
 	}
 }
 
@@ -529,5 +528,53 @@ func testBatchesSettlePerMessage(t *testing.T, e *env) {
 	defer mu.Unlock()
 	if largest < 2 || largest > 32 {
 		t.Errorf("largest batch = %d, want between 2 and 32 with %d messages waiting", largest, n)
+	}
+}
+
+// RunServer starts an embedded JetStream server for the test, with its
+// store in the test's temporary directory, shut down when the test ends.
+func RunServer(tb testing.TB) *natsjs.Server {
+	tb.Helper()
+	s, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Shutdown)
+	return s
+}
+
+// Connect connects a broker to srv for the test, closed when it ends, with
+// the dead-letter stream in place.
+func Connect(tb testing.TB, srv *natsjs.Server) *natsjs.Broker {
+	tb.Helper()
+	b, err := natsjs.Connect(context.Background(), natsjs.Config{URL: srv.ClientURL()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(b.Close)
+	if err := b.EnsureDeadLetterStream(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// WaitDeadLetters polls b's dead-letter stream until it holds at least n
+// dead letters, and fails the test after 20 s. (The stream has no push
+// signal to wait on here.)
+func WaitDeadLetters(tb testing.TB, b *natsjs.Broker, n int) []natsjs.DeadLetter {
+	tb.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		dls, err := b.DeadLetters(context.Background(), 0, 100)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if len(dls) >= n {
+			return dls
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %d dead letters; have %d", n, len(dls))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

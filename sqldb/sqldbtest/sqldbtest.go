@@ -105,3 +105,25 @@ func Open(t testing.TB, d sqldb.Dialect) *sqldb.DB {
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// DropProvisioned drops the databases and roles that sqldb.Provision
+// created on the server base for services under prefix.
+func DropProvisioned(t testing.TB, base, prefix string, services ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Errorf("sqldbtest: drop provisioned: %v", err)
+		return
+	}
+	defer conn.Close(ctx)
+	for _, s := range services {
+		name := pgx.Identifier{prefix + s}.Sanitize()
+		for _, q := range []string{"DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", "DROP ROLE IF EXISTS " + name} {
+			if _, err := conn.Exec(ctx, q); err != nil {
+				t.Errorf("sqldbtest: %s: %v", q, err)
+			}
+		}
+	}
+}
