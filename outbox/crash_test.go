@@ -108,16 +108,27 @@ func runWriter(ctx context.Context) error {
 	return <-errs
 }
 
+// connectRole opens the database named by the environment variable dbEnv
+// and connects to the broker, for a role process.
+func connectRole(ctx context.Context, dbEnv string) (*sqldb.DB, *natsjs.Broker, error) {
+	db, err := sqldb.Open(ctx, os.Getenv(dbEnv))
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := natsjs.Connect(ctx, natsjs.Config{URL: os.Getenv(natsEnv)})
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return db, b, nil
+}
+
 func runRelay(ctx context.Context) error {
-	db, err := sqldb.Open(ctx, os.Getenv(producerEnv))
+	db, b, err := connectRole(ctx, producerEnv)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	b, err := natsjs.Connect(ctx, natsjs.Config{URL: os.Getenv(natsEnv)})
-	if err != nil {
-		return err
-	}
 	defer b.Close()
 	r, err := outbox.NewRelay(db, b, outbox.RelayConfig{
 		PollInterval: 50 * time.Millisecond, LeaseTTL: time.Second, BatchSize: 200,
@@ -135,15 +146,11 @@ func runRelay(ctx context.Context) error {
 }
 
 func runConsumer(ctx context.Context) error {
-	db, err := sqldb.Open(ctx, os.Getenv(consumerEnv))
+	db, b, err := connectRole(ctx, consumerEnv)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	b, err := natsjs.Connect(ctx, natsjs.Config{URL: os.Getenv(natsEnv)})
-	if err != nil {
-		return err
-	}
 	defer b.Close()
 	c, err := inbox.NewConsumer(db, b, inbox.Config{
 		Name: crashConsumer, Stream: crashStream, MaxBatch: 64,

@@ -176,8 +176,9 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 	mux.Handle("GET /readyz", httpx.Handle(logger, func(w http.ResponseWriter, r *http.Request) error {
 		return ready(r.Context(), w, spec.Name, db, broker)
 	}))
-	mux.Handle("/ops/outbox", outbox.Handler("/ops/outbox", db, logger))
-	mux.Handle("/ops/outbox/", outbox.Handler("/ops/outbox", db, logger))
+	ops := outbox.Handler("/ops/outbox", db, logger)
+	mux.Handle("/ops/outbox", ops)
+	mux.Handle("/ops/outbox/", ops)
 	mux.Handle("/", handler)
 
 	h = &Host{

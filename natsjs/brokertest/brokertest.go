@@ -409,20 +409,7 @@ func testPermanentErrorToDLQAtOnce(t *testing.T, e *env) {
 
 func waitDeadLetters(t *testing.T, e *env, n int) []natsjs.DeadLetter {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		dls, err := e.broker.DeadLetters(e.ctx, 0, 100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(dls) >= n {
-			return dls
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %d dead letters; have %d", n, len(dls))
-		}
-		time.Sleep(20 * time.Millisecond) // the dead-letter stream has no push signal to wait on
-	}
+	return WaitDeadLetters(t, e.broker, n)
 }
 
 func testDurableResumesAfterRestart(t *testing.T, e *env) {
@@ -561,7 +548,9 @@ func Connect(tb testing.TB, srv *natsjs.Server) *natsjs.Broker {
 // WaitDeadLetters polls b's dead-letter stream until it holds at least n
 // dead letters, and fails the test after 20 s. (The stream has no push
 // signal to wait on here.)
-func WaitDeadLetters(tb testing.TB, b *natsjs.Broker, n int) []natsjs.DeadLetter {
+func WaitDeadLetters(tb testing.TB, b interface {
+	DeadLetters(ctx context.Context, after uint64, limit int) ([]natsjs.DeadLetter, error)
+}, n int) []natsjs.DeadLetter {
 	tb.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for {
