@@ -21,7 +21,9 @@ import (
 	"time"
 
 	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/idempotency"
 	"github.com/sysops-squad/sysops/internal/httpx"
+	"github.com/sysops-squad/sysops/internal/svc"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/outbox"
 	"github.com/sysops-squad/sysops/sqldb"
@@ -112,6 +114,10 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 	if _, err := sqldb.Migrate(ctx, db, outbox.MigrationSet, outbox.Migrations()); err != nil {
 		return nil, fail("%w", err)
 	}
+	// Every service honours Idempotency-Key on its POSTs.
+	if _, err := sqldb.Migrate(ctx, db, idempotency.MigrationSet, idempotency.Migrations()); err != nil {
+		return nil, fail("%w", err)
+	}
 	if spec.Migrations != nil {
 		res, err := sqldb.Migrate(ctx, db, spec.Name, spec.Migrations)
 		if err != nil {
@@ -134,7 +140,8 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 	if err := broker.EnsureDeadLetterStream(ctx); err != nil {
 		return nil, fail("%w", err)
 	}
-	for _, s := range spec.Streams {
+	// Every service may queue audit records, even while audit is down.
+	for _, s := range append([]natsjs.StreamSpec{svc.AuditStream()}, spec.Streams...) {
 		if err := broker.EnsureStream(ctx, s); err != nil {
 			return nil, fail("%w", err)
 		}
@@ -179,7 +186,9 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 	ops := outbox.Handler("/ops/outbox", db, logger)
 	mux.Handle("/ops/outbox", ops)
 	mux.Handle("/ops/outbox/", ops)
-	mux.Handle("/", handler)
+	idem := idempotency.New(db, idempotency.Config{Logger: logger})
+	go idem.RunPruner(svcCtx, time.Hour)
+	mux.Handle("/", idem.Middleware(handler))
 
 	h = &Host{
 		name:   spec.Name,
@@ -191,7 +200,7 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 		cancel: cancel,
 		served: make(chan error, 1),
 		srv: &http.Server{
-			Handler:           mux,
+			Handler:           svc.RequestContext(mux),
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		},

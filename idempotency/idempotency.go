@@ -1,0 +1,272 @@
+// Package idempotency makes HTTP POSTs safe to repeat: a request that
+// carries an Idempotency-Key header runs once, and every repeat with the
+// same key gets the first response back, byte for byte, without running
+// the handler again.
+//
+// The keys live in the service's own database (table idempotency_key, see
+// [Migrations]). A key is reserved before the handler runs, so two
+// concurrent requests with one key do not both run: the second gets 409
+// until the first finishes. A key reused with a different request (method,
+// path or body) gets 422. A response with a 5xx status is not kept — the
+// reservation is released so that a retry runs the handler again; neither
+// is a reservation whose process died, once its lock expires.
+//
+// A key is remembered for [Config.Retention] (24 hours by default); [Store.Prune]
+// forgets older ones.
+package idempotency
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/internal/httpx"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// Header is the request header that carries the key.
+const Header = "Idempotency-Key"
+
+// ReplayedHeader is set to "true" on a response replayed from the store.
+const ReplayedHeader = "Idempotent-Replayed"
+
+// MigrationSet names the package's migrations in a service's database.
+const MigrationSet = "idempotency"
+
+// MaxKeyLength is the longest key accepted.
+const MaxKeyLength = 255
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations returns the schema of the idempotency_key table.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded directory is part of the binary
+	}
+	return sub
+}
+
+// Config configures a [Store].
+type Config struct {
+	// LockTTL is how long a reservation holds before a repeat may take it
+	// over (the first request's process is presumed dead). Default 1 minute.
+	LockTTL time.Duration
+	// Retention is how long a finished key is remembered. Default 24 hours.
+	Retention time.Duration
+	Logger    *slog.Logger
+}
+
+// Store keeps the keys of one service's database.
+type Store struct {
+	db  *sqldb.DB
+	cfg Config
+}
+
+// New returns a store over db, whose idempotency_key table exists.
+func New(db *sqldb.DB, cfg Config) *Store {
+	if cfg.LockTTL <= 0 {
+		cfg.LockTTL = time.Minute
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 24 * time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Store{db: db, cfg: cfg}
+}
+
+// Middleware runs next once per Idempotency-Key on POST requests; other
+// methods, and POSTs without the header, pass straight through.
+func (s *Store) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get(Header)
+		if r.Method != http.MethodPost || key == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if err := s.serve(w, r, key, next); err != nil {
+			httpx.WriteError(w, r, s.cfg.Logger, err)
+		}
+	})
+}
+
+func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string, next http.Handler) error {
+	if len(key) > MaxKeyLength {
+		return sysops.Errorf(sysops.EInvalid, "header %s is longer than %d characters", Header, MaxKeyLength)
+	}
+	for _, c := range key {
+		if c < 0x21 || c > 0x7e {
+			return sysops.Errorf(sysops.EInvalid, "header %s must be printable ASCII without spaces", Header)
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, httpx.MaxBodyBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return sysops.Errorf(sysops.EInvalid, "request body exceeds %d bytes", httpx.MaxBodyBytes)
+		}
+		return sysops.Errorf(sysops.EInvalid, "read request body: %v", err)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	sum := sha256.Sum256(append([]byte(r.Method+" "+r.URL.RequestURI()+"\n"), body...))
+	hash := hex.EncodeToString(sum[:])
+
+	ctx := r.Context()
+	prev, reserved, err := s.reserve(ctx, key, hash)
+	if err != nil {
+		return err
+	}
+	if !reserved {
+		switch {
+		case prev.hash != hash:
+			httpx.WriteJSON(w, http.StatusUnprocessableEntity, httpx.ErrorBody{Error: sysops.Error{Code: sysops.EInvalid,
+				Message: fmt.Sprintf("%s %q was already used for a different request", Header, key)}})
+			return nil
+		case prev.status == 0:
+			return sysops.Errorf(sysops.EConflict, "a request with %s %q is still in progress; retry later", Header, key)
+		}
+		if prev.contentType != "" {
+			w.Header().Set("Content-Type", prev.contentType)
+		}
+		if prev.location != "" {
+			w.Header().Set("Location", prev.location)
+		}
+		w.Header().Set(ReplayedHeader, "true")
+		w.WriteHeader(prev.status)
+		_, _ = io.WriteString(w, prev.body)
+		return nil
+	}
+
+	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	completed := false
+	defer func() {
+		if !completed { // the handler panicked: release the key
+			s.release(context.WithoutCancel(ctx), key)
+		}
+	}()
+	next.ServeHTTP(rec, r)
+	completed = true
+	if rec.status >= 500 {
+		s.release(context.WithoutCancel(ctx), key)
+		return nil
+	}
+	_, err = s.db.ExecContext(context.WithoutCancel(ctx), `UPDATE idempotency_key SET status = $1, content_type = $2,
+		location = $3, body = $4 WHERE idem_key = $5`,
+		rec.status, rec.Header().Get("Content-Type"), rec.Header().Get("Location"), rec.body.String(), key)
+	if err != nil {
+		s.cfg.Logger.ErrorContext(ctx, "idempotency: keep response", "key", key, "error", err)
+	}
+	return nil
+}
+
+type entry struct {
+	hash, contentType, location, body string
+	status                            int
+	lockedUntil                       int64
+}
+
+// reserve inserts the key as in progress, or takes over an expired
+// reservation. When it does neither it returns the existing entry.
+func (s *Store) reserve(ctx context.Context, key, hash string) (prev entry, reserved bool, err error) {
+	now := time.Now()
+	until := now.Add(s.cfg.LockTTL).UnixMicro()
+	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO idempotency_key (idem_key, request_hash, created_at, locked_until)
+			VALUES ($1, $2, $3, $4) ON CONFLICT (idem_key) DO NOTHING`, key, hash, now.UnixMicro(), until)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			reserved = true
+			return nil
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT request_hash, status, content_type, location, body, locked_until
+			FROM idempotency_key WHERE idem_key = $1`, key).Scan(&prev.hash, &prev.status, &prev.contentType,
+			&prev.location, &prev.body, &prev.lockedUntil); err != nil {
+			return err
+		}
+		if prev.hash != hash || prev.status != 0 || prev.lockedUntil > now.UnixMicro() {
+			return nil
+		}
+		res, err = tx.ExecContext(ctx, `UPDATE idempotency_key SET locked_until = $1
+			WHERE idem_key = $2 AND status = 0 AND locked_until = $3`, until, key, prev.lockedUntil)
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		reserved = n == 1
+		return nil
+	})
+	if err != nil {
+		return prev, false, sysops.Errorf(sysops.EUnavailable, "idempotency: reserve key: %v", err)
+	}
+	return prev, reserved, nil
+}
+
+func (s *Store) release(ctx context.Context, key string) {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_key WHERE idem_key = $1 AND status = 0`, key); err != nil {
+		s.cfg.Logger.ErrorContext(ctx, "idempotency: release key", "key", key, "error", err)
+	}
+}
+
+// Prune forgets keys older than the retention and returns how many.
+func (s *Store) Prune(ctx context.Context) (int64, error) {
+	cutoff := time.Now().Add(-s.cfg.Retention).UnixMicro()
+	res, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_key WHERE created_at < $1`, cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("idempotency: prune: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// RunPruner prunes every interval until ctx ends.
+func (s *Store) RunPruner(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := s.Prune(ctx); err != nil && ctx.Err() == nil {
+				s.cfg.Logger.WarnContext(ctx, "idempotency: prune", "error", err)
+			}
+		}
+	}
+}
+
+// recorder passes a response through while keeping a copy.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+	body        bytes.Buffer
+}
+
+func (r *recorder) WriteHeader(status int) {
+	if !r.wroteHeader {
+		r.status, r.wroteHeader = status, true
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if !r.wroteHeader {
+		r.WriteHeader(http.StatusOK)
+	}
+	r.body.Write(b)
+	return r.ResponseWriter.Write(b)
+}

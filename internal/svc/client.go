@@ -1,0 +1,141 @@
+package svc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/outbox"
+)
+
+// Client calls one peer service's HTTP API. Errors keep the peer's code
+// and message (a peer's 404 is a not_found here too); a peer that cannot
+// be reached is [sysops.EUnavailable], naming the peer.
+//
+// A POST carries an Idempotency-Key: derived from the incoming request's
+// key when there is one (so that a client's retry of a whole workflow
+// repeats no step), or a fresh one; either way the client retries a POST
+// that failed in transit with the same key, so the peer applies it once.
+type Client struct {
+	peer string
+	base string
+	http *http.Client
+}
+
+// NewClient returns a client for the named peer, found in peers.
+func NewClient(peers map[string]string, peer string) *Client {
+	return &Client{peer: peer, base: peers[peer], http: &http.Client{Timeout: 10 * time.Second}}
+}
+
+// Peer returns the peer's name.
+func (c *Client) Peer() string { return c.peer }
+
+// Get calls GET path and decodes the JSON answer into out.
+func (c *Client) Get(ctx context.Context, path string, out any) error {
+	return c.Do(ctx, http.MethodGet, path, nil, out)
+}
+
+// Post calls POST path with in as JSON and decodes the answer into out.
+func (c *Client) Post(ctx context.Context, path string, in, out any) error {
+	return c.Do(ctx, http.MethodPost, path, in, out)
+}
+
+// Do calls the peer. in and out may be nil.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	if c.base == "" {
+		return sysops.Errorf(sysops.EUnavailable, "%s service: no address known (is it running?)", c.peer)
+	}
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return fmt.Errorf("%s %s: %w", method, path, err)
+		}
+	}
+	key := ""
+	if method == http.MethodPost {
+		if k := IdempotencyKey(ctx); k != "" {
+			key = k + "/" + c.peer + path
+		} else {
+			key = outbox.NewID()
+		}
+	}
+	attempts := 1
+	if method == http.MethodGet || key != "" {
+		attempts = 3 // safe to repeat
+	}
+	var err error
+	for i := range attempts {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(time.Duration(i*50) * time.Millisecond):
+			}
+		}
+		var retry bool
+		retry, err = c.once(ctx, method, path, body, key, out)
+		if err == nil || !retry {
+			return err
+		}
+	}
+	return err
+}
+
+func (c *Client) once(ctx context.Context, method, path string, body []byte, key string, out any) (retry bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return false, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if id := RequestID(ctx); id != "" {
+		req.Header.Set(RequestIDHeader, id)
+	}
+	req.Header.Set(ActorHeader, Actor(ctx))
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err
+		}
+		return ctx.Err() == nil, sysops.Errorf(sysops.EUnavailable, "%s service unavailable: %v", c.peer, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return true, sysops.Errorf(sysops.EUnavailable, "%s service: read answer: %v", c.peer, err)
+	}
+	if resp.StatusCode >= 300 {
+		var eb struct {
+			Error sysops.Error `json:"error"`
+		}
+		if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
+			if eb.Error.Code == sysops.EInternal {
+				eb.Error.Message = c.peer + " service: " + eb.Error.Message
+			}
+			return resp.StatusCode >= 500 && eb.Error.Code == sysops.EUnavailable, &eb.Error
+		}
+		code := sysops.EInternal
+		if resp.StatusCode >= 500 {
+			code = sysops.EUnavailable
+		}
+		return resp.StatusCode >= 500, sysops.Errorf(code, "%s service answered %s", c.peer, resp.Status)
+	}
+	if out != nil && len(bytes.TrimSpace(b)) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return false, fmt.Errorf("%s service: decode answer to %s %s: %w", c.peer, method, path, err)
+		}
+	}
+	return false, nil
+}

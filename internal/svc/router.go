@@ -1,0 +1,92 @@
+package svc
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/internal/httpx"
+)
+
+// Router is an http.ServeMux whose handlers return errors, and whose own
+// answers — no route, method not allowed — are JSON errors like the rest.
+type Router struct {
+	mux    *http.ServeMux
+	logger *slog.Logger
+}
+
+// NewRouter returns an empty router.
+func NewRouter(logger *slog.Logger) *Router {
+	return &Router{mux: http.NewServeMux(), logger: logger}
+}
+
+// Handle routes pattern ("POST /customers/{id}", say) to fn.
+func (rt *Router) Handle(pattern string, fn httpx.HandlerFunc) {
+	rt.mux.Handle(pattern, httpx.Handle(rt.logger, fn))
+}
+
+// HandleHTTP routes pattern to a plain handler.
+func (rt *Router) HandleHTTP(pattern string, h http.Handler) { rt.mux.Handle(pattern, h) }
+
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := rt.mux.Handler(r)
+	if pattern != "" {
+		rt.mux.ServeHTTP(w, r)
+		return
+	}
+	probe := &statusProbe{header: http.Header{}}
+	h.ServeHTTP(probe, r)
+	if probe.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", probe.header.Get("Allow"))
+		httpx.WriteJSON(w, http.StatusMethodNotAllowed, httpx.ErrorBody{Error: sysops.Error{Code: sysops.EInvalid,
+			Message: fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, probe.header.Get("Allow"))}})
+		return
+	}
+	httpx.WriteError(w, r, rt.logger, sysops.Errorf(sysops.ENotFound, "no route for %s %s", r.Method, r.URL.Path))
+}
+
+// statusProbe learns what the mux would answer without writing it.
+type statusProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *statusProbe) Header() http.Header         { return p.header }
+func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *statusProbe) WriteHeader(status int)      { p.status = status }
+
+// Micros is t as microseconds since the Unix epoch, the services' stored
+// time format.
+func Micros(t time.Time) int64 { return t.UnixMicro() }
+
+// FromMicros is the inverse of [Micros], in UTC.
+func FromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// Limit parses a "limit" query parameter: default def, at most max.
+func Limit(r *http.Request, def, max int) (int, error) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return def, nil
+	}
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 1 || n > max || fmt.Sprint(n) != s {
+		return 0, sysops.Errorf(sysops.EInvalid, "query parameter limit must be a whole number from 1 to %d, not %q", max, s)
+	}
+	return n, nil
+}
+
+// KnownParams fails when the request has a query parameter not in known.
+func KnownParams(r *http.Request, known ...string) error {
+	for k := range r.URL.Query() {
+		ok := false
+		for _, n := range known {
+			ok = ok || n == k
+		}
+		if !ok {
+			return sysops.Errorf(sysops.EInvalid, "unknown query parameter %q (known: %v)", k, known)
+		}
+	}
+	return nil
+}
