@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -203,5 +204,21 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WantError fails the test unless r is a JSON error with the given status
+// whose message contains every one of words.
+func WantError(t testing.TB, what string, r Response, status int, words ...string) {
+	t.Helper()
+	msg := r.ErrorMessage()
+	if r.Status != status || msg == "" {
+		t.Errorf("%s: status %d body %s; want %d with a JSON error", what, r.Status, r.Body, status)
+		return
+	}
+	for _, w := range words {
+		if !strings.Contains(msg, w) {
+			t.Errorf("%s: error %q does not mention %q", what, msg, w)
+		}
 	}
 }

@@ -1,0 +1,242 @@
+// Package contract is the Contract service: the owner of the contract
+// table, the customers' support plans (basic, standard, premium). It is
+// the table's only writer:
+//
+//	POST /contracts                  register a plan for a customer
+//	GET  /contracts/{id}             one contract
+//	GET  /contracts?customer_id=C    a customer's contracts, newest first
+//	POST /contracts/{id}/cancel      {"reason": "..."}
+//
+// Every change publishes an event (sysops.contract.*) and an audit record
+// through the service's outbox.
+package contract
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/internal/httpx"
+	"github.com/sysops-squad/sysops/internal/svc"
+	"github.com/sysops-squad/sysops/outbox"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// Name is the service's name.
+const Name = "contract"
+
+// Plans are the support plan tiers.
+var Plans = []string{"basic", "standard", "premium"}
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations returns the service's schema migrations.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded directory is part of the binary
+	}
+	return sub
+}
+
+// Spec describes the service to its host.
+func Spec() host.Spec {
+	return host.Spec{
+		Name: Name, Migrations: Migrations(), Streams: svc.Streams(Name),
+		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
+			return New(deps.DB, deps.Logger).Handler(), nil
+		},
+	}
+}
+
+// Contract is one row of the contract table.
+type Contract struct {
+	ID           string     `json:"id"`
+	CustomerID   string     `json:"customer_id"`
+	Plan         string     `json:"plan"`
+	Status       string     `json:"status"`
+	StartedAt    time.Time  `json:"started_at"`
+	CancelledAt  *time.Time `json:"cancelled_at,omitempty"`
+	CancelReason string     `json:"cancel_reason,omitempty"`
+}
+
+// Service is the Contract service.
+type Service struct {
+	db     *sqldb.DB
+	logger *slog.Logger
+}
+
+// New returns the service over its database.
+func New(db *sqldb.DB, logger *slog.Logger) *Service {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{db: db, logger: logger}
+}
+
+// Register starts a plan for a customer, who must have no active one.
+func (s *Service) Register(ctx context.Context, customerID, plan string) (Contract, error) {
+	var c svc.Check
+	c.Required("customer_id", customerID, 64)
+	c.OneOf("plan", plan, Plans...)
+	if err := c.Err(); err != nil {
+		return Contract{}, err
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	k := Contract{ID: outbox.NewID(), CustomerID: customerID, Plan: plan, Status: "active", StartedAt: now}
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO contract (id, customer_id, plan, status, started_at)
+			VALUES ($1, $2, $3, 'active', $4)`, k.ID, k.CustomerID, k.Plan, svc.Micros(now)); err != nil {
+			if sqldb.IsUniqueViolation(err) {
+				return sysops.Errorf(sysops.EConflict, "customer %q already has an active support plan", customerID)
+			}
+			return err
+		}
+		if err := svc.Emit(ctx, tx, Name, "sysops.contract.registered.v1", "contract", k.ID, k); err != nil {
+			return err
+		}
+		return svc.Audit(ctx, tx, Name, "contract.registered", "contract", k.ID, map[string]string{"customer_id": customerID, "plan": plan})
+	})
+	return k, err
+}
+
+const columns = `id, customer_id, plan, status, started_at, cancelled_at, cancel_reason`
+
+func scan(row interface{ Scan(...any) error }) (Contract, error) {
+	var k Contract
+	var started int64
+	var cancelled sql.NullInt64
+	err := row.Scan(&k.ID, &k.CustomerID, &k.Plan, &k.Status, &started, &cancelled, &k.CancelReason)
+	k.StartedAt = svc.FromMicros(started)
+	if cancelled.Valid {
+		t := svc.FromMicros(cancelled.Int64)
+		k.CancelledAt = &t
+	}
+	return k, err
+}
+
+// Get returns one contract.
+func (s *Service) Get(ctx context.Context, id string) (Contract, error) {
+	k, err := scan(s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM contract WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return k, sysops.Errorf(sysops.ENotFound, "contract %q not found", id)
+	}
+	return k, err
+}
+
+// ForCustomer returns a customer's contracts, newest first.
+func (s *Service) ForCustomer(ctx context.Context, customerID string) ([]Contract, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+columns+` FROM contract WHERE customer_id = $1 ORDER BY started_at DESC, id`, customerID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Contract{}
+	for rows.Next() {
+		k, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// Cancel ends an active contract. Cancelling a cancelled one is a conflict.
+func (s *Service) Cancel(ctx context.Context, id, reason string) (Contract, error) {
+	var c svc.Check
+	c.Optional("reason", reason, 500)
+	if err := c.Err(); err != nil {
+		return Contract{}, err
+	}
+	var k Contract
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE contract SET status = 'cancelled', cancelled_at = $1, cancel_reason = $2
+			WHERE id = $3 AND status = 'active'`, svc.Micros(time.Now()), reason, id)
+		if err != nil {
+			return err
+		}
+		k, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM contract WHERE id = $1`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return sysops.Errorf(sysops.ENotFound, "contract %q not found", id)
+		}
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return sysops.Errorf(sysops.EConflict, "contract %q is already cancelled", id)
+		}
+		if err := svc.Emit(ctx, tx, Name, "sysops.contract.cancelled.v1", "contract", k.ID, k); err != nil {
+			return err
+		}
+		return svc.Audit(ctx, tx, Name, "contract.cancelled", "contract", k.ID, map[string]string{"reason": reason})
+	})
+	return k, err
+}
+
+// Handler returns the service's HTTP API.
+func (s *Service) Handler() http.Handler {
+	rt := svc.NewRouter(s.logger)
+	rt.Handle("POST /contracts", func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			CustomerID string `json:"customer_id"`
+			Plan       string `json:"plan"`
+		}
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		k, err := s.Register(r.Context(), in.CustomerID, in.Plan)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Location", "/contracts/"+k.ID)
+		httpx.WriteJSON(w, http.StatusCreated, k)
+		return nil
+	})
+	rt.Handle("GET /contracts/{id}", func(w http.ResponseWriter, r *http.Request) error {
+		k, err := s.Get(r.Context(), r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, k)
+		return nil
+	})
+	rt.Handle("GET /contracts", func(w http.ResponseWriter, r *http.Request) error {
+		if err := svc.KnownParams(r, "customer_id"); err != nil {
+			return err
+		}
+		id := r.URL.Query().Get("customer_id")
+		if id == "" {
+			return sysops.Errorf(sysops.EInvalid, "query parameter customer_id is required")
+		}
+		ks, err := s.ForCustomer(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"contracts": ks})
+		return nil
+	})
+	rt.Handle("POST /contracts/{id}/cancel", func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			Reason string `json:"reason"`
+		}
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		k, err := s.Cancel(r.Context(), r.PathValue("id"), in.Reason)
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, k)
+		return nil
+	})
+	return rt
+}

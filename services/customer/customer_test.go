@@ -1,0 +1,70 @@
+package customer_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/sysops-squad/sysops/internal/svctest"
+	"github.com/sysops-squad/sysops/services/customer"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+func TestCustomerAPI(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, customer.Spec())
+		base := env.URL(customer.Name)
+
+		r := svctest.Do(t, "POST", base+"/customers", map[string]any{"name": "Ada Lovelace", "email": "Ada@Example.com", "zip": "10001"})
+		if r.Status != http.StatusCreated {
+			t.Fatalf("register: %d %s", r.Status, r.Body)
+		}
+		var c customer.Customer
+		r.Decode(t, &c)
+		if c.ID == "" || c.Email != "ada@example.com" || c.OpenTickets != 0 || r.Header.Get("Location") != "/customers/"+c.ID {
+			t.Errorf("registered %+v (Location %q)", c, r.Header.Get("Location"))
+		}
+		var got customer.Customer
+		svctest.Do(t, "GET", base+"/customers/"+c.ID, nil).Decode(t, &got)
+		if got != c {
+			t.Errorf("get = %+v, want %+v", got, c)
+		}
+
+		svctest.WantError(t, "same email", svctest.Do(t, "POST", base+"/customers",
+			map[string]any{"name": "Other", "email": "ada@example.com", "zip": "10001"}), 409, "already registered")
+		svctest.WantError(t, "unknown customer", svctest.Do(t, "GET", base+"/customers/nobody", nil), 404, "nobody")
+		svctest.WantError(t, "bad fields", svctest.Do(t, "POST", base+"/customers",
+			map[string]any{"name": "", "email": "not-mail", "zip": "1"}), 400, `"name"`, `"email"`, `"zip"`)
+		svctest.WantError(t, "unknown field", svctest.Do(t, "POST", base+"/customers",
+			`{"name":"A","email":"a@b.co","zip":"10001","vip":true}`), 400, `"vip"`)
+		svctest.WantError(t, "wrong type", svctest.Do(t, "POST", base+"/customers",
+			`{"name":7,"email":"a@b.co","zip":"10001"}`), 400, `"name"`, "string")
+		svctest.WantError(t, "oversized body", svctest.Do(t, "POST", base+"/customers",
+			`{"name":"`+strings.Repeat("x", 2<<20)+`"}`), 400, "exceeds")
+		svctest.WantError(t, "no route", svctest.Do(t, "GET", base+"/nothing", nil), 404, "no route")
+		svctest.WantError(t, "wrong method", svctest.Do(t, "DELETE", base+"/customers/"+c.ID, nil), 405, "DELETE")
+		svctest.WantError(t, "bad limit", svctest.Do(t, "GET", base+"/customers?limit=0", nil), 400, "limit")
+
+		adjust := func(delta int, key string) svctest.Response {
+			return svctest.Do(t, "POST", base+"/customers/"+c.ID+"/open-tickets", map[string]int{"delta": delta}, "Idempotency-Key", key)
+		}
+		adjust(1, "t1")
+		adjust(1, "t1") // a repeat: applied once
+		if r := adjust(1, "t2"); r.JSON(t)["open_tickets"] != 2.0 {
+			t.Errorf("after two increments (one repeated): %s", r.Body)
+		}
+		adjust(-1, "t3")
+		adjust(-1, "t4")
+		svctest.WantError(t, "below zero", adjust(-1, "t5"), 409, "no open tickets")
+		svctest.WantError(t, "bad delta", adjust(5, "t6"), 400, "delta")
+		svctest.WantError(t, "unknown customer", svctest.Do(t, "POST", base+"/customers/nobody/open-tickets",
+			map[string]int{"delta": 1}), 404, "nobody")
+
+		var list struct{ Customers []customer.Customer }
+		svctest.Do(t, "GET", base+"/customers?email=ADA@example.com", nil).Decode(t, &list)
+		if len(list.Customers) != 1 || list.Customers[0].ID != c.ID {
+			t.Errorf("list by email = %+v", list.Customers)
+		}
+	})
+}
