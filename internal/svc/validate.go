@@ -73,3 +73,9 @@ func (c *Check) Err() error {
 	}
 	return sysops.Errorf(sysops.EInvalid, "%s", strings.Join(c.problems, "; "))
 }
+
+// Skills are the kinds of work a ticket needs and an expert offers.
+var Skills = []string{"hardware", "software", "network", "printer", "mobile"}
+
+// Priorities are a ticket's priorities, lowest first.
+var Priorities = []string{"low", "medium", "high", "critical"}

@@ -1,0 +1,311 @@
+// Package ticket is the Ticket service: the owner of the ticket table
+// (customer, description, priority, skill needed, zip, status). It is the
+// table's only writer; the assignment of a ticket to an expert lives in
+// the assignment service's ticket_assignment table, linked by ticket id
+// (the old shared ticket table, split by ownership). It validates zip
+// codes against its own replicated copy of location's zip codes, so it
+// keeps taking tickets while location is down.
+//
+//	POST /tickets                   open a ticket
+//	GET  /tickets/{id}              one ticket
+//	GET  /tickets?customer_id=C&status=S&limit=N
+//	POST /tickets/{id}/status       {"status": "assigned" | "completed" | "cancelled" | "open"}
+//
+// Every change publishes an event (sysops.ticket.*) and an audit record
+// through the service's outbox.
+package ticket
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/internal/httpx"
+	"github.com/sysops-squad/sysops/internal/svc"
+	"github.com/sysops-squad/sysops/outbox"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// Name is the service's name.
+const Name = "ticket"
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations returns the service's schema migrations.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded directory is part of the binary
+	}
+	return sub
+}
+
+// Config configures the service.
+type Config struct {
+	// ZipRefresh is how often the zip code copy is checked against
+	// location. Default 5 minutes.
+	ZipRefresh time.Duration
+}
+
+// Spec describes the service to its host.
+func Spec() host.Spec { return SpecWith(Config{}) }
+
+// SpecWith describes the service configured by cfg.
+func SpecWith(cfg Config) host.Spec {
+	if cfg.ZipRefresh <= 0 {
+		cfg.ZipRefresh = 5 * time.Minute
+	}
+	return host.Spec{
+		Name: Name, Migrations: Migrations(), Streams: svc.Streams(Name),
+		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
+			if _, err := sqldb.Migrate(ctx, deps.DB, svc.ZipReplicaMigrationSet, svc.ZipReplicaMigrations()); err != nil {
+				return nil, err
+			}
+			zips := svc.NewZipReplica(deps.DB, deps.Peers["location"], deps.Logger)
+			zips.Start(ctx, cfg.ZipRefresh)
+			return New(deps.DB, zips, deps.Logger).Handler(), nil
+		},
+	}
+}
+
+// Ticket is one row of the ticket table.
+type Ticket struct {
+	ID          string    `json:"id"`
+	CustomerID  string    `json:"customer_id"`
+	Description string    `json:"description"`
+	Priority    string    `json:"priority"`
+	Skill       string    `json:"skill"`
+	Zip         string    `json:"zip"`
+	Status      string    `json:"status"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// NewTicket is the body of a new ticket.
+type NewTicket struct {
+	CustomerID  string `json:"customer_id"`
+	Description string `json:"description"`
+	Priority    string `json:"priority"`
+	Skill       string `json:"skill"`
+	Zip         string `json:"zip"`
+}
+
+// transitions lists the statuses a ticket may move to from each status.
+var transitions = map[string][]string{
+	"open":     {"assigned", "cancelled"},
+	"assigned": {"completed", "cancelled", "open"},
+}
+
+// Service is the Ticket service.
+type Service struct {
+	db     *sqldb.DB
+	zips   *svc.ZipReplica
+	logger *slog.Logger
+}
+
+// New returns the service over its database and zip code copy.
+func New(db *sqldb.DB, zips *svc.ZipReplica, logger *slog.Logger) *Service {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{db: db, zips: zips, logger: logger}
+}
+
+// Open creates a ticket in status open.
+func (s *Service) Open(ctx context.Context, in NewTicket) (Ticket, error) {
+	var c svc.Check
+	c.Required("customer_id", in.CustomerID, 64)
+	c.Required("description", in.Description, 4000)
+	c.OneOf("priority", in.Priority, svc.Priorities...)
+	c.OneOf("skill", in.Skill, svc.Skills...)
+	c.Zip("zip", in.Zip)
+	if err := c.Err(); err != nil {
+		return Ticket{}, err
+	}
+	if _, err := s.zips.Lookup(ctx, in.Zip); err != nil {
+		if sysops.CodeOf(err) == sysops.EInvalid {
+			return Ticket{}, sysops.Errorf(sysops.EInvalid, "field \"zip\": %s", sysops.MessageOf(err))
+		}
+		return Ticket{}, err
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	tk := Ticket{ID: outbox.NewID(), CustomerID: in.CustomerID, Description: strings.TrimSpace(in.Description),
+		Priority: in.Priority, Skill: in.Skill, Zip: in.Zip, Status: "open", CreatedAt: now, UpdatedAt: now}
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO ticket (id, customer_id, description, priority, skill, zip, status, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $7)`, tk.ID, tk.CustomerID, tk.Description, tk.Priority, tk.Skill, tk.Zip,
+			svc.Micros(now)); err != nil {
+			return err
+		}
+		if err := svc.Emit(ctx, tx, Name, "sysops.ticket.opened.v1", "ticket", tk.ID, tk); err != nil {
+			return err
+		}
+		return svc.Audit(ctx, tx, Name, "ticket.opened", "ticket", tk.ID, map[string]string{"customer_id": tk.CustomerID, "priority": tk.Priority})
+	})
+	return tk, err
+}
+
+const columns = `id, customer_id, description, priority, skill, zip, status, created_at, updated_at`
+
+func scan(row interface{ Scan(...any) error }) (Ticket, error) {
+	var t Ticket
+	var created, updated int64
+	err := row.Scan(&t.ID, &t.CustomerID, &t.Description, &t.Priority, &t.Skill, &t.Zip, &t.Status, &created, &updated)
+	t.CreatedAt, t.UpdatedAt = svc.FromMicros(created), svc.FromMicros(updated)
+	return t, err
+}
+
+// Get returns one ticket.
+func (s *Service) Get(ctx context.Context, id string) (Ticket, error) {
+	t, err := scan(s.db.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, sysops.Errorf(sysops.ENotFound, "ticket %q not found", id)
+	}
+	return t, err
+}
+
+// List returns tickets, newest first, optionally of one customer and in
+// one status.
+func (s *Service) List(ctx context.Context, customerID, status string, limit int) ([]Ticket, error) {
+	q := `SELECT ` + columns + ` FROM ticket WHERE 1 = 1`
+	args := []any{limit}
+	if customerID != "" {
+		args = append(args, customerID)
+		q += fmt.Sprintf(` AND customer_id = $%d`, len(args))
+	}
+	if status != "" {
+		args = append(args, status)
+		q += fmt.Sprintf(` AND status = $%d`, len(args))
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at DESC, id LIMIT $1`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Ticket{}
+	for rows.Next() {
+		t, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// SetStatus moves a ticket to status. Moving it to the status it has is a
+// no-op (a repeat is safe); a move the lifecycle does not allow is a
+// conflict.
+func (s *Service) SetStatus(ctx context.Context, id, status string) (Ticket, error) {
+	var c svc.Check
+	c.OneOf("status", status, "open", "assigned", "completed", "cancelled")
+	if err := c.Err(); err != nil {
+		return Ticket{}, err
+	}
+	var t Ticket
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		var err error
+		t, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return sysops.Errorf(sysops.ENotFound, "ticket %q not found", id)
+		}
+		if err != nil || t.Status == status {
+			return err
+		}
+		if !slices.Contains(transitions[t.Status], status) {
+			return sysops.Errorf(sysops.EConflict, "ticket %q is %s and cannot become %s", id, t.Status, status)
+		}
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		res, err := tx.ExecContext(ctx, `UPDATE ticket SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4`,
+			status, svc.Micros(now), id, t.Status)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return sysops.Errorf(sysops.EConflict, "ticket %q changed concurrently; retry", id)
+		}
+		from := t.Status
+		t.Status, t.UpdatedAt = status, now
+		ev := map[string]string{"ticket_id": id, "customer_id": t.CustomerID, "from": from, "to": status}
+		if err := svc.Emit(ctx, tx, Name, "sysops.ticket."+status+".v1", "ticket", id, ev); err != nil {
+			return err
+		}
+		return svc.Audit(ctx, tx, Name, "ticket."+status, "ticket", id, ev)
+	})
+	return t, err
+}
+
+// Handler returns the service's HTTP API.
+func (s *Service) Handler() http.Handler {
+	rt := svc.NewRouter(s.logger)
+	rt.Handle("POST /tickets", func(w http.ResponseWriter, r *http.Request) error {
+		var in NewTicket
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		t, err := s.Open(r.Context(), in)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Location", "/tickets/"+t.ID)
+		httpx.WriteJSON(w, http.StatusCreated, t)
+		return nil
+	})
+	rt.Handle("GET /tickets/{id}", func(w http.ResponseWriter, r *http.Request) error {
+		t, err := s.Get(r.Context(), r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, t)
+		return nil
+	})
+	rt.Handle("GET /tickets", func(w http.ResponseWriter, r *http.Request) error {
+		if err := svc.KnownParams(r, "customer_id", "status", "limit"); err != nil {
+			return err
+		}
+		limit, err := svc.Limit(r, 100, 1000)
+		if err != nil {
+			return err
+		}
+		status := r.URL.Query().Get("status")
+		if status != "" {
+			var c svc.Check
+			c.OneOf("status", status, "open", "assigned", "completed", "cancelled")
+			if err := c.Err(); err != nil {
+				return err
+			}
+		}
+		ts, err := s.List(r.Context(), r.URL.Query().Get("customer_id"), status, limit)
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"tickets": ts})
+		return nil
+	})
+	rt.Handle("POST /tickets/{id}/status", func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			Status string `json:"status"`
+		}
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		t, err := s.SetStatus(r.Context(), r.PathValue("id"), in.Status)
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, t)
+		return nil
+	})
+	return rt
+}

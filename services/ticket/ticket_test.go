@@ -1,0 +1,89 @@
+package ticket_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/sysops-squad/sysops/internal/svctest"
+	"github.com/sysops-squad/sysops/services/location"
+	"github.com/sysops-squad/sysops/services/ticket"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+func newTicket(zip string) map[string]string {
+	return map[string]string{"customer_id": "c1", "description": "printer jams", "priority": "high", "skill": "printer", "zip": zip}
+}
+
+func TestTicketAPI(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, location.Spec(), ticket.SpecWith(ticket.Config{ZipRefresh: 50 * time.Millisecond}))
+		base := env.URL(ticket.Name)
+
+		r := svctest.Do(t, "POST", base+"/tickets", newTicket("10001"))
+		if r.Status != 201 {
+			t.Fatalf("open: %d %s", r.Status, r.Body)
+		}
+		var tk ticket.Ticket
+		r.Decode(t, &tk)
+		if tk.Status != "open" || tk.Priority != "high" || tk.Zip != "10001" {
+			t.Errorf("opened %+v", tk)
+		}
+
+		svctest.WantError(t, "unknown zip", svctest.Do(t, "POST", base+"/tickets", newTicket("00000")), 400, `"zip"`, "unknown zip code")
+		bad := newTicket("10001")
+		bad["priority"] = "urgent"
+		svctest.WantError(t, "bad priority", svctest.Do(t, "POST", base+"/tickets", bad), 400, `"priority"`, "urgent")
+		bad = newTicket("1000")
+		bad["skill"] = "plumbing"
+		svctest.WantError(t, "bad skill and zip", svctest.Do(t, "POST", base+"/tickets", bad), 400, `"skill"`, `"zip"`)
+
+		status := func(s string) svctest.Response {
+			return svctest.Do(t, "POST", base+"/tickets/"+tk.ID+"/status", map[string]string{"status": s})
+		}
+		svctest.WantError(t, "open -> completed", status("completed"), 409, "cannot become completed")
+		for _, s := range []string{"assigned", "assigned", "completed"} {
+			if r := status(s); r.Status != 200 || r.JSON(t)["status"] != s {
+				t.Errorf("-> %s: %d %s", s, r.Status, r.Body)
+			}
+		}
+		svctest.WantError(t, "completed -> open", status("open"), 409, "completed")
+		svctest.WantError(t, "bad status", status("done"), 400, `"status"`)
+
+		var list struct{ Tickets []ticket.Ticket }
+		svctest.Do(t, "GET", base+"/tickets?customer_id=c1&status=completed", nil).Decode(t, &list)
+		if len(list.Tickets) != 1 || list.Tickets[0].ID != tk.ID {
+			t.Errorf("completed tickets of c1 = %+v", list.Tickets)
+		}
+		svctest.WantError(t, "unknown ticket", svctest.Do(t, "GET", base+"/tickets/nope", nil), 404, "nope")
+	})
+}
+
+// TestWorksWhileLocationIsDown: ticket validates zip codes from its own
+// replicated copy, so stopping location stops nothing.
+func TestWorksWhileLocationIsDown(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, location.Spec(), ticket.SpecWith(ticket.Config{ZipRefresh: 50 * time.Millisecond}))
+		base := env.URL(ticket.Name)
+		if r := svctest.Do(t, "POST", base+"/tickets", newTicket("94103")); r.Status != 201 {
+			t.Fatalf("with location up: %d %s", r.Status, r.Body)
+		}
+		env.Stop(location.Name)
+		if resp, err := http.Get(env.URL(location.Name) + "/healthz"); err == nil {
+			resp.Body.Close()
+			t.Fatal("location still answers")
+		}
+		time.Sleep(200 * time.Millisecond) // several failed refreshes
+		for _, zip := range []string{"94103", "60601", "10001"} {
+			if r := svctest.Do(t, "POST", base+"/tickets", newTicket(zip)); r.Status != 201 {
+				t.Errorf("zip %s with location down: %d %s", zip, r.Status, r.Body)
+			}
+		}
+		svctest.WantError(t, "unknown zip, location down", svctest.Do(t, "POST", base+"/tickets", newTicket("00000")), 400, "unknown zip")
+		env.Restart(location.Name)
+		if r := svctest.Do(t, "POST", base+"/tickets", newTicket("10001")); r.Status != 201 {
+			t.Errorf("after location came back: %d %s", r.Status, r.Body)
+		}
+	})
+}
