@@ -1,0 +1,529 @@
+// Package assignment is the Assignment service: the owner of expert (the
+// Sysops experts: skills, zip, capacity) and ticket_assignment (which
+// expert a ticket is assigned to, when it is scheduled, and the completion
+// notes) — the expert-facing half of the old shared ticket table, split
+// from ticket and linked by the ticket id. It picks the nearest expert
+// with the skill and spare capacity, measuring distance on its own
+// replicated copy of location's zip codes.
+//
+//	POST /experts                         add an expert
+//	GET  /experts, /experts/{id}          experts with their open assignments
+//	POST /assignments                     {"ticket_id", "skill", "zip", "priority"}: assign
+//	GET  /assignments/{ticket_id}         a ticket's assignment, with its expert
+//	GET  /assignments?expert_id=E
+//	POST /assignments/{ticket_id}/complete  {"notes": "..."}
+//	POST /assignments/{ticket_id}/release   give the ticket back (frees capacity)
+//
+// Every change publishes an event (sysops.assignment.*) and an audit
+// record through the service's outbox.
+package assignment
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/internal/httpx"
+	"github.com/sysops-squad/sysops/internal/svc"
+	"github.com/sysops-squad/sysops/outbox"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// Name is the service's name.
+const Name = "assignment"
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations returns the service's schema migrations.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded directory is part of the binary
+	}
+	return sub
+}
+
+// Config configures the service.
+type Config struct {
+	// ZipRefresh is how often the zip code copy is checked against
+	// location. Default 5 minutes.
+	ZipRefresh time.Duration
+}
+
+// Spec describes the service to its host.
+func Spec() host.Spec { return SpecWith(Config{}) }
+
+// SpecWith describes the service configured by cfg.
+func SpecWith(cfg Config) host.Spec {
+	if cfg.ZipRefresh <= 0 {
+		cfg.ZipRefresh = 5 * time.Minute
+	}
+	return host.Spec{
+		Name: Name, Migrations: Migrations(), Streams: svc.Streams(Name),
+		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
+			if _, err := sqldb.Migrate(ctx, deps.DB, svc.ZipReplicaMigrationSet, svc.ZipReplicaMigrations()); err != nil {
+				return nil, err
+			}
+			zips := svc.NewZipReplica(deps.DB, deps.Peers["location"], deps.Logger)
+			zips.Start(ctx, cfg.ZipRefresh)
+			return New(deps.DB, zips, deps.Logger).Handler(), nil
+		},
+	}
+}
+
+// Expert is one row of the expert table.
+type Expert struct {
+	ID              string    `json:"id"`
+	Name            string    `json:"name"`
+	Email           string    `json:"email"`
+	Skills          []string  `json:"skills"`
+	Zip             string    `json:"zip"`
+	Capacity        int       `json:"capacity"`
+	OpenAssignments int       `json:"open_assignments"`
+	CreatedAt       time.Time `json:"created_at"`
+}
+
+// NewExpert is the body of a new expert.
+type NewExpert struct {
+	Name     string   `json:"name"`
+	Email    string   `json:"email"`
+	Skills   []string `json:"skills"`
+	Zip      string   `json:"zip"`
+	Capacity int      `json:"capacity"`
+}
+
+// Assignment is one row of ticket_assignment, with its expert.
+type Assignment struct {
+	TicketID        string     `json:"ticket_id"`
+	ExpertID        string     `json:"expert_id"`
+	Status          string     `json:"status"`
+	ScheduledFor    time.Time  `json:"scheduled_for"`
+	CompletionNotes string     `json:"completion_notes,omitempty"`
+	AssignedAt      time.Time  `json:"assigned_at"`
+	CompletedAt     *time.Time `json:"completed_at,omitempty"`
+	Expert          *Expert    `json:"expert,omitempty"`
+}
+
+// Request asks for a ticket to be assigned.
+type Request struct {
+	TicketID string `json:"ticket_id"`
+	Skill    string `json:"skill"`
+	Zip      string `json:"zip"`
+	Priority string `json:"priority"`
+}
+
+// leadTime is how soon a visit is scheduled, by priority.
+var leadTime = map[string]time.Duration{"critical": 2 * time.Hour, "high": 8 * time.Hour, "medium": 24 * time.Hour, "low": 72 * time.Hour}
+
+// Service is the Assignment service.
+type Service struct {
+	db     *sqldb.DB
+	zips   *svc.ZipReplica
+	logger *slog.Logger
+}
+
+// New returns the service over its database and zip code copy.
+func New(db *sqldb.DB, zips *svc.ZipReplica, logger *slog.Logger) *Service {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{db: db, zips: zips, logger: logger}
+}
+
+// AddExpert adds an expert.
+func (s *Service) AddExpert(ctx context.Context, in NewExpert) (Expert, error) {
+	in.Email = strings.ToLower(strings.TrimSpace(in.Email))
+	var c svc.Check
+	c.Required("name", in.Name, 200)
+	c.Email("email", in.Email)
+	c.Zip("zip", in.Zip)
+	c.Range("capacity", in.Capacity, 1, 100)
+	if len(in.Skills) == 0 {
+		c.Fail("field %q needs at least one skill", "skills")
+	}
+	for _, sk := range in.Skills {
+		c.OneOf("skills", sk, svc.Skills...)
+	}
+	if err := c.Err(); err != nil {
+		return Expert{}, err
+	}
+	if _, err := s.zips.Lookup(ctx, in.Zip); err != nil {
+		if sysops.CodeOf(err) == sysops.EInvalid {
+			return Expert{}, sysops.Errorf(sysops.EInvalid, "field \"zip\": %s", sysops.MessageOf(err))
+		}
+		return Expert{}, err
+	}
+	skills := slices.Compact(slices.Sorted(slices.Values(in.Skills)))
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	e := Expert{ID: outbox.NewID(), Name: strings.TrimSpace(in.Name), Email: in.Email, Skills: skills, Zip: in.Zip,
+		Capacity: in.Capacity, CreatedAt: now}
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO expert (id, name, email, skills, zip, capacity, open_assignments, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, 0, $7)`, e.ID, e.Name, e.Email, strings.Join(skills, ","), e.Zip, e.Capacity,
+			svc.Micros(now)); err != nil {
+			if sqldb.IsUniqueViolation(err) {
+				return sysops.Errorf(sysops.EConflict, "an expert with email %q exists", e.Email)
+			}
+			return err
+		}
+		if err := svc.Emit(ctx, tx, Name, "sysops.assignment.expert_added.v1", "expert", e.ID, e); err != nil {
+			return err
+		}
+		return svc.Audit(ctx, tx, Name, "expert.added", "expert", e.ID, map[string]any{"skills": skills, "zip": e.Zip})
+	})
+	return e, err
+}
+
+const expertColumns = `id, name, email, skills, zip, capacity, open_assignments, created_at`
+
+func scanExpert(row interface{ Scan(...any) error }) (Expert, error) {
+	var e Expert
+	var skills string
+	var created int64
+	err := row.Scan(&e.ID, &e.Name, &e.Email, &skills, &e.Zip, &e.Capacity, &e.OpenAssignments, &created)
+	e.Skills = strings.Split(skills, ",")
+	e.CreatedAt = svc.FromMicros(created)
+	return e, err
+}
+
+// Expert returns one expert.
+func (s *Service) Expert(ctx context.Context, id string) (Expert, error) {
+	e, err := scanExpert(s.db.QueryRowContext(ctx, `SELECT `+expertColumns+` FROM expert WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return e, sysops.Errorf(sysops.ENotFound, "expert %q not found", id)
+	}
+	return e, err
+}
+
+// Experts returns every expert, by name.
+func (s *Service) Experts(ctx context.Context) ([]Expert, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+expertColumns+` FROM expert ORDER BY name, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Expert{}
+	for rows.Next() {
+		e, err := scanExpert(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Assign gives a ticket to the nearest expert who has the skill and spare
+// capacity. A ticket already assigned keeps its assignment (a repeat is
+// safe); no expert available is a conflict.
+func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
+	if in.Priority == "" {
+		in.Priority = "medium"
+	}
+	var c svc.Check
+	c.Required("ticket_id", in.TicketID, 64)
+	c.OneOf("skill", in.Skill, svc.Skills...)
+	c.Zip("zip", in.Zip)
+	c.OneOf("priority", in.Priority, svc.Priorities...)
+	if err := c.Err(); err != nil {
+		return Assignment{}, err
+	}
+	origin, err := s.zips.Lookup(ctx, in.Zip)
+	if err != nil {
+		return Assignment{}, err
+	}
+	all, err := s.zips.All(ctx)
+	if err != nil {
+		return Assignment{}, err
+	}
+	var out Assignment
+	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		if a, err := s.assignment(ctx, tx, in.TicketID); err == nil && a.Status != "released" {
+			if a.Status == "completed" {
+				return sysops.Errorf(sysops.EConflict, "ticket %q was completed already", in.TicketID)
+			}
+			out = a
+			return nil
+		} else if err != nil && sysops.CodeOf(err) != sysops.ENotFound {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT id, zip FROM expert WHERE open_assignments < capacity
+			AND (',' || skills || ',') LIKE $1`, "%,"+in.Skill+",%")
+		if err != nil {
+			return err
+		}
+		zipOf := map[string]string{}
+		var ids []string
+		for rows.Next() {
+			var id, zip string
+			if err := rows.Scan(&id, &zip); err != nil {
+				rows.Close()
+				return err
+			}
+			zipOf[id] = zip
+			ids = append(ids, id)
+		}
+		rows.Close()
+		slices.Sort(ids)
+		slices.SortStableFunc(ids, func(a, b string) int {
+			da, db := svc.KM(origin, all[zipOf[a]]), svc.KM(origin, all[zipOf[b]])
+			switch {
+			case da < db:
+				return -1
+			case da > db:
+				return 1
+			}
+			return 0
+		})
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		for _, id := range ids {
+			res, err := tx.ExecContext(ctx, `UPDATE expert SET open_assignments = open_assignments + 1
+				WHERE id = $1 AND open_assignments < capacity`, id)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				continue // filled up meanwhile
+			}
+			sched := now.Add(leadTime[in.Priority])
+			if _, err := tx.ExecContext(ctx, `INSERT INTO ticket_assignment (ticket_id, expert_id, status, scheduled_for, assigned_at)
+				VALUES ($1, $2, 'assigned', $3, $4)
+				ON CONFLICT (ticket_id) DO UPDATE SET expert_id = $2, status = 'assigned', scheduled_for = $3, assigned_at = $4,
+					completion_notes = '', completed_at = NULL`, in.TicketID, id, svc.Micros(sched), svc.Micros(now)); err != nil {
+				return err
+			}
+			a, err := s.assignment(ctx, tx, in.TicketID)
+			if err != nil {
+				return err
+			}
+			out = a
+			ev := map[string]any{"ticket_id": in.TicketID, "expert_id": id, "scheduled_for": sched}
+			if err := svc.Emit(ctx, tx, Name, "sysops.assignment.assigned.v1", "ticket_assignment", in.TicketID, ev); err != nil {
+				return err
+			}
+			return svc.Audit(ctx, tx, Name, "ticket.assigned", "ticket_assignment", in.TicketID, ev)
+		}
+		return sysops.Errorf(sysops.EConflict, "no expert with skill %q has spare capacity", in.Skill)
+	})
+	return out, err
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func (s *Service) assignment(ctx context.Context, q querier, ticketID string) (Assignment, error) {
+	var a Assignment
+	var sched, assigned int64
+	var completed sql.NullInt64
+	err := q.QueryRowContext(ctx, `SELECT ticket_id, expert_id, status, scheduled_for, completion_notes, assigned_at, completed_at
+		FROM ticket_assignment WHERE ticket_id = $1`, ticketID).Scan(&a.TicketID, &a.ExpertID, &a.Status, &sched,
+		&a.CompletionNotes, &assigned, &completed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, sysops.Errorf(sysops.ENotFound, "ticket %q has no assignment", ticketID)
+	}
+	if err != nil {
+		return a, err
+	}
+	a.ScheduledFor, a.AssignedAt = svc.FromMicros(sched), svc.FromMicros(assigned)
+	if completed.Valid {
+		t := svc.FromMicros(completed.Int64)
+		a.CompletedAt = &t
+	}
+	e, err := scanExpert(q.QueryRowContext(ctx, `SELECT `+expertColumns+` FROM expert WHERE id = $1`, a.ExpertID))
+	if err != nil {
+		return a, err
+	}
+	a.Expert = &e
+	return a, nil
+}
+
+// Assignment returns a ticket's assignment with its expert.
+func (s *Service) Assignment(ctx context.Context, ticketID string) (Assignment, error) {
+	return s.assignment(ctx, s.db, ticketID)
+}
+
+// ForExpert returns an expert's assignments, newest first.
+func (s *Service) ForExpert(ctx context.Context, expertID string) ([]Assignment, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT ticket_id FROM ticket_assignment WHERE expert_id = $1 ORDER BY assigned_at DESC`, expertID)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	out := []Assignment{}
+	for _, id := range ids {
+		a, err := s.Assignment(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// Complete records the completion notes of an assigned ticket and frees
+// the expert's capacity. Completing it again with the same notes is a
+// no-op.
+func (s *Service) Complete(ctx context.Context, ticketID, notes string) (Assignment, error) {
+	var c svc.Check
+	c.Required("notes", notes, 4000)
+	if err := c.Err(); err != nil {
+		return Assignment{}, err
+	}
+	return s.finish(ctx, ticketID, "completed", notes)
+}
+
+// Release gives a ticket back: its assignment is released and the
+// expert's capacity freed. Releasing a released ticket is a no-op.
+func (s *Service) Release(ctx context.Context, ticketID string) (Assignment, error) {
+	return s.finish(ctx, ticketID, "released", "")
+}
+
+func (s *Service) finish(ctx context.Context, ticketID, status, notes string) (Assignment, error) {
+	var out Assignment
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		a, err := s.assignment(ctx, tx, ticketID)
+		if err != nil {
+			return err
+		}
+		if a.Status == status && a.CompletionNotes == notes {
+			out = a
+			return nil
+		}
+		if a.Status != "assigned" {
+			return sysops.Errorf(sysops.EConflict, "assignment of ticket %q is %s, not assigned", ticketID, a.Status)
+		}
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		var completed any
+		if status == "completed" {
+			completed = svc.Micros(now)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE ticket_assignment SET status = $1, completion_notes = $2, completed_at = $3
+			WHERE ticket_id = $4`, status, notes, completed, ticketID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE expert SET open_assignments = open_assignments - 1 WHERE id = $1`, a.ExpertID); err != nil {
+			return err
+		}
+		if out, err = s.assignment(ctx, tx, ticketID); err != nil {
+			return err
+		}
+		ev := map[string]any{"ticket_id": ticketID, "expert_id": a.ExpertID}
+		if err := svc.Emit(ctx, tx, Name, "sysops.assignment."+status+".v1", "ticket_assignment", ticketID, ev); err != nil {
+			return err
+		}
+		return svc.Audit(ctx, tx, Name, "ticket_assignment."+status, "ticket_assignment", ticketID, ev)
+	})
+	return out, err
+}
+
+// Handler returns the service's HTTP API.
+func (s *Service) Handler() http.Handler {
+	rt := svc.NewRouter(s.logger)
+	rt.Handle("POST /experts", func(w http.ResponseWriter, r *http.Request) error {
+		var in NewExpert
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		e, err := s.AddExpert(r.Context(), in)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Location", "/experts/"+e.ID)
+		httpx.WriteJSON(w, http.StatusCreated, e)
+		return nil
+	})
+	rt.Handle("GET /experts", func(w http.ResponseWriter, r *http.Request) error {
+		es, err := s.Experts(r.Context())
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"experts": es})
+		return nil
+	})
+	rt.Handle("GET /experts/{id}", func(w http.ResponseWriter, r *http.Request) error {
+		e, err := s.Expert(r.Context(), r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, e)
+		return nil
+	})
+	rt.Handle("POST /assignments", func(w http.ResponseWriter, r *http.Request) error {
+		var in Request
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		a, err := s.Assign(r.Context(), in)
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusCreated, a)
+		return nil
+	})
+	rt.Handle("GET /assignments/{ticket_id}", func(w http.ResponseWriter, r *http.Request) error {
+		a, err := s.Assignment(r.Context(), r.PathValue("ticket_id"))
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, a)
+		return nil
+	})
+	rt.Handle("GET /assignments", func(w http.ResponseWriter, r *http.Request) error {
+		if err := svc.KnownParams(r, "expert_id"); err != nil {
+			return err
+		}
+		id := r.URL.Query().Get("expert_id")
+		if id == "" {
+			return sysops.Errorf(sysops.EInvalid, "query parameter expert_id is required")
+		}
+		as, err := s.ForExpert(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"assignments": as})
+		return nil
+	})
+	rt.Handle("POST /assignments/{ticket_id}/complete", func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			Notes string `json:"notes"`
+		}
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		a, err := s.Complete(r.Context(), r.PathValue("ticket_id"), in.Notes)
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, a)
+		return nil
+	})
+	rt.Handle("POST /assignments/{ticket_id}/release", func(w http.ResponseWriter, r *http.Request) error {
+		a, err := s.Release(r.Context(), r.PathValue("ticket_id"))
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, a)
+		return nil
+	})
+	return rt
+}

@@ -1,0 +1,118 @@
+package assignment_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sysops-squad/sysops/internal/svctest"
+	"github.com/sysops-squad/sysops/services/assignment"
+	"github.com/sysops-squad/sysops/services/location"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+func addExpert(t *testing.T, base, name, zip string, capacity int, skills ...string) assignment.Expert {
+	t.Helper()
+	r := svctest.Do(t, "POST", base+"/experts", map[string]any{"name": name, "email": name + "@sysops.example",
+		"skills": skills, "zip": zip, "capacity": capacity})
+	if r.Status != 201 {
+		t.Fatalf("add expert %s: %d %s", name, r.Status, r.Body)
+	}
+	var e assignment.Expert
+	r.Decode(t, &e)
+	return e
+}
+
+func assign(t *testing.T, base, ticket, skill, zip string) svctest.Response {
+	t.Helper()
+	return svctest.Do(t, "POST", base+"/assignments", map[string]string{"ticket_id": ticket, "skill": skill, "zip": zip, "priority": "high"})
+}
+
+func TestAssignment(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, location.Spec(), assignment.SpecWith(assignment.Config{ZipRefresh: 50 * time.Millisecond}))
+		base := env.URL(assignment.Name)
+		chicago := addExpert(t, base, "cara", "60601", 5, "printer", "network")
+		hoboken := addExpert(t, base, "hugo", "07030", 1, "printer")
+		addExpert(t, base, "sam", "94103", 3, "software")
+
+		svctest.WantError(t, "bad expert", svctest.Do(t, "POST", base+"/experts", map[string]any{"name": "x", "email": "x",
+			"skills": []string{"welding"}, "zip": "00000", "capacity": 0}), 400, `"email"`, `"skills"`, `"capacity"`)
+		svctest.WantError(t, "expert in unknown zip", svctest.Do(t, "POST", base+"/experts", map[string]any{"name": "x",
+			"email": "x@y.example", "skills": []string{"printer"}, "zip": "00000", "capacity": 1}), 400, "unknown zip")
+
+		// A ticket in Manhattan: Hoboken is nearest.
+		var a assignment.Assignment
+		assign(t, base, "t1", "printer", "10001").Decode(t, &a)
+		if a.ExpertID != hoboken.ID || a.Status != "assigned" || a.Expert == nil || a.Expert.OpenAssignments != 1 {
+			t.Fatalf("t1 assigned to %+v, want hugo (Hoboken)", a)
+		}
+		if time.Until(a.ScheduledFor) < 7*time.Hour || time.Until(a.ScheduledFor) > 9*time.Hour {
+			t.Errorf("high priority scheduled for %v, want in 8 h", a.ScheduledFor)
+		}
+		var again assignment.Assignment
+		assign(t, base, "t1", "printer", "10001").Decode(t, &again)
+		if again.ExpertID != hoboken.ID || again.Expert.OpenAssignments != 1 {
+			t.Errorf("repeat assignment changed it: %+v", again)
+		}
+		// Hugo is full: the next Manhattan ticket goes to Chicago.
+		assign(t, base, "t2", "printer", "10002").Decode(t, &a)
+		if a.ExpertID != chicago.ID {
+			t.Errorf("t2 assigned to %s, want cara (Chicago)", a.ExpertID)
+		}
+		svctest.WantError(t, "no mobile expert", assign(t, base, "t3", "mobile", "10001"), 409, "mobile")
+
+		// Releasing frees capacity; completing keeps the notes.
+		if r := svctest.Do(t, "POST", base+"/assignments/t1/release", nil); r.Status != 200 || r.JSON(t)["status"] != "released" {
+			t.Errorf("release: %d %s", r.Status, r.Body)
+		}
+		assign(t, base, "t4", "printer", "10001").Decode(t, &a)
+		if a.ExpertID != hoboken.ID {
+			t.Errorf("after release t4 went to %s, want hugo", a.ExpertID)
+		}
+		r := svctest.Do(t, "POST", base+"/assignments/t4/complete", map[string]string{"notes": "replaced the fuser"})
+		if r.Status != 200 || r.JSON(t)["completion_notes"] != "replaced the fuser" {
+			t.Errorf("complete: %d %s", r.Status, r.Body)
+		}
+		if r := svctest.Do(t, "POST", base+"/assignments/t4/complete", map[string]string{"notes": "replaced the fuser"}); r.Status != 200 {
+			t.Errorf("repeat complete: %d %s", r.Status, r.Body)
+		}
+		svctest.WantError(t, "release completed", svctest.Do(t, "POST", base+"/assignments/t4/release", nil), 409, "completed")
+		svctest.WantError(t, "complete without notes", svctest.Do(t, "POST", base+"/assignments/t2/complete", `{}`), 400, `"notes"`)
+		svctest.WantError(t, "unknown ticket", svctest.Do(t, "GET", base+"/assignments/none", nil), 404, "none")
+
+		var e assignment.Expert
+		svctest.Do(t, "GET", base+"/experts/"+hoboken.ID, nil).Decode(t, &e)
+		if e.OpenAssignments != 0 {
+			t.Errorf("hugo has %d open assignments after release and completion, want 0", e.OpenAssignments)
+		}
+		var list struct{ Assignments []assignment.Assignment }
+		svctest.Do(t, "GET", base+"/assignments?expert_id="+hoboken.ID, nil).Decode(t, &list)
+		if len(list.Assignments) != 2 {
+			t.Errorf("hugo's assignments = %d, want 2", len(list.Assignments))
+		}
+	})
+}
+
+// TestAssignsWhileLocationIsDown: distances come from assignment's own
+// copy of the zip codes.
+func TestAssignsWhileLocationIsDown(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, location.Spec(), assignment.SpecWith(assignment.Config{ZipRefresh: 50 * time.Millisecond}))
+		base := env.URL(assignment.Name)
+		addExpert(t, base, "cara", "60601", 10, "network")
+		near := addExpert(t, base, "nina", "11201", 10, "network")
+		env.Stop(location.Name)
+		time.Sleep(200 * time.Millisecond)
+		for i := range 3 {
+			var a assignment.Assignment
+			r := assign(t, base, fmt.Sprint("t", i), "network", "10003")
+			r.Decode(t, &a)
+			if r.Status != 201 || a.ExpertID != near.ID {
+				t.Errorf("with location down: %d %s", r.Status, r.Body)
+			}
+		}
+		addExpert(t, base, "otto", "94103", 1, "network")
+	})
+}
