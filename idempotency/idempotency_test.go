@@ -24,20 +24,29 @@ type reply struct {
 
 func post(t *testing.T, url, key, body string) reply {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	r, err := send(url, key, body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// send is post for goroutines other than the test's.
+func send(url, key, body string) (reply, error) {
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return reply{}, err
 	}
 	if key != "" {
 		req.Header.Set(idempotency.Header, key)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return reply{}, err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return reply{resp.StatusCode, string(b), resp.Header.Get(idempotency.ReplayedHeader) == "true"}
+	return reply{resp.StatusCode, string(b), resp.Header.Get(idempotency.ReplayedHeader) == "true"}, nil
 }
 
 func newStore(t *testing.T, d sqldb.Dialect, cfg idempotency.Config) *idempotency.Store {
@@ -112,7 +121,13 @@ func TestMiddleware(t *testing.T) {
 		// Concurrent use of one key: the second gets 409 while the first runs.
 		done := make(chan reply)
 		before := runs.Load()
-		go func() { done <- post(t, srv.URL+"/things", "k3", `"slow"`) }()
+		go func() {
+			r, err := send(srv.URL+"/things", "k3", `"slow"`)
+			if err != nil {
+				r.body = err.Error()
+			}
+			done <- r
+		}()
 		for runs.Load() == before {
 			time.Sleep(time.Millisecond)
 		}
@@ -153,7 +168,7 @@ func TestExpiredReservationIsTakenOver(t *testing.T) {
 		srv := httptest.NewServer(newStore(t, d, idempotency.Config{LockTTL: 50 * time.Millisecond}).Middleware(h))
 		defer srv.Close()
 		defer close(stuck)
-		go post(t, srv.URL, "k", `{}`)
+		go send(srv.URL, "k", `{}`)
 		for runs.Load() == 0 {
 			time.Sleep(time.Millisecond)
 		}

@@ -48,7 +48,8 @@ type AuditRecord struct {
 // Audit queues an audit record inside the caller's transaction, through
 // the service's outbox: the record leaves if and only if the change it
 // describes commits, and the caller never waits for the audit service
-// (fire and forget). detail may be nil.
+// (fire and forget). Records are ordered per service and entity. detail
+// may be nil.
 func Audit(ctx context.Context, tx *sql.Tx, service, action, entityType, entityID string, detail any) error {
 	rec := AuditRecord{
 		ID: outbox.NewID(), Service: service, Actor: Actor(ctx), Action: action,
@@ -67,7 +68,7 @@ func Audit(ctx context.Context, tx *sql.Tx, service, action, entityType, entityI
 	}
 	return outbox.Write(ctx, tx, sysops.Event{
 		ID: rec.ID, Source: "/sysops/" + service, Type: AuditEventType, Subject: entityID, Time: rec.At,
-		Data: data, AggregateType: "audit", AggregateID: entityType + "/" + entityID,
+		Data: data, AggregateType: "audit", AggregateID: service + "/" + entityType + "/" + entityID,
 		CorrelationID: rec.RequestID,
 	})
 }

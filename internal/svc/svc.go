@@ -78,3 +78,10 @@ func IdempotencyKey(ctx context.Context) string {
 	s, _ := ctx.Value(idemKey).(string)
 	return s
 }
+
+// WithIdempotencyKey returns ctx whose calls to peers derive their
+// Idempotency-Keys from key: a workflow that names its run (say, by the
+// entity it acts on) repeats no step when it is run again.
+func WithIdempotencyKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, idemKey, key)
+}

@@ -1,0 +1,200 @@
+// Package completion is the Ticket Completion service: it completes a
+// ticket, and owns the completion table recording each completion. It
+// writes nothing of the others': it records the completion notes through
+// assignment's API, closes the ticket through ticket's, decrements the
+// customer's open tickets through customer's, and — ownership by
+// delegation — sends the survey's data to survey's API, which alone
+// writes the survey table.
+//
+//	POST /completions               {"ticket_id", "notes"}: complete a ticket
+//	GET  /completions/{ticket_id}   one completion
+//
+// The steps are plain calls in sequence. Each carries an Idempotency-Key
+// derived from the ticket, so completing a ticket again (after a failure
+// part way, say) repeats no step that was applied.
+package completion
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/internal/httpx"
+	"github.com/sysops-squad/sysops/internal/svc"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// Name is the service's name.
+const Name = "completion"
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations returns the service's schema migrations.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err) // the embedded directory is part of the binary
+	}
+	return sub
+}
+
+// Spec describes the service to its host.
+func Spec() host.Spec {
+	return host.Spec{
+		Name: Name, Migrations: Migrations(), Streams: svc.Streams(Name),
+		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
+			return New(deps.DB, deps.Peers, deps.Logger).Handler(), nil
+		},
+	}
+}
+
+// Completion is one row of the completion table.
+type Completion struct {
+	TicketID    string    `json:"ticket_id"`
+	CustomerID  string    `json:"customer_id"`
+	ExpertID    string    `json:"expert_id"`
+	Notes       string    `json:"notes"`
+	SurveyID    string    `json:"survey_id"`
+	CompletedAt time.Time `json:"completed_at"`
+}
+
+// Service is the Ticket Completion service.
+type Service struct {
+	db                                 *sqldb.DB
+	ticket, assignment, customer, surv *svc.Client
+	logger                             *slog.Logger
+}
+
+// New returns the service over its database, calling its peers.
+func New(db *sqldb.DB, peers map[string]string, logger *slog.Logger) *Service {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{db: db, logger: logger,
+		ticket: svc.NewClient(peers, "ticket"), assignment: svc.NewClient(peers, "assignment"),
+		customer: svc.NewClient(peers, "customer"), surv: svc.NewClient(peers, "survey")}
+}
+
+// Complete completes an assigned ticket. Completing a completed ticket
+// returns its completion.
+func (s *Service) Complete(ctx context.Context, ticketID, notes string) (Completion, bool, error) {
+	var c svc.Check
+	c.Required("ticket_id", ticketID, 64)
+	c.Required("notes", notes, 4000)
+	if err := c.Err(); err != nil {
+		return Completion{}, false, err
+	}
+	if done, err := s.Get(ctx, ticketID); err == nil {
+		return done, false, nil
+	} else if sysops.CodeOf(err) != sysops.ENotFound {
+		return Completion{}, false, err
+	}
+	ctx = svc.WithIdempotencyKey(ctx, "completion/"+ticketID)
+	id := url.PathEscape(ticketID)
+	var tk struct {
+		CustomerID string `json:"customer_id"`
+		Status     string `json:"status"`
+	}
+	if err := s.ticket.Get(ctx, "/tickets/"+id, &tk); err != nil {
+		return Completion{}, false, err
+	}
+	if tk.Status != "assigned" && tk.Status != "completed" {
+		return Completion{}, false, sysops.Errorf(sysops.EConflict, "ticket %q is %s; only an assigned ticket can be completed", ticketID, tk.Status)
+	}
+	var as struct {
+		ExpertID string `json:"expert_id"`
+	}
+	if err := s.assignment.Post(ctx, "/assignments/"+id+"/complete", map[string]string{"notes": notes}, &as); err != nil {
+		return Completion{}, false, err
+	}
+	if err := s.ticket.Post(ctx, "/tickets/"+id+"/status", map[string]string{"status": "completed"}, nil); err != nil {
+		return Completion{}, false, err
+	}
+	if err := s.customer.Post(ctx, "/customers/"+url.PathEscape(tk.CustomerID)+"/open-tickets", map[string]int{"delta": -1}, nil); err != nil {
+		return Completion{}, false, err
+	}
+	var sv struct {
+		ID string `json:"id"`
+	}
+	if err := s.surv.Post(ctx, "/surveys", map[string]string{"ticket_id": ticketID, "customer_id": tk.CustomerID,
+		"expert_id": as.ExpertID}, &sv); err != nil {
+		return Completion{}, false, err
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	done := Completion{TicketID: ticketID, CustomerID: tk.CustomerID, ExpertID: as.ExpertID, Notes: notes, SurveyID: sv.ID, CompletedAt: now}
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO completion (ticket_id, customer_id, expert_id, notes, survey_id, completed_at)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (ticket_id) DO NOTHING`, done.TicketID, done.CustomerID, done.ExpertID,
+			done.Notes, done.SurveyID, svc.Micros(now))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil // a concurrent completion recorded it
+		}
+		if err := svc.Emit(ctx, tx, Name, "sysops.completion.completed.v1", "completion", ticketID, done); err != nil {
+			return err
+		}
+		return svc.Audit(ctx, tx, Name, "ticket.completed", "ticket", ticketID, map[string]string{"expert_id": done.ExpertID, "survey_id": done.SurveyID})
+	})
+	if err != nil {
+		return Completion{}, false, err
+	}
+	got, err := s.Get(ctx, ticketID)
+	return got, true, err
+}
+
+// Get returns a ticket's completion.
+func (s *Service) Get(ctx context.Context, ticketID string) (Completion, error) {
+	var c Completion
+	var at int64
+	err := s.db.QueryRowContext(ctx, `SELECT ticket_id, customer_id, expert_id, notes, survey_id, completed_at
+		FROM completion WHERE ticket_id = $1`, ticketID).Scan(&c.TicketID, &c.CustomerID, &c.ExpertID, &c.Notes, &c.SurveyID, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, sysops.Errorf(sysops.ENotFound, "ticket %q has not been completed", ticketID)
+	}
+	c.CompletedAt = svc.FromMicros(at)
+	return c, err
+}
+
+// Handler returns the service's HTTP API.
+func (s *Service) Handler() http.Handler {
+	rt := svc.NewRouter(s.logger)
+	rt.Handle("POST /completions", func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			TicketID string `json:"ticket_id"`
+			Notes    string `json:"notes"`
+		}
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		c, created, err := s.Complete(r.Context(), in.TicketID, in.Notes)
+		if err != nil {
+			return err
+		}
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
+		httpx.WriteJSON(w, status, c)
+		return nil
+	})
+	rt.Handle("GET /completions/{ticket_id}", func(w http.ResponseWriter, r *http.Request) error {
+		c, err := s.Get(r.Context(), r.PathValue("ticket_id"))
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, c)
+		return nil
+	})
+	return rt
+}
