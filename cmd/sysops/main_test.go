@@ -365,7 +365,7 @@ func TestServiceAddrs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"}; fmt.Sprint(got) != fmt.Sprint(want) {
+	if want := []string{"127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082"}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("addrs = %v, want %v", got, want)
 	}
 	if got, _ := serviceAddrs("127.0.0.1:0", 2); fmt.Sprint(got) != "[127.0.0.1:0 127.0.0.1:0]" {

@@ -11,7 +11,17 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/services/assignment"
+	"github.com/sysops-squad/sysops/services/audit"
+	"github.com/sysops-squad/sysops/services/billing"
+	"github.com/sysops-squad/sysops/services/completion"
+	"github.com/sysops-squad/sysops/services/contract"
+	"github.com/sysops-squad/sysops/services/customer"
+	"github.com/sysops-squad/sysops/services/gateway"
 	"github.com/sysops-squad/sysops/services/location"
+	"github.com/sysops-squad/sysops/services/reporting"
+	"github.com/sysops-squad/sysops/services/survey"
+	"github.com/sysops-squad/sysops/services/ticket"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -20,7 +30,17 @@ var version = "dev"
 // registry lists every service `sysops up` starts, in port order.
 func registry() []host.Spec {
 	return []host.Spec{
+		gateway.Spec(), // first: the public API on --addr itself (127.0.0.1:8080)
 		location.Spec(),
+		customer.Spec(),
+		contract.Spec(),
+		billing.Spec(),
+		ticket.Spec(),
+		assignment.Spec(),
+		completion.Spec(),
+		survey.Spec(),
+		audit.Spec(),
+		reporting.Spec(),
 	}
 }
 

@@ -111,14 +111,15 @@ func startNATS(o *options, r *running) (string, error) {
 }
 
 // serviceAddrs returns the listen address of each service: consecutive
-// ports after --addr's, or free ports when its port is 0.
+// ports from --addr's (the gateway, first, gets --addr itself), or free
+// ports when its port is 0.
 func serviceAddrs(addr string, n int) ([]string, error) {
 	h, p, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("--addr %q: %w", addr, err)
 	}
 	port, err := strconv.Atoi(p)
-	if err != nil || port < 0 || port+n > 65535 {
+	if err != nil || port < 0 || port+n-1 > 65535 {
 		return nil, fmt.Errorf("--addr %q: bad port", addr)
 	}
 	out := make([]string, n)
@@ -126,7 +127,7 @@ func serviceAddrs(addr string, n int) ([]string, error) {
 		if port == 0 {
 			out[i] = net.JoinHostPort(h, "0")
 		} else {
-			out[i] = net.JoinHostPort(h, strconv.Itoa(port+1+i))
+			out[i] = net.JoinHostPort(h, strconv.Itoa(port+i))
 		}
 	}
 	return out, nil

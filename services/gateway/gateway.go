@@ -1,0 +1,454 @@
+// Package gateway is the public API of the Sysops Squad, under /api, as
+// described by api/openapi.yaml. It owns no business table: it validates
+// requests, then runs each workflow as calls to the services that own the
+// data (in this version plain sequential calls; every call carries an
+// Idempotency-Key derived from the client's, so a client retrying a
+// workflow with its key repeats no step that was applied).
+//
+// Under `sysops up` it listens on 127.0.0.1:8080.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/internal/httpx"
+	"github.com/sysops-squad/sysops/internal/svc"
+)
+
+// Name is the service's name.
+const Name = "gateway"
+
+// Spec describes the service to its host.
+func Spec() host.Spec {
+	return host.Spec{
+		Name: Name, Streams: svc.Streams(Name),
+		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
+			return New(deps.Peers, deps.Logger).Handler(), nil
+		},
+	}
+}
+
+// Gateway is the public API.
+type Gateway struct {
+	peers   map[string]string
+	clients map[string]*svc.Client
+	logger  *slog.Logger
+}
+
+// New returns the gateway calling peers.
+func New(peers map[string]string, logger *slog.Logger) *Gateway {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{peers: peers, clients: map[string]*svc.Client{}, logger: logger}
+	for _, p := range []string{"customer", "contract", "billing", "ticket", "assignment", "completion", "survey",
+		"location", "audit", "reporting"} {
+		g.clients[p] = svc.NewClient(peers, p)
+	}
+	return g
+}
+
+func (g *Gateway) c(name string) *svc.Client { return g.clients[name] }
+
+// Registration is the body of POST /api/customers.
+type Registration struct {
+	Name  string `json:"name"`
+	Email string `json:"email"`
+	Zip   string `json:"zip"`
+	Plan  string `json:"plan"`
+}
+
+// checkZip fails with an error naming field when location does not know zip.
+func (g *Gateway) checkZip(ctx context.Context, field, zip string) error {
+	err := g.c("location").Get(ctx, "/zipcodes/"+url.PathEscape(zip), nil)
+	if sysops.CodeOf(err) == sysops.ENotFound {
+		return sysops.Errorf(sysops.EInvalid, "field %q: unknown zip code %q", field, zip)
+	}
+	return err
+}
+
+func (g *Gateway) register(ctx context.Context, in Registration) (map[string]any, error) {
+	var c svc.Check
+	c.Required("name", in.Name, 200)
+	c.Email("email", strings.ToLower(strings.TrimSpace(in.Email)))
+	c.Zip("zip", in.Zip)
+	c.OneOf("plan", in.Plan, "basic", "standard", "premium")
+	if err := c.Err(); err != nil {
+		return nil, err
+	}
+	if err := g.checkZip(ctx, "zip", in.Zip); err != nil {
+		return nil, err
+	}
+	var cust, contract, account map[string]any
+	if err := g.c("customer").Post(ctx, "/customers", map[string]string{"name": in.Name, "email": in.Email, "zip": in.Zip}, &cust); err != nil {
+		return nil, err
+	}
+	id, _ := cust["id"].(string)
+	if err := g.c("contract").Post(ctx, "/contracts", map[string]string{"customer_id": id, "plan": in.Plan}, &contract); err != nil {
+		return nil, err
+	}
+	if err := g.c("billing").Post(ctx, "/accounts", map[string]string{"customer_id": id, "plan": in.Plan}, &account); err != nil {
+		return nil, err
+	}
+	return map[string]any{"customer": cust, "contract": contract, "billing_account": account}, nil
+}
+
+// activeContract returns a customer's active contract, or nil.
+func (g *Gateway) activeContract(ctx context.Context, customerID string) (map[string]any, error) {
+	var list struct {
+		Contracts []map[string]any `json:"contracts"`
+	}
+	if err := g.c("contract").Get(ctx, "/contracts?customer_id="+url.QueryEscape(customerID), &list); err != nil {
+		return nil, err
+	}
+	for _, k := range list.Contracts {
+		if k["status"] == "active" {
+			return k, nil
+		}
+	}
+	return nil, nil
+}
+
+func (g *Gateway) customer(ctx context.Context, id string) (map[string]any, error) {
+	var cust map[string]any
+	if err := g.c("customer").Get(ctx, "/customers/"+url.PathEscape(id), &cust); err != nil {
+		return nil, err
+	}
+	k, err := g.activeContract(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	cust["plan"], cust["contract_id"] = nil, nil
+	if k != nil {
+		cust["plan"], cust["contract_id"] = k["plan"], k["id"]
+	}
+	return cust, nil
+}
+
+func (g *Gateway) cancelPlan(ctx context.Context, customerID, reason string) (map[string]any, error) {
+	var c svc.Check
+	c.Optional("reason", reason, 500)
+	if err := c.Err(); err != nil {
+		return nil, err
+	}
+	if err := g.c("customer").Get(ctx, "/customers/"+url.PathEscape(customerID), nil); err != nil {
+		return nil, err
+	}
+	k, err := g.activeContract(ctx, customerID)
+	if err != nil {
+		return nil, err
+	}
+	if k == nil {
+		return nil, sysops.Errorf(sysops.EConflict, "customer %q has no active support plan", customerID)
+	}
+	kid, _ := k["id"].(string)
+	var cancelled, account map[string]any
+	if err := g.c("contract").Post(ctx, "/contracts/"+url.PathEscape(kid)+"/cancel", map[string]string{"reason": reason}, &cancelled); err != nil {
+		return nil, err
+	}
+	if err := g.c("billing").Get(ctx, "/accounts?customer_id="+url.QueryEscape(customerID), &account); err != nil {
+		return nil, err
+	}
+	aid, _ := account["id"].(string)
+	if account["status"] == "open" {
+		if err := g.c("billing").Post(ctx, "/accounts/"+url.PathEscape(aid)+"/close", nil, &account); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]any{"contract": cancelled, "billing_account": account}, nil
+}
+
+// NewTicket is the body of POST /api/tickets.
+type NewTicket struct {
+	CustomerID  string `json:"customer_id"`
+	Description string `json:"description"`
+	Priority    string `json:"priority"`
+	Skill       string `json:"skill"`
+	Zip         string `json:"zip"`
+}
+
+func (g *Gateway) createTicket(ctx context.Context, in NewTicket) (map[string]any, error) {
+	var c svc.Check
+	c.Required("customer_id", in.CustomerID, 64)
+	c.Required("description", in.Description, 4000)
+	c.OneOf("priority", in.Priority, svc.Priorities...)
+	c.OneOf("skill", in.Skill, svc.Skills...)
+	c.Zip("zip", in.Zip)
+	if err := c.Err(); err != nil {
+		return nil, err
+	}
+	err := g.c("customer").Get(ctx, "/customers/"+url.PathEscape(in.CustomerID), nil)
+	if sysops.CodeOf(err) == sysops.ENotFound {
+		return nil, sysops.Errorf(sysops.EInvalid, "field \"customer_id\": unknown customer %q", in.CustomerID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var tk map[string]any
+	if err := g.c("ticket").Post(ctx, "/tickets", in, &tk); err != nil {
+		return nil, err
+	}
+	id, _ := tk["id"].(string)
+	if err := g.c("customer").Post(ctx, "/customers/"+url.PathEscape(in.CustomerID)+"/open-tickets", map[string]int{"delta": 1}, nil); err != nil {
+		return nil, err
+	}
+	var asg map[string]any
+	err = g.c("assignment").Post(ctx, "/assignments", map[string]string{"ticket_id": id, "skill": in.Skill, "zip": in.Zip,
+		"priority": in.Priority}, &asg)
+	if sysops.CodeOf(err) == sysops.EConflict {
+		// No expert free: the ticket waits, open, for one.
+		return map[string]any{"ticket": tk, "assignment": nil, "note": sysops.MessageOf(err)}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := g.c("ticket").Post(ctx, "/tickets/"+url.PathEscape(id)+"/status", map[string]string{"status": "assigned"}, &tk); err != nil {
+		return nil, err
+	}
+	return map[string]any{"ticket": tk, "assignment": asg}, nil
+}
+
+func (g *Gateway) ticket(ctx context.Context, id string) (map[string]any, error) {
+	var tk map[string]any
+	if err := g.c("ticket").Get(ctx, "/tickets/"+url.PathEscape(id), &tk); err != nil {
+		return nil, err
+	}
+	var asg map[string]any
+	err := g.c("assignment").Get(ctx, "/assignments/"+url.PathEscape(id), &asg)
+	if err != nil && sysops.CodeOf(err) != sysops.ENotFound {
+		return nil, err
+	}
+	return map[string]any{"ticket": tk, "assignment": asg}, nil
+}
+
+// forward answers with what peer answers to GET path (the query string
+// passed on), or its error.
+func (g *Gateway) forward(peer, path string) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		p := path
+		for _, name := range []string{"id", "zip"} {
+			p = strings.ReplaceAll(p, "{"+name+"}", url.PathEscape(r.PathValue(name)))
+		}
+		if r.URL.RawQuery != "" {
+			p += "?" + r.URL.RawQuery
+		}
+		var raw json.RawMessage
+		if err := g.c(peer).Get(r.Context(), p, &raw); err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, raw)
+		return nil
+	}
+}
+
+// services reports every service's readiness.
+func (g *Gateway) services(ctx context.Context) map[string]any {
+	names := make([]string, 0, len(g.peers))
+	for n := range g.peers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := map[string]any{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 3 * time.Second}
+	for _, n := range names {
+		wg.Go(func() {
+			entry := map[string]any{"url": g.peers[n], "ready": false}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.peers[n]+"/readyz", nil)
+			if resp, err := client.Do(req); err != nil {
+				entry["error"] = err.Error()
+			} else {
+				resp.Body.Close()
+				entry["ready"] = resp.StatusCode == http.StatusOK
+				entry["status"] = resp.StatusCode
+			}
+			mu.Lock()
+			out[n] = entry
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// Handler returns the public API.
+func (g *Gateway) Handler() http.Handler {
+	rt := svc.NewRouter(g.logger)
+	created := func(fn func(r *http.Request) (map[string]any, error)) httpx.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) error {
+			out, err := fn(r)
+			if err != nil {
+				return err
+			}
+			httpx.WriteJSON(w, http.StatusCreated, out)
+			return nil
+		}
+	}
+	ok := func(fn func(r *http.Request) (map[string]any, error)) httpx.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) error {
+			out, err := fn(r)
+			if err != nil {
+				return err
+			}
+			httpx.WriteJSON(w, http.StatusOK, out)
+			return nil
+		}
+	}
+	decode := func(w http.ResponseWriter, r *http.Request, v any) error { return httpx.DecodeJSON(w, r, v) }
+
+	rt.Handle("POST /api/customers", func(w http.ResponseWriter, r *http.Request) error {
+		var in Registration
+		if err := decode(w, r, &in); err != nil {
+			return err
+		}
+		return created(func(r *http.Request) (map[string]any, error) { return g.register(r.Context(), in) })(w, r)
+	})
+	rt.Handle("GET /api/customers/{id}", ok(func(r *http.Request) (map[string]any, error) {
+		return g.customer(r.Context(), r.PathValue("id"))
+	}))
+	rt.Handle("POST /api/customers/{id}/cancel-plan", func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			Reason string `json:"reason"`
+		}
+		if err := decode(w, r, &in); err != nil {
+			return err
+		}
+		return ok(func(r *http.Request) (map[string]any, error) {
+			return g.cancelPlan(r.Context(), r.PathValue("id"), in.Reason)
+		})(w, r)
+	})
+	rt.Handle("GET /api/customers/{id}/tickets", func(w http.ResponseWriter, r *http.Request) error {
+		if err := svc.KnownParams(r, "status", "limit"); err != nil {
+			return err
+		}
+		if err := g.c("customer").Get(r.Context(), "/customers/"+url.PathEscape(r.PathValue("id")), nil); err != nil {
+			return err
+		}
+		q := r.URL.Query()
+		q.Set("customer_id", r.PathValue("id"))
+		var raw json.RawMessage
+		if err := g.c("ticket").Get(r.Context(), "/tickets?"+q.Encode(), &raw); err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, raw)
+		return nil
+	})
+	rt.Handle("POST /api/tickets", func(w http.ResponseWriter, r *http.Request) error {
+		var in NewTicket
+		if err := decode(w, r, &in); err != nil {
+			return err
+		}
+		return created(func(r *http.Request) (map[string]any, error) { return g.createTicket(r.Context(), in) })(w, r)
+	})
+	rt.Handle("GET /api/tickets/{id}", ok(func(r *http.Request) (map[string]any, error) {
+		return g.ticket(r.Context(), r.PathValue("id"))
+	}))
+	rt.Handle("POST /api/tickets/{id}/complete", func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			Notes string `json:"notes"`
+		}
+		if err := decode(w, r, &in); err != nil {
+			return err
+		}
+		var c svc.Check
+		c.Required("notes", in.Notes, 4000)
+		if err := c.Err(); err != nil {
+			return err
+		}
+		var out map[string]any
+		if err := g.c("completion").Post(r.Context(), "/completions", map[string]string{"ticket_id": r.PathValue("id"), "notes": in.Notes}, &out); err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, out)
+		return nil
+	})
+	rt.Handle("GET /api/zipcodes/{zip}", g.forward("location", "/zipcodes/{zip}"))
+	rt.Handle("GET /api/zipcodes", g.forward("location", "/zipcodes"))
+	rt.Handle("GET /api/experts", g.forward("assignment", "/experts"))
+	rt.Handle("POST /api/experts", func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			Name     string   `json:"name"`
+			Email    string   `json:"email"`
+			Skills   []string `json:"skills"`
+			Zip      string   `json:"zip"`
+			Capacity int      `json:"capacity"`
+		}
+		if err := decode(w, r, &in); err != nil {
+			return err
+		}
+		var out map[string]any
+		if err := g.c("assignment").Post(r.Context(), "/experts", in, &out); err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusCreated, out)
+		return nil
+	})
+	rt.Handle("GET /api/audit", g.forward("audit", "/audit"))
+	rt.Handle("GET /api/surveys", g.forward("survey", "/surveys"))
+	rt.Handle("POST /api/surveys/{id}/response", func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			Rating  int    `json:"rating"`
+			Comment string `json:"comment"`
+		}
+		if err := decode(w, r, &in); err != nil {
+			return err
+		}
+		var out map[string]any
+		if err := g.c("survey").Post(r.Context(), "/surveys/"+url.PathEscape(r.PathValue("id"))+"/response", in, &out); err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, out)
+		return nil
+	})
+	rt.Handle("GET /api/reports/summary", g.forward("reporting", "/reports/summary"))
+	rt.Handle("GET /api/reports/customers/{id}", g.forward("reporting", "/reports/customers/{id}"))
+	rt.Handle("GET /api/ops/services", func(w http.ResponseWriter, r *http.Request) error {
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"services": g.services(r.Context())})
+		return nil
+	})
+	rt.Handle("/api/ops/outbox/{service}/{rest...}", g.outboxOps)
+	rt.Handle("/api/ops/outbox/{service}", g.outboxOps)
+	return rt
+}
+
+// outboxOps passes /api/ops/outbox/{service}/... to that service's
+// /ops/outbox/... endpoints.
+func (g *Gateway) outboxOps(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("service")
+	base, ok := g.peers[name]
+	if !ok && name != Name {
+		return sysops.Errorf(sysops.ENotFound, "no service named %q", name)
+	}
+	if name == Name {
+		return sysops.Errorf(sysops.EInvalid, "the gateway's own outbox is at /ops/outbox")
+	}
+	target, err := url.Parse(base)
+	if err != nil {
+		return err
+	}
+	rest := r.PathValue("rest")
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.URL.Path = strings.TrimSuffix("/ops/outbox/"+rest, "/")
+			pr.Out.URL.RawPath = ""
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			httpx.WriteError(w, r, g.logger, sysops.Errorf(sysops.EUnavailable, "%s service unavailable: %v", name, err))
+		},
+	}
+	proxy.ServeHTTP(w, r)
+	return nil
+}

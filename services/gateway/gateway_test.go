@@ -1,0 +1,258 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/legacy"
+
+	"github.com/sysops-squad/sysops/api"
+	"github.com/sysops-squad/sysops/internal/svctest"
+	"github.com/sysops-squad/sysops/services/assignment"
+	"github.com/sysops-squad/sysops/services/audit"
+	"github.com/sysops-squad/sysops/services/billing"
+	"github.com/sysops-squad/sysops/services/completion"
+	"github.com/sysops-squad/sysops/services/contract"
+	"github.com/sysops-squad/sysops/services/customer"
+	"github.com/sysops-squad/sysops/services/gateway"
+	"github.com/sysops-squad/sysops/services/location"
+	"github.com/sysops-squad/sysops/services/reporting"
+	"github.com/sysops-squad/sysops/services/survey"
+	"github.com/sysops-squad/sysops/services/ticket"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+// contract checks every exchange with the gateway against api/openapi.yaml.
+type contractChecker struct {
+	t      *testing.T
+	base   string
+	router routers.Router
+	seen   map[string]bool
+}
+
+func newChecker(t *testing.T, base string) *contractChecker {
+	t.Helper()
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(api.OpenAPI)
+	if err != nil {
+		t.Fatalf("api/openapi.yaml: %v", err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Fatalf("api/openapi.yaml is not valid OpenAPI: %v", err)
+	}
+	doc.Servers = openapi3.Servers{{URL: base}}
+	router, err := legacy.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &contractChecker{t: t, base: base, router: router, seen: map[string]bool{}}
+}
+
+// do sends a request to the gateway, checks the request (unless it is
+// meant to be invalid) and the response against the spec, and returns the
+// response.
+func (c *contractChecker) do(method, path string, body any, wantInvalid bool, headers ...string) svctest.Response {
+	c.t.Helper()
+	var req *http.Request
+	var err error
+	if body == nil {
+		req, err = http.NewRequest(method, c.base+path, nil)
+	} else {
+		req, err = http.NewRequest(method, c.base+path, strings.NewReader(body.(string)))
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	r := svctest.Do(c.t, method, c.base+path, body, headers...)
+	route, params, err := c.router.FindRoute(req)
+	if err != nil {
+		c.t.Errorf("%s %s is not in api/openapi.yaml: %v", method, path, err)
+		return r
+	}
+	c.seen[route.Operation.OperationID] = true
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}}
+	if !wantInvalid {
+		if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil {
+			c.t.Errorf("%s %s: request does not match the spec: %v", method, path, err)
+		}
+	}
+	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: r.Status, Header: r.Header,
+		Body: io.NopCloser(bytes.NewReader(r.Body)), Options: &openapi3filter.Options{IncludeResponseStatus: true}}
+	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
+		c.t.Errorf("%s %s: response %d %s does not match the spec: %v", method, path, r.Status, r.Body, err)
+	}
+	return r
+}
+
+func TestPublicAPI(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		fast := 50 * time.Millisecond
+		env := svctest.New(t, d, location.Spec(), customer.Spec(), contract.Spec(), billing.Spec(),
+			ticket.SpecWith(ticket.Config{ZipRefresh: fast}), assignment.SpecWith(assignment.Config{ZipRefresh: fast}),
+			completion.Spec(), survey.Spec(), audit.Spec(), reporting.Spec(), gateway.Spec())
+		c := newChecker(t, env.URL(gateway.Name))
+
+		// Register, with an Idempotency-Key repeated.
+		reg := `{"name":"Ada Lovelace","email":"ada@example.com","zip":"10001","plan":"premium"}`
+		r := c.do("POST", "/api/customers", reg, false, "Idempotency-Key", "reg-ada")
+		if r.Status != 201 {
+			t.Fatalf("register: %d %s", r.Status, r.Body)
+		}
+		again := c.do("POST", "/api/customers", reg, false, "Idempotency-Key", "reg-ada")
+		if again.Status != 201 || !bytes.Equal(again.Body, r.Body) || again.Header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("repeated registration: %d %s", again.Status, again.Body)
+		}
+		var res struct {
+			Customer struct{ ID string }
+			Contract struct{ Plan string }
+		}
+		r.Decode(t, &res)
+		cust := res.Customer.ID
+		if res.Contract.Plan != "premium" {
+			t.Errorf("contract plan = %q", res.Contract.Plan)
+		}
+		var list struct{ Customers []customer.Customer }
+		svctest.Do(t, "GET", env.URL(customer.Name)+"/customers?email=ada@example.com", nil).Decode(t, &list)
+		if len(list.Customers) != 1 {
+			t.Errorf("%d customers registered, want 1", len(list.Customers))
+		}
+		svctest.WantError(t, "same key, other body", c.do("POST", "/api/customers",
+			`{"name":"Bob","email":"bob@example.com","zip":"10001","plan":"basic"}`, true, "Idempotency-Key", "reg-ada"), 422, "different request")
+		svctest.WantError(t, "email taken", c.do("POST", "/api/customers", reg, false), 409, "already registered")
+
+		// Validation at the edge.
+		for _, bad := range []struct{ name, body, want string }{
+			{"unknown zip", `{"name":"B","email":"b@example.com","zip":"00000","plan":"basic"}`, `"zip"`},
+			{"bad plan", `{"name":"B","email":"b@example.com","zip":"10001","plan":"gold"}`, `"plan"`},
+			{"unknown field", `{"name":"B","email":"b@example.com","zip":"10001","plan":"basic","vip":1}`, `"vip"`},
+			{"wrong type", `{"name":"B","email":"b@example.com","zip":10001,"plan":"basic"}`, `"zip"`},
+			{"oversized", `{"name":"` + strings.Repeat("x", 1<<20) + `"}`, "exceeds"},
+			{"not JSON", `name=B`, "malformed JSON"},
+		} {
+			svctest.WantError(t, bad.name, c.do("POST", "/api/customers", bad.body, true), 400, bad.want)
+		}
+
+		// Experts, then a ticket: assigned to the nearest with the skill.
+		for i, zip := range []string{"07030", "60601"} {
+			body := fmt.Sprintf(`{"name":"Expert %d","email":"e%d@sysops.example","skills":["printer","network"],"zip":%q,"capacity":3}`, i, i, zip)
+			if r := c.do("POST", "/api/experts", body, false); r.Status != 201 {
+				t.Fatalf("add expert: %d %s", r.Status, r.Body)
+			}
+		}
+		c.do("GET", "/api/experts", nil, false)
+		r = c.do("POST", "/api/tickets", fmt.Sprintf(`{"customer_id":%q,"description":"printer on fire","priority":"critical","skill":"printer","zip":"10002"}`, cust), false)
+		if r.Status != 201 {
+			t.Fatalf("create ticket: %d %s", r.Status, r.Body)
+		}
+		var tv struct {
+			Ticket     struct{ ID, Status string }
+			Assignment struct {
+				Expert struct{ Zip string }
+			}
+		}
+		r.Decode(t, &tv)
+		if tv.Ticket.Status != "assigned" || tv.Assignment.Expert.Zip != "07030" {
+			t.Errorf("ticket view = %+v, want assigned to the Hoboken expert", tv)
+		}
+		tid := tv.Ticket.ID
+		for _, bad := range []struct{ name, body, want string }{
+			{"unknown customer", `{"customer_id":"nobody","description":"x","priority":"low","skill":"printer","zip":"10001"}`, `"customer_id"`},
+			{"bad priority", fmt.Sprintf(`{"customer_id":%q,"description":"x","priority":"asap","skill":"printer","zip":"10001"}`, cust), `"priority"`},
+			{"unknown zip", fmt.Sprintf(`{"customer_id":%q,"description":"x","priority":"low","skill":"printer","zip":"00000"}`, cust), `"zip"`},
+		} {
+			svctest.WantError(t, bad.name, c.do("POST", "/api/tickets", bad.body, true), 400, bad.want)
+		}
+
+		var cv struct {
+			OpenTickets int    `json:"open_tickets"`
+			Plan        string `json:"plan"`
+		}
+		c.do("GET", "/api/customers/"+cust, nil, false).Decode(t, &cv)
+		if cv.OpenTickets != 1 || cv.Plan != "premium" {
+			t.Errorf("customer view = %+v, want 1 open ticket on premium", cv)
+		}
+		c.do("GET", "/api/tickets/"+tid, nil, false)
+		c.do("GET", "/api/customers/"+cust+"/tickets?status=assigned", nil, false)
+		svctest.WantError(t, "unknown ticket", c.do("GET", "/api/tickets/nope", nil, false), 404, "nope")
+
+		// Complete it: the survey is sent by delegation.
+		r = c.do("POST", "/api/tickets/"+tid+"/complete", `{"notes":"replaced the fuser"}`, false)
+		if r.Status != 200 {
+			t.Fatalf("complete: %d %s", r.Status, r.Body)
+		}
+		var surveys struct {
+			Surveys []struct{ ID string }
+		}
+		c.do("GET", "/api/surveys?customer_id="+cust, nil, false).Decode(t, &surveys)
+		if len(surveys.Surveys) != 1 {
+			t.Fatalf("surveys = %+v", surveys)
+		}
+		c.do("POST", "/api/surveys/"+surveys.Surveys[0].ID+"/response", `{"rating":5,"comment":"fast"}`, false)
+		c.do("GET", "/api/customers/"+cust, nil, false).Decode(t, &cv)
+		if cv.OpenTickets != 0 {
+			t.Errorf("open tickets after completion = %d", cv.OpenTickets)
+		}
+
+		// Cancel the plan: prorated refund.
+		r = c.do("POST", "/api/customers/"+cust+"/cancel-plan", `{"reason":"moving"}`, false)
+		var cancel struct {
+			BillingAccount billing.Account `json:"billing_account"`
+		}
+		r.Decode(t, &cancel)
+		if r.Status != 200 || cancel.BillingAccount.Status != "closed" || cancel.BillingAccount.BalanceCents >= 9900 {
+			t.Errorf("cancel plan: %d %s", r.Status, r.Body)
+		}
+		svctest.WantError(t, "cancel again", c.do("POST", "/api/customers/"+cust+"/cancel-plan", `{}`, false), 409, "no active support plan")
+
+		c.do("GET", "/api/zipcodes/94103", nil, false)
+		c.do("GET", "/api/reports/summary", nil, false)
+		c.do("GET", "/api/ops/services", nil, false)
+		c.do("GET", "/api/ops/outbox/customer?status=dead", nil, false)
+		c.do("GET", "/api/ops/outbox/customer/stats", nil, false)
+		c.do("POST", "/api/ops/outbox/customer/retry", `{"seqs":[]}`, false)
+		c.do("POST", "/api/ops/outbox/customer/purge", `{"seqs":[]}`, false)
+		svctest.WantError(t, "unknown service", c.do("GET", "/api/ops/outbox/nothing/stats", nil, false), 404, "nothing")
+
+		// Audit: every write of the flow is recorded once it is consumed.
+		svctest.Eventually(t, "audit records of the ticket", func() bool {
+			var recs struct{ Records []map[string]any }
+			c.do("GET", "/api/audit?entity_type=ticket&entity_id="+tid, nil, false).Decode(t, &recs)
+			return len(recs.Records) >= 3 // opened, assigned, completed (+ completion's)
+		})
+
+		for _, op := range operations(t) {
+			if !c.seen[op] {
+				t.Errorf("operation %s of api/openapi.yaml was not exercised", op)
+			}
+		}
+	})
+}
+
+func operations(t *testing.T) []string {
+	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	for _, item := range doc.Paths.Map() {
+		for _, op := range item.Operations() {
+			ops = append(ops, op.OperationID)
+		}
+	}
+	return ops
+}
