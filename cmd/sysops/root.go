@@ -77,7 +77,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&o.dbPrefix, "db-prefix", envOr("SYSOPS_DB_PREFIX", "sysops_"), "prefix of the PostgreSQL databases and roles (SYSOPS_DB_PREFIX)")
 	pf.StringVar(&o.logLevel, "log-level", envOr("SYSOPS_LOG_LEVEL", "info"), "debug, info, warn or error (SYSOPS_LOG_LEVEL)")
 
-	root.AddCommand(newUpCmd(&o), newServeCmd(&o), newOutboxCmd(&o), newBenchCmd(&o), newVersionCmd())
+	root.AddCommand(newUpCmd(&o), newServeCmd(&o), newOutboxCmd(&o), newBenchCmd(&o), newSeedCmd(&o), newVersionCmd())
 	return root
 }
 

@@ -219,6 +219,30 @@ func (g *Gateway) createTicket(ctx context.Context, in NewTicket) (map[string]an
 	return map[string]any{"ticket": tk, "assignment": asg}, nil
 }
 
+// cancelTicket cancels an open or assigned ticket: the ticket, then its
+// assignment (freeing the expert), then the customer's count.
+func (g *Gateway) cancelTicket(ctx context.Context, id string) (map[string]any, error) {
+	var tk map[string]any
+	if err := g.c("ticket").Get(ctx, "/tickets/"+url.PathEscape(id), &tk); err != nil {
+		return nil, err
+	}
+	if tk["status"] == "cancelled" {
+		return g.ticket(ctx, id)
+	}
+	if err := g.c("ticket").Post(ctx, "/tickets/"+url.PathEscape(id)+"/status", map[string]string{"status": "cancelled"}, &tk); err != nil {
+		return nil, err
+	}
+	err := g.c("assignment").Post(ctx, "/assignments/"+url.PathEscape(id)+"/release", nil, nil)
+	if err != nil && sysops.CodeOf(err) != sysops.ENotFound {
+		return nil, err
+	}
+	customerID, _ := tk["customer_id"].(string)
+	if err := g.c("customer").Post(ctx, "/customers/"+url.PathEscape(customerID)+"/open-tickets", map[string]int{"delta": -1}, nil); err != nil {
+		return nil, err
+	}
+	return g.ticket(ctx, id)
+}
+
 func (g *Gateway) ticket(ctx context.Context, id string) (map[string]any, error) {
 	var tk map[string]any
 	if err := g.c("ticket").Get(ctx, "/tickets/"+url.PathEscape(id), &tk); err != nil {
@@ -354,6 +378,9 @@ func (g *Gateway) Handler() http.Handler {
 	})
 	rt.Handle("GET /api/tickets/{id}", ok(func(r *http.Request) (map[string]any, error) {
 		return g.ticket(r.Context(), r.PathValue("id"))
+	}))
+	rt.Handle("POST /api/tickets/{id}/cancel", ok(func(r *http.Request) (map[string]any, error) {
+		return g.cancelTicket(r.Context(), r.PathValue("id"))
 	}))
 	rt.Handle("POST /api/tickets/{id}/complete", func(w http.ResponseWriter, r *http.Request) error {
 		var in struct {

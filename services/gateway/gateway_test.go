@@ -190,7 +190,24 @@ func TestPublicAPI(t *testing.T) {
 		c.do("GET", "/api/customers/"+cust+"/tickets?status=assigned", nil, false)
 		svctest.WantError(t, "unknown ticket", c.do("GET", "/api/tickets/nope", nil, false), 404, "nope")
 
-		// Complete it: the survey is sent by delegation.
+		// A second ticket, cancelled: the expert and the count are freed.
+		r = c.do("POST", "/api/tickets", fmt.Sprintf(`{"customer_id":%q,"description":"slow wifi","priority":"low","skill":"network","zip":"10001"}`, cust), false)
+		var second struct{ Ticket struct{ ID string } }
+		r.Decode(t, &second)
+		r = c.do("POST", "/api/tickets/"+second.Ticket.ID+"/cancel", nil, false)
+		var cancelled struct {
+			Ticket     struct{ Status string }
+			Assignment struct{ Status string }
+		}
+		r.Decode(t, &cancelled)
+		if r.Status != 200 || cancelled.Ticket.Status != "cancelled" || cancelled.Assignment.Status != "released" {
+			t.Errorf("cancel ticket: %d %s", r.Status, r.Body)
+		}
+		if r := c.do("POST", "/api/tickets/"+second.Ticket.ID+"/cancel", nil, false); r.Status != 200 {
+			t.Errorf("cancel again: %d %s", r.Status, r.Body)
+		}
+
+		// Complete the first: the survey is sent by delegation.
 		r = c.do("POST", "/api/tickets/"+tid+"/complete", `{"notes":"replaced the fuser"}`, false)
 		if r.Status != 200 {
 			t.Fatalf("complete: %d %s", r.Status, r.Body)
