@@ -174,6 +174,9 @@ func validStreamName(name string) error {
 	return nil
 }
 
+// errStreamStoreCreate is the server's "error creating store for stream".
+const errStreamStoreCreate jetstream.ErrorCode = 10049
+
 // EnsureStream creates the stream, or updates it to spec if it exists. It
 // is idempotent and safe to call from every process at start.
 func (b *Broker) EnsureStream(ctx context.Context, spec StreamSpec) error {
@@ -200,10 +203,25 @@ func (b *Broker) EnsureStream(ctx context.Context, spec StreamSpec) error {
 	if spec.WorkQueue {
 		cfg.Retention = jetstream.WorkQueuePolicy
 	}
-	if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("natsjs: ensure stream %s: %w", spec.Name, err)
+	var err error
+	for attempt := range 5 {
+		if _, err = b.js.CreateOrUpdateStream(ctx, cfg); err == nil {
+			return nil
+		}
+		// The server can fail to create a stream's store while another
+		// stream of the account is being deleted (its directory removed
+		// under it); that clears on a retry.
+		apiErr, ok := errors.AsType[*jetstream.APIError](err)
+		if !ok || apiErr.ErrorCode != errStreamStoreCreate {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("natsjs: ensure stream %s: %w", spec.Name, err)
+		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		}
 	}
-	return nil
+	return fmt.Errorf("natsjs: ensure stream %s: %w", spec.Name, err)
 }
 
 // EnsureDeadLetterStream creates or updates the dead-letter stream.
