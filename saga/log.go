@@ -1,0 +1,232 @@
+package saga
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// Saga is one saga as its log records it.
+type Saga struct {
+	ID           string          `json:"id"`
+	Definition   string          `json:"definition"`
+	Version      int             `json:"version"`
+	Input        json.RawMessage `json:"input"`
+	State        State           `json:"state"`
+	Reason       string          `json:"reason,omitempty"`
+	LastError    string          `json:"last_error,omitempty"`
+	CancelReason string          `json:"cancel_reason,omitempty"`
+	DeadlineAt   time.Time       `json:"deadline_at"`
+	CreatedAt    time.Time       `json:"created_at"`
+	UpdatedAt    time.Time       `json:"updated_at"`
+	FinishedAt   *time.Time      `json:"finished_at,omitempty"`
+	LeaseOwner   string          `json:"lease_owner,omitempty"`
+	Steps        []StepRecord    `json:"steps"`
+}
+
+// StepRecord is one step of a saga as its log records it.
+type StepRecord struct {
+	Index                int             `json:"index"`
+	Name                 string          `json:"name"`
+	Status               StepStatus      `json:"status"`
+	Attempts             int             `json:"attempts"`
+	CompensationAttempts int             `json:"compensation_attempts"`
+	Output               json.RawMessage `json:"output,omitempty"`
+	LastError            string          `json:"last_error,omitempty"`
+	UpdatedAt            time.Time       `json:"updated_at"`
+}
+
+func us(t time.Time) int64     { return t.UnixMicro() }
+func fromUS(v int64) time.Time { return time.UnixMicro(v).UTC() }
+func rawOrNil(s string) json.RawMessage {
+	if s == "" {
+		return nil
+	}
+	return json.RawMessage(s)
+}
+
+// Get reads one saga and its steps from the log in db.
+func Get(ctx context.Context, db *sqldb.DB, id string) (Saga, error) {
+	var s Saga
+	var input string
+	var deadline, created, updated int64
+	var finished sql.NullInt64
+	err := db.QueryRowContext(ctx, `SELECT id, definition, version, input, state, reason, last_error, cancel_reason,
+		deadline_at, created_at, updated_at, finished_at, lease_owner FROM saga WHERE id = $1`, id).Scan(&s.ID, &s.Definition,
+		&s.Version, &input, &s.State, &s.Reason, &s.LastError, &s.CancelReason, &deadline, &created, &updated, &finished, &s.LeaseOwner)
+	if errors.Is(err, sql.ErrNoRows) {
+		return s, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return s, fmt.Errorf("saga: read %s: %w", id, err)
+	}
+	s.Input = rawOrNil(input)
+	s.DeadlineAt, s.CreatedAt, s.UpdatedAt = fromUS(deadline), fromUS(created), fromUS(updated)
+	if finished.Valid {
+		t := fromUS(finished.Int64)
+		s.FinishedAt = &t
+	}
+	rows, err := db.QueryContext(ctx, `SELECT idx, name, status, attempts, comp_attempts, output, last_error, updated_at
+		FROM saga_step WHERE saga_id = $1 ORDER BY idx`, id)
+	if err != nil {
+		return s, fmt.Errorf("saga: read %s: %w", id, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var st StepRecord
+		var out string
+		var at int64
+		if err := rows.Scan(&st.Index, &st.Name, &st.Status, &st.Attempts, &st.CompensationAttempts, &out, &st.LastError, &at); err != nil {
+			return s, fmt.Errorf("saga: read %s: %w", id, err)
+		}
+		st.Output, st.UpdatedAt = rawOrNil(out), fromUS(at)
+		s.Steps = append(s.Steps, st)
+	}
+	return s, rows.Err()
+}
+
+// Filter selects sagas for [List].
+type Filter struct {
+	State      State  // empty: any
+	Definition string // empty: any
+	Limit      int    // default 100
+}
+
+// List returns sagas from the log, most recently updated first, without
+// their steps.
+func List(ctx context.Context, db *sqldb.DB, f Filter) ([]Saga, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	q := `SELECT id, definition, version, state, reason, last_error, created_at, updated_at FROM saga WHERE 1 = 1`
+	args := []any{f.Limit}
+	if f.State != "" {
+		args = append(args, string(f.State))
+		q += fmt.Sprintf(" AND state = $%d", len(args))
+	}
+	if f.Definition != "" {
+		args = append(args, f.Definition)
+		q += fmt.Sprintf(" AND definition = $%d", len(args))
+	}
+	rows, err := db.QueryContext(ctx, q+` ORDER BY updated_at DESC, id LIMIT $1`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("saga: list: %w", err)
+	}
+	defer rows.Close()
+	out := []Saga{}
+	for rows.Next() {
+		var s Saga
+		var created, updated int64
+		if err := rows.Scan(&s.ID, &s.Definition, &s.Version, &s.State, &s.Reason, &s.LastError, &created, &updated); err != nil {
+			return nil, fmt.Errorf("saga: list: %w", err)
+		}
+		s.CreatedAt, s.UpdatedAt = fromUS(created), fromUS(updated)
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// committer groups the log writes of concurrent sagas into shared
+// transactions: whoever writes while a commit is in flight joins the next
+// one. One fsync then covers many sagas' writes.
+type committer struct {
+	db      *sqldb.DB
+	ops     chan *op
+	writes  atomic.Int64
+	commits atomic.Int64
+}
+
+type op struct {
+	ctx  context.Context
+	fn   func(ctx context.Context, tx *sql.Tx) error
+	done chan error
+}
+
+const maxBatch = 256
+
+func newCommitter(db *sqldb.DB) *committer {
+	return &committer{db: db, ops: make(chan *op, maxBatch)}
+}
+
+// do runs fn in a transaction shared with other writers and returns its
+// error once that transaction has committed (or fn's own error).
+func (c *committer) do(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	o := &op{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case c.ops <- o:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-o.done:
+		return err
+	case <-ctx.Done():
+		// The write may still commit; the caller treats it as unknown.
+		return ctx.Err()
+	}
+}
+
+// run commits batches until ctx ends.
+func (c *committer) run(ctx context.Context) {
+	for {
+		var first *op
+		select {
+		case <-ctx.Done():
+			return
+		case first = <-c.ops:
+		}
+		batch := []*op{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case o := <-c.ops:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		c.commit(ctx, batch)
+	}
+}
+
+func (c *committer) commit(ctx context.Context, batch []*op) {
+	results := make([]error, len(batch))
+	err := sqldb.RunInTx(ctx, c.db, func(tx *sql.Tx) error {
+		for i, o := range batch {
+			results[i] = o.fn(o.ctx, tx)
+			if results[i] != nil && !errors.Is(results[i], ErrLeaseLost) {
+				return errBatchMember
+			}
+		}
+		return nil
+	})
+	c.writes.Add(int64(len(batch)))
+	if err == nil {
+		c.commits.Add(1)
+		for i, o := range batch {
+			o.done <- results[i]
+		}
+		return
+	}
+	if len(batch) == 1 {
+		if errors.Is(err, errBatchMember) {
+			err = results[0]
+		}
+		batch[0].done <- err
+		return
+	}
+	// One member failed (or the commit did): run each alone, so that one
+	// bad write does not fail the others.
+	c.writes.Add(-int64(len(batch)))
+	for _, o := range batch {
+		c.commit(ctx, []*op{o})
+	}
+}
+
+var errBatchMember = errors.New("saga: a write of the batch failed")

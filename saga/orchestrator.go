@@ -1,0 +1,629 @@
+package saga
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// Config configures an [Orchestrator]. The zero value is usable.
+type Config struct {
+	// Owner names this instance in leases. Default: a random id.
+	Owner string
+	// LeaseTTL is how long a saga stays with an instance that stops
+	// writing to its log (a crashed one); then another takes it over.
+	// Default 15 seconds; it must exceed every step's Timeout and
+	// backoff.
+	LeaseTTL time.Duration
+	// PollInterval is how often the instance looks for sagas to resume or
+	// take over. Default 1 second.
+	PollInterval time.Duration
+	// MaxSagas caps the sagas this instance drives at once. Default 1024.
+	MaxSagas int
+	// ParticipantConcurrency caps concurrent calls to one participant.
+	// Default 64.
+	ParticipantConcurrency int
+	// BreakerFailures consecutive failed calls open a participant's
+	// circuit breaker; it lets one probe through after BreakerCooldown.
+	// Calls refused by an open breaker do not use up retry budgets.
+	// Defaults 5 and 1 second.
+	BreakerFailures uint32
+	BreakerCooldown time.Duration
+	Logger          *slog.Logger
+}
+
+type defKey struct {
+	name    string
+	version int
+}
+
+// Orchestrator runs sagas: it logs every step before calling it and after
+// it returns, drives sagas forward or back, resumes unfinished ones at
+// start and takes over those of instances that died. Several instances
+// may share one database.
+type Orchestrator struct {
+	db     *sqldb.DB
+	cfg    Config
+	defs   map[defKey]Definition
+	latest map[string]Definition
+	log    *committer
+
+	mu      sync.Mutex
+	parts   map[string]*participant
+	active  map[string]bool
+	waiters map[string][]chan struct{}
+
+	slots     chan struct{}
+	ctx       context.Context
+	cancel    context.CancelFunc
+	logCancel context.CancelFunc
+	wg        sync.WaitGroup
+	started   bool
+}
+
+type participant struct {
+	cb    *gobreaker.CircuitBreaker[json.RawMessage]
+	limit chan struct{}
+}
+
+// New returns an orchestrator over db (whose saga tables exist, see
+// [Migrations]) for the given definitions.
+func New(db *sqldb.DB, cfg Config, defs ...Definition) (*Orchestrator, error) {
+	if len(defs) == 0 {
+		return nil, errNoDefinitions
+	}
+	cfg.Owner = cmp.Or(cfg.Owner, uuid.NewString())
+	cfg.LeaseTTL = cmp.Or(cfg.LeaseTTL, 15*time.Second)
+	cfg.PollInterval = cmp.Or(cfg.PollInterval, time.Second)
+	cfg.MaxSagas = cmp.Or(cfg.MaxSagas, 1024)
+	cfg.ParticipantConcurrency = cmp.Or(cfg.ParticipantConcurrency, 64)
+	cfg.BreakerFailures = cmp.Or(cfg.BreakerFailures, 5)
+	cfg.BreakerCooldown = cmp.Or(cfg.BreakerCooldown, time.Second)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	o := &Orchestrator{db: db, cfg: cfg, defs: map[defKey]Definition{}, latest: map[string]Definition{},
+		log: newCommitter(db), parts: map[string]*participant{}, active: map[string]bool{}, waiters: map[string][]chan struct{}{},
+		slots: make(chan struct{}, cfg.MaxSagas)}
+	for _, d := range defs {
+		if err := d.validate(); err != nil {
+			return nil, err
+		}
+		d = d.withDefaults()
+		for _, s := range d.Steps {
+			if budget := s.Timeout + s.Retry.Max; budget >= cfg.LeaseTTL {
+				return nil, fmt.Errorf("saga: %s v%d step %s: timeout plus backoff (%v) must be below LeaseTTL (%v)",
+					d.Name, d.Version, s.Name, budget, cfg.LeaseTTL)
+			}
+		}
+		k := defKey{d.Name, d.Version}
+		if _, dup := o.defs[k]; dup {
+			return nil, fmt.Errorf("saga: definition %s v%d registered twice", d.Name, d.Version)
+		}
+		o.defs[k] = d
+		if d.Version > o.latest[d.Name].Version {
+			o.latest[d.Name] = d
+		}
+	}
+	return o, nil
+}
+
+// Start resumes the unfinished sagas of the log and keeps looking for
+// sagas to take over until ctx ends or Stop is called.
+func (o *Orchestrator) Start(ctx context.Context) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.started {
+		return errors.New("saga: orchestrator already started")
+	}
+	o.started = true
+	o.ctx, o.cancel = context.WithCancel(ctx)
+	var logCtx context.Context
+	logCtx, o.logCancel = context.WithCancel(context.WithoutCancel(ctx))
+	go o.log.run(logCtx)
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		t := time.NewTicker(o.cfg.PollInterval)
+		defer t.Stop()
+		for {
+			if _, err := o.RunOnce(o.ctx); err != nil && o.ctx.Err() == nil {
+				o.cfg.Logger.WarnContext(o.ctx, "saga: resume", "error", err)
+			}
+			select {
+			case <-o.ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return nil
+}
+
+// Stop stops driving sagas, releasing their leases so that another
+// instance can take them over at once, and waits for the drivers to end.
+func (o *Orchestrator) Stop() {
+	o.mu.Lock()
+	started := o.started
+	o.mu.Unlock()
+	if !started {
+		return
+	}
+	o.cancel()
+	o.wg.Wait()
+	o.logCancel()
+}
+
+// Stats counts log writes and the commits that carried them.
+type Stats struct {
+	LogWrites  int64
+	LogCommits int64
+}
+
+// Stats returns the orchestrator's log counters.
+func (o *Orchestrator) Stats() Stats {
+	return Stats{LogWrites: o.log.writes.Load(), LogCommits: o.log.commits.Load()}
+}
+
+// RunOnce claims the sagas that need a driver — unfinished, not leased or
+// with an expired lease, due — and starts driving them. It returns how
+// many it claimed.
+func (o *Orchestrator) RunOnce(ctx context.Context) (int, error) {
+	now := time.Now()
+	rows, err := o.db.QueryContext(ctx, `SELECT id FROM saga WHERE state IN ('running', 'compensating') AND next_run_at <= $1
+		AND (lease_owner = '' OR lease_until < $1) ORDER BY next_run_at LIMIT 256`, us(now))
+	if err != nil {
+		return 0, fmt.Errorf("saga: find sagas to resume: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	claimed := 0
+	for _, id := range ids {
+		if o.isActive(id) {
+			continue
+		}
+		res, err := o.db.ExecContext(ctx, `UPDATE saga SET lease_owner = $1, lease_until = $2 WHERE id = $3
+			AND state IN ('running', 'compensating') AND (lease_owner = '' OR lease_until < $4)`,
+			o.cfg.Owner, us(now.Add(o.cfg.LeaseTTL)), id, us(now))
+		if err != nil {
+			return claimed, fmt.Errorf("saga: claim %s: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			o.cfg.Logger.InfoContext(ctx, "saga: resuming", "saga", id)
+			claimed++
+			o.launch(id)
+		}
+	}
+	return claimed, nil
+}
+
+func (o *Orchestrator) isActive(id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.active[id]
+}
+
+// launch drives a saga this instance holds the lease of, in the
+// background.
+func (o *Orchestrator) launch(id string) {
+	o.mu.Lock()
+	if o.active[id] || o.ctx == nil || o.ctx.Err() != nil {
+		o.mu.Unlock()
+		return
+	}
+	o.active[id] = true
+	o.wg.Add(1)
+	o.mu.Unlock()
+	go func() {
+		defer o.wg.Done()
+		select {
+		case o.slots <- struct{}{}:
+		case <-o.ctx.Done():
+			o.finish(id)
+			return
+		}
+		defer func() { <-o.slots }()
+		if err := o.drive(o.ctx, id); err != nil && o.ctx.Err() == nil {
+			o.cfg.Logger.ErrorContext(o.ctx, "saga: drive", "saga", id, "error", err)
+		}
+		o.finish(id)
+	}()
+}
+
+// finish releases the saga's lease and wakes its waiters.
+func (o *Orchestrator) finish(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = o.db.ExecContext(ctx, `UPDATE saga SET lease_owner = '', lease_until = 0 WHERE id = $1 AND lease_owner = $2`, id, o.cfg.Owner)
+	o.mu.Lock()
+	delete(o.active, id)
+	ws := o.waiters[id]
+	delete(o.waiters, id)
+	o.mu.Unlock()
+	for _, w := range ws {
+		close(w)
+	}
+}
+
+// Begin starts a saga of the latest version of the named definition and
+// drives it in the background. id may be empty (one is made up); a saga
+// that exists already with this id is not started again — Begin is
+// idempotent by id.
+func (o *Orchestrator) Begin(ctx context.Context, definition, id string, input any) (string, error) {
+	def, ok := o.latest[definition]
+	if !ok {
+		return "", fmt.Errorf("%w: %q", ErrUnknown, definition)
+	}
+	if o.ctx == nil || o.ctx.Err() != nil {
+		return "", errStopped
+	}
+	if id == "" {
+		id = uuid.Must(uuid.NewV7()).String()
+	}
+	in, err := json.Marshal(input)
+	if err != nil {
+		return "", fmt.Errorf("saga: input of %s: %w", definition, err)
+	}
+	now := time.Now()
+	created := false
+	err = o.log.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO saga (id, definition, version, input, state, deadline_at, next_run_at,
+			lease_owner, lease_until, created_at, updated_at) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $6, $6)
+			ON CONFLICT (id) DO NOTHING`, id, def.Name, def.Version, string(in), us(now.Add(def.Deadline)), us(now),
+			o.cfg.Owner, us(now.Add(o.cfg.LeaseTTL)))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil // begun before
+		}
+		created = true
+		for i, s := range def.Steps {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO saga_step (saga_id, idx, name, status, updated_at)
+				VALUES ($1, $2, $3, 'pending', $4)`, id, i, s.Name, us(now)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("saga: begin %s: %w", definition, err)
+	}
+	if created {
+		o.launch(id)
+	}
+	return id, nil
+}
+
+// Wait blocks until the saga is final or needs attention, or ctx ends,
+// and returns it as the log has it.
+func (o *Orchestrator) Wait(ctx context.Context, id string) (Saga, error) {
+	for {
+		ch := make(chan struct{})
+		o.mu.Lock()
+		o.waiters[id] = append(o.waiters[id], ch)
+		o.mu.Unlock()
+		s, err := Get(ctx, o.db, id)
+		if err != nil {
+			return s, err
+		}
+		if s.State.Final() || s.State == NeedsAttention {
+			return s, nil
+		}
+		select {
+		case <-ctx.Done():
+			return s, ctx.Err()
+		case <-ch:
+		case <-time.After(250 * time.Millisecond): // driven by another instance
+		}
+	}
+}
+
+// Run begins a saga and waits for its outcome.
+func (o *Orchestrator) Run(ctx context.Context, definition, id string, input any) (Saga, error) {
+	id, err := o.Begin(ctx, definition, id, input)
+	if err != nil {
+		return Saga{}, err
+	}
+	return o.Wait(ctx, id)
+}
+
+// write runs fn in a shared log transaction if this instance still holds
+// the saga's lease, and renews the lease.
+func (o *Orchestrator) write(ctx context.Context, id string, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return o.log.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		now := time.Now()
+		res, err := tx.ExecContext(ctx, `UPDATE saga SET lease_until = $1, updated_at = $2 WHERE id = $3 AND lease_owner = $4`,
+			us(now.Add(o.cfg.LeaseTTL)), us(now), id, o.cfg.Owner)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrLeaseLost
+		}
+		return fn(ctx, tx)
+	})
+}
+
+func saveStep(ctx context.Context, tx *sql.Tx, id string, r *StepRecord) error {
+	_, err := tx.ExecContext(ctx, `UPDATE saga_step SET status = $1, attempts = $2, comp_attempts = $3, output = $4,
+		last_error = $5, updated_at = $6 WHERE saga_id = $7 AND idx = $8`, string(r.Status), r.Attempts, r.CompensationAttempts,
+		string(r.Output), r.LastError, us(time.Now()), id, r.Index)
+	return err
+}
+
+func saveSaga(ctx context.Context, tx *sql.Tx, s *Saga) error {
+	var finished any
+	if s.State.Final() {
+		t := time.Now()
+		s.FinishedAt = &t
+		finished = us(t)
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE saga SET state = $1, reason = $2, last_error = $3, finished_at = $4 WHERE id = $5`,
+		string(s.State), s.Reason, s.LastError, finished, s.ID)
+	return err
+}
+
+// saveStepAndSaga logs a step and the saga's state in one write.
+func (o *Orchestrator) saveStepAndSaga(ctx context.Context, s *Saga, r *StepRecord) error {
+	return o.write(ctx, s.ID, func(ctx context.Context, tx *sql.Tx) error {
+		if r != nil {
+			if err := saveStep(ctx, tx, s.ID, r); err != nil {
+				return err
+			}
+		}
+		return saveSaga(ctx, tx, s)
+	})
+}
+
+// drive moves a saga this instance leases until it is final, needs
+// attention, or the instance stops.
+func (o *Orchestrator) drive(ctx context.Context, id string) error {
+	s, err := Get(ctx, o.db, id)
+	if err != nil {
+		return err
+	}
+	def, ok := o.defs[defKey{s.Definition, s.Version}]
+	if !ok {
+		s.State, s.LastError = NeedsAttention, fmt.Sprintf("definition %s v%d is not registered with this orchestrator", s.Definition, s.Version)
+		return o.saveStepAndSaga(ctx, &s, nil)
+	}
+	if len(s.Steps) != len(def.Steps) {
+		s.State, s.LastError = NeedsAttention, fmt.Sprintf("the log has %d steps, definition %s v%d has %d", len(s.Steps), s.Definition, s.Version, len(def.Steps))
+		return o.saveStepAndSaga(ctx, &s, nil)
+	}
+	switch s.State {
+	case Running:
+		return o.forward(ctx, &s, def)
+	case Compensating:
+		return o.compensate(ctx, &s, def)
+	}
+	return nil
+}
+
+func outputs(s *Saga) map[string]json.RawMessage {
+	out := map[string]json.RawMessage{}
+	for _, r := range s.Steps {
+		if r.Status == StepDone || (r.Status != StepPending && len(r.Output) > 0) {
+			out[r.Name] = r.Output
+		}
+	}
+	return out
+}
+
+// stopReason says why a saga running forward must turn back: a cancel
+// request or its deadline. Past a Forward step there is no turning back.
+func (o *Orchestrator) stopReason(ctx context.Context, s *Saga, def Definition) string {
+	for i, r := range s.Steps {
+		if def.Steps[i].Forward && r.Status != StepPending {
+			return ""
+		}
+	}
+	var cancel string
+	if err := o.db.QueryRowContext(ctx, `SELECT cancel_reason FROM saga WHERE id = $1`, s.ID).Scan(&cancel); err == nil && cancel != "" {
+		return "cancelled: " + cancel
+	}
+	if time.Now().After(s.DeadlineAt) {
+		return "deadline exceeded"
+	}
+	return ""
+}
+
+func (o *Orchestrator) forward(ctx context.Context, s *Saga, def Definition) error {
+	for i, step := range def.Steps {
+		r := &s.Steps[i]
+		if r.Status == StepDone || r.Status == StepSkipped {
+			continue
+		}
+		for {
+			if reason := o.stopReason(ctx, s, def); reason != "" {
+				s.State, s.Reason = Compensating, reason
+				if err := o.saveStepAndSaga(ctx, s, nil); err != nil {
+					return err
+				}
+				return o.compensate(ctx, s, def)
+			}
+			r.Status = StepRunning
+			r.Attempts++
+			if err := o.saveStepAndSaga(ctx, s, r); err != nil { // before the call
+				return err
+			}
+			out, err, refused := o.call(ctx, s, step, step.Action, ActionKey(s.ID, step.Name), r.Attempts)
+			if err == nil {
+				r.Status, r.Output, r.LastError = StepDone, out, ""
+				if err := o.saveStepAndSaga(ctx, s, r); err != nil { // after it returns
+					return err
+				}
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if refused { // the breaker refused it: not an attempt
+				r.Attempts--
+			}
+			r.LastError = err.Error()
+			if IsRejection(err) || r.Attempts >= step.Retry.MaxAttempts {
+				if step.Forward {
+					s.State, s.LastError = NeedsAttention, fmt.Sprintf("step %s: %v", step.Name, err)
+					return o.saveStepAndSaga(ctx, s, r)
+				}
+				r.Status = StepFailed
+				s.State, s.Reason, s.LastError = Compensating, fmt.Sprintf("step %s failed: %v", step.Name, err), r.LastError
+				if err := o.saveStepAndSaga(ctx, s, r); err != nil {
+					return err
+				}
+				return o.compensate(ctx, s, def)
+			}
+			if err := o.saveStepAndSaga(ctx, s, r); err != nil {
+				return err
+			}
+			if err := o.backoff(ctx, step.Retry, r.Attempts, refused); err != nil {
+				return err
+			}
+		}
+	}
+	s.State = Committed
+	return o.saveStepAndSaga(ctx, s, nil)
+}
+
+func (o *Orchestrator) compensate(ctx context.Context, s *Saga, def Definition) error {
+	for i := len(def.Steps) - 1; i >= 0; i-- {
+		step, r := def.Steps[i], &s.Steps[i]
+		switch {
+		case r.Status == StepPending || r.Status == StepCompensated || r.Status == StepSkipped:
+			continue
+		case r.Attempts == 0 && r.Status != StepCompensating:
+			continue // never called
+		case step.Compensate == nil || step.Forward:
+			r.Status = StepCompensated
+			if err := o.saveStepAndSaga(ctx, s, r); err != nil {
+				return err
+			}
+			continue
+		}
+		for {
+			r.Status = StepCompensating
+			r.CompensationAttempts++
+			if err := o.saveStepAndSaga(ctx, s, r); err != nil {
+				return err
+			}
+			_, err, refused := o.call(ctx, s, step, step.Compensate, CompensationKey(s.ID, step.Name), r.CompensationAttempts)
+			if err == nil {
+				r.Status, r.LastError = StepCompensated, ""
+				if err := o.saveStepAndSaga(ctx, s, r); err != nil {
+					return err
+				}
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if refused {
+				r.CompensationAttempts--
+			}
+			r.LastError = err.Error()
+			if r.CompensationAttempts >= step.CompensationRetry.MaxAttempts {
+				s.State, s.LastError = NeedsAttention, fmt.Sprintf("compensate %s: %v", step.Name, err)
+				return o.saveStepAndSaga(ctx, s, r)
+			}
+			if err := o.saveStepAndSaga(ctx, s, r); err != nil {
+				return err
+			}
+			if err := o.backoff(ctx, step.CompensationRetry, r.CompensationAttempts, refused); err != nil {
+				return err
+			}
+		}
+	}
+	s.State = Compensated
+	return o.saveStepAndSaga(ctx, s, nil)
+}
+
+// backoff sleeps before the next attempt: exponential with full jitter,
+// or the breaker's cooldown when the breaker refused the call.
+func (o *Orchestrator) backoff(ctx context.Context, r RetryPolicy, attempt int, refused bool) error {
+	d := o.cfg.BreakerCooldown
+	if !refused {
+		ceiling := r.Initial << min(attempt-1, 20)
+		if ceiling > r.Max || ceiling <= 0 {
+			ceiling = r.Max
+		}
+		d = time.Duration(rand.Int64N(int64(ceiling)) + 1)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+func (o *Orchestrator) participant(name string) *participant {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p, ok := o.parts[name]
+	if !ok {
+		failures := o.cfg.BreakerFailures
+		p = &participant{
+			limit: make(chan struct{}, o.cfg.ParticipantConcurrency),
+			cb: gobreaker.NewCircuitBreaker[json.RawMessage](gobreaker.Settings{
+				Name: name, MaxRequests: 1, Timeout: o.cfg.BreakerCooldown,
+				ReadyToTrip:  func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+				IsSuccessful: func(err error) bool { return err == nil || IsRejection(err) },
+				OnStateChange: func(name string, from, to gobreaker.State) {
+					o.cfg.Logger.Warn("saga: participant circuit breaker", "participant", name, "from", from.String(), "to", to.String())
+				},
+			}),
+		}
+		o.parts[name] = p
+	}
+	return p
+}
+
+// call calls fn for a step through the participant's concurrency limit
+// and circuit breaker. refused reports that the breaker refused the call
+// without making it.
+func (o *Orchestrator) call(ctx context.Context, s *Saga, step Step, fn Func, key string, attempt int) (out json.RawMessage, err error, refused bool) {
+	p := o.participant(step.Participant)
+	select {
+	case p.limit <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err(), false
+	}
+	defer func() { <-p.limit }()
+	cctx, cancel := context.WithTimeout(ctx, step.Timeout)
+	defer cancel()
+	c := Call{SagaID: s.ID, Step: step.Name, Key: key, Attempt: attempt, Input: s.Input, Outputs: outputs(s)}
+	out, err = p.cb.Execute(func() (res json.RawMessage, ferr error) {
+		defer func() {
+			if rec := recover(); rec != nil {
+				ferr = fmt.Errorf("step %s panicked: %v", step.Name, rec)
+			}
+		}()
+		return fn(cctx, c)
+	})
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return nil, fmt.Errorf("%s: circuit breaker open", step.Participant), true
+	}
+	return out, err, false
+}

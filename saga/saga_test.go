@@ -1,0 +1,457 @@
+package saga_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sysops-squad/sysops/saga"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+func newDB(t *testing.T, d sqldb.Dialect) *sqldb.DB {
+	t.Helper()
+	db := sqldbtest.Open(t, d)
+	if _, err := sqldb.Migrate(context.Background(), db, saga.MigrationSet, saga.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// recorder notes every call a participant gets.
+type recorder struct {
+	mu    sync.Mutex
+	calls []string
+	keys  map[string]int
+}
+
+func (r *recorder) note(what string, c saga.Call) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, what)
+	if r.keys == nil {
+		r.keys = map[string]int{}
+	}
+	r.keys[c.Key]++
+}
+
+func (r *recorder) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.calls)
+}
+
+// step returns a step whose action and compensation record their calls
+// and fail as fail says.
+func (r *recorder) step(name string, fail func(c saga.Call) error) saga.Step {
+	return saga.Step{
+		Name: name,
+		Action: func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			r.note(name, c)
+			if fail != nil {
+				if err := fail(c); err != nil {
+					return nil, err
+				}
+			}
+			return json.RawMessage(fmt.Sprintf(`{"made":%q}`, name+"-"+c.SagaID[:4])), nil
+		},
+		Compensate: func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			r.note("undo "+name, c)
+			return nil, nil
+		},
+		Retry: saga.RetryPolicy{MaxAttempts: 3, Initial: time.Millisecond, Max: 5 * time.Millisecond},
+	}
+}
+
+func start(t *testing.T, db *sqldb.DB, cfg saga.Config, defs ...saga.Definition) *saga.Orchestrator {
+	t.Helper()
+	o, err := saga.New(db, cfg, defs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Stop)
+	return o
+}
+
+func run(t *testing.T, o *saga.Orchestrator, def string, input any) saga.Saga {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := o.Run(ctx, def, "", input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestCommitAndCompensate(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		rec := &recorder{}
+		var failCharge atomic.Bool
+		def := saga.Definition{Name: "order", Version: 1, Steps: []saga.Step{
+			rec.step("reserve", nil),
+			rec.step("charge", func(c saga.Call) error {
+				var made struct{ Made string }
+				if !c.Output("reserve", &made) || !strings.HasPrefix(made.Made, "reserve-") {
+					return saga.Reject(fmt.Errorf("no reservation in %v", c.Outputs))
+				}
+				if failCharge.Load() {
+					return saga.Reject(errors.New("card declined"))
+				}
+				return nil
+			}),
+			rec.step("ship", nil),
+		}}
+		o := start(t, db, saga.Config{}, def)
+
+		s := run(t, o, "order", map[string]int{"qty": 2})
+		if s.State != saga.Committed || s.FinishedAt == nil || string(s.Input) != `{"qty":2}` {
+			t.Fatalf("saga = %+v", s)
+		}
+		for _, st := range s.Steps {
+			if st.Status != saga.StepDone || st.Attempts != 1 || len(st.Output) == 0 {
+				t.Errorf("step %+v", st)
+			}
+		}
+		if got := rec.got(); fmt.Sprint(got) != "[reserve charge ship]" {
+			t.Errorf("calls = %v", got)
+		}
+
+		rec.calls = nil
+		failCharge.Store(true)
+		s = run(t, o, "order", nil)
+		if s.State != saga.Compensated || !strings.Contains(s.Reason, "card declined") {
+			t.Fatalf("saga = %+v", s)
+		}
+		// The failed step is compensated too (it may have applied), then
+		// the one before it; ship never ran.
+		if got := rec.got(); fmt.Sprint(got) != "[reserve charge undo charge undo reserve]" {
+			t.Errorf("calls = %v", got)
+		}
+		if st := s.Steps[1]; st.Attempts != 1 || st.Status != saga.StepCompensated {
+			t.Errorf("a rejection is not retried: %+v", st)
+		}
+		if s.Steps[2].Status != saga.StepPending {
+			t.Errorf("ship = %+v", s.Steps[2])
+		}
+		for key, n := range rec.keys {
+			if n != 1 || !strings.HasPrefix(key, s.ID) && !strings.Contains(key, "/") {
+				t.Errorf("key %s used %d times", key, n)
+			}
+		}
+		if _, err := o.Begin(context.Background(), "nothing", "", nil); !errors.Is(err, saga.ErrUnknown) {
+			t.Errorf("unknown definition: %v", err)
+		}
+	})
+}
+
+func TestRetriesThenExhausts(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		rec := &recorder{}
+		var flaky atomic.Int64
+		def := saga.Definition{Name: "flaky", Version: 1, Steps: []saga.Step{
+			rec.step("a", nil),
+			rec.step("b", func(c saga.Call) error {
+				if c.Key != saga.ActionKey(c.SagaID, "b") {
+					return fmt.Errorf("key %q", c.Key)
+				}
+				if flaky.Add(1) <= 2 {
+					return errors.New("timeout")
+				}
+				return nil
+			}),
+		}}
+		o := start(t, db, saga.Config{BreakerFailures: 100}, def)
+		s := run(t, o, "flaky", nil)
+		if s.State != saga.Committed || s.Steps[1].Attempts != 3 {
+			t.Fatalf("after two transient failures: %+v", s)
+		}
+		if rec.keys[saga.ActionKey(s.ID, "b")] != 3 {
+			t.Errorf("retries did not reuse the key: %v", rec.keys)
+		}
+		flaky.Store(-100) // fails every time now
+		s = run(t, o, "flaky", nil)
+		if s.State != saga.Compensated || s.Steps[1].Attempts != 3 || !strings.Contains(s.Reason, "timeout") {
+			t.Errorf("after the budget: %+v", s)
+		}
+	})
+}
+
+func TestFailingCompensationNeedsAttention(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		rec := &recorder{}
+		var refundDown atomic.Bool
+		refundDown.Store(true)
+		pay := rec.step("pay", nil)
+		pay.CompensationRetry = saga.RetryPolicy{MaxAttempts: 2, Initial: time.Millisecond, Max: 2 * time.Millisecond}
+		pay.Compensate = func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			rec.note("refund", c)
+			if refundDown.Load() {
+				return nil, errors.New("billing unavailable")
+			}
+			return nil, nil
+		}
+		def := saga.Definition{Name: "p", Version: 1, Steps: []saga.Step{pay,
+			rec.step("fail", func(saga.Call) error { return saga.Reject(errors.New("no")) })}}
+		o := start(t, db, saga.Config{BreakerFailures: 100, PollInterval: 20 * time.Millisecond}, def)
+		s := run(t, o, "p", nil)
+		if s.State != saga.NeedsAttention || !strings.Contains(s.LastError, "billing unavailable") || s.Steps[0].CompensationAttempts != 2 {
+			t.Fatalf("saga = %+v", s)
+		}
+		list, err := saga.List(context.Background(), db, saga.Filter{State: saga.NeedsAttention})
+		if err != nil || len(list) != 1 || list[0].ID != s.ID {
+			t.Errorf("list = %v, %v", list, err)
+		}
+
+		// The participant recovers; retry finishes the compensation.
+		refundDown.Store(false)
+		if err := saga.Retry(context.Background(), db, s.ID); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if s, err = o.Wait(ctx, s.ID); err != nil || s.State != saga.Compensated {
+			t.Fatalf("after retry: %+v, %v", s, err)
+		}
+		if err := saga.Retry(context.Background(), db, s.ID); !errors.Is(err, saga.ErrWrongState) {
+			t.Errorf("retry of a compensated saga: %v", err)
+		}
+
+		// Skip and resolve.
+		refundDown.Store(true)
+		s = run(t, o, "p", nil)
+		if err := saga.Skip(context.Background(), db, s.ID); err != nil {
+			t.Fatal(err)
+		}
+		if s, _ = o.Wait(ctx, s.ID); s.State != saga.Compensated || s.Steps[0].Status != saga.StepSkipped {
+			t.Errorf("after skip: %+v", s)
+		}
+		s = run(t, o, "p", nil)
+		if err := saga.Resolve(context.Background(), db, s.ID, "refunded by hand"); err != nil {
+			t.Fatal(err)
+		}
+		if s, _ = saga.Get(ctx, db, s.ID); s.State != saga.Resolved || !strings.Contains(s.Reason, "by hand") {
+			t.Errorf("after resolve: %+v", s)
+		}
+	})
+}
+
+// TestTakeOver: a saga whose orchestrator died mid-step (its lease still
+// in the log) is taken over once the lease expires, and finished with the
+// definition version it started on.
+func TestTakeOver(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		rec := &recorder{}
+		v1 := saga.Definition{Name: "w", Version: 1, Steps: []saga.Step{rec.step("one", nil), rec.step("two", nil)}}
+		block := make(chan struct{})
+		blocking := v1
+		blocking.Steps = []saga.Step{rec.step("one", nil), rec.step("two", func(saga.Call) error { <-block; return nil })}
+		blocking.Steps[1].Timeout = 10 * time.Second
+
+		dead, err := saga.New(db, saga.Config{Owner: "dead", LeaseTTL: 12 * time.Second, PollInterval: time.Hour}, blocking)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, kill := context.WithCancel(context.Background())
+		if err := dead.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		id, err := dead.Begin(context.Background(), "w", "saga-1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for len(rec.got()) < 2 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		// "Crash": the lease stays in the log as the process left it, but
+		// expired.
+		if _, err := db.ExecContext(context.Background(), `UPDATE saga SET lease_until = 1 WHERE id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+		v2 := saga.Definition{Name: "w", Version: 2, Steps: []saga.Step{rec.step("other", nil)}}
+		heir := start(t, db, saga.Config{Owner: "heir", PollInterval: 20 * time.Millisecond}, v1, v2)
+		wctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		s, err := heir.Wait(wctx, id)
+		if err != nil || s.State != saga.Committed {
+			t.Fatalf("taken over: %+v, %v", s, err)
+		}
+		if s.Version != 1 || s.Steps[1].Attempts != 2 {
+			t.Errorf("saga = %+v, want v1 with step two called twice", s)
+		}
+		if rec.keys[saga.ActionKey(id, "two")] != 2 || rec.keys[saga.ActionKey(id, "one")] != 1 {
+			t.Errorf("keys = %v", rec.keys)
+		}
+		close(block)
+		kill()
+		dead.Stop()
+		// The dead instance's late writes are fenced off by the lease.
+		if s, _ := saga.Get(context.Background(), db, id); s.State != saga.Committed {
+			t.Errorf("after the old instance stopped: %+v", s)
+		}
+		if n, _ := heir.Begin(context.Background(), "w", "", nil); n == "" {
+			t.Error("begin on v2 failed")
+		}
+	})
+}
+
+func TestCancelAndDeadline(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		rec := &recorder{}
+		slow := func(c saga.Call) error { return errors.New("not yet") }
+		mk := func(name string, deadline time.Duration) saga.Definition {
+			s := rec.step("wait", slow)
+			s.Retry = saga.RetryPolicy{MaxAttempts: 1000, Initial: 5 * time.Millisecond, Max: 10 * time.Millisecond}
+			return saga.Definition{Name: name, Version: 1, Deadline: deadline, Steps: []saga.Step{rec.step("first", nil), s}}
+		}
+		o := start(t, db, saga.Config{BreakerFailures: 10000}, mk("short", 100*time.Millisecond), mk("long", time.Hour))
+		s := run(t, o, "short", nil)
+		if s.State != saga.Compensated || s.Reason != "deadline exceeded" || s.Steps[0].Status != saga.StepCompensated {
+			t.Errorf("past the deadline: %+v", s)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		id, err := o.Begin(ctx, "long", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if err := saga.Cancel(ctx, db, id, "customer changed their mind"); err != nil {
+			t.Fatal(err)
+		}
+		if s, _ = o.Wait(ctx, id); s.State != saga.Compensated || s.Reason != "cancelled: customer changed their mind" {
+			t.Errorf("cancelled: %+v", s)
+		}
+		if err := saga.Cancel(ctx, db, id, ""); !errors.Is(err, saga.ErrWrongState) {
+			t.Errorf("cancel a compensated saga: %v", err)
+		}
+	})
+}
+
+// TestBreakerStopsRetryStorm: a participant that is down gets a few
+// calls, not one per attempt of every saga.
+func TestBreakerStopsRetryStorm(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		var calls atomic.Int64
+		down := saga.Step{Name: "down", Participant: "billing",
+			Action: func(context.Context, saga.Call) (json.RawMessage, error) {
+				calls.Add(1)
+				return nil, errors.New("connection refused")
+			},
+			Retry: saga.RetryPolicy{MaxAttempts: 3, Initial: time.Millisecond, Max: 2 * time.Millisecond}}
+		def := saga.Definition{Name: "b", Version: 1, Deadline: 300 * time.Millisecond, Steps: []saga.Step{down}}
+		o := start(t, db, saga.Config{BreakerFailures: 3, BreakerCooldown: time.Second}, def)
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Go(func() {
+				if s := run(t, o, "b", nil); s.State != saga.Compensated {
+					t.Errorf("saga = %+v", s)
+				}
+			})
+		}
+		wg.Wait()
+		// 20 sagas × 3 attempts would be 60 calls without the breaker.
+		if n := calls.Load(); n > 10 {
+			t.Errorf("the participant got %d calls; the breaker should have stopped most", n)
+		}
+	})
+}
+
+func TestLogWritesShareCommits(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		rec := &recorder{}
+		def := saga.Definition{Name: "g", Version: 1, Steps: []saga.Step{rec.step("a", nil), rec.step("b", nil), rec.step("c", nil)}}
+		o := start(t, db, saga.Config{}, def)
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Go(func() {
+				if s := run(t, o, "g", nil); s.State != saga.Committed {
+					t.Errorf("saga = %+v", s)
+				}
+			})
+		}
+		wg.Wait()
+		st := o.Stats()
+		if st.LogWrites < 64*7 || st.LogCommits >= st.LogWrites {
+			t.Errorf("stats = %+v: want at least 448 writes in fewer commits", st)
+		}
+		t.Logf("%d log writes in %d commits", st.LogWrites, st.LogCommits)
+	})
+}
+
+func TestHandler(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		rec := &recorder{}
+		pay := rec.step("pay", nil)
+		pay.Compensate = func(context.Context, saga.Call) (json.RawMessage, error) { return nil, errors.New("refund failed") }
+		pay.CompensationRetry = saga.RetryPolicy{MaxAttempts: 1}
+		def := saga.Definition{Name: "h", Version: 1, Steps: []saga.Step{pay, rec.step("no", func(saga.Call) error { return saga.Reject(errors.New("no")) })}}
+		o := start(t, db, saga.Config{PollInterval: time.Hour}, def)
+		s := run(t, o, "h", nil)
+		srv := httptest.NewServer(saga.Handler("/ops/sagas", db, nil))
+		defer srv.Close()
+		get := func(path string) (int, string) {
+			resp, err := http.Get(srv.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var b strings.Builder
+			_, _ = fmt.Fprint(&b, resp.Body)
+			buf := make([]byte, 1<<16)
+			n, _ := resp.Body.Read(buf)
+			return resp.StatusCode, string(buf[:n])
+		}
+		post := func(path, body string) int {
+			resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		if code, body := get("/ops/sagas?state=needs_attention"); code != 200 || !strings.Contains(body, s.ID) {
+			t.Errorf("list: %d %s", code, body)
+		}
+		if code, body := get("/ops/sagas/" + s.ID); code != 200 || !strings.Contains(body, "refund failed") {
+			t.Errorf("show: %d %s", code, body)
+		}
+		if code, _ := get("/ops/sagas/nope"); code != 404 {
+			t.Errorf("unknown saga: %d", code)
+		}
+		if code, _ := get("/ops/sagas?state=weird"); code != 400 {
+			t.Errorf("bad state: %d", code)
+		}
+		if code := post("/ops/sagas/"+s.ID+"/resolve", `{}`); code != 400 {
+			t.Errorf("resolve without note: %d", code)
+		}
+		if code := post("/ops/sagas/"+s.ID+"/resolve", `{"note":"refunded by hand"}`); code != 200 {
+			t.Errorf("resolve: %d", code)
+		}
+		if code := post("/ops/sagas/"+s.ID+"/retry", ``); code != 409 {
+			t.Errorf("retry a resolved saga: %d", code)
+		}
+	})
+}
