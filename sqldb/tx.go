@@ -131,3 +131,22 @@ func IsUniqueViolation(err error) bool {
 	}
 	return false
 }
+
+// LockKey serializes the transactions that lock the same key until they
+// end — for guarding the absence of a row (create-if-not-tombstoned, say),
+// which no row lock can. On PostgreSQL it takes a transaction-scoped
+// advisory lock; SQLite transactions run by [RunInTx] are serialized
+// already, so there it does nothing. tx must be run by [RunInTx].
+func LockKey(ctx context.Context, tx *sql.Tx, key string) error {
+	d, ok := TxDialect(tx)
+	if !ok {
+		return errors.New("sqldb: LockKey needs a transaction run by RunInTx")
+	}
+	if d != Postgres {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, key); err != nil {
+		return fmt.Errorf("sqldb: lock key %q: %w", key, err)
+	}
+	return nil
+}

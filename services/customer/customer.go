@@ -5,13 +5,16 @@
 //	POST /customers                     register a profile
 //	GET  /customers/{id}                one customer
 //	GET  /customers?email=E&limit=N     customers, newest first
-//	POST /customers/{id}/open-tickets   {"delta": 1 or -1}
+//	POST /customers/{id}/open-tickets   {"delta": 1 or -1, "op_id": optional}
+//	POST /customers/{id}/open-tickets/{op_id}/undo   undo (or void) that change
+//	POST /customers/{id}/close          close the profile (or tombstone an id not registered yet)
 //
 // Every change publishes an event (sysops.customer.*) and an audit record
 // through the service's outbox.
 package customer
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
@@ -62,6 +65,7 @@ type Customer struct {
 	Email       string    `json:"email"`
 	Zip         string    `json:"zip"`
 	OpenTickets int       `json:"open_tickets"`
+	Status      string    `json:"status"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
 }
@@ -82,24 +86,52 @@ func New(db *sqldb.DB, logger *slog.Logger) *Service {
 
 // NewCustomer is the body of a registration.
 type NewCustomer struct {
+	// ID is optional: a saga chooses it, so that it can close the profile
+	// before it knows whether registering it succeeded.
+	ID    string `json:"id,omitempty"`
 	Name  string `json:"name"`
 	Email string `json:"email"`
 	Zip   string `json:"zip"`
 }
 
-// Register creates a customer.
-func (s *Service) Register(ctx context.Context, in NewCustomer) (Customer, error) {
+// Register creates a customer. With a chosen id, registering it again
+// returns it (created is false); an id closed before it was registered is
+// refused.
+func (s *Service) Register(ctx context.Context, in NewCustomer) (cu Customer, created bool, err error) {
 	in.Email = strings.ToLower(strings.TrimSpace(in.Email))
 	var c svc.Check
+	c.Optional("id", in.ID, 64)
 	c.Required("name", in.Name, 200)
 	c.Email("email", in.Email)
 	c.Zip("zip", in.Zip)
 	if err := c.Err(); err != nil {
-		return Customer{}, err
+		return Customer{}, false, err
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	cu := Customer{ID: outbox.NewID(), Name: strings.TrimSpace(in.Name), Email: in.Email, Zip: in.Zip, CreatedAt: now, UpdatedAt: now}
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	cu = Customer{ID: cmp.Or(in.ID, outbox.NewID()), Name: strings.TrimSpace(in.Name), Email: in.Email, Zip: in.Zip, Status: "active",
+		CreatedAt: now, UpdatedAt: now}
+	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		created = false
+		if err := sqldb.LockKey(ctx, tx, "customer/"+cu.ID); err != nil {
+			return err
+		}
+		if existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, cu.ID)); err == nil {
+			if existing.Email != cu.Email {
+				return sysops.Errorf(sysops.EConflict, "customer %q exists with another email", cu.ID)
+			}
+			cu = existing
+			return nil
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		var dead int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM customer_tombstone WHERE id = $1`, cu.ID).Scan(&dead); err != nil {
+			return err
+		}
+		if dead > 0 {
+			return sysops.Errorf(sysops.EConflict, "customer %q was closed before it was registered", cu.ID)
+		}
+		created = true
 		if _, err := tx.ExecContext(ctx, `INSERT INTO customer (id, name, email, zip, open_tickets, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, 0, $5, $5)`, cu.ID, cu.Name, cu.Email, cu.Zip, svc.Micros(now)); err != nil {
 			if sqldb.IsUniqueViolation(err) {
@@ -112,15 +144,50 @@ func (s *Service) Register(ctx context.Context, in NewCustomer) (Customer, error
 		}
 		return svc.Audit(ctx, tx, Name, "customer.registered", "customer", cu.ID, map[string]string{"email": cu.Email})
 	})
+	return cu, created, err
+}
+
+// Close closes a customer's profile (the compensation of a registration);
+// closing a closed one changes nothing. An id not registered yet is
+// tombstoned, so that registering it later is refused.
+func (s *Service) Close(ctx context.Context, id string) (Customer, error) {
+	cu := Customer{ID: id, Status: "closed"}
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		if err := sqldb.LockKey(ctx, tx, "customer/"+id); err != nil {
+			return err
+		}
+		existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			_, err := tx.ExecContext(ctx, `INSERT INTO customer_tombstone (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`,
+				id, svc.Micros(time.Now()))
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		cu = existing
+		if cu.Status == "closed" {
+			return nil
+		}
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		if _, err := tx.ExecContext(ctx, `UPDATE customer SET status = 'closed', updated_at = $1 WHERE id = $2`, svc.Micros(now), id); err != nil {
+			return err
+		}
+		cu.Status, cu.UpdatedAt = "closed", now
+		if err := svc.Emit(ctx, tx, Name, "sysops.customer.closed.v1", "customer", id, map[string]string{"customer_id": id}); err != nil {
+			return err
+		}
+		return svc.Audit(ctx, tx, Name, "customer.closed", "customer", id, nil)
+	})
 	return cu, err
 }
 
-const columns = `id, name, email, zip, open_tickets, created_at, updated_at`
+const columns = `id, name, email, zip, open_tickets, status, created_at, updated_at`
 
 func scan(row interface{ Scan(...any) error }) (Customer, error) {
 	var c Customer
 	var created, updated int64
-	err := row.Scan(&c.ID, &c.Name, &c.Email, &c.Zip, &c.OpenTickets, &created, &updated)
+	err := row.Scan(&c.ID, &c.Name, &c.Email, &c.Zip, &c.OpenTickets, &c.Status, &created, &updated)
 	c.CreatedAt, c.UpdatedAt = svc.FromMicros(created), svc.FromMicros(updated)
 	return c, err
 }
@@ -159,36 +226,114 @@ func (s *Service) List(ctx context.Context, email string, limit int) ([]Customer
 }
 
 // AdjustOpenTickets adds delta (1 or -1) to a customer's open_tickets; it
-// never goes below zero.
-func (s *Service) AdjustOpenTickets(ctx context.Context, id string, delta int) (Customer, error) {
+// never goes below zero. With an op id the change applies once however
+// often it is repeated, and is refused if it was undone before it arrived.
+func (s *Service) AdjustOpenTickets(ctx context.Context, id string, delta int, opID string) (Customer, error) {
 	if delta != 1 && delta != -1 {
 		return Customer{}, sysops.Errorf(sysops.EInvalid, "field \"delta\" must be 1 or -1, not %d", delta)
 	}
+	var c svc.Check
+	c.Optional("op_id", opID, 200)
+	if err := c.Err(); err != nil {
+		return Customer{}, err
+	}
 	var cu Customer
 	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
-		now := time.Now().UTC()
-		res, err := tx.ExecContext(ctx, `UPDATE customer SET open_tickets = open_tickets + $1, updated_at = $2
-			WHERE id = $3 AND open_tickets + $1 >= 0`, delta, svc.Micros(now), id)
-		if err != nil {
+		if opID != "" {
+			if err := sqldb.LockKey(ctx, tx, "op/"+opID); err != nil {
+				return err
+			}
+			var state string
+			err := tx.QueryRowContext(ctx, `SELECT state FROM open_tickets_op WHERE op_id = $1`, opID).Scan(&state)
+			switch {
+			case err == nil && state == "voided":
+				return sysops.Errorf(sysops.EConflict, "operation %q was undone before it arrived", opID)
+			case err == nil:
+				var gerr error
+				cu, gerr = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
+				return gerr // applied before: nothing more to do
+			case !errors.Is(err, sql.ErrNoRows):
+				return err
+			}
+		}
+		var err error
+		if cu, err = s.adjust(ctx, tx, id, delta); err != nil {
 			return err
 		}
-		cu, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
-		if errors.Is(err, sql.ErrNoRows) {
-			return sysops.Errorf(sysops.ENotFound, "customer %q not found", id)
+		if opID != "" {
+			_, err = tx.ExecContext(ctx, `INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
+				VALUES ($1, $2, $3, 'applied', $4)`, opID, id, delta, svc.Micros(time.Now()))
 		}
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return sysops.Errorf(sysops.EConflict, "customer %q has no open tickets to decrement", id)
-		}
-		ev := map[string]any{"customer_id": id, "delta": delta, "open_tickets": cu.OpenTickets}
-		if err := svc.Emit(ctx, tx, Name, "sysops.customer.open_tickets_changed.v1", "customer", id, ev); err != nil {
-			return err
-		}
-		return svc.Audit(ctx, tx, Name, "customer.open_tickets_changed", "customer", id, ev)
+		return err
 	})
 	return cu, err
+}
+
+// UndoOpenTickets reverses the change made by op id (the compensation of
+// a saga step). Undoing twice is the same as once; undoing a change that
+// never arrived voids it, so it is refused if it arrives later.
+func (s *Service) UndoOpenTickets(ctx context.Context, id, opID string) (Customer, error) {
+	var cu Customer
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		if err := sqldb.LockKey(ctx, tx, "op/"+opID); err != nil {
+			return err
+		}
+		var state string
+		var delta int
+		err := tx.QueryRowContext(ctx, `SELECT state, delta FROM open_tickets_op WHERE op_id = $1`, opID).Scan(&state, &delta)
+		now := svc.Micros(time.Now())
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			_, err = tx.ExecContext(ctx, `INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
+				VALUES ($1, $2, 0, 'voided', $3)`, opID, id, now)
+			if err != nil {
+				return err
+			}
+			cu, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
+			if errors.Is(err, sql.ErrNoRows) {
+				cu, err = Customer{ID: id}, nil
+			}
+			return err
+		case err != nil:
+			return err
+		case state != "applied":
+			cu, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
+			if errors.Is(err, sql.ErrNoRows) {
+				cu, err = Customer{ID: id}, nil
+			}
+			return err
+		}
+		if cu, err = s.adjust(ctx, tx, id, -delta); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE open_tickets_op SET state = 'undone', updated_at = $1 WHERE op_id = $2`, now, opID)
+		return err
+	})
+	return cu, err
+}
+
+func (s *Service) adjust(ctx context.Context, tx *sql.Tx, id string, delta int) (Customer, error) {
+	now := time.Now().UTC()
+	res, err := tx.ExecContext(ctx, `UPDATE customer SET open_tickets = open_tickets + $1, updated_at = $2
+		WHERE id = $3 AND open_tickets + $1 >= 0`, delta, svc.Micros(now), id)
+	if err != nil {
+		return Customer{}, err
+	}
+	cu, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return cu, sysops.Errorf(sysops.ENotFound, "customer %q not found", id)
+	}
+	if err != nil {
+		return cu, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return cu, sysops.Errorf(sysops.EConflict, "customer %q has no open tickets to decrement", id)
+	}
+	ev := map[string]any{"customer_id": id, "delta": delta, "open_tickets": cu.OpenTickets}
+	if err := svc.Emit(ctx, tx, Name, "sysops.customer.open_tickets_changed.v1", "customer", id, ev); err != nil {
+		return cu, err
+	}
+	return cu, svc.Audit(ctx, tx, Name, "customer.open_tickets_changed", "customer", id, ev)
 }
 
 // Handler returns the service's HTTP API.
@@ -199,12 +344,16 @@ func (s *Service) Handler() http.Handler {
 		if err := httpx.DecodeJSON(w, r, &in); err != nil {
 			return err
 		}
-		c, err := s.Register(r.Context(), in)
+		c, created, err := s.Register(r.Context(), in)
 		if err != nil {
 			return err
 		}
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
 		w.Header().Set("Location", "/customers/"+c.ID)
-		httpx.WriteJSON(w, http.StatusCreated, c)
+		httpx.WriteJSON(w, status, c)
 		return nil
 	})
 	rt.Handle("GET /customers/{id}", func(w http.ResponseWriter, r *http.Request) error {
@@ -232,12 +381,29 @@ func (s *Service) Handler() http.Handler {
 	})
 	rt.Handle("POST /customers/{id}/open-tickets", func(w http.ResponseWriter, r *http.Request) error {
 		var in struct {
-			Delta int `json:"delta"`
+			Delta int    `json:"delta"`
+			OpID  string `json:"op_id"`
 		}
 		if err := httpx.DecodeJSON(w, r, &in); err != nil {
 			return err
 		}
-		c, err := s.AdjustOpenTickets(r.Context(), r.PathValue("id"), in.Delta)
+		c, err := s.AdjustOpenTickets(r.Context(), r.PathValue("id"), in.Delta, in.OpID)
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, c)
+		return nil
+	})
+	rt.Handle("POST /customers/{id}/open-tickets/{op_id}/undo", func(w http.ResponseWriter, r *http.Request) error {
+		c, err := s.UndoOpenTickets(r.Context(), r.PathValue("id"), r.PathValue("op_id"))
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, c)
+		return nil
+	})
+	rt.Handle("POST /customers/{id}/close", func(w http.ResponseWriter, r *http.Request) error {
+		c, err := s.Close(r.Context(), r.PathValue("id"))
 		if err != nil {
 			return err
 		}

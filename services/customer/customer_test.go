@@ -68,3 +68,57 @@ func TestCustomerAPI(t *testing.T) {
 		}
 	})
 }
+
+// TestSagaParticipant: changes keyed by an op id apply once and undo once;
+// an undo that overtakes its change voids it; a profile closed before it
+// was registered stays unregistered.
+func TestSagaParticipant(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, customer.Spec())
+		base := env.URL(customer.Name)
+		body := map[string]any{"id": "cu-1", "name": "Ada", "email": "ada@example.com", "zip": "10001"}
+		if r := svctest.Do(t, "POST", base+"/customers", body); r.Status != 201 {
+			t.Fatalf("register with id: %d %s", r.Status, r.Body)
+		}
+		if r := svctest.Do(t, "POST", base+"/customers", body); r.Status != 200 {
+			t.Errorf("register again: %d %s", r.Status, r.Body)
+		}
+		count := func() float64 {
+			v, _ := svctest.Do(t, "GET", base+"/customers/cu-1", nil).JSON(t)["open_tickets"].(float64)
+			return v
+		}
+		op := func(delta int, id string) svctest.Response {
+			return svctest.Do(t, "POST", base+"/customers/cu-1/open-tickets", map[string]any{"delta": delta, "op_id": id})
+		}
+		undo := func(id string) svctest.Response {
+			return svctest.Do(t, "POST", base+"/customers/cu-1/open-tickets/"+id+"/undo", nil)
+		}
+		op(1, "a")
+		op(1, "a")
+		op(1, "b")
+		if n := count(); n != 2 {
+			t.Errorf("after a, a, b: %v, want 2", n)
+		}
+		undo("a")
+		undo("a")
+		if n := count(); n != 1 {
+			t.Errorf("after undoing a twice: %v, want 1", n)
+		}
+		if r := undo("c"); r.Status != 200 {
+			t.Errorf("undo before the change: %d %s", r.Status, r.Body)
+		}
+		svctest.WantError(t, "change after its undo", op(1, "c"), 409, "undone before it arrived")
+		if n := count(); n != 1 {
+			t.Errorf("after the voided change: %v, want 1", n)
+		}
+
+		if r := svctest.Do(t, "POST", base+"/customers/cu-1/close", nil); r.Status != 200 || r.JSON(t)["status"] != "closed" {
+			t.Errorf("close: %d %s", r.Status, r.Body)
+		}
+		if r := svctest.Do(t, "POST", base+"/customers/cu-2/close", nil); r.Status != 200 {
+			t.Errorf("close before register: %d %s", r.Status, r.Body)
+		}
+		svctest.WantError(t, "register after close", svctest.Do(t, "POST", base+"/customers",
+			map[string]any{"id": "cu-2", "name": "Bo", "email": "bo@example.com", "zip": "10001"}), 409, "closed before it was registered")
+	})
+}

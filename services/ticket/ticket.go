@@ -10,12 +10,14 @@
 //	GET  /tickets/{id}              one ticket
 //	GET  /tickets?customer_id=C&status=S&limit=N
 //	POST /tickets/{id}/status       {"status": "assigned" | "completed" | "cancelled" | "open"}
+//	POST /tickets/{id}/cancel       cancel (or tombstone an id not created yet)
 //
 // Every change publishes an event (sysops.ticket.*) and an audit record
 // through the service's outbox.
 package ticket
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
@@ -94,6 +96,9 @@ type Ticket struct {
 
 // NewTicket is the body of a new ticket.
 type NewTicket struct {
+	// ID is optional: a caller that must be able to cancel the ticket
+	// before it knows the outcome of creating it (a saga) chooses it.
+	ID          string `json:"id,omitempty"`
 	CustomerID  string `json:"customer_id"`
 	Description string `json:"description"`
 	Priority    string `json:"priority"`
@@ -122,27 +127,51 @@ func New(db *sqldb.DB, zips *svc.ZipReplica, logger *slog.Logger) *Service {
 	return &Service{db: db, zips: zips, logger: logger}
 }
 
-// Open creates a ticket in status open.
-func (s *Service) Open(ctx context.Context, in NewTicket) (Ticket, error) {
+// Open creates a ticket in status open. With a chosen id, opening it again
+// returns it (created is false), and opening an id that was cancelled
+// before it was created is a conflict.
+func (s *Service) Open(ctx context.Context, in NewTicket) (t Ticket, created bool, err error) {
 	var c svc.Check
+	c.Optional("id", in.ID, 64)
 	c.Required("customer_id", in.CustomerID, 64)
 	c.Required("description", in.Description, 4000)
 	c.OneOf("priority", in.Priority, svc.Priorities...)
 	c.OneOf("skill", in.Skill, svc.Skills...)
 	c.Zip("zip", in.Zip)
 	if err := c.Err(); err != nil {
-		return Ticket{}, err
+		return Ticket{}, false, err
 	}
 	if _, err := s.zips.Lookup(ctx, in.Zip); err != nil {
 		if sysops.CodeOf(err) == sysops.EInvalid {
-			return Ticket{}, sysops.Errorf(sysops.EInvalid, "field \"zip\": %s", sysops.MessageOf(err))
+			return Ticket{}, false, sysops.Errorf(sysops.EInvalid, "field \"zip\": %s", sysops.MessageOf(err))
 		}
-		return Ticket{}, err
+		return Ticket{}, false, err
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	tk := Ticket{ID: outbox.NewID(), CustomerID: in.CustomerID, Description: strings.TrimSpace(in.Description),
+	tk := Ticket{ID: cmp.Or(in.ID, outbox.NewID()), CustomerID: in.CustomerID, Description: strings.TrimSpace(in.Description),
 		Priority: in.Priority, Skill: in.Skill, Zip: in.Zip, Status: "open", CreatedAt: now, UpdatedAt: now}
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		created = false
+		if err := sqldb.LockKey(ctx, tx, "ticket/"+tk.ID); err != nil {
+			return err
+		}
+		if existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, tk.ID)); err == nil {
+			if existing.CustomerID != tk.CustomerID {
+				return sysops.Errorf(sysops.EConflict, "ticket %q exists for another customer", tk.ID)
+			}
+			tk = existing
+			return nil
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		var dead int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM ticket_tombstone WHERE id = $1`, tk.ID).Scan(&dead); err != nil {
+			return err
+		}
+		if dead > 0 {
+			return sysops.Errorf(sysops.EConflict, "ticket %q was cancelled before it was created", tk.ID)
+		}
+		created = true
 		if _, err := tx.ExecContext(ctx, `INSERT INTO ticket (id, customer_id, description, priority, skill, zip, status, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $7)`, tk.ID, tk.CustomerID, tk.Description, tk.Priority, tk.Skill, tk.Zip,
 			svc.Micros(now)); err != nil {
@@ -153,7 +182,33 @@ func (s *Service) Open(ctx context.Context, in NewTicket) (Ticket, error) {
 		}
 		return svc.Audit(ctx, tx, Name, "ticket.opened", "ticket", tk.ID, map[string]string{"customer_id": tk.CustomerID, "priority": tk.Priority})
 	})
-	return tk, err
+	return tk, created, err
+}
+
+// Cancel cancels a ticket, open or assigned; cancelling a cancelled one
+// changes nothing. A ticket that does not exist yet is tombstoned, so that
+// creating it later is refused: a saga's compensation may overtake its
+// action.
+func (s *Service) Cancel(ctx context.Context, id string) (Ticket, error) {
+	var t Ticket
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		if err := sqldb.LockKey(ctx, tx, "ticket/"+id); err != nil {
+			return err
+		}
+		var err error
+		t, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			t = Ticket{ID: id, Status: "cancelled"}
+			_, err := tx.ExecContext(ctx, `INSERT INTO ticket_tombstone (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`,
+				id, svc.Micros(time.Now()))
+			return err
+		}
+		return err
+	})
+	if err != nil || t.CustomerID == "" {
+		return t, err
+	}
+	return s.SetStatus(ctx, id, "cancelled")
 }
 
 const columns = `id, customer_id, description, priority, skill, zip, status, created_at, updated_at`
@@ -254,12 +309,24 @@ func (s *Service) Handler() http.Handler {
 		if err := httpx.DecodeJSON(w, r, &in); err != nil {
 			return err
 		}
-		t, err := s.Open(r.Context(), in)
+		t, created, err := s.Open(r.Context(), in)
 		if err != nil {
 			return err
 		}
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
 		w.Header().Set("Location", "/tickets/"+t.ID)
-		httpx.WriteJSON(w, http.StatusCreated, t)
+		httpx.WriteJSON(w, status, t)
+		return nil
+	})
+	rt.Handle("POST /tickets/{id}/cancel", func(w http.ResponseWriter, r *http.Request) error {
+		t, err := s.Cancel(r.Context(), r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, t)
 		return nil
 	})
 	rt.Handle("GET /tickets/{id}", func(w http.ResponseWriter, r *http.Request) error {

@@ -87,3 +87,38 @@ func TestWorksWhileLocationIsDown(t *testing.T) {
 		}
 	})
 }
+
+// TestChosenIDsAndEarlyCancel: what a saga needs of a participant — an
+// action repeated is applied once, and a compensation that overtakes its
+// action makes the late action be refused.
+func TestChosenIDsAndEarlyCancel(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, location.Spec(), ticket.SpecWith(ticket.Config{ZipRefresh: 50 * time.Millisecond}))
+		base := env.URL(ticket.Name)
+		body := newTicket("10001")
+		body["id"] = "tk-1"
+		if r := svctest.Do(t, "POST", base+"/tickets", body); r.Status != 201 || r.JSON(t)["id"] != "tk-1" {
+			t.Fatalf("create with id: %d %s", r.Status, r.Body)
+		}
+		if r := svctest.Do(t, "POST", base+"/tickets", body); r.Status != 200 {
+			t.Errorf("create again: %d %s, want 200 with the same ticket", r.Status, r.Body)
+		}
+		other := newTicket("10001")
+		other["id"], other["customer_id"] = "tk-1", "someone-else"
+		svctest.WantError(t, "id of another customer's ticket", svctest.Do(t, "POST", base+"/tickets", other), 409, "another customer")
+
+		// Cancel before create: the late create is refused.
+		if r := svctest.Do(t, "POST", base+"/tickets/tk-2/cancel", nil); r.Status != 200 || r.JSON(t)["status"] != "cancelled" {
+			t.Errorf("cancel before create: %d %s", r.Status, r.Body)
+		}
+		late := newTicket("10001")
+		late["id"] = "tk-2"
+		svctest.WantError(t, "create after cancel", svctest.Do(t, "POST", base+"/tickets", late), 409, "cancelled before it was created")
+
+		for range 2 { // cancelling twice is the same as once
+			if r := svctest.Do(t, "POST", base+"/tickets/tk-1/cancel", nil); r.Status != 200 || r.JSON(t)["status"] != "cancelled" {
+				t.Errorf("cancel: %d %s", r.Status, r.Body)
+			}
+		}
+	})
+}

@@ -1,0 +1,65 @@
+package sqldb_test
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+	"time"
+
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+func TestLockKey(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := sqldbtest.Open(t, d)
+		ctx := context.Background()
+		if _, err := db.ExecContext(ctx, `CREATE TABLE seen (k TEXT NOT NULL)`); err != nil {
+			t.Fatal(err)
+		}
+		// Two transactions check for a row's absence and insert it, under
+		// one key: only one may insert.
+		insertIfAbsent := func(started chan<- struct{}) error {
+			return sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+				if err := sqldb.LockKey(ctx, tx, "k1"); err != nil {
+					return err
+				}
+				if started != nil {
+					close(started)
+					time.Sleep(100 * time.Millisecond) // hold the lock
+				}
+				var n int
+				if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM seen WHERE k = 'k1'`).Scan(&n); err != nil {
+					return err
+				}
+				if n == 0 {
+					_, err := tx.ExecContext(ctx, `INSERT INTO seen (k) VALUES ('k1')`)
+					return err
+				}
+				return nil
+			})
+		}
+		started := make(chan struct{})
+		done := make(chan error)
+		go func() { done <- insertIfAbsent(started) }()
+		<-started
+		if err := insertIfAbsent(nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM seen`).Scan(&n); err != nil || n != 1 {
+			t.Errorf("rows = %d, %v; want 1", n, err)
+		}
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		if err := sqldb.LockKey(ctx, tx, "k"); err == nil {
+			t.Error("LockKey outside RunInTx: no error")
+		}
+	})
+}
