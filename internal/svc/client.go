@@ -24,9 +24,19 @@ import (
 // repeats no step), or a fresh one; either way the client retries a POST
 // that failed in transit with the same key, so the peer applies it once.
 type Client struct {
-	peer string
-	base string
-	http *http.Client
+	peer    string
+	base    string
+	http    *http.Client
+	noRetry bool
+}
+
+// WithoutRetries returns a copy of c that calls once: for callers that
+// retry with their own budget (a saga step), so that retries do not
+// multiply.
+func (c *Client) WithoutRetries() *Client {
+	cp := *c
+	cp.noRetry = true
+	return &cp
 }
 
 // NewClient returns a client for the named peer, found in peers.
@@ -68,7 +78,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 	}
 	attempts := 1
-	if method == http.MethodGet || key != "" {
+	if (method == http.MethodGet || key != "") && !c.noRetry {
 		attempts = 3 // safe to repeat
 	}
 	var err error

@@ -248,6 +248,16 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 	}
 	var out Assignment
 	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		if err := sqldb.LockKey(ctx, tx, "assignment/"+in.TicketID); err != nil {
+			return err
+		}
+		var dead int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM assignment_tombstone WHERE ticket_id = $1`, in.TicketID).Scan(&dead); err != nil {
+			return err
+		}
+		if dead > 0 {
+			return sysops.Errorf(sysops.EConflict, "ticket %q was released before it was assigned", in.TicketID)
+		}
 		if a, err := s.assignment(ctx, tx, in.TicketID); err == nil && a.Status != "released" {
 			if a.Status == "completed" {
 				return sysops.Errorf(sysops.EConflict, "ticket %q was completed already", in.TicketID)
@@ -393,8 +403,31 @@ func (s *Service) Complete(ctx context.Context, ticketID, notes string) (Assignm
 }
 
 // Release gives a ticket back: its assignment is released and the
-// expert's capacity freed. Releasing a released ticket is a no-op.
+// expert's capacity freed. Releasing a released ticket is a no-op; a ticket
+// not assigned yet is tombstoned, so that assigning it later is refused (a
+// saga's compensation may overtake its action).
 func (s *Service) Release(ctx context.Context, ticketID string) (Assignment, error) {
+	tombstoned := false
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		tombstoned = false
+		if err := sqldb.LockKey(ctx, tx, "assignment/"+ticketID); err != nil {
+			return err
+		}
+		_, err := s.assignment(ctx, tx, ticketID)
+		if sysops.CodeOf(err) != sysops.ENotFound {
+			return err
+		}
+		tombstoned = true
+		_, err = tx.ExecContext(ctx, `INSERT INTO assignment_tombstone (ticket_id, created_at) VALUES ($1, $2)
+			ON CONFLICT (ticket_id) DO NOTHING`, ticketID, svc.Micros(time.Now()))
+		return err
+	})
+	if err != nil {
+		return Assignment{}, err
+	}
+	if tombstoned {
+		return Assignment{TicketID: ticketID, Status: "released"}, nil
+	}
 	return s.finish(ctx, ticketID, "released", "")
 }
 

@@ -116,3 +116,26 @@ func TestAssignsWhileLocationIsDown(t *testing.T) {
 		addExpert(t, base, "otto", "94103", 1, "network")
 	})
 }
+
+// TestReleaseBeforeAssign: a release that overtakes its assignment makes
+// the late assignment be refused.
+func TestReleaseBeforeAssign(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, location.Spec(), assignment.SpecWith(assignment.Config{ZipRefresh: 50 * time.Millisecond}))
+		base := env.URL(assignment.Name)
+		addExpert(t, base, "hugo", "07030", 3, "printer")
+		for range 2 {
+			if r := svctest.Do(t, "POST", base+"/assignments/t9/release", nil); r.Status != 200 || r.JSON(t)["status"] != "released" {
+				t.Errorf("release before assign: %d %s", r.Status, r.Body)
+			}
+		}
+		svctest.WantError(t, "assign after release", assign(t, base, "t9", "printer", "10001"), 409, "released before it was assigned")
+		var e []assignment.Expert
+		var list struct{ Experts []assignment.Expert }
+		svctest.Do(t, "GET", base+"/experts", nil).Decode(t, &list)
+		e = list.Experts
+		if len(e) != 1 || e[0].OpenAssignments != 0 {
+			t.Errorf("experts = %+v", e)
+		}
+	})
+}

@@ -1,0 +1,324 @@
+// Package orchestrator is the Orchestrator service: it runs the Sysops
+// Squad's cross-service workflows as orchestrated sagas (package saga),
+// and owns their durable log (tables saga and saga_step) in its own
+// database.
+//
+//	POST /sagas/create-ticket   {"customer_id", "description", "priority", "skill", "zip"}
+//	GET  /sagas/{id}            a saga with its steps
+//	/ops/sagas...               list, show, retry, skip, resolve, cancel (saga.Handler)
+//
+// Create ticket: open the ticket (compensation: cancel it) → count it on
+// the customer (compensation: undo that count) → assign an expert by skill
+// and zip (compensation: release the expert) → mark the ticket assigned
+// (retried forward, never compensated: past the assignment the ticket
+// exists for good). Every call carries an idempotency key derived from
+// the saga and the step; the participants apply each once and refuse an
+// action whose compensation overtook it.
+//
+// A POST waits for the outcome up to Config.Wait: 201 with the result
+// when committed, 409 naming the reason when compensated, or 202 with the
+// saga id to poll at GET /sagas/{id} while it is still running (or needs
+// attention).
+package orchestrator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/internal/httpx"
+	"github.com/sysops-squad/sysops/internal/svc"
+	"github.com/sysops-squad/sysops/outbox"
+	"github.com/sysops-squad/sysops/saga"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// Name is the service's name.
+const Name = "orchestrator"
+
+// CreateTicket is the name of the create-ticket saga.
+const CreateTicket = "create-ticket"
+
+// Config configures the service.
+type Config struct {
+	// Wait is how long a POST waits for its saga's outcome before
+	// answering 202. Default 10 seconds.
+	Wait time.Duration
+	// Deadline is how long a saga may run forward before it compensates.
+	// Default 30 seconds.
+	Deadline time.Duration
+	// Saga configures the orchestrator (leases, breakers, limits).
+	Saga saga.Config
+	// StepTimeout bounds each call to a participant. Default 3 seconds.
+	StepTimeout time.Duration
+	// Retry is each step's retry budget. Default 4 attempts, 50 ms to 1 s.
+	Retry saga.RetryPolicy
+}
+
+// Spec describes the service to its host.
+func Spec() host.Spec { return SpecWith(Config{}) }
+
+// SpecWith describes the service configured by cfg.
+func SpecWith(cfg Config) host.Spec {
+	if cfg.Wait <= 0 {
+		cfg.Wait = 10 * time.Second
+	}
+	if cfg.Deadline <= 0 {
+		cfg.Deadline = 30 * time.Second
+	}
+	if cfg.StepTimeout <= 0 {
+		cfg.StepTimeout = 3 * time.Second
+	}
+	if cfg.Retry.MaxAttempts <= 0 {
+		cfg.Retry = saga.RetryPolicy{MaxAttempts: 4, Initial: 50 * time.Millisecond, Max: time.Second}
+	}
+	return host.Spec{
+		Name: Name, Migrations: saga.Migrations(), Streams: svc.Streams(Name),
+		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
+			s, err := New(deps.DB, deps.Peers, cfg, deps.Logger)
+			if err != nil {
+				return nil, err
+			}
+			if err := s.orch.Start(ctx); err != nil {
+				return nil, err
+			}
+			go func() {
+				<-ctx.Done()
+				s.orch.Stop()
+			}()
+			return s.Handler(), nil
+		},
+	}
+}
+
+// Service is the Orchestrator service.
+type Service struct {
+	db                           *sqldb.DB
+	orch                         *saga.Orchestrator
+	cfg                          Config
+	logger                       *slog.Logger
+	ticket, customer, assignment *svc.Client
+}
+
+// New returns the service over its database (whose saga tables exist),
+// calling its peers.
+func New(db *sqldb.DB, peers map[string]string, cfg Config, logger *slog.Logger) (*Service, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Saga.Logger = logger
+	s := &Service{db: db, cfg: cfg, logger: logger,
+		ticket:     svc.NewClient(peers, "ticket").WithoutRetries(),
+		customer:   svc.NewClient(peers, "customer").WithoutRetries(),
+		assignment: svc.NewClient(peers, "assignment").WithoutRetries()}
+	orch, err := saga.New(db, cfg.Saga, s.createTicket())
+	if err != nil {
+		return nil, err
+	}
+	s.orch = orch
+	return s, nil
+}
+
+// Orchestrator returns the saga orchestrator (for tests and benchmarks).
+func (s *Service) Orchestrator() *saga.Orchestrator { return s.orch }
+
+// TicketRequest is the input of the create-ticket saga.
+type TicketRequest struct {
+	TicketID    string `json:"ticket_id"`
+	CustomerID  string `json:"customer_id"`
+	Description string `json:"description"`
+	Priority    string `json:"priority"`
+	Skill       string `json:"skill"`
+	Zip         string `json:"zip"`
+}
+
+// call adapts a participant call to a saga step: the step's key becomes
+// the Idempotency-Key, and the participant's refusals (invalid, not
+// found, conflict) are business rejections, not retried.
+func call(ctx context.Context, c saga.Call, client *svc.Client, path string, body any) (json.RawMessage, error) {
+	ctx = svc.WithIdempotencyKey(svc.WithActor(ctx, "orchestrator"), c.Key)
+	var out json.RawMessage
+	err := client.Post(ctx, path, body, &out)
+	switch sysops.CodeOf(err) {
+	case sysops.EInvalid, sysops.ENotFound, sysops.EConflict:
+		return nil, saga.Reject(err)
+	}
+	return out, err
+}
+
+func (s *Service) step(name, participant string, action, compensate saga.Func) saga.Step {
+	return saga.Step{Name: name, Participant: participant, Action: action, Compensate: compensate,
+		Timeout: s.cfg.StepTimeout, Retry: s.cfg.Retry}
+}
+
+func (s *Service) createTicket() saga.Definition {
+	input := func(c saga.Call) (TicketRequest, error) {
+		var in TicketRequest
+		if err := c.Decode(&in); err != nil {
+			return in, saga.Reject(fmt.Errorf("saga input: %w", err))
+		}
+		return in, nil
+	}
+	opID := func(c saga.Call) string { return c.SagaID + "/count-ticket" }
+	open := s.step("open-ticket", "ticket",
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.ticket, "/tickets", map[string]string{"id": in.TicketID, "customer_id": in.CustomerID,
+				"description": in.Description, "priority": in.Priority, "skill": in.Skill, "zip": in.Zip})
+		},
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.ticket, "/tickets/"+url.PathEscape(in.TicketID)+"/cancel", nil)
+		})
+	count := s.step("count-ticket", "customer",
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.customer, "/customers/"+url.PathEscape(in.CustomerID)+"/open-tickets",
+				map[string]any{"delta": 1, "op_id": opID(c)})
+		},
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.customer, "/customers/"+url.PathEscape(in.CustomerID)+"/open-tickets/"+url.PathEscape(opID(c))+"/undo", nil)
+		})
+	assign := s.step("assign-expert", "assignment",
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.assignment, "/assignments", map[string]string{"ticket_id": in.TicketID, "skill": in.Skill,
+				"zip": in.Zip, "priority": in.Priority})
+		},
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.assignment, "/assignments/"+url.PathEscape(in.TicketID)+"/release", nil)
+		})
+	mark := s.step("mark-assigned", "ticket",
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.ticket, "/tickets/"+url.PathEscape(in.TicketID)+"/status", map[string]string{"status": "assigned"})
+		}, nil)
+	mark.Forward = true
+	mark.Retry = saga.RetryPolicy{MaxAttempts: 20, Initial: 50 * time.Millisecond, Max: time.Second}
+	return saga.Definition{Name: CreateTicket, Version: 1, Deadline: s.cfg.Deadline,
+		Steps: []saga.Step{open, count, assign, mark}}
+}
+
+// sagaID derives a saga's id from the request's Idempotency-Key, so that
+// a client retrying a POST reaches the same saga; without a key, a new id.
+func sagaID(r *http.Request, definition string) string {
+	if k := svc.IdempotencyKey(r.Context()); k != "" {
+		sum := sha256.Sum256([]byte(definition + "\x00" + k))
+		return definition + "-" + hex.EncodeToString(sum[:12])
+	}
+	return definition + "-" + outbox.NewID()
+}
+
+// Outcome is the answer to a saga's POST.
+type Outcome struct {
+	SagaID string      `json:"saga_id"`
+	State  saga.State  `json:"state"`
+	Reason string      `json:"reason,omitempty"`
+	Result interface{} `json:"result,omitempty"`
+}
+
+func (s *Service) answer(w http.ResponseWriter, r *http.Request, id string, result func(saga.Saga) any) error {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Wait)
+	defer cancel()
+	sg, err := s.orch.Wait(ctx, id)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	switch sg.State {
+	case saga.Committed:
+		httpx.WriteJSON(w, http.StatusCreated, Outcome{SagaID: id, State: sg.State, Result: result(sg)})
+	case saga.Compensated:
+		return sysops.Errorf(sysops.EConflict, "%s (saga %s compensated)", sg.Reason, id)
+	default:
+		w.Header().Set("Location", "/sagas/"+id)
+		httpx.WriteJSON(w, http.StatusAccepted, Outcome{SagaID: id, State: sg.State, Reason: sg.LastError})
+	}
+	return nil
+}
+
+func stepOutput(sg saga.Saga, step string) json.RawMessage {
+	for _, st := range sg.Steps {
+		if st.Name == step {
+			return st.Output
+		}
+	}
+	return nil
+}
+
+// Handler returns the service's HTTP API.
+func (s *Service) Handler() http.Handler {
+	rt := svc.NewRouter(s.logger)
+	rt.Handle("POST /sagas/create-ticket", func(w http.ResponseWriter, r *http.Request) error {
+		var in TicketRequest
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		var c svc.Check
+		c.Required("customer_id", in.CustomerID, 64)
+		c.Required("description", in.Description, 4000)
+		c.OneOf("priority", in.Priority, svc.Priorities...)
+		c.OneOf("skill", in.Skill, svc.Skills...)
+		c.Zip("zip", in.Zip)
+		if in.TicketID != "" {
+			c.Fail("field %q is chosen by the orchestrator", "ticket_id")
+		}
+		if err := c.Err(); err != nil {
+			return err
+		}
+		id := sagaID(r, CreateTicket)
+		in.TicketID = "tk-" + id[len(CreateTicket)+1:]
+		if _, err := s.orch.Begin(r.Context(), CreateTicket, id, in); err != nil {
+			return err
+		}
+		return s.answer(w, r, id, func(sg saga.Saga) any {
+			return map[string]json.RawMessage{"ticket": stepOutput(sg, "mark-assigned"), "assignment": stepOutput(sg, "assign-expert")}
+		})
+	})
+	rt.Handle("GET /sagas/{id}", func(w http.ResponseWriter, r *http.Request) error {
+		sg, err := saga.Get(r.Context(), s.db, r.PathValue("id"))
+		if errors.Is(err, saga.ErrNotFound) {
+			return sysops.Errorf(sysops.ENotFound, "saga %q not found", r.PathValue("id"))
+		}
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, sg)
+		return nil
+	})
+	ops := saga.Handler("/ops/sagas", s.db, s.logger)
+	rt.HandleHTTP("/ops/sagas", ops)
+	rt.HandleHTTP("/ops/sagas/", ops)
+	return rt
+}

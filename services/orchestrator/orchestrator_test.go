@@ -1,0 +1,147 @@
+package orchestrator_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sysops-squad/sysops/internal/invariant"
+	"github.com/sysops-squad/sysops/internal/svctest"
+	"github.com/sysops-squad/sysops/saga"
+	"github.com/sysops-squad/sysops/services/assignment"
+	"github.com/sysops-squad/sysops/services/customer"
+	"github.com/sysops-squad/sysops/services/location"
+	"github.com/sysops-squad/sysops/services/orchestrator"
+	"github.com/sysops-squad/sysops/services/ticket"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+func setup(t *testing.T, d sqldb.Dialect, cfg orchestrator.Config) (*svctest.Env, string) {
+	t.Helper()
+	fast := 50 * time.Millisecond
+	env := svctest.New(t, d, location.Spec(), customer.Spec(), ticket.SpecWith(ticket.Config{ZipRefresh: fast}),
+		assignment.SpecWith(assignment.Config{ZipRefresh: fast}), orchestrator.SpecWith(cfg))
+	var c customer.Customer
+	svctest.Do(t, "POST", env.URL("customer")+"/customers", map[string]string{"name": "Ada", "email": "ada@example.com", "zip": "10001"}).Decode(t, &c)
+	if r := svctest.Do(t, "POST", env.URL("assignment")+"/experts", map[string]any{"name": "Hugo", "email": "hugo@example.com",
+		"skills": []string{"printer"}, "zip": "07030", "capacity": 2}); r.Status != 201 {
+		t.Fatalf("expert: %d %s", r.Status, r.Body)
+	}
+	return env, c.ID
+}
+
+func create(t *testing.T, env *svctest.Env, customerID, skill string, headers ...string) svctest.Response {
+	t.Helper()
+	return svctest.Do(t, "POST", env.URL(orchestrator.Name)+"/sagas/create-ticket", map[string]string{"customer_id": customerID,
+		"description": "printer jams", "priority": "high", "skill": skill, "zip": "10001"}, headers...)
+}
+
+func checkInvariants(t *testing.T, env *svctest.Env) {
+	t.Helper()
+	problems, err := invariant.Check(context.Background(), env.Peers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("invariant: %s", p)
+	}
+}
+
+func TestCreateTicketSaga(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env, cust := setup(t, d, orchestrator.Config{})
+		r := create(t, env, cust, "printer", "Idempotency-Key", "k1")
+		if r.Status != 201 {
+			t.Fatalf("create: %d %s", r.Status, r.Body)
+		}
+		var out struct {
+			SagaID string `json:"saga_id"`
+			State  string
+			Result struct {
+				Ticket     struct{ ID, Status string }
+				Assignment struct{ ExpertID string `json:"expert_id"` }
+			}
+		}
+		r.Decode(t, &out)
+		if out.State != "committed" || out.Result.Ticket.Status != "assigned" || out.Result.Assignment.ExpertID == "" {
+			t.Errorf("outcome = %s", r.Body)
+		}
+		// The same request again reaches the same saga: nothing new.
+		if again := create(t, env, cust, "printer", "Idempotency-Key", "k1"); again.Status != 201 || string(again.Body) != string(r.Body) {
+			t.Errorf("repeat: %d %s", again.Status, again.Body)
+		}
+		checkInvariants(t, env)
+
+		// No expert with the skill: compensated, nothing left behind.
+		svctest.WantError(t, "no mobile expert", create(t, env, cust, "mobile"), 409, "compensated", "mobile")
+		// Unknown customer: the count step is refused; the ticket cancelled.
+		svctest.WantError(t, "unknown customer", create(t, env, "nobody", "printer"), 409, "nobody")
+		svctest.WantError(t, "bad priority", svctest.Do(t, "POST", env.URL(orchestrator.Name)+"/sagas/create-ticket",
+			map[string]string{"customer_id": cust, "description": "x", "priority": "asap", "skill": "printer", "zip": "10001"}), 400, `"priority"`)
+		checkInvariants(t, env)
+		var ts struct{ Tickets []ticket.Ticket }
+		svctest.Do(t, "GET", env.URL("ticket")+"/tickets?status=cancelled", nil).Decode(t, &ts)
+		if len(ts.Tickets) != 2 {
+			t.Errorf("cancelled tickets = %d, want 2", len(ts.Tickets))
+		}
+		if r := svctest.Do(t, "GET", env.URL(orchestrator.Name)+"/sagas/"+out.SagaID, nil); r.Status != 200 || !strings.Contains(string(r.Body), `"mark-assigned"`) {
+			t.Errorf("saga: %d %s", r.Status, r.Body)
+		}
+		if r := svctest.Do(t, "GET", env.URL(orchestrator.Name)+"/ops/sagas?state=compensated", nil); r.Status != 200 || strings.Count(string(r.Body), `"compensated"`) != 2 {
+			t.Errorf("ops list: %d %s", r.Status, r.Body)
+		}
+	})
+}
+
+// TestParticipantDown: a participant that is down makes the saga
+// compensate; the others are left as they were.
+func TestParticipantDown(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env, cust := setup(t, d, orchestrator.Config{Wait: 2 * time.Second,
+			Retry: saga.RetryPolicy{MaxAttempts: 3, Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}})
+		env.Stop("assignment")
+		// The assignment step fails; its compensation (a release, which
+		// must reach assignment in case the call applied) waits for it.
+		r := create(t, env, cust, "printer")
+		var out struct {
+			SagaID string `json:"saga_id"`
+			State  string
+		}
+		r.Decode(t, &out)
+		if r.Status != 202 || out.State != "compensating" {
+			t.Fatalf("with assignment down: %d %s", r.Status, r.Body)
+		}
+		env.Restart("assignment")
+		svctest.Eventually(t, "the saga to compensate", func() bool {
+			return svctest.Do(t, "GET", env.URL(orchestrator.Name)+"/sagas/"+out.SagaID, nil).JSON(t)["state"] == "compensated"
+		})
+		checkInvariants(t, env)
+		if r := create(t, env, cust, "printer"); r.Status != 201 {
+			t.Errorf("after assignment came back: %d %s", r.Status, r.Body)
+		}
+		checkInvariants(t, env)
+	})
+}
+
+// TestSlowParticipantReturns202: a saga still running when the POST's
+// wait ends is answered 202 with its id; it finishes on its own.
+func TestSlowParticipantReturns202(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env, cust := setup(t, d, orchestrator.Config{Wait: time.Millisecond})
+		r := create(t, env, cust, "printer")
+		var out struct {
+			SagaID string `json:"saga_id"`
+			State  string
+		}
+		r.Decode(t, &out)
+		if r.Status != 202 || out.SagaID == "" || r.Header.Get("Location") != "/sagas/"+out.SagaID {
+			t.Fatalf("create: %d %s", r.Status, r.Body)
+		}
+		svctest.Eventually(t, "the saga to commit", func() bool {
+			return svctest.Do(t, "GET", env.URL(orchestrator.Name)+"/sagas/"+out.SagaID, nil).JSON(t)["state"] == "committed"
+		})
+		checkInvariants(t, env)
+	})
+}
