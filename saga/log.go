@@ -17,17 +17,17 @@ type Saga struct {
 	ID           string          `json:"id"`
 	Definition   string          `json:"definition"`
 	Version      int             `json:"version"`
-	Input        json.RawMessage `json:"input"`
+	Input        json.RawMessage `json:"input,omitempty"`
 	State        State           `json:"state"`
 	Reason       string          `json:"reason,omitempty"`
 	LastError    string          `json:"last_error,omitempty"`
 	CancelReason string          `json:"cancel_reason,omitempty"`
-	DeadlineAt   time.Time       `json:"deadline_at"`
+	DeadlineAt   time.Time       `json:"deadline_at,omitzero"`
 	CreatedAt    time.Time       `json:"created_at"`
 	UpdatedAt    time.Time       `json:"updated_at"`
 	FinishedAt   *time.Time      `json:"finished_at,omitempty"`
 	LeaseOwner   string          `json:"lease_owner,omitempty"`
-	Steps        []StepRecord    `json:"steps"`
+	Steps        []StepRecord    `json:"steps,omitempty"`
 }
 
 // StepRecord is one step of a saga as its log records it.

@@ -19,6 +19,7 @@ import (
 	"github.com/sysops-squad/sysops/services/customer"
 	"github.com/sysops-squad/sysops/services/gateway"
 	"github.com/sysops-squad/sysops/services/location"
+	"github.com/sysops-squad/sysops/services/orchestrator"
 	"github.com/sysops-squad/sysops/services/reporting"
 	"github.com/sysops-squad/sysops/services/survey"
 	"github.com/sysops-squad/sysops/services/ticket"
@@ -27,10 +28,14 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// registry lists every service `sysops up` starts, in port order.
-func registry() []host.Spec {
+// registry lists every service `sysops up` starts, in port order, with
+// their defaults.
+func registry() []host.Spec { return registryFor(&options{}) }
+
+// registryFor is [registry] configured by the command's options.
+func registryFor(o *options) []host.Spec {
 	return []host.Spec{
-		gateway.Spec(), // first: the public API on --addr itself (127.0.0.1:8080)
+		gateway.SpecWith(gateway.Config{Consistency: o.consistency}), // first: the public API on --addr itself (127.0.0.1:8080)
 		location.Spec(),
 		customer.Spec(),
 		contract.Spec(),
@@ -41,17 +46,19 @@ func registry() []host.Spec {
 		survey.Spec(),
 		audit.Spec(),
 		reporting.Spec(),
+		orchestrator.Spec(),
 	}
 }
 
 // options are the flags shared by every command.
 type options struct {
-	dataDir  string
-	postgres string
-	natsURL  string
-	addr     string
-	dbPrefix string
-	logLevel string
+	dataDir     string
+	postgres    string
+	natsURL     string
+	addr        string
+	dbPrefix    string
+	logLevel    string
+	consistency string
 }
 
 func envOr(name, def string) string {
@@ -75,6 +82,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&o.natsURL, "nats", envOr("SYSOPS_NATS", ""), "external NATS JetStream server or cluster URL; default: an embedded server (SYSOPS_NATS)")
 	pf.StringVar(&o.addr, "addr", envOr("SYSOPS_ADDR", ""), "listen address; for up, the first of consecutive ports (default 127.0.0.1:8080, port 0 picks free ones) (SYSOPS_ADDR)")
 	pf.StringVar(&o.dbPrefix, "db-prefix", envOr("SYSOPS_DB_PREFIX", "sysops_"), "prefix of the PostgreSQL databases and roles (SYSOPS_DB_PREFIX)")
+	pf.StringVar(&o.consistency, "consistency", envOr("SYSOPS_CONSISTENCY", gateway.Orchestrated), "how the gateway keeps cross-service workflows consistent: "+strings.Join(gateway.Consistencies, " or ")+" (SYSOPS_CONSISTENCY)")
 	pf.StringVar(&o.logLevel, "log-level", envOr("SYSOPS_LOG_LEVEL", "info"), "debug, info, warn or error (SYSOPS_LOG_LEVEL)")
 
 	root.AddCommand(newUpCmd(&o), newServeCmd(&o), newOutboxCmd(&o), newBenchCmd(&o), newSeedCmd(&o), newVersionCmd())

@@ -41,7 +41,7 @@ func runServe(ctx context.Context, o *options, name string, peerFlags []string, 
 		return err
 	}
 	var spec *host.Spec
-	for _, s := range registry() {
+	for _, s := range registryFor(o) {
 		if s.Name == name {
 			spec = &s
 		}

@@ -143,7 +143,7 @@ func runUp(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 	if err := sqldb.EnsureDir(o.dataDir); err != nil {
 		return err
 	}
-	specs := registry()
+	specs := registryFor(o)
 	addrs, err := serviceAddrs(cmp.Or(o.addr, defaultAddr), len(specs))
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,12 +21,15 @@ import (
 type Stats struct {
 	Customers, Experts, Tickets          int
 	Open, Assigned, Completed, Cancelled int
-	SurveysAnswered, PlansCancelled      int
+	// Refused counts tickets the system turned down: with sagas, a ticket
+	// no expert can take is compensated (cancelled) at once.
+	Refused                         int
+	SurveysAnswered, PlansCancelled int
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("%d customers (%d plans cancelled), %d experts, %d tickets (%d open, %d assigned, %d completed, %d cancelled), %d surveys answered",
-		s.Customers, s.PlansCancelled, s.Experts, s.Tickets, s.Open, s.Assigned, s.Completed, s.Cancelled, s.SurveysAnswered)
+	return fmt.Sprintf("%d customers (%d plans cancelled), %d experts, %d tickets (%d open, %d assigned, %d completed, %d cancelled, %d refused), %d surveys answered",
+		s.Customers, s.PlansCancelled, s.Experts, s.Tickets, s.Open, s.Assigned, s.Completed, s.Cancelled, s.Refused, s.SurveysAnswered)
 }
 
 var experts = []struct {
@@ -104,6 +108,11 @@ func Run(ctx context.Context, api string) (Stats, error) {
 		p := problems[n%len(problems)]
 		out, err := c.post(ctx, "/api/tickets", fmt.Sprint("seed/ticket/", n), map[string]any{"customer_id": ids[ci],
 			"description": p.text, "priority": priorities[n%len(priorities)], "skill": p.skill, "zip": customers[ci].zip})
+		if he, ok := errors.AsType[*httpError](err); ok && he.status == http.StatusConflict {
+			st.Tickets++
+			st.Refused++ // no expert free: the saga compensated
+			continue
+		}
 		if err != nil {
 			return st, err
 		}
@@ -194,7 +203,14 @@ func (c *client) post(ctx context.Context, path, key string, body any) ([]byte, 
 		return nil, err
 	}
 	if resp.StatusCode >= 300 {
-		return nil, fmt.Errorf("seed: POST %s: %s: %s", path, resp.Status, bytes.TrimSpace(out))
+		return nil, &httpError{status: resp.StatusCode, msg: fmt.Sprintf("seed: POST %s: %s: %s", path, resp.Status, bytes.TrimSpace(out))}
 	}
 	return out, nil
 }
+
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }

@@ -57,8 +57,20 @@ func (c *Client) Post(ctx context.Context, path string, in, out any) error {
 	return c.Do(ctx, http.MethodPost, path, in, out)
 }
 
+// PostStatus is Post that also returns the peer's success status (200,
+// 201, 202...).
+func (c *Client) PostStatus(ctx context.Context, path string, in, out any) (int, error) {
+	var status int
+	err := c.do(ctx, http.MethodPost, path, in, out, &status)
+	return status, err
+}
+
 // Do calls the peer. in and out may be nil.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	return c.do(ctx, method, path, in, out, nil)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any, status *int) error {
 	if c.base == "" {
 		return sysops.Errorf(sysops.EUnavailable, "%s service: no address known (is it running?)", c.peer)
 	}
@@ -91,7 +103,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 			}
 		}
 		var retry bool
-		retry, err = c.once(ctx, method, path, body, key, out)
+		retry, err = c.once(ctx, method, path, body, key, out, status)
 		if err == nil || !retry {
 			return err
 		}
@@ -99,7 +111,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	return err
 }
 
-func (c *Client) once(ctx context.Context, method, path string, body []byte, key string, out any) (retry bool, err error) {
+func (c *Client) once(ctx context.Context, method, path string, body []byte, key string, out any, status *int) (retry bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
 	if err != nil {
 		return false, fmt.Errorf("%s %s: %w", method, path, err)
@@ -141,6 +153,9 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, key
 			code = sysops.EUnavailable
 		}
 		return resp.StatusCode >= 500, sysops.Errorf(code, "%s service answered %s", c.peer, resp.Status)
+	}
+	if status != nil {
+		*status = resp.StatusCode
 	}
 	if out != nil && len(bytes.TrimSpace(b)) > 0 {
 		if err := json.Unmarshal(b, out); err != nil {

@@ -9,12 +9,15 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,12 +32,41 @@ import (
 // Name is the service's name.
 const Name = "gateway"
 
+// Consistency patterns for the cross-service workflows.
+const (
+	// Orchestrated runs workflows as sagas in the orchestrator service.
+	Orchestrated = "orchestrated"
+	// Sequential calls the owners one after another from the gateway,
+	// with no recovery from a failure part way (the baseline).
+	Sequential = "sequential"
+)
+
+// Consistencies lists the patterns the gateway supports.
+var Consistencies = []string{Orchestrated, Sequential}
+
+// Config configures the gateway.
+type Config struct {
+	// Consistency is how workflows keep the owners consistent; default
+	// Orchestrated. In this version the create-ticket workflow runs as a
+	// saga; the others are sequential in both modes.
+	Consistency string
+}
+
 // Spec describes the service to its host.
-func Spec() host.Spec {
+func Spec() host.Spec { return SpecWith(Config{}) }
+
+// SpecWith describes the gateway configured by cfg.
+func SpecWith(cfg Config) host.Spec {
+	cfg.Consistency = cmp.Or(cfg.Consistency, Orchestrated)
 	return host.Spec{
 		Name: Name, Streams: svc.Streams(Name),
 		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
-			return New(deps.Peers, deps.Logger).Handler(), nil
+			if !slices.Contains(Consistencies, cfg.Consistency) {
+				return nil, fmt.Errorf("consistency %q: want one of %s", cfg.Consistency, strings.Join(Consistencies, ", "))
+			}
+			g := New(deps.Peers, deps.Logger)
+			g.cfg = cfg
+			return g.Handler(), nil
 		},
 	}
 }
@@ -43,17 +75,18 @@ func Spec() host.Spec {
 type Gateway struct {
 	peers   map[string]string
 	clients map[string]*svc.Client
+	cfg     Config
 	logger  *slog.Logger
 }
 
-// New returns the gateway calling peers.
+// New returns the gateway calling peers, orchestrated.
 func New(peers map[string]string, logger *slog.Logger) *Gateway {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gateway{peers: peers, clients: map[string]*svc.Client{}, logger: logger}
+	g := &Gateway{peers: peers, clients: map[string]*svc.Client{}, cfg: Config{Consistency: Orchestrated}, logger: logger}
 	for _, p := range []string{"customer", "contract", "billing", "ticket", "assignment", "completion", "survey",
-		"location", "audit", "reporting"} {
+		"location", "audit", "reporting", "orchestrator"} {
 		g.clients[p] = svc.NewClient(peers, p)
 	}
 	return g
@@ -178,7 +211,33 @@ type NewTicket struct {
 	Zip         string `json:"zip"`
 }
 
-func (g *Gateway) createTicket(ctx context.Context, in NewTicket) (map[string]any, error) {
+// createTicketSaga runs create-ticket as a saga in the orchestrator: 201
+// with the ticket and its assignment when it commits, the orchestrator's
+// 409 naming the reason when it compensates, 202 with the saga id while it
+// runs on.
+func (g *Gateway) createTicketSaga(w http.ResponseWriter, r *http.Request, in NewTicket) error {
+	var out struct {
+		SagaID string         `json:"saga_id"`
+		State  string         `json:"state"`
+		Reason string         `json:"reason,omitempty"`
+		Result map[string]any `json:"result"`
+	}
+	status, err := g.c("orchestrator").PostStatus(r.Context(), "/sagas/create-ticket", in, &out)
+	if err != nil {
+		return err
+	}
+	if status == http.StatusAccepted {
+		w.Header().Set("Location", "/api/sagas/"+out.SagaID)
+		httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"saga_id": out.SagaID, "state": out.State, "reason": out.Reason})
+		return nil
+	}
+	httpx.WriteJSON(w, http.StatusCreated, map[string]any{"ticket": out.Result["ticket"], "assignment": out.Result["assignment"],
+		"saga_id": out.SagaID, "state": out.State})
+	return nil
+}
+
+// checkTicket validates a new ticket at the edge, the customer included.
+func (g *Gateway) checkTicket(ctx context.Context, in NewTicket) error {
 	var c svc.Check
 	c.Required("customer_id", in.CustomerID, 64)
 	c.Required("description", in.Description, 4000)
@@ -186,13 +245,20 @@ func (g *Gateway) createTicket(ctx context.Context, in NewTicket) (map[string]an
 	c.OneOf("skill", in.Skill, svc.Skills...)
 	c.Zip("zip", in.Zip)
 	if err := c.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	err := g.c("customer").Get(ctx, "/customers/"+url.PathEscape(in.CustomerID), nil)
 	if sysops.CodeOf(err) == sysops.ENotFound {
-		return nil, sysops.Errorf(sysops.EInvalid, "field \"customer_id\": unknown customer %q", in.CustomerID)
+		return sysops.Errorf(sysops.EInvalid, "field \"customer_id\": unknown customer %q", in.CustomerID)
 	}
 	if err != nil {
+		return err
+	}
+	return g.checkZip(ctx, "zip", in.Zip)
+}
+
+func (g *Gateway) createTicket(ctx context.Context, in NewTicket) (map[string]any, error) {
+	if err := g.checkTicket(ctx, in); err != nil {
 		return nil, err
 	}
 	var tk map[string]any
@@ -204,7 +270,7 @@ func (g *Gateway) createTicket(ctx context.Context, in NewTicket) (map[string]an
 		return nil, err
 	}
 	var asg map[string]any
-	err = g.c("assignment").Post(ctx, "/assignments", map[string]string{"ticket_id": id, "skill": in.Skill, "zip": in.Zip,
+	err := g.c("assignment").Post(ctx, "/assignments", map[string]string{"ticket_id": id, "skill": in.Skill, "zip": in.Zip,
 		"priority": in.Priority}, &asg)
 	if sysops.CodeOf(err) == sysops.EConflict {
 		// No expert free: the ticket waits, open, for one.
@@ -374,8 +440,32 @@ func (g *Gateway) Handler() http.Handler {
 		if err := decode(w, r, &in); err != nil {
 			return err
 		}
+		if g.cfg.Consistency == Orchestrated {
+			if err := g.checkTicket(r.Context(), in); err != nil {
+				return err
+			}
+			return g.createTicketSaga(w, r, in)
+		}
 		return created(func(r *http.Request) (map[string]any, error) { return g.createTicket(r.Context(), in) })(w, r)
 	})
+	rt.Handle("GET /api/sagas/{id}", g.forward("orchestrator", "/sagas/{id}"))
+	rt.Handle("GET /api/ops/sagas", g.forward("orchestrator", "/ops/sagas"))
+	for _, action := range []string{"retry", "skip", "resolve", "cancel"} {
+		rt.Handle("POST /api/ops/sagas/{id}/"+action, func(w http.ResponseWriter, r *http.Request) error {
+			body := map[string]string{}
+			if r.ContentLength != 0 {
+				if err := decode(w, r, &body); err != nil {
+					return err
+				}
+			}
+			var out json.RawMessage
+			if err := g.c("orchestrator").Post(r.Context(), "/ops/sagas/"+url.PathEscape(r.PathValue("id"))+"/"+action, body, &out); err != nil {
+				return err
+			}
+			httpx.WriteJSON(w, http.StatusOK, out)
+			return nil
+		})
+	}
 	rt.Handle("GET /api/tickets/{id}", ok(func(r *http.Request) (map[string]any, error) {
 		return g.ticket(r.Context(), r.PathValue("id"))
 	}))

@@ -25,6 +25,7 @@ import (
 	"github.com/sysops-squad/sysops/services/customer"
 	"github.com/sysops-squad/sysops/services/gateway"
 	"github.com/sysops-squad/sysops/services/location"
+	"github.com/sysops-squad/sysops/services/orchestrator"
 	"github.com/sysops-squad/sysops/services/reporting"
 	"github.com/sysops-squad/sysops/services/survey"
 	"github.com/sysops-squad/sysops/services/ticket"
@@ -104,7 +105,7 @@ func TestPublicAPI(t *testing.T) {
 		fast := 50 * time.Millisecond
 		env := svctest.New(t, d, location.Spec(), customer.Spec(), contract.Spec(), billing.Spec(),
 			ticket.SpecWith(ticket.Config{ZipRefresh: fast}), assignment.SpecWith(assignment.Config{ZipRefresh: fast}),
-			completion.Spec(), survey.Spec(), audit.Spec(), reporting.Spec(), gateway.Spec())
+			completion.Spec(), survey.Spec(), audit.Spec(), reporting.Spec(), orchestrator.Spec(), gateway.Spec())
 		c := newChecker(t, env.URL(gateway.Name))
 
 		// Register, with an Idempotency-Key repeated.
@@ -164,11 +165,17 @@ func TestPublicAPI(t *testing.T) {
 			Assignment struct {
 				Expert struct{ Zip string }
 			}
+			SagaID string `json:"saga_id"`
 		}
 		r.Decode(t, &tv)
-		if tv.Ticket.Status != "assigned" || tv.Assignment.Expert.Zip != "07030" {
-			t.Errorf("ticket view = %+v, want assigned to the Hoboken expert", tv)
+		if tv.Ticket.Status != "assigned" || tv.Assignment.Expert.Zip != "07030" || tv.SagaID == "" {
+			t.Errorf("ticket view = %+v, want assigned to the Hoboken expert by a saga", tv)
 		}
+		c.do("GET", "/api/sagas/"+tv.SagaID, nil, false)
+		c.do("GET", "/api/ops/sagas?state=committed", nil, false)
+		svctest.WantError(t, "retry a committed saga", c.do("POST", "/api/ops/sagas/"+tv.SagaID+"/retry", `{}`, false), 409, "not needs_attention")
+		// A ticket no expert can take: the saga compensates, and says why.
+		svctest.WantError(t, "no mobile expert", c.do("POST", "/api/tickets", fmt.Sprintf(`{"customer_id":%q,"description":"phone","priority":"low","skill":"mobile","zip":"10001"}`, cust), false), 409, "mobile")
 		tid := tv.Ticket.ID
 		for _, bad := range []struct{ name, body, want string }{
 			{"unknown customer", `{"customer_id":"nobody","description":"x","priority":"low","skill":"printer","zip":"10001"}`, `"customer_id"`},

@@ -61,7 +61,9 @@ func TestCreateTicketSaga(t *testing.T) {
 			State  string
 			Result struct {
 				Ticket     struct{ ID, Status string }
-				Assignment struct{ ExpertID string `json:"expert_id"` }
+				Assignment struct {
+					ExpertID string `json:"expert_id"`
+				}
 			}
 		}
 		r.Decode(t, &out)
