@@ -20,7 +20,11 @@ import (
 
 // Config configures an [Orchestrator]. The zero value is usable.
 type Config struct {
-	// Owner names this instance in leases. Default: a random id.
+	// Owner names this instance in leases. Default: a random id. An
+	// instance restarted under the same name takes its own sagas back at
+	// once instead of waiting for their leases to expire — so the name
+	// must never be used by two running instances at once (a host and
+	// listen address is a good one).
 	Owner string
 	// LeaseTTL is how long a saga stays with an instance that stops
 	// writing to its log (a crashed one); then another takes it over.
@@ -183,7 +187,7 @@ func (o *Orchestrator) Stats() Stats {
 func (o *Orchestrator) RunOnce(ctx context.Context) (int, error) {
 	now := time.Now()
 	rows, err := o.db.QueryContext(ctx, `SELECT id FROM saga WHERE state IN ('running', 'compensating') AND next_run_at <= $1
-		AND (lease_owner = '' OR lease_until < $1) ORDER BY next_run_at LIMIT 256`, us(now))
+		AND (lease_owner = '' OR lease_until < $1 OR lease_owner = $2) ORDER BY next_run_at LIMIT 256`, us(now), o.cfg.Owner)
 	if err != nil {
 		return 0, fmt.Errorf("saga: find sagas to resume: %w", err)
 	}
@@ -203,7 +207,7 @@ func (o *Orchestrator) RunOnce(ctx context.Context) (int, error) {
 			continue
 		}
 		res, err := o.db.ExecContext(ctx, `UPDATE saga SET lease_owner = $1, lease_until = $2 WHERE id = $3
-			AND state IN ('running', 'compensating') AND (lease_owner = '' OR lease_until < $4)`,
+			AND state IN ('running', 'compensating') AND (lease_owner = '' OR lease_until < $4 OR lease_owner = $1)`,
 			o.cfg.Owner, us(now.Add(o.cfg.LeaseTTL)), id, us(now))
 		if err != nil {
 			return claimed, fmt.Errorf("saga: claim %s: %w", id, err)

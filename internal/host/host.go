@@ -51,6 +51,8 @@ type Deps struct {
 	Logger *slog.Logger
 	// Peers maps other services' names to their base URLs.
 	Peers map[string]string
+	// URL is the service's own base URL.
+	URL string
 }
 
 // Config configures [Start].
@@ -169,7 +171,7 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 		cancel()
 		return nil, fail("%w", err)
 	}
-	handler, err := spec.Start(svcCtx, Deps{DB: db, Broker: broker, Logger: logger, Peers: cfg.Peers})
+	handler, err := spec.Start(svcCtx, Deps{DB: db, Broker: broker, Logger: logger, Peers: cfg.Peers, URL: "http://" + ln.Addr().String()})
 	if err != nil {
 		relay.Stop()
 		cancel()

@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/sysops-squad/sysops"
@@ -84,6 +85,13 @@ func SpecWith(cfg Config) host.Spec {
 	return host.Spec{
 		Name: Name, Migrations: saga.Migrations(), Streams: svc.Streams(Name),
 		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
+			cfg := cfg
+			if cfg.Saga.Owner == "" {
+				// Unique while it runs (one process per address); the same
+				// after a restart, which then takes its sagas back at once.
+				hostname, _ := os.Hostname()
+				cfg.Saga.Owner = hostname + "/" + deps.URL
+			}
 			s, err := New(deps.DB, deps.Peers, cfg, deps.Logger)
 			if err != nil {
 				return nil, err

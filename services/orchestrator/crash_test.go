@@ -1,0 +1,254 @@
+package orchestrator_test
+
+// The crash test: the orchestrator runs as its own process (this test
+// binary, re-executed in a role) and is killed with SIGKILL at random
+// moments — before, during and after the steps of the sagas it drives —
+// and restarted, many times. At the end every saga has ended committed or
+// fully compensated, none half-done, and the invariants hold across the
+// participants' databases.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/internal/svctest"
+	"github.com/sysops-squad/sysops/saga"
+	"github.com/sysops-squad/sysops/services/orchestrator"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+const (
+	crashRoleEnv  = "ORCH_CRASH_ROLE"
+	crashDBEnv    = "ORCH_CRASH_DB"
+	crashNATSEnv  = "ORCH_CRASH_NATS"
+	crashAddrEnv  = "ORCH_CRASH_ADDR"
+	crashPeersEnv = "ORCH_CRASH_PEERS"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(crashRoleEnv) == "orchestrator" {
+		if err := runOrchestrator(); err != nil {
+			fmt.Fprintf(os.Stderr, "orchestrator: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runOrchestrator is the orchestrator process of the crash test.
+func runOrchestrator() error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	var peers map[string]string
+	if err := json.Unmarshal([]byte(os.Getenv(crashPeersEnv)), &peers); err != nil {
+		return err
+	}
+	cfg := orchestrator.Config{Wait: 5 * time.Second, StepTimeout: 2 * time.Second,
+		Retry: saga.RetryPolicy{MaxAttempts: 6, Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond},
+		Saga:  saga.Config{PollInterval: 100 * time.Millisecond, LeaseTTL: 5 * time.Second}}
+	h, err := host.Start(ctx, host.Config{Spec: orchestrator.SpecWith(cfg), DatabaseURL: os.Getenv(crashDBEnv),
+		NATSURL: os.Getenv(crashNATSEnv), Addr: os.Getenv(crashAddrEnv), Peers: peers})
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-h.Done():
+		return err
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return h.Shutdown(sctx)
+}
+
+// jittery puts a reverse proxy with random latency in front of a
+// participant, so that sagas take long enough to be killed mid-step.
+func jittery(t *testing.T, target string) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	proxy.ErrorLog = log.New(io.Discard, "", 0) // the kills cut requests short by design
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Duration(rand.IntN(8)) * time.Millisecond)
+		proxy.ServeHTTP(w, r)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestCrashOrchestrator(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env, _ := setup(t, d, orchestrator.Config{})
+		env.Stop(orchestrator.Name) // the in-process one; the process below replaces it
+		var customers []string
+		for i := range 4 {
+			r := svctest.Do(t, "POST", env.URL("customer")+"/customers", map[string]string{"name": fmt.Sprint("C", i),
+				"email": fmt.Sprintf("c%d@example.com", i), "zip": "10001"})
+			customers = append(customers, r.JSON(t)["id"].(string))
+		}
+		svctest.Do(t, "POST", env.URL("assignment")+"/experts", map[string]any{"name": "Big", "email": "big@example.com",
+			"skills": []string{"printer", "network"}, "zip": "10002", "capacity": 100})
+		peers := map[string]string{}
+		for _, p := range []string{"ticket", "customer", "assignment"} {
+			peers[p] = jittery(t, env.URL(p))
+		}
+		peersJSON, _ := json.Marshal(peers)
+		dbURL := sqldbtest.URL(t, d)
+		addr := freeAddr(t)
+		base := "http://" + addr
+
+		start := func() *exec.Cmd {
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), crashRoleEnv+"=orchestrator", crashDBEnv+"="+dbURL, crashNATSEnv+"="+env.NATS.ClientURL(),
+				crashAddrEnv+"="+addr, crashPeersEnv+"="+string(peersJSON))
+			cmd.Stderr = os.Stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				resp, err := http.Get(base + "/readyz")
+				if err == nil {
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						return cmd
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("orchestrator process not ready: %v", err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+
+		client := &http.Client{Timeout: 10 * time.Second}
+		const rounds, perRound = 12, 8
+		for round := range rounds {
+			cmd := start()
+			var wg sync.WaitGroup
+			for i := range perRound {
+				skill := "printer"
+				if i%4 == 3 {
+					skill = "mobile" // no expert: compensated
+				}
+				body := fmt.Sprintf(`{"customer_id":%q,"description":"crash %d/%d","priority":"low","skill":%q,"zip":"10001"}`,
+					customers[(round+i)%len(customers)], round, i, skill)
+				wg.Go(func() {
+					req, _ := http.NewRequest("POST", base+"/sagas/create-ticket", strings.NewReader(body))
+					req.Header.Set("Content-Type", "application/json")
+					if resp, err := client.Do(req); err == nil {
+						resp.Body.Close()
+					}
+				})
+			}
+			time.Sleep(time.Duration(rand.IntN(60)) * time.Millisecond)
+			_ = cmd.Process.Kill() // SIGKILL, mid-flight
+			_ = cmd.Wait()
+			wg.Wait()
+		}
+
+		// The last life: it finishes whatever the others left.
+		cmd := start()
+		defer func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+		}()
+		var sagas []saga.Saga
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			var list struct{ Sagas []saga.Saga }
+			svctest.Do(t, "GET", base+"/ops/sagas?limit=1000", nil).Decode(t, &list)
+			sagas = list.Sagas
+			unfinished := 0
+			for _, s := range sagas {
+				if !s.State.Final() {
+					unfinished++
+				}
+			}
+			if unfinished == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d sagas still unfinished", unfinished, len(sagas))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		counts := map[saga.State]int{}
+		resumed := 0
+		for _, s := range sagas {
+			counts[s.State]++
+			if s.State != saga.Committed && s.State != saga.Compensated {
+				t.Errorf("saga %s ended %s: %s", s.ID, s.State, s.LastError)
+			}
+			full, err := saga.Get(context.Background(), mustOpen(t, dbURL), s.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, st := range full.Steps {
+				if st.Attempts > 1 || st.CompensationAttempts > 1 {
+					resumed++
+					break
+				}
+			}
+		}
+		if len(sagas) == 0 {
+			t.Fatal("no saga was begun before the kills")
+		}
+		t.Logf("%d sagas: %d committed, %d compensated; %d called a step again after a crash or failure",
+			len(sagas), counts[saga.Committed], counts[saga.Compensated], resumed)
+		checkInvariants(t, env)
+	})
+}
+
+var openDBs sync.Map
+
+func mustOpen(t *testing.T, url string) *sqldb.DB {
+	t.Helper()
+	if db, ok := openDBs.Load(url); ok {
+		return db.(*sqldb.DB)
+	}
+	db, err := sqldb.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	openDBs.Store(url, db)
+	t.Cleanup(func() { openDBs.Delete(url); db.Close() })
+	return db
+}
