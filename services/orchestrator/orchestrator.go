@@ -63,6 +63,9 @@ type Config struct {
 	StepTimeout time.Duration
 	// Retry is each step's retry budget. Default 4 attempts, 50 ms to 1 s.
 	Retry saga.RetryPolicy
+	// CompensationRetry is each compensation's; past it the saga needs
+	// attention. Default 10 attempts, 50 ms to 2 s.
+	CompensationRetry saga.RetryPolicy
 }
 
 // Spec describes the service to its host.
@@ -165,7 +168,7 @@ func call(ctx context.Context, c saga.Call, client *svc.Client, path string, bod
 
 func (s *Service) step(name, participant string, action, compensate saga.Func) saga.Step {
 	return saga.Step{Name: name, Participant: participant, Action: action, Compensate: compensate,
-		Timeout: s.cfg.StepTimeout, Retry: s.cfg.Retry}
+		Timeout: s.cfg.StepTimeout, Retry: s.cfg.Retry, CompensationRetry: s.cfg.CompensationRetry}
 }
 
 func (s *Service) createTicket() saga.Definition {

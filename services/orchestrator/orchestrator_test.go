@@ -2,6 +2,7 @@ package orchestrator_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -145,5 +146,45 @@ func TestSlowParticipantReturns202(t *testing.T) {
 			return svctest.Do(t, "GET", env.URL(orchestrator.Name)+"/sagas/"+out.SagaID, nil).JSON(t)["state"] == "committed"
 		})
 		checkInvariants(t, env)
+	})
+}
+
+// TestFailingCompensationNeedsAttention: with ticket down, opening the
+// ticket fails and so does cancelling it; the saga stops in
+// needs_attention, and a retry once ticket is back finishes it.
+func TestFailingCompensationNeedsAttention(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		fast := saga.RetryPolicy{MaxAttempts: 2, Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}
+		env, cust := setup(t, d, orchestrator.Config{Wait: 5 * time.Second, Retry: fast, CompensationRetry: fast,
+			Saga: saga.Config{BreakerCooldown: 50 * time.Millisecond, PollInterval: 50 * time.Millisecond}})
+		env.Stop("ticket")
+		r := create(t, env, cust, "printer")
+		var out struct {
+			SagaID string `json:"saga_id"`
+			State  string
+			Reason string
+		}
+		r.Decode(t, &out)
+		if r.Status != 202 || out.State != "needs_attention" || !strings.Contains(out.Reason, "ticket") {
+			t.Fatalf("with ticket down: %d %s", r.Status, r.Body)
+		}
+		env.Restart("ticket")
+		base := env.URL(orchestrator.Name)
+		if r := svctest.Do(t, "POST", base+"/ops/sagas/"+out.SagaID+"/retry", nil); r.Status != 200 {
+			t.Fatalf("retry: %d %s", r.Status, r.Body)
+		}
+		svctest.Eventually(t, "the saga to compensate", func() bool {
+			return svctest.Do(t, "GET", base+"/sagas/"+out.SagaID, nil).JSON(t)["state"] == "compensated"
+		})
+		checkInvariants(t, env)
+		// The tombstone: the ticket id of that saga can never be created.
+		var sg saga.Saga
+		svctest.Do(t, "GET", base+"/sagas/"+out.SagaID, nil).Decode(t, &sg)
+		var in orchestrator.TicketRequest
+		if err := json.Unmarshal(sg.Input, &in); err != nil {
+			t.Fatal(err)
+		}
+		late := map[string]string{"id": in.TicketID, "customer_id": cust, "description": "late", "priority": "low", "skill": "printer", "zip": "10001"}
+		svctest.WantError(t, "the late action", svctest.Do(t, "POST", env.URL("ticket")+"/tickets", late), 409, "cancelled before it was created")
 	})
 }
