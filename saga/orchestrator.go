@@ -45,7 +45,11 @@ type Config struct {
 	// Defaults 5 and 1 second.
 	BreakerFailures uint32
 	BreakerCooldown time.Duration
-	Logger          *slog.Logger
+	// LogWriters is how many shared log transactions may be in flight at
+	// once. Default 1 on SQLite (one writer), 4 on PostgreSQL (whose own
+	// group commit then shares fsyncs between them).
+	LogWriters int
+	Logger     *slog.Logger
 }
 
 type defKey struct {
@@ -95,6 +99,12 @@ func New(db *sqldb.DB, cfg Config, defs ...Definition) (*Orchestrator, error) {
 	cfg.ParticipantConcurrency = cmp.Or(cfg.ParticipantConcurrency, 64)
 	cfg.BreakerFailures = cmp.Or(cfg.BreakerFailures, 5)
 	cfg.BreakerCooldown = cmp.Or(cfg.BreakerCooldown, time.Second)
+	if cfg.LogWriters <= 0 {
+		cfg.LogWriters = 1
+		if db.Dialect() == sqldb.Postgres {
+			cfg.LogWriters = 4
+		}
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -136,7 +146,9 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 	o.ctx, o.cancel = context.WithCancel(ctx)
 	var logCtx context.Context
 	logCtx, o.logCancel = context.WithCancel(context.WithoutCancel(ctx))
-	go o.log.run(logCtx)
+	for range o.cfg.LogWriters {
+		go o.log.run(logCtx)
+	}
 	o.wg.Add(1)
 	go func() {
 		defer o.wg.Done()
@@ -243,22 +255,26 @@ func (o *Orchestrator) launch(id string) {
 		select {
 		case o.slots <- struct{}{}:
 		case <-o.ctx.Done():
-			o.finish(id)
+			o.finish(id, false)
 			return
 		}
 		defer func() { <-o.slots }()
-		if err := o.drive(o.ctx, id); err != nil && o.ctx.Err() == nil {
+		err := o.drive(o.ctx, id)
+		if err != nil && o.ctx.Err() == nil {
 			o.cfg.Logger.ErrorContext(o.ctx, "saga: drive", "saga", id, "error", err)
 		}
-		o.finish(id)
+		o.finish(id, err == nil)
 	}()
 }
 
-// finish releases the saga's lease and wakes its waiters.
-func (o *Orchestrator) finish(id string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, _ = o.db.ExecContext(ctx, `UPDATE saga SET lease_owner = '', lease_until = 0 WHERE id = $1 AND lease_owner = $2`, id, o.cfg.Owner)
+// finish releases the saga's lease (unless its last log write did) and
+// wakes its waiters.
+func (o *Orchestrator) finish(id string, released bool) {
+	if !released {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = o.db.ExecContext(ctx, `UPDATE saga SET lease_owner = '', lease_until = 0 WHERE id = $1 AND lease_owner = $2`, id, o.cfg.Owner)
+	}
 	o.mu.Lock()
 	delete(o.active, id)
 	ws := o.waiters[id]
@@ -352,51 +368,62 @@ func (o *Orchestrator) Run(ctx context.Context, definition, id string, input any
 	return o.Wait(ctx, id)
 }
 
-// write runs fn in a shared log transaction if this instance still holds
-// the saga's lease, and renews the lease.
-func (o *Orchestrator) write(ctx context.Context, id string, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	return o.log.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		now := time.Now()
-		res, err := tx.ExecContext(ctx, `UPDATE saga SET lease_until = $1, updated_at = $2 WHERE id = $3 AND lease_owner = $4`,
-			us(now.Add(o.cfg.LeaseTTL)), us(now), id, o.cfg.Owner)
-		if err != nil {
-			return err
+// saveStepAndSaga logs the saga's state and the given steps (nil ones are
+// skipped) in a shared log transaction, if this instance still holds the
+// saga's lease, and renews the lease. With one step on PostgreSQL it is
+// one statement (one round trip inside the shared transaction).
+func (o *Orchestrator) saveStepAndSaga(ctx context.Context, s *Saga, steps ...*StepRecord) error {
+	var rs []*StepRecord
+	for _, r := range steps {
+		if r != nil {
+			rs = append(rs, r)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrLeaseLost
-		}
-		return fn(ctx, tx)
-	})
-}
-
-func saveStep(ctx context.Context, tx *sql.Tx, id string, r *StepRecord) error {
-	_, err := tx.ExecContext(ctx, `UPDATE saga_step SET status = $1, attempts = $2, comp_attempts = $3, output = $4,
-		last_error = $5, updated_at = $6 WHERE saga_id = $7 AND idx = $8`, string(r.Status), r.Attempts, r.CompensationAttempts,
-		string(r.Output), r.LastError, us(time.Now()), id, r.Index)
-	return err
-}
-
-func saveSaga(ctx context.Context, tx *sql.Tx, s *Saga) error {
+	}
 	var finished any
 	if s.State.Final() {
 		t := time.Now()
 		s.FinishedAt = &t
 		finished = us(t)
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE saga SET state = $1, reason = $2, last_error = $3, finished_at = $4 WHERE id = $5`,
-		string(s.State), s.Reason, s.LastError, finished, s.ID)
-	return err
-}
-
-// saveStepAndSaga logs a step and the saga's state in one write.
-func (o *Orchestrator) saveStepAndSaga(ctx context.Context, s *Saga, r *StepRecord) error {
-	return o.write(ctx, s.ID, func(ctx context.Context, tx *sql.Tx) error {
-		if r != nil {
-			if err := saveStep(ctx, tx, s.ID, r); err != nil {
+	return o.log.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		now := time.Now()
+		args := []any{us(now.Add(o.cfg.LeaseTTL)), us(now), s.ID, o.cfg.Owner, string(s.State), s.Reason, s.LastError, finished}
+		// A saga that stops here (final, or needing attention) gives its
+		// lease up in the same write: lease_until 0 clears the owner.
+		if s.State.Final() || s.State == NeedsAttention {
+			args[0] = int64(0)
+		}
+		const fence = `UPDATE saga SET lease_owner = CASE WHEN CAST($1 AS BIGINT) = 0 THEN '' ELSE lease_owner END, lease_until = $1,
+			updated_at = $2, state = $5, reason = $6, last_error = $7, finished_at = $8 WHERE id = $3 AND lease_owner = $4`
+		if len(rs) == 1 && o.db.Dialect() == sqldb.Postgres {
+			r := rs[0]
+			args = append(args, string(r.Status), r.Attempts, r.CompensationAttempts, string(r.Output), r.LastError, r.Index)
+			res, err := tx.ExecContext(ctx, `WITH fenced AS (`+fence+` RETURNING id)
+				UPDATE saga_step SET status = $9, attempts = $10, comp_attempts = $11, output = $12, last_error = $13, updated_at = $2
+				WHERE saga_id = (SELECT id FROM fenced) AND idx = $14`, args...)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return ErrLeaseLost
+			}
+			return nil
+		}
+		res, err := tx.ExecContext(ctx, fence, args...)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrLeaseLost
+		}
+		for _, r := range rs {
+			if _, err := tx.ExecContext(ctx, `UPDATE saga_step SET status = $1, attempts = $2, comp_attempts = $3, output = $4,
+				last_error = $5, updated_at = $6 WHERE saga_id = $7 AND idx = $8`, string(r.Status), r.Attempts, r.CompensationAttempts,
+				string(r.Output), r.LastError, us(now), s.ID, r.Index); err != nil {
 				return err
 			}
 		}
-		return saveSaga(ctx, tx, s)
+		return nil
 	})
 }
 
@@ -454,6 +481,9 @@ func (o *Orchestrator) stopReason(ctx context.Context, s *Saga, def Definition) 
 }
 
 func (o *Orchestrator) forward(ctx context.Context, s *Saga, def Definition) error {
+	// done is a step whose success is not logged yet: it goes in the same
+	// write as the next step's start (nothing happens in between).
+	var done *StepRecord
 	for i, step := range def.Steps {
 		r := &s.Steps[i]
 		if r.Status == StepDone || r.Status == StepSkipped {
@@ -462,22 +492,21 @@ func (o *Orchestrator) forward(ctx context.Context, s *Saga, def Definition) err
 		for {
 			if reason := o.stopReason(ctx, s, def); reason != "" {
 				s.State, s.Reason = Compensating, reason
-				if err := o.saveStepAndSaga(ctx, s, nil); err != nil {
+				if err := o.saveStepAndSaga(ctx, s, done); err != nil {
 					return err
 				}
 				return o.compensate(ctx, s, def)
 			}
 			r.Status = StepRunning
 			r.Attempts++
-			if err := o.saveStepAndSaga(ctx, s, r); err != nil { // before the call
+			if err := o.saveStepAndSaga(ctx, s, done, r); err != nil { // before the call
 				return err
 			}
+			done = nil
 			out, err, refused := o.call(ctx, s, step, step.Action, ActionKey(s.ID, step.Name), r.Attempts)
 			if err == nil {
 				r.Status, r.Output, r.LastError = StepDone, out, ""
-				if err := o.saveStepAndSaga(ctx, s, r); err != nil { // after it returns
-					return err
-				}
+				done = r // logged with the next write, before anything else is called
 				break
 			}
 			if ctx.Err() != nil {
@@ -508,10 +537,11 @@ func (o *Orchestrator) forward(ctx context.Context, s *Saga, def Definition) err
 		}
 	}
 	s.State = Committed
-	return o.saveStepAndSaga(ctx, s, nil)
+	return o.saveStepAndSaga(ctx, s, done)
 }
 
 func (o *Orchestrator) compensate(ctx context.Context, s *Saga, def Definition) error {
+	var undone *StepRecord // logged with the next write, as in forward
 	for i := len(def.Steps) - 1; i >= 0; i-- {
 		step, r := def.Steps[i], &s.Steps[i]
 		switch {
@@ -521,23 +551,23 @@ func (o *Orchestrator) compensate(ctx context.Context, s *Saga, def Definition) 
 			continue // never called
 		case step.Compensate == nil || step.Forward:
 			r.Status = StepCompensated
-			if err := o.saveStepAndSaga(ctx, s, r); err != nil {
+			if err := o.saveStepAndSaga(ctx, s, undone, r); err != nil {
 				return err
 			}
+			undone = nil
 			continue
 		}
 		for {
 			r.Status = StepCompensating
 			r.CompensationAttempts++
-			if err := o.saveStepAndSaga(ctx, s, r); err != nil {
+			if err := o.saveStepAndSaga(ctx, s, undone, r); err != nil {
 				return err
 			}
+			undone = nil
 			_, err, refused := o.call(ctx, s, step, step.Compensate, CompensationKey(s.ID, step.Name), r.CompensationAttempts)
 			if err == nil {
 				r.Status, r.LastError = StepCompensated, ""
-				if err := o.saveStepAndSaga(ctx, s, r); err != nil {
-					return err
-				}
+				undone = r
 				break
 			}
 			if ctx.Err() != nil {
@@ -560,7 +590,7 @@ func (o *Orchestrator) compensate(ctx context.Context, s *Saga, def Definition) 
 		}
 	}
 	s.State = Compensated
-	return o.saveStepAndSaga(ctx, s, nil)
+	return o.saveStepAndSaga(ctx, s, undone)
 }
 
 // backoff sleeps before the next attempt: exponential with full jitter,

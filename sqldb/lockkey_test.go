@@ -63,3 +63,52 @@ func TestLockKey(t *testing.T) {
 		}
 	})
 }
+
+func TestDeprovision(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		base, prefix := t.TempDir(), ""
+		if d == sqldb.Postgres {
+			base, prefix = sqldbtest.PostgresURL(t), sqldbtest.RandomName("dep")+"_"
+		}
+		cfg := sqldb.ProvisionConfig{Prefix: prefix}
+		u, err := sqldb.Provision(ctx, base, "svc", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := sqldb.Open(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, `CREATE TABLE kept (x INTEGER)`); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		for range 2 { // a second time finds nothing to remove
+			if err := sqldb.Deprovision(ctx, base, "svc", cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Provisioned again, it is empty.
+		if u, err = sqldb.Provision(ctx, base, "svc", cfg); err != nil {
+			t.Fatal(err)
+		}
+		db, err = sqldb.Open(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.ExecContext(ctx, `INSERT INTO kept VALUES (1)`); err == nil {
+			t.Error("the table survived Deprovision")
+		}
+		if err := sqldb.Deprovision(ctx, base, "svc", cfg); err != nil && d == sqldb.SQLite {
+			t.Fatal(err)
+		}
+		if d == sqldb.Postgres {
+			db.Close()
+			if err := sqldb.Deprovision(ctx, base, "svc", cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}

@@ -163,3 +163,44 @@ func isPgCode(err error, codes ...string) bool {
 	}
 	return false
 }
+
+// Deprovision removes what [Provision] made for service from base: its
+// SQLite file (and WAL files), or its PostgreSQL database and login role.
+// Missing ones are not an error. For throwaway databases (benchmarks).
+func Deprovision(ctx context.Context, base, service string, cfg ...ProvisionConfig) error {
+	var c ProvisionConfig
+	if len(cfg) > 0 {
+		c = cfg[0]
+	}
+	if !namePattern.MatchString(service) {
+		return fmt.Errorf("sqldb: service name %q must match %s", service, namePattern)
+	}
+	if !strings.HasPrefix(base, "postgres://") && !strings.HasPrefix(base, "postgresql://") {
+		if strings.Contains(base, "://") {
+			return fmt.Errorf("%w: %q", ErrUnknownScheme, Redact(base))
+		}
+		file := filepath.Join(strings.TrimPrefix(base, "sqlite:"), c.Prefix+service+".db")
+		for _, f := range []string{file, file + "-wal", file + "-shm"} {
+			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("sqldb: deprovision %s: %w", service, err)
+			}
+		}
+		return nil
+	}
+	name := cmp.Or(c.Prefix, "sysops_") + service
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		return fmt.Errorf("sqldb: cannot connect to postgres %s: %w", Redact(base), oneLine(rootCause(err)))
+	}
+	defer admin.Close(context.WithoutCancel(ctx))
+	if _, err := admin.Exec(ctx, "SELECT pg_advisory_lock($1)", provisionLockID); err != nil {
+		return fmt.Errorf("sqldb: deprovision %s: lock: %w", name, err)
+	}
+	ident := pgx.Identifier{name}.Sanitize()
+	for _, q := range []string{"DROP DATABASE IF EXISTS " + ident + " WITH (FORCE)", "DROP ROLE IF EXISTS " + ident} {
+		if _, err := admin.Exec(ctx, q); err != nil {
+			return fmt.Errorf("sqldb: deprovision %s: %w", name, err)
+		}
+	}
+	return nil
+}

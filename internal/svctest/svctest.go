@@ -8,8 +8,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -73,7 +75,7 @@ func (e *Env) start(name string, ln net.Listener) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	h, err := host.Start(ctx, host.Config{Spec: e.specs[name], DatabaseURL: e.dbURLs[name], NATSURL: e.NATS.ClientURL(),
-		Listener: ln, Peers: peers})
+		Listener: ln, Peers: peers, Logger: testLogger()})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -221,4 +223,13 @@ func WantError(t testing.TB, what string, r Response, status int, words ...strin
 			t.Errorf("%s: error %q does not mention %q", what, msg, w)
 		}
 	}
+}
+
+// testLogger logs the services' warnings and errors to stderr when
+// SVCTEST_LOG is set (for debugging a test), and nothing otherwise.
+func testLogger() *slog.Logger {
+	if os.Getenv("SVCTEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }

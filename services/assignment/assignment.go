@@ -19,6 +19,7 @@
 package assignment
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
@@ -284,17 +285,12 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 			ids = append(ids, id)
 		}
 		rows.Close()
+		dist := make(map[string]float64, len(ids))
+		for _, id := range ids {
+			dist[id] = svc.KM(origin, all[zipOf[id]])
+		}
 		slices.Sort(ids)
-		slices.SortStableFunc(ids, func(a, b string) int {
-			da, db := svc.KM(origin, all[zipOf[a]]), svc.KM(origin, all[zipOf[b]])
-			switch {
-			case da < db:
-				return -1
-			case da > db:
-				return 1
-			}
-			return 0
-		})
+		slices.SortStableFunc(ids, func(a, b string) int { return cmp.Compare(dist[a], dist[b]) })
 		now := time.Now().UTC().Truncate(time.Microsecond)
 		for _, id := range ids {
 			res, err := tx.ExecContext(ctx, `UPDATE expert SET open_assignments = open_assignments + 1

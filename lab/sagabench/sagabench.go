@@ -1,0 +1,278 @@
+// Package sagabench measures the create-ticket saga with its real
+// participants: ticket, customer and assignment (and location, for their
+// zip copies), each its own service with its own database, called over
+// loopback HTTP, and the orchestrator logging every step in its own
+// database. It measures completed sagas per second and their latency at
+// several concurrencies, for sagas that commit and for sagas whose
+// assignment is refused, so that the steps before it are compensated.
+package sagabench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/internal/svc"
+	"github.com/sysops-squad/sysops/outbox"
+	"github.com/sysops-squad/sysops/saga"
+	"github.com/sysops-squad/sysops/services/assignment"
+	"github.com/sysops-squad/sysops/services/customer"
+	"github.com/sysops-squad/sysops/services/location"
+	"github.com/sysops-squad/sysops/services/orchestrator"
+	"github.com/sysops-squad/sysops/services/ticket"
+	"github.com/sysops-squad/sysops/sqldb"
+)
+
+// Services lists the databases the bench needs, by service name.
+var Services = []string{location.Name, customer.Name, ticket.Name, assignment.Name, orchestrator.Name}
+
+// Config configures a run.
+type Config struct {
+	// URLs maps each of [Services] to an empty database of its own.
+	URLs map[string]string
+	// NATSURL is the broker the services' relays publish to.
+	NATSURL string
+	// Concurrency lists the numbers of sagas kept in flight. Default 1,
+	// 16, 64.
+	Concurrency []int
+	// Duration is how long each level runs. Default 5 seconds.
+	Duration time.Duration
+	Logger   *slog.Logger
+}
+
+// Result is one level of one scenario.
+type Result struct {
+	Scenario    string
+	Concurrency int
+	Sagas       int
+	PerSecond   float64
+	P50, P99    time.Duration
+	Unexpected  int // sagas that ended otherwise than the scenario expects
+}
+
+// Report is a run's setup and figures.
+type Report struct {
+	Setup      string
+	Results    []Result
+	LogWrites  int64
+	LogCommits int64
+}
+
+// Print writes the report.
+func (r Report) Print(w io.Writer) {
+	fmt.Fprintln(w, r.Setup)
+	for _, res := range r.Results {
+		fmt.Fprintf(w, "  %-38s c=%-3d %8.0f sagas/s  p50 %7.2fms  p99 %7.2fms  (%d sagas", res.Scenario, res.Concurrency,
+			res.PerSecond, ms(res.P50), ms(res.P99), res.Sagas)
+		if res.Unexpected > 0 {
+			fmt.Fprintf(w, ", %d unexpected", res.Unexpected)
+		}
+		fmt.Fprintln(w, ")")
+	}
+	if r.LogWrites > 0 {
+		fmt.Fprintf(w, "  saga log: %d writes in %d commits (%.1f writes per commit)\n", r.LogWrites, r.LogCommits,
+			float64(r.LogWrites)/float64(max(1, r.LogCommits)))
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// Run starts the participants and the orchestrator, seeds customers and
+// experts, and measures.
+func Run(ctx context.Context, cfg Config) (Report, error) {
+	if len(cfg.Concurrency) == 0 {
+		cfg.Concurrency = []int{1, 16, 64}
+	}
+	if cfg.Duration <= 0 {
+		cfg.Duration = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, s := range Services {
+		if cfg.URLs[s] == "" {
+			return Report{}, fmt.Errorf("sagabench: no database for %s", s)
+		}
+	}
+	var rep Report
+	specs := []host.Spec{location.Spec(), customer.Spec(), ticket.Spec(), assignment.Spec()}
+	peers := map[string]string{}
+	lns := map[string]net.Listener{}
+	for _, s := range specs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return rep, err
+		}
+		lns[s.Name], peers[s.Name] = ln, "http://"+ln.Addr().String()
+	}
+	var hosts []*host.Host
+	defer func() {
+		for _, h := range hosts {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = h.Shutdown(sctx)
+			cancel()
+		}
+	}()
+	for _, s := range specs {
+		h, err := host.Start(ctx, host.Config{Spec: s, DatabaseURL: cfg.URLs[s.Name], NATSURL: cfg.NATSURL, Listener: lns[s.Name],
+			Peers: peers, Logger: cfg.Logger})
+		if err != nil {
+			return rep, err
+		}
+		hosts = append(hosts, h)
+	}
+
+	odb, err := sqldb.Open(ctx, cfg.URLs[orchestrator.Name])
+	if err != nil {
+		return rep, err
+	}
+	defer odb.Close()
+	if _, err := sqldb.Migrate(ctx, odb, orchestrator.Name, saga.Migrations()); err != nil {
+		return rep, err
+	}
+	svcOrch, err := orchestrator.New(odb, peers, orchestrator.Config{Saga: saga.Config{ParticipantConcurrency: 128}}, cfg.Logger)
+	if err != nil {
+		return rep, err
+	}
+	o := svcOrch.Orchestrator()
+	if err := o.Start(ctx); err != nil {
+		return rep, err
+	}
+	defer o.Stop()
+
+	customers, err := seed(ctx, peers)
+	if err != nil {
+		return rep, err
+	}
+	rep.Setup = describe(ctx, odb, cfg)
+	for _, sc := range []struct {
+		name, skill string
+		want        saga.State
+	}{
+		{"create-ticket, committed", "printer", saga.Committed},
+		{"create-ticket, assignment refused", "mobile", saga.Compensated},
+	} {
+		for _, c := range cfg.Concurrency {
+			res, err := level(ctx, o, customers, sc.skill, sc.want, c, cfg.Duration)
+			if err != nil {
+				return rep, err
+			}
+			res.Scenario = sc.name
+			rep.Results = append(rep.Results, res)
+		}
+	}
+	st := o.Stats()
+	rep.LogWrites, rep.LogCommits = st.LogWrites, st.LogCommits
+	return rep, nil
+}
+
+func describe(ctx context.Context, db *sqldb.DB, cfg Config) string {
+	durability := "SQLite, synchronous=FULL (fsync on every commit)"
+	if db.Dialect() == sqldb.Postgres {
+		var fsync, commit string
+		_ = db.QueryRowContext(ctx, `SHOW fsync`).Scan(&fsync)
+		_ = db.QueryRowContext(ctx, `SHOW synchronous_commit`).Scan(&commit)
+		durability = fmt.Sprintf("PostgreSQL, fsync=%s synchronous_commit=%s", fsync, commit)
+	}
+	levels := make([]string, len(cfg.Concurrency))
+	for i, c := range cfg.Concurrency {
+		levels[i] = fmt.Sprint(c)
+	}
+	return fmt.Sprintf("saga bench: %s; ticket, customer, assignment (and location) each with its own database, called over "+
+		"loopback HTTP with Idempotency-Keys; orchestrator log in its own database; 4 steps per saga "+
+		"(open ticket, count it, assign, mark assigned); concurrency %s, %v per level", durability, strings.Join(levels, ", "), cfg.Duration)
+}
+
+// seed registers customers and enough experts (printer only: no expert
+// has mobile) for every committed saga of the run.
+func seed(ctx context.Context, peers map[string]string) ([]string, error) {
+	cust, asg := svc.NewClient(peers, customer.Name), svc.NewClient(peers, assignment.Name)
+	run := outbox.NewID()[:8]
+	var customers []string
+	for i := range 64 {
+		var c struct {
+			ID string `json:"id"`
+		}
+		if err := cust.Post(ctx, "/customers", map[string]string{"name": fmt.Sprint("Bench ", i),
+			"email": fmt.Sprintf("bench-%s-%d@example.com", run, i), "zip": "10001"}, &c); err != nil {
+			return nil, fmt.Errorf("sagabench: seed customers: %w", err)
+		}
+		customers = append(customers, c.ID)
+	}
+	zips := []string{"10001", "10002", "10003", "11201", "07030"}
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	var failed atomic.Pointer[error]
+	for i := range 1000 {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			err := asg.Post(ctx, "/experts", map[string]any{"name": fmt.Sprint("Expert ", i), "email": fmt.Sprintf("x-%s-%d@example.com", run, i),
+				"skills": []string{"printer"}, "zip": zips[i%len(zips)], "capacity": 100}, nil)
+			if err != nil {
+				failed.Store(&err)
+			}
+		})
+	}
+	wg.Wait()
+	if p := failed.Load(); p != nil {
+		return nil, fmt.Errorf("sagabench: seed experts: %w", *p)
+	}
+	return customers, nil
+}
+
+func level(ctx context.Context, o *saga.Orchestrator, customers []string, skill string, want saga.State, c int, d time.Duration) (Result, error) {
+	res := Result{Concurrency: c}
+	var mu sync.Mutex
+	var lat []time.Duration
+	var unexpected atomic.Int64
+	var firstErr atomic.Pointer[error]
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	var n atomic.Int64
+	for w := range c {
+		wg.Go(func() {
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				i := n.Add(1)
+				in := orchestrator.TicketRequest{TicketID: "bench-" + outbox.NewID(), CustomerID: customers[(int(i)+w)%len(customers)],
+					Description: "bench", Priority: "medium", Skill: skill, Zip: "10001"}
+				t0 := time.Now()
+				s, err := o.Run(ctx, orchestrator.CreateTicket, "", in)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, &err)
+					return
+				}
+				took := time.Since(t0)
+				if s.State != want {
+					unexpected.Add(1)
+				}
+				mu.Lock()
+				lat = append(lat, took)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if p := firstErr.Load(); p != nil && !errors.Is(*p, context.Canceled) {
+		return res, *p
+	}
+	elapsed := time.Since(start)
+	res.Sagas, res.Unexpected = len(lat), int(unexpected.Load())
+	res.PerSecond = float64(len(lat)) / elapsed.Seconds()
+	if len(lat) > 0 {
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		res.P50, res.P99 = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
+	}
+	return res, nil
+}
+

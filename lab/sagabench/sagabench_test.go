@@ -1,0 +1,73 @@
+package sagabench_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sysops-squad/sysops/lab/sagabench"
+	"github.com/sysops-squad/sysops/natsjs/brokertest"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+func config(t testing.TB, d sqldb.Dialect) sagabench.Config {
+	urls := map[string]string{}
+	for _, s := range sagabench.Services {
+		urls[s] = sqldbtest.URL(t, d)
+	}
+	return sagabench.Config{URLs: urls, NATSURL: brokertest.RunServer(t).ClientURL()}
+}
+
+// TestRun runs the bench briefly: every saga ends as its scenario expects
+// and the report names its setup.
+func TestRun(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		cfg := config(t, d)
+		cfg.Concurrency, cfg.Duration = []int{1, 4}, 200*time.Millisecond
+		rep, err := sagabench.Run(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Results) != 4 {
+			t.Fatalf("results = %+v", rep.Results)
+		}
+		for _, r := range rep.Results {
+			if r.Sagas == 0 || r.Unexpected != 0 || r.P99 < r.P50 {
+				t.Errorf("result %+v", r)
+			}
+		}
+		var out bytes.Buffer
+		rep.Print(&out)
+		if !strings.Contains(out.String(), "saga bench: ") || !strings.Contains(out.String(), "assignment refused") {
+			t.Errorf("report:\n%s", out.String())
+		}
+	})
+}
+
+// BenchmarkSaga prints the same figures as `sysops bench saga` (SQLite;
+// PostgreSQL when TEST_DATABASE_URL is set).
+func BenchmarkSaga(b *testing.B) {
+	for _, d := range []sqldb.Dialect{sqldb.SQLite, sqldb.Postgres} {
+		b.Run(string(d), func(b *testing.B) {
+			cfg := config(b, d)
+			cfg.Duration = 2 * time.Second
+			for b.Loop() {
+				rep, err := sagabench.Run(context.Background(), cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var out bytes.Buffer
+				rep.Print(&out)
+				b.Log("\n" + out.String())
+				for _, r := range rep.Results {
+					if r.Concurrency == 64 && strings.Contains(r.Scenario, "committed") {
+						b.ReportMetric(r.PerSecond, "sagas/s@64")
+					}
+				}
+			}
+		})
+	}
+}
