@@ -35,7 +35,9 @@ func TestSagaCommands(t *testing.T) {
 	def := saga.Definition{Name: "charge", Version: 1, Steps: []saga.Step{
 		{Name: "pay", Action: ok, CompensationRetry: saga.RetryPolicy{MaxAttempts: 1},
 			Compensate: func(context.Context, saga.Call) (json.RawMessage, error) { return nil, errors.New("refund refused") }},
-		{Name: "ship", Action: func(context.Context, saga.Call) (json.RawMessage, error) { return nil, saga.Reject(errors.New("out of stock")) }},
+		{Name: "ship", Action: func(context.Context, saga.Call) (json.RawMessage, error) {
+			return nil, saga.Reject(errors.New("out of stock"))
+		}},
 	}}
 	o, err := saga.New(db, saga.Config{PollInterval: time.Hour}, def)
 	if err != nil {

@@ -275,4 +275,3 @@ func level(ctx context.Context, o *saga.Orchestrator, customers []string, skill 
 	}
 	return res, nil
 }
-
