@@ -290,6 +290,7 @@ func TestBadConfiguration(t *testing.T) {
 		{"unreachable nats", []string{"up", "--nats", "nats://127.0.0.1:1"}, "127.0.0.1:1", nil},
 		{"bad addr", []string{"up", "--addr", "nowhere"}, "--addr", nil},
 		{"bad log level", []string{"up", "--log-level", "loud"}, "--log-level", nil},
+		{"bad consistency", []string{"up", "--consistency", "hopeful"}, "--consistency", nil},
 		{"unknown service", []string{"serve", "nope"}, `unknown service "nope"`, nil},
 		{"serve without nats", []string{"serve", "location"}, "no NATS server", nil},
 		{"bad peer", []string{"serve", "location", "--nats", "nats://127.0.0.1:1", "--peer", "ticket"}, "--peer", nil},

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -89,7 +90,12 @@ func newRootCmd() *cobra.Command {
 	return root
 }
 
+// logger checks the options that running a service needs and returns the
+// logger they ask for.
 func (o *options) logger(w io.Writer) (*slog.Logger, error) {
+	if !slices.Contains(gateway.Consistencies, o.consistency) {
+		return nil, fmt.Errorf("--consistency %q: want %s", o.consistency, strings.Join(gateway.Consistencies, " or "))
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
