@@ -136,6 +136,9 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string, next h
 				Message: fmt.Sprintf("%s %q was already used for a different request", Header, key)}})
 			return nil
 		case prev.status == 0:
+			// Retry-After marks the conflict as passing: the first request
+			// will finish (or its reservation expire).
+			w.Header().Set("Retry-After", "1")
 			return sysops.Errorf(sysops.EConflict, "a request with %s %q is still in progress; retry later", Header, key)
 		}
 		if prev.contentType != "" {

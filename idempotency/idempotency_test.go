@@ -17,9 +17,10 @@ import (
 )
 
 type reply struct {
-	status   int
-	body     string
-	replayed bool
+	status     int
+	body       string
+	replayed   bool
+	retryAfter string
 }
 
 func post(t *testing.T, url, key, body string) reply {
@@ -46,7 +47,7 @@ func send(url, key, body string) (reply, error) {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return reply{resp.StatusCode, string(b), resp.Header.Get(idempotency.ReplayedHeader) == "true"}, nil
+	return reply{resp.StatusCode, string(b), resp.Header.Get(idempotency.ReplayedHeader) == "true", resp.Header.Get("Retry-After")}, nil
 }
 
 func newStore(t *testing.T, d sqldb.Dialect, cfg idempotency.Config) *idempotency.Store {
@@ -140,7 +141,7 @@ func TestMiddleware(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		close(release)
-		if busy.status != http.StatusConflict || !strings.Contains(busy.body, "in progress") {
+		if busy.status != http.StatusConflict || !strings.Contains(busy.body, "in progress") || busy.retryAfter != "1" {
 			t.Errorf("concurrent repeat = %+v, want 409 in progress", busy)
 		}
 		if r := <-done; r.status != http.StatusCreated {

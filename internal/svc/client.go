@@ -153,6 +153,11 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, key
 			Error sysops.Error `json:"error"`
 		}
 		if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
+			if resp.StatusCode == http.StatusConflict && resp.Header.Get("Retry-After") != "" {
+				// A conflict that passes (the same Idempotency-Key still in
+				// progress): transient, not a refusal.
+				return true, sysops.Errorf(sysops.EUnavailable, "%s service: %s", c.peer, eb.Error.Message)
+			}
 			if eb.Error.Code == sysops.EInternal {
 				eb.Error.Message = c.peer + " service: " + eb.Error.Message
 			}

@@ -12,6 +12,7 @@
 package billing
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
@@ -100,18 +101,44 @@ func New(db *sqldb.DB, logger *slog.Logger) *Service {
 
 func plans() []string { return []string{"basic", "standard", "premium"} }
 
-// Open opens a customer's account and charges the plan's first month.
-func (s *Service) Open(ctx context.Context, customerID, plan string) (Account, error) {
+// Open opens a customer's account and charges the plan's first month. id
+// is optional (a saga chooses it); opening a chosen id again returns the
+// account (created is false), and an id closed before it was opened is
+// refused.
+func (s *Service) Open(ctx context.Context, id, customerID, plan string) (a Account, created bool, err error) {
 	var c svc.Check
+	c.Optional("id", id, 64)
 	c.Required("customer_id", customerID, 64)
 	c.OneOf("plan", plan, plans()...)
 	if err := c.Err(); err != nil {
-		return Account{}, err
+		return Account{}, false, err
 	}
 	now := s.now()
-	id := outbox.NewID()
+	id = cmp.Or(id, outbox.NewID())
 	fee := MonthlyFeeCents[plan]
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		created = false
+		if err := sqldb.LockKey(ctx, tx, "account/"+id); err != nil {
+			return err
+		}
+		var owner string
+		err := tx.QueryRowContext(ctx, `SELECT customer_id FROM billing_account WHERE id = $1`, id).Scan(&owner)
+		if err == nil {
+			if owner != customerID {
+				return sysops.Errorf(sysops.EConflict, "billing account %q belongs to another customer", id)
+			}
+			return nil
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		var dead int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM billing_account_tombstone WHERE id = $1`, id).Scan(&dead); err != nil {
+			return err
+		}
+		if dead > 0 {
+			return sysops.Errorf(sysops.EConflict, "billing account %q was closed before it was opened", id)
+		}
+		created = true
 		if _, err := tx.ExecContext(ctx, `INSERT INTO billing_account (id, customer_id, plan, monthly_fee_cents, status, opened_at)
 			VALUES ($1, $2, $3, $4, 'open', $5)`, id, customerID, plan, fee, svc.Micros(now)); err != nil {
 			if sqldb.IsUniqueViolation(err) {
@@ -129,9 +156,10 @@ func (s *Service) Open(ctx context.Context, customerID, plan string) (Account, e
 		return svc.Audit(ctx, tx, Name, "billing.account_opened", "billing_account", id, ev)
 	})
 	if err != nil {
-		return Account{}, err
+		return Account{}, false, err
 	}
-	return s.Get(ctx, id)
+	a, err = s.Get(ctx, id)
+	return a, created, err
 }
 
 func addCharge(ctx context.Context, tx *sql.Tx, account, kind string, cents int, desc string, at time.Time) error {
@@ -189,17 +217,27 @@ func (s *Service) get(ctx context.Context, where, arg string) (Account, error) {
 
 // Close closes an open account and refunds the unused part of the month
 // paid by its last subscription charge (the business reversal of that
-// charge). Closing a closed account is a conflict.
+// charge); closing a closed account changes nothing. An id not opened yet
+// is tombstoned, so that opening it later is refused (a saga's
+// compensation may overtake its action).
 func (s *Service) Close(ctx context.Context, id string) (Account, error) {
 	now := s.now()
+	tombstoned := false
 	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		tombstoned = false
+		if err := sqldb.LockKey(ctx, tx, "account/"+id); err != nil {
+			return err
+		}
 		var fee int
 		var status string
 		err := tx.QueryRowContext(ctx, `SELECT monthly_fee_cents, status FROM billing_account WHERE id = $1`, id).Scan(&fee, &status)
 		if errors.Is(err, sql.ErrNoRows) {
-			return sysops.Errorf(sysops.ENotFound, "billing account %q not found", id)
+			tombstoned = true
+			_, err := tx.ExecContext(ctx, `INSERT INTO billing_account_tombstone (id, created_at) VALUES ($1, $2)
+				ON CONFLICT (id) DO NOTHING`, id, svc.Micros(now))
+			return err
 		}
-		if err != nil {
+		if err != nil || status == "closed" {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE billing_account SET status = 'closed', closed_at = $1 WHERE id = $2 AND status = 'open'`,
@@ -208,7 +246,7 @@ func (s *Service) Close(ctx context.Context, id string) (Account, error) {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return sysops.Errorf(sysops.EConflict, "billing account %q is already closed", id)
+			return nil // closed meanwhile
 		}
 		var last int64
 		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(created_at), 0) FROM charge WHERE account_id = $1 AND kind = 'subscription'`,
@@ -229,6 +267,9 @@ func (s *Service) Close(ctx context.Context, id string) (Account, error) {
 	})
 	if err != nil {
 		return Account{}, err
+	}
+	if tombstoned {
+		return Account{ID: id, Status: "closed", Charges: []Charge{}}, nil
 	}
 	return s.Get(ctx, id)
 }
@@ -252,18 +293,23 @@ func (s *Service) Handler() http.Handler {
 	rt := svc.NewRouter(s.logger)
 	rt.Handle("POST /accounts", func(w http.ResponseWriter, r *http.Request) error {
 		var in struct {
+			ID         string `json:"id"`
 			CustomerID string `json:"customer_id"`
 			Plan       string `json:"plan"`
 		}
 		if err := httpx.DecodeJSON(w, r, &in); err != nil {
 			return err
 		}
-		a, err := s.Open(r.Context(), in.CustomerID, in.Plan)
+		a, created, err := s.Open(r.Context(), in.ID, in.CustomerID, in.Plan)
 		if err != nil {
 			return err
 		}
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
 		w.Header().Set("Location", "/accounts/"+a.ID)
-		httpx.WriteJSON(w, http.StatusCreated, a)
+		httpx.WriteJSON(w, status, a)
 		return nil
 	})
 	rt.Handle("GET /accounts/{id}", func(w http.ResponseWriter, r *http.Request) error {

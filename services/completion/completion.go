@@ -8,6 +8,8 @@
 //
 //	POST /completions               {"ticket_id", "notes"}: complete a ticket
 //	GET  /completions/{ticket_id}   one completion
+//	POST /completions/{ticket_id}/record   record a completion an orchestrated saga drove
+//	                                {"customer_id", "expert_id", "notes", "survey_id"}
 //
 // The steps are plain calls in sequence. Each carries an Idempotency-Key
 // derived from the ticket, so completing a ticket again (after a failure
@@ -153,6 +155,41 @@ func (s *Service) Complete(ctx context.Context, ticketID, notes string) (Complet
 	return got, true, err
 }
 
+// Record stores a completion that another service drove (the
+// complete-ticket saga); recording it again changes nothing.
+func (s *Service) Record(ctx context.Context, c Completion) (Completion, error) {
+	var chk svc.Check
+	chk.Required("ticket_id", c.TicketID, 64)
+	chk.Required("customer_id", c.CustomerID, 64)
+	chk.Required("expert_id", c.ExpertID, 64)
+	chk.Required("notes", c.Notes, 4000)
+	chk.Required("survey_id", c.SurveyID, 64)
+	if err := chk.Err(); err != nil {
+		return Completion{}, err
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO completion (ticket_id, customer_id, expert_id, notes, survey_id, completed_at)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (ticket_id) DO NOTHING`, c.TicketID, c.CustomerID, c.ExpertID, c.Notes,
+			c.SurveyID, svc.Micros(now))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		c.CompletedAt = now
+		if err := svc.Emit(ctx, tx, Name, "sysops.completion.completed.v1", "completion", c.TicketID, c); err != nil {
+			return err
+		}
+		return svc.Audit(ctx, tx, Name, "ticket.completed", "ticket", c.TicketID, map[string]string{"expert_id": c.ExpertID, "survey_id": c.SurveyID})
+	})
+	if err != nil {
+		return Completion{}, err
+	}
+	return s.Get(ctx, c.TicketID)
+}
+
 // Get returns a ticket's completion.
 func (s *Service) Get(ctx context.Context, ticketID string) (Completion, error) {
 	var c Completion
@@ -186,6 +223,24 @@ func (s *Service) Handler() http.Handler {
 			status = http.StatusCreated
 		}
 		httpx.WriteJSON(w, status, c)
+		return nil
+	})
+	rt.Handle("POST /completions/{ticket_id}/record", func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			CustomerID string `json:"customer_id"`
+			ExpertID   string `json:"expert_id"`
+			Notes      string `json:"notes"`
+			SurveyID   string `json:"survey_id"`
+		}
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		c, err := s.Record(r.Context(), Completion{TicketID: r.PathValue("ticket_id"), CustomerID: in.CustomerID,
+			ExpertID: in.ExpertID, Notes: in.Notes, SurveyID: in.SurveyID})
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, c)
 		return nil
 	})
 	rt.Handle("GET /completions/{ticket_id}", func(w http.ResponseWriter, r *http.Request) error {

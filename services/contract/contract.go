@@ -12,6 +12,7 @@
 package contract
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
@@ -82,17 +83,42 @@ func New(db *sqldb.DB, logger *slog.Logger) *Service {
 	return &Service{db: db, logger: logger}
 }
 
-// Register starts a plan for a customer, who must have no active one.
-func (s *Service) Register(ctx context.Context, customerID, plan string) (Contract, error) {
+// Register starts a plan for a customer, who must have no active one. id
+// is optional (a saga chooses it); registering a chosen id again returns
+// the contract (created is false), and an id cancelled before it was
+// registered is refused.
+func (s *Service) Register(ctx context.Context, id, customerID, plan string) (k Contract, created bool, err error) {
 	var c svc.Check
+	c.Optional("id", id, 64)
 	c.Required("customer_id", customerID, 64)
 	c.OneOf("plan", plan, Plans...)
 	if err := c.Err(); err != nil {
-		return Contract{}, err
+		return Contract{}, false, err
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	k := Contract{ID: outbox.NewID(), CustomerID: customerID, Plan: plan, Status: "active", StartedAt: now}
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	k = Contract{ID: cmp.Or(id, outbox.NewID()), CustomerID: customerID, Plan: plan, Status: "active", StartedAt: now}
+	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		created = false
+		if err := sqldb.LockKey(ctx, tx, "contract/"+k.ID); err != nil {
+			return err
+		}
+		if existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM contract WHERE id = $1`, k.ID)); err == nil {
+			if existing.CustomerID != customerID {
+				return sysops.Errorf(sysops.EConflict, "contract %q belongs to another customer", k.ID)
+			}
+			k = existing
+			return nil
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		var dead int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM contract_tombstone WHERE id = $1`, k.ID).Scan(&dead); err != nil {
+			return err
+		}
+		if dead > 0 {
+			return sysops.Errorf(sysops.EConflict, "contract %q was cancelled before it was registered", k.ID)
+		}
+		created = true
 		if _, err := tx.ExecContext(ctx, `INSERT INTO contract (id, customer_id, plan, status, started_at)
 			VALUES ($1, $2, $3, 'active', $4)`, k.ID, k.CustomerID, k.Plan, svc.Micros(now)); err != nil {
 			if sqldb.IsUniqueViolation(err) {
@@ -105,7 +131,7 @@ func (s *Service) Register(ctx context.Context, customerID, plan string) (Contra
 		}
 		return svc.Audit(ctx, tx, Name, "contract.registered", "contract", k.ID, map[string]string{"customer_id": customerID, "plan": plan})
 	})
-	return k, err
+	return k, created, err
 }
 
 const columns = `id, customer_id, plan, status, started_at, cancelled_at, cancel_reason`
@@ -150,7 +176,9 @@ func (s *Service) ForCustomer(ctx context.Context, customerID string) ([]Contrac
 	return out, rows.Err()
 }
 
-// Cancel ends an active contract. Cancelling a cancelled one is a conflict.
+// Cancel ends an active contract; cancelling a cancelled one changes
+// nothing. An id not registered yet is tombstoned, so that registering it
+// later is refused (a saga's compensation may overtake its action).
 func (s *Service) Cancel(ctx context.Context, id, reason string) (Contract, error) {
 	var c svc.Check
 	c.Optional("reason", reason, 500)
@@ -159,21 +187,26 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (Contract, erro
 	}
 	var k Contract
 	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE contract SET status = 'cancelled', cancelled_at = $1, cancel_reason = $2
-			WHERE id = $3 AND status = 'active'`, svc.Micros(time.Now()), reason, id)
-		if err != nil {
+		if err := sqldb.LockKey(ctx, tx, "contract/"+id); err != nil {
 			return err
 		}
+		var err error
 		k, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM contract WHERE id = $1`, id))
 		if errors.Is(err, sql.ErrNoRows) {
-			return sysops.Errorf(sysops.ENotFound, "contract %q not found", id)
-		}
-		if err != nil {
+			k = Contract{ID: id, Status: "cancelled"}
+			_, err := tx.ExecContext(ctx, `INSERT INTO contract_tombstone (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`,
+				id, svc.Micros(time.Now()))
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return sysops.Errorf(sysops.EConflict, "contract %q is already cancelled", id)
+		if err != nil || k.Status == "cancelled" {
+			return err
 		}
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		if _, err := tx.ExecContext(ctx, `UPDATE contract SET status = 'cancelled', cancelled_at = $1, cancel_reason = $2
+			WHERE id = $3`, svc.Micros(now), reason, id); err != nil {
+			return err
+		}
+		k.Status, k.CancelledAt, k.CancelReason = "cancelled", &now, reason
 		if err := svc.Emit(ctx, tx, Name, "sysops.contract.cancelled.v1", "contract", k.ID, k); err != nil {
 			return err
 		}
@@ -187,18 +220,23 @@ func (s *Service) Handler() http.Handler {
 	rt := svc.NewRouter(s.logger)
 	rt.Handle("POST /contracts", func(w http.ResponseWriter, r *http.Request) error {
 		var in struct {
+			ID         string `json:"id"`
 			CustomerID string `json:"customer_id"`
 			Plan       string `json:"plan"`
 		}
 		if err := httpx.DecodeJSON(w, r, &in); err != nil {
 			return err
 		}
-		k, err := s.Register(r.Context(), in.CustomerID, in.Plan)
+		k, created, err := s.Register(r.Context(), in.ID, in.CustomerID, in.Plan)
 		if err != nil {
 			return err
 		}
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
 		w.Header().Set("Location", "/contracts/"+k.ID)
-		httpx.WriteJSON(w, http.StatusCreated, k)
+		httpx.WriteJSON(w, status, k)
 		return nil
 	})
 	rt.Handle("GET /contracts/{id}", func(w http.ResponseWriter, r *http.Request) error {

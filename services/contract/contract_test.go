@@ -36,8 +36,21 @@ func TestContractAPI(t *testing.T) {
 		if r.Status != 200 || cancelled.Status != "cancelled" || cancelled.CancelledAt == nil || cancelled.CancelReason != "moving away" {
 			t.Errorf("cancel: %d %s", r.Status, r.Body)
 		}
-		svctest.WantError(t, "cancel twice", svctest.Do(t, "POST", base+"/contracts/"+k.ID+"/cancel", `{}`), 409, "already cancelled")
-		svctest.WantError(t, "cancel unknown", svctest.Do(t, "POST", base+"/contracts/nope/cancel", `{}`), 404, "nope")
+		if r := svctest.Do(t, "POST", base+"/contracts/"+k.ID+"/cancel", `{}`); r.Status != 200 || r.JSON(t)["cancel_reason"] != "moving away" {
+			t.Errorf("cancel twice: %d %s, want the first cancellation unchanged", r.Status, r.Body)
+		}
+		// Cancelling an id never registered tombstones it.
+		if r := svctest.Do(t, "POST", base+"/contracts/k-early/cancel", `{}`); r.Status != 200 {
+			t.Errorf("cancel before register: %d %s", r.Status, r.Body)
+		}
+		svctest.WantError(t, "register after cancel", svctest.Do(t, "POST", base+"/contracts",
+			map[string]string{"id": "k-early", "customer_id": "c9", "plan": "basic"}), 409, "cancelled before it was registered")
+		if r := svctest.Do(t, "POST", base+"/contracts", map[string]string{"id": "k-2", "customer_id": "c8", "plan": "basic"}); r.Status != 201 {
+			t.Errorf("register with id: %d %s", r.Status, r.Body)
+		}
+		if r := svctest.Do(t, "POST", base+"/contracts", map[string]string{"id": "k-2", "customer_id": "c8", "plan": "basic"}); r.Status != 200 {
+			t.Errorf("register the same id again: %d %s", r.Status, r.Body)
+		}
 
 		// After cancelling, a new plan may start.
 		if r := svctest.Do(t, "POST", base+"/contracts", map[string]string{"customer_id": "c1", "plan": "basic"}); r.Status != 201 {

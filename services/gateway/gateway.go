@@ -47,8 +47,9 @@ var Consistencies = []string{Orchestrated, Sequential}
 // Config configures the gateway.
 type Config struct {
 	// Consistency is how workflows keep the owners consistent; default
-	// Orchestrated. In this version the create-ticket workflow runs as a
-	// saga; the others are sequential in both modes.
+	// Orchestrated. Create ticket, register customer and complete ticket
+	// run as sagas; cancel support plan and cancel ticket are sequential in
+	// both modes.
 	Consistency string
 }
 
@@ -112,15 +113,7 @@ func (g *Gateway) checkZip(ctx context.Context, field, zip string) error {
 }
 
 func (g *Gateway) register(ctx context.Context, in Registration) (map[string]any, error) {
-	var c svc.Check
-	c.Required("name", in.Name, 200)
-	c.Email("email", strings.ToLower(strings.TrimSpace(in.Email)))
-	c.Zip("zip", in.Zip)
-	c.OneOf("plan", in.Plan, "basic", "standard", "premium")
-	if err := c.Err(); err != nil {
-		return nil, err
-	}
-	if err := g.checkZip(ctx, "zip", in.Zip); err != nil {
+	if err := g.checkRegistration(ctx, in); err != nil {
 		return nil, err
 	}
 	var cust, contract, account map[string]any
@@ -209,6 +202,46 @@ type NewTicket struct {
 	Priority    string `json:"priority"`
 	Skill       string `json:"skill"`
 	Zip         string `json:"zip"`
+}
+
+// runSaga runs a workflow as a saga in the orchestrator: status with
+// shape(result) when it commits, the orchestrator's 409 naming the reason
+// when it compensates, 202 with the saga id while it runs on.
+func (g *Gateway) runSaga(w http.ResponseWriter, r *http.Request, path string, in any, status int,
+	shape func(result map[string]any, sagaID, state string) any) error {
+	var out struct {
+		SagaID string         `json:"saga_id"`
+		State  string         `json:"state"`
+		Reason string         `json:"reason,omitempty"`
+		Result map[string]any `json:"result"`
+	}
+	code, err := g.c("orchestrator").PostStatus(r.Context(), path, in, &out)
+	if err != nil {
+		return err
+	}
+	if code == http.StatusAccepted {
+		w.Header().Set("Location", "/api/sagas/"+out.SagaID)
+		httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"saga_id": out.SagaID, "state": out.State, "reason": out.Reason})
+		return nil
+	}
+	if out.Result == nil {
+		out.Result = map[string]any{}
+	}
+	httpx.WriteJSON(w, status, shape(out.Result, out.SagaID, out.State))
+	return nil
+}
+
+// checkRegistration validates a registration at the edge.
+func (g *Gateway) checkRegistration(ctx context.Context, in Registration) error {
+	var c svc.Check
+	c.Required("name", in.Name, 200)
+	c.Email("email", strings.ToLower(strings.TrimSpace(in.Email)))
+	c.Zip("zip", in.Zip)
+	c.OneOf("plan", in.Plan, "basic", "standard", "premium")
+	if err := c.Err(); err != nil {
+		return err
+	}
+	return g.checkZip(ctx, "zip", in.Zip)
 }
 
 // createTicketSaga runs create-ticket as a saga in the orchestrator: 201
@@ -403,6 +436,15 @@ func (g *Gateway) Handler() http.Handler {
 		if err := decode(w, r, &in); err != nil {
 			return err
 		}
+		if g.cfg.Consistency == Orchestrated {
+			if err := g.checkRegistration(r.Context(), in); err != nil {
+				return err
+			}
+			return g.runSaga(w, r, "/sagas/register-customer", in, http.StatusCreated, func(res map[string]any, id, state string) any {
+				return map[string]any{"customer": res["customer"], "contract": res["contract"], "billing_account": res["billing_account"],
+					"saga_id": id, "state": state}
+			})
+		}
 		return created(func(r *http.Request) (map[string]any, error) { return g.register(r.Context(), in) })(w, r)
 	})
 	rt.Handle("GET /api/customers/{id}", ok(func(r *http.Request) (map[string]any, error) {
@@ -483,6 +525,13 @@ func (g *Gateway) Handler() http.Handler {
 		c.Required("notes", in.Notes, 4000)
 		if err := c.Err(); err != nil {
 			return err
+		}
+		if g.cfg.Consistency == Orchestrated {
+			body := map[string]string{"ticket_id": r.PathValue("id"), "notes": in.Notes}
+			return g.runSaga(w, r, "/sagas/complete-ticket", body, http.StatusOK, func(res map[string]any, id, state string) any {
+				res["saga_id"], res["state"] = id, state
+				return res
+			})
 		}
 		var out map[string]any
 		if err := g.c("completion").Post(r.Context(), "/completions", map[string]string{"ticket_id": r.PathValue("id"), "notes": in.Notes}, &out); err != nil {

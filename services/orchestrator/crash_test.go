@@ -196,17 +196,17 @@ func TestCrashOrchestrator(t *testing.T) {
 			var list struct{ Sagas []saga.Saga }
 			svctest.Do(t, "GET", base+"/ops/sagas?limit=1000", nil).Decode(t, &list)
 			sagas = list.Sagas
-			unfinished := 0
+			var unfinished []string
 			for _, s := range sagas {
-				if !s.State.Final() {
-					unfinished++
+				if s.State == saga.Running || s.State == saga.Compensating {
+					unfinished = append(unfinished, fmt.Sprintf("%s %s: %s", s.ID, s.State, s.LastError))
 				}
 			}
-			if unfinished == 0 {
+			if len(unfinished) == 0 {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%d of %d sagas still unfinished", unfinished, len(sagas))
+				t.Fatalf("%d of %d sagas still unfinished: %v", len(unfinished), len(sagas), unfinished)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}

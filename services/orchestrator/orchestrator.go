@@ -3,7 +3,9 @@
 // and owns their durable log (tables saga and saga_step) in its own
 // database.
 //
-//	POST /sagas/create-ticket   {"customer_id", "description", "priority", "skill", "zip"}
+//	POST /sagas/create-ticket       {"customer_id", "description", "priority", "skill", "zip"}
+//	POST /sagas/register-customer   {"name", "email", "zip", "plan"}
+//	POST /sagas/complete-ticket     {"ticket_id", "notes"}
 //	GET  /sagas/{id}            a saga with its steps
 //	/ops/sagas...               list, show, retry, skip, resolve, cancel (saga.Handler)
 //
@@ -32,6 +34,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/sysops-squad/sysops"
@@ -46,8 +49,12 @@ import (
 // Name is the service's name.
 const Name = "orchestrator"
 
-// CreateTicket is the name of the create-ticket saga.
-const CreateTicket = "create-ticket"
+// The sagas the service runs.
+const (
+	CreateTicket     = "create-ticket"
+	RegisterCustomer = "register-customer"
+	CompleteTicket   = "complete-ticket"
+)
 
 // Config configures the service.
 type Config struct {
@@ -113,11 +120,12 @@ func SpecWith(cfg Config) host.Spec {
 
 // Service is the Orchestrator service.
 type Service struct {
-	db                           *sqldb.DB
-	orch                         *saga.Orchestrator
-	cfg                          Config
-	logger                       *slog.Logger
-	ticket, customer, assignment *svc.Client
+	db                                    *sqldb.DB
+	orch                                  *saga.Orchestrator
+	cfg                                   Config
+	logger                                *slog.Logger
+	ticket, customer, assignment          *svc.Client
+	contract, billing, survey, completion *svc.Client
 }
 
 // New returns the service over its database (whose saga tables exist),
@@ -130,8 +138,12 @@ func New(db *sqldb.DB, peers map[string]string, cfg Config, logger *slog.Logger)
 	s := &Service{db: db, cfg: cfg, logger: logger,
 		ticket:     svc.NewClient(peers, "ticket").WithoutRetries(),
 		customer:   svc.NewClient(peers, "customer").WithoutRetries(),
-		assignment: svc.NewClient(peers, "assignment").WithoutRetries()}
-	orch, err := saga.New(db, cfg.Saga, s.createTicket())
+		assignment: svc.NewClient(peers, "assignment").WithoutRetries(),
+		contract:   svc.NewClient(peers, "contract").WithoutRetries(),
+		billing:    svc.NewClient(peers, "billing").WithoutRetries(),
+		survey:     svc.NewClient(peers, "survey").WithoutRetries(),
+		completion: svc.NewClient(peers, "completion").WithoutRetries()}
+	orch, err := saga.New(db, cfg.Saga, s.createTicket(), s.registerCustomer(), s.completeTicket())
 	if err != nil {
 		return nil, err
 	}
@@ -242,6 +254,162 @@ func (s *Service) createTicket() saga.Definition {
 		Steps: []saga.Step{open, count, assign, mark}}
 }
 
+// Registration is the input of the register-customer saga.
+type Registration struct {
+	CustomerID string `json:"customer_id"`
+	ContractID string `json:"contract_id"`
+	AccountID  string `json:"account_id"`
+	Name       string `json:"name"`
+	Email      string `json:"email"`
+	Zip        string `json:"zip"`
+	Plan       string `json:"plan"`
+}
+
+// registerCustomer: the profile (compensation: close it), the support
+// plan (cancel it), the billing account with its first charge (close it,
+// refunding the charge).
+func (s *Service) registerCustomer() saga.Definition {
+	input := func(c saga.Call) (Registration, error) {
+		var in Registration
+		if err := c.Decode(&in); err != nil {
+			return in, saga.Reject(fmt.Errorf("saga input: %w", err))
+		}
+		return in, nil
+	}
+	profile := s.step("profile", "customer",
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.customer, "/customers", map[string]string{"id": in.CustomerID, "name": in.Name, "email": in.Email, "zip": in.Zip})
+		},
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.customer, "/customers/"+url.PathEscape(in.CustomerID)+"/close", nil)
+		})
+	contract := s.step("contract", "contract",
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.contract, "/contracts", map[string]string{"id": in.ContractID, "customer_id": in.CustomerID, "plan": in.Plan})
+		},
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.contract, "/contracts/"+url.PathEscape(in.ContractID)+"/cancel", map[string]string{"reason": "registration did not complete"})
+		})
+	billing := s.step("billing-account", "billing",
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.billing, "/accounts", map[string]string{"id": in.AccountID, "customer_id": in.CustomerID, "plan": in.Plan})
+		},
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.billing, "/accounts/"+url.PathEscape(in.AccountID)+"/close", nil)
+		})
+	return saga.Definition{Name: RegisterCustomer, Version: 1, Deadline: s.cfg.Deadline, Steps: []saga.Step{profile, contract, billing}}
+}
+
+// Completion is the input of the complete-ticket saga.
+type Completion struct {
+	TicketID string `json:"ticket_id"`
+	Notes    string `json:"notes"`
+}
+
+// completeTicket: close the ticket — the pivot: a ticket that cannot be
+// closed (not assigned) ends the saga with nothing to undo — then, retried
+// forward and never compensated, the completion notes (assignment), the
+// count (customer), the survey by delegation (survey) and the completion
+// record (completion). Each is idempotent by the ticket, so completing a
+// ticket twice applies each once.
+func (s *Service) completeTicket() saga.Definition {
+	input := func(c saga.Call) (Completion, error) {
+		var in Completion
+		if err := c.Decode(&in); err != nil {
+			return in, saga.Reject(fmt.Errorf("saga input: %w", err))
+		}
+		return in, nil
+	}
+	var tk struct {
+		CustomerID string `json:"customer_id"`
+	}
+	var asg struct {
+		ExpertID string `json:"expert_id"`
+	}
+	var sv struct {
+		ID string `json:"id"`
+	}
+	closeTicket := s.step("close-ticket", "ticket",
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.ticket, "/tickets/"+url.PathEscape(in.TicketID)+"/status", map[string]string{"status": "completed"})
+		}, nil)
+	forward := func(name, participant string, fn saga.Func) saga.Step {
+		st := s.step(name, participant, fn, nil)
+		st.Forward = true
+		st.Retry = saga.RetryPolicy{MaxAttempts: 20, Initial: 50 * time.Millisecond, Max: time.Second}
+		return st
+	}
+	notes := forward("record-notes", "assignment", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+		in, err := input(c)
+		if err != nil {
+			return nil, err
+		}
+		return call(ctx, c, s.assignment, "/assignments/"+url.PathEscape(in.TicketID)+"/complete", map[string]string{"notes": in.Notes})
+	})
+	countDown := forward("count-down", "customer", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+		in, err := input(c)
+		if err != nil {
+			return nil, err
+		}
+		t := tk
+		c.Output("close-ticket", &t)
+		return call(ctx, c, s.customer, "/customers/"+url.PathEscape(t.CustomerID)+"/open-tickets",
+			map[string]any{"delta": -1, "op_id": CompleteTicket + "/" + in.TicketID})
+	})
+	survey := forward("send-survey", "survey", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+		in, err := input(c)
+		if err != nil {
+			return nil, err
+		}
+		t, a := tk, asg
+		c.Output("close-ticket", &t)
+		c.Output("record-notes", &a)
+		return call(ctx, c, s.survey, "/surveys", map[string]string{"ticket_id": in.TicketID, "customer_id": t.CustomerID, "expert_id": a.ExpertID})
+	})
+	record := forward("record-completion", "completion", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+		in, err := input(c)
+		if err != nil {
+			return nil, err
+		}
+		t, a, v := tk, asg, sv
+		c.Output("close-ticket", &t)
+		c.Output("record-notes", &a)
+		c.Output("send-survey", &v)
+		return call(ctx, c, s.completion, "/completions/"+url.PathEscape(in.TicketID)+"/record",
+			map[string]string{"customer_id": t.CustomerID, "expert_id": a.ExpertID, "notes": in.Notes, "survey_id": v.ID})
+	})
+	return saga.Definition{Name: CompleteTicket, Version: 1, Deadline: s.cfg.Deadline,
+		Steps: []saga.Step{closeTicket, notes, countDown, survey, record}}
+}
+
 // sagaID derives a saga's id from the request's Idempotency-Key, so that
 // a client retrying a POST reaches the same saga; without a key, a new id.
 func sagaID(r *http.Request, definition string) string {
@@ -316,6 +484,59 @@ func (s *Service) Handler() http.Handler {
 		return s.answer(w, r, id, func(sg saga.Saga) any {
 			return map[string]json.RawMessage{"ticket": stepOutput(sg, "mark-assigned"), "assignment": stepOutput(sg, "assign-expert")}
 		})
+	})
+	rt.Handle("POST /sagas/register-customer", func(w http.ResponseWriter, r *http.Request) error {
+		var in Registration
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		var c svc.Check
+		c.Required("name", in.Name, 200)
+		c.Email("email", strings.ToLower(strings.TrimSpace(in.Email)))
+		c.Zip("zip", in.Zip)
+		c.OneOf("plan", in.Plan, "basic", "standard", "premium")
+		if in.CustomerID != "" || in.ContractID != "" || in.AccountID != "" {
+			c.Fail("the ids are chosen by the orchestrator")
+		}
+		if err := c.Err(); err != nil {
+			return err
+		}
+		id := sagaID(r, RegisterCustomer)
+		suffix := id[len(RegisterCustomer)+1:]
+		in.CustomerID, in.ContractID, in.AccountID = "cu-"+suffix, "ct-"+suffix, "ba-"+suffix
+		if _, err := s.orch.Begin(r.Context(), RegisterCustomer, id, in); err != nil {
+			return err
+		}
+		return s.answer(w, r, id, func(sg saga.Saga) any {
+			return map[string]json.RawMessage{"customer": stepOutput(sg, "profile"), "contract": stepOutput(sg, "contract"),
+				"billing_account": stepOutput(sg, "billing-account")}
+		})
+	})
+	rt.Handle("POST /sagas/complete-ticket", func(w http.ResponseWriter, r *http.Request) error {
+		var in Completion
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		var c svc.Check
+		c.Required("ticket_id", in.TicketID, 64)
+		c.Required("notes", in.Notes, 4000)
+		if err := c.Err(); err != nil {
+			return err
+		}
+		var tk struct {
+			Status string `json:"status"`
+		}
+		if err := s.ticket.Get(r.Context(), "/tickets/"+url.PathEscape(in.TicketID), &tk); err != nil {
+			return err
+		}
+		if tk.Status == "completed" {
+			return sysops.Errorf(sysops.EConflict, "ticket %q is already completed", in.TicketID)
+		}
+		id := sagaID(r, CompleteTicket)
+		if _, err := s.orch.Begin(r.Context(), CompleteTicket, id, in); err != nil {
+			return err
+		}
+		return s.answer(w, r, id, func(sg saga.Saga) any { return stepOutput(sg, "record-completion") })
 	})
 	rt.Handle("GET /sagas/{id}", func(w http.ResponseWriter, r *http.Request) error {
 		sg, err := saga.Get(r.Context(), s.db, r.PathValue("id"))

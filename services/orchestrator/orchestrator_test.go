@@ -11,9 +11,13 @@ import (
 	"github.com/sysops-squad/sysops/internal/svctest"
 	"github.com/sysops-squad/sysops/saga"
 	"github.com/sysops-squad/sysops/services/assignment"
+	"github.com/sysops-squad/sysops/services/billing"
+	"github.com/sysops-squad/sysops/services/completion"
+	"github.com/sysops-squad/sysops/services/contract"
 	"github.com/sysops-squad/sysops/services/customer"
 	"github.com/sysops-squad/sysops/services/location"
 	"github.com/sysops-squad/sysops/services/orchestrator"
+	"github.com/sysops-squad/sysops/services/survey"
 	"github.com/sysops-squad/sysops/services/ticket"
 	"github.com/sysops-squad/sysops/sqldb"
 	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
@@ -186,5 +190,98 @@ func TestFailingCompensationNeedsAttention(t *testing.T) {
 		}
 		late := map[string]string{"id": in.TicketID, "customer_id": cust, "description": "late", "priority": "low", "skill": "printer", "zip": "10001"}
 		svctest.WantError(t, "the late action", svctest.Do(t, "POST", env.URL("ticket")+"/tickets", late), 409, "cancelled before it was created")
+	})
+}
+
+func TestRegisterAndCompleteSagas(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		fast := 50 * time.Millisecond
+		env := svctest.New(t, d, location.Spec(), customer.Spec(), contract.Spec(), billing.Spec(),
+			ticket.SpecWith(ticket.Config{ZipRefresh: fast}), assignment.SpecWith(assignment.Config{ZipRefresh: fast}),
+			survey.Spec(), completion.Spec(),
+			orchestrator.SpecWith(orchestrator.Config{Wait: 5 * time.Second,
+				Retry: saga.RetryPolicy{MaxAttempts: 2, Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}}))
+		base := env.URL(orchestrator.Name)
+		register := func(email string) svctest.Response {
+			return svctest.Do(t, "POST", base+"/sagas/register-customer", map[string]string{"name": "Ada", "email": email, "zip": "10001", "plan": "premium"})
+		}
+		r := register("ada@example.com")
+		var out struct {
+			Result struct {
+				Customer       struct{ ID, Status string }
+				Contract       struct{ ID, Status string }
+				BillingAccount struct {
+					ID      string
+					Charges []struct {
+						AmountCents int `json:"amount_cents"`
+					}
+				} `json:"billing_account"`
+			}
+		}
+		r.Decode(t, &out)
+		if r.Status != 201 || out.Result.Customer.Status != "active" || out.Result.Contract.Status != "active" ||
+			len(out.Result.BillingAccount.Charges) != 1 {
+			t.Fatalf("register: %d %s", r.Status, r.Body)
+		}
+		cust := out.Result.Customer.ID
+		svctest.WantError(t, "email taken", register("ada@example.com"), 409, "already registered")
+
+		// Billing down: the profile and the plan are compensated.
+		env.Stop("billing")
+		r = register("bo@example.com")
+		var pending struct {
+			SagaID string `json:"saga_id"`
+		}
+		r.Decode(t, &pending)
+		if r.Status != 202 && r.Status != 409 {
+			t.Fatalf("with billing down: %d %s", r.Status, r.Body)
+		}
+		env.Restart("billing")
+		if pending.SagaID != "" {
+			svctest.Eventually(t, "the registration to compensate", func() bool {
+				return svctest.Do(t, "GET", base+"/sagas/"+pending.SagaID, nil).JSON(t)["state"] == "compensated"
+			})
+		}
+		var cs struct {
+			Customers []struct{ Email, Status string }
+		}
+		svctest.Do(t, "GET", env.URL("customer")+"/customers?email=bo@example.com", nil).Decode(t, &cs)
+		if len(cs.Customers) != 1 || cs.Customers[0].Status != "closed" {
+			t.Errorf("bo after the compensated registration: %+v", cs.Customers)
+		}
+
+		// A ticket, then its completion as a saga.
+		svctest.Do(t, "POST", env.URL("assignment")+"/experts", map[string]any{"name": "Hugo", "email": "hugo@example.com",
+			"skills": []string{"printer"}, "zip": "07030", "capacity": 2})
+		r = create(t, env, cust, "printer")
+		var tv struct {
+			Result struct{ Ticket struct{ ID string } }
+		}
+		r.Decode(t, &tv)
+		tid := tv.Result.Ticket.ID
+		complete := func() svctest.Response {
+			return svctest.Do(t, "POST", base+"/sagas/complete-ticket", map[string]string{"ticket_id": tid, "notes": "fixed"})
+		}
+		r = complete()
+		var done struct {
+			Result struct {
+				SurveyID string `json:"survey_id"`
+				ExpertID string `json:"expert_id"`
+			}
+		}
+		r.Decode(t, &done)
+		if r.Status != 201 || done.Result.SurveyID == "" || done.Result.ExpertID == "" {
+			t.Fatalf("complete: %d %s", r.Status, r.Body)
+		}
+		svctest.WantError(t, "complete again", complete(), 409, "already completed")
+		checkInvariants(t, env)
+		if n := svctest.Do(t, "GET", env.URL("customer")+"/customers/"+cust, nil).JSON(t)["open_tickets"]; n != 0.0 {
+			t.Errorf("open tickets after completion = %v", n)
+		}
+		// An open ticket cannot be completed: compensated, nothing changed.
+		other := svctest.Do(t, "POST", env.URL("ticket")+"/tickets", map[string]string{"customer_id": cust, "description": "x",
+			"priority": "low", "skill": "printer", "zip": "10001"}).JSON(t)["id"].(string)
+		svctest.WantError(t, "complete an open ticket", svctest.Do(t, "POST", base+"/sagas/complete-ticket",
+			map[string]string{"ticket_id": other, "notes": "x"}), 409, "cannot become completed")
 	})
 }
