@@ -62,7 +62,8 @@ func Migrations() fs.FS {
 // Config configures a [Store].
 type Config struct {
 	// LockTTL is how long a reservation holds before a repeat may take it
-	// over (the first request's process is presumed dead). Default 1 minute.
+	// over (the first request's process is presumed dead). Default 15
+	// seconds: longer than any request should take.
 	LockTTL time.Duration
 	// Retention is how long a finished key is remembered. Default 24 hours.
 	Retention time.Duration
@@ -78,7 +79,7 @@ type Store struct {
 // New returns a store over db, whose idempotency_key table exists.
 func New(db *sqldb.DB, cfg Config) *Store {
 	if cfg.LockTTL <= 0 {
-		cfg.LockTTL = time.Minute
+		cfg.LockTTL = 15 * time.Second
 	}
 	if cfg.Retention <= 0 {
 		cfg.Retention = 24 * time.Hour
@@ -124,7 +125,10 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string, next h
 	sum := sha256.Sum256(append([]byte(r.Method+" "+r.URL.RequestURI()+"\n"), body...))
 	hash := hex.EncodeToString(sum[:])
 
-	ctx := r.Context()
+	// The reservation must not be abandoned half-way by a client that
+	// hangs up: it is made, and released or completed, whatever happens to
+	// the request.
+	ctx := context.WithoutCancel(r.Context())
 	prev, reserved, err := s.reserve(ctx, key, hash)
 	if err != nil {
 		return err

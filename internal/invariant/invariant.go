@@ -70,3 +70,54 @@ func Check(ctx context.Context, peers map[string]string) ([]string, error) {
 	}
 	return problems, nil
 }
+
+// CheckRegistrations checks, for the given customers (registered by the
+// register-customer workflow), that profile, support plan and billing
+// account agree: an active customer has exactly one active contract and an
+// open billing account; a closed one (a compensated registration) has
+// neither.
+func CheckRegistrations(ctx context.Context, peers map[string]string, customerIDs []string) ([]string, error) {
+	customers, contracts, billing := svc.NewClient(peers, "customer"), svc.NewClient(peers, "contract"), svc.NewClient(peers, "billing")
+	var problems []string
+	for _, id := range customerIDs {
+		var cu struct {
+			Status string `json:"status"`
+		}
+		if err := customers.Get(ctx, "/customers/"+url.PathEscape(id), &cu); err != nil {
+			if sysops.CodeOf(err) == sysops.ENotFound {
+				continue // never registered (its saga was refused at the first step)
+			}
+			return nil, err
+		}
+		var ks struct {
+			Contracts []struct {
+				Status string `json:"status"`
+			} `json:"contracts"`
+		}
+		if err := contracts.Get(ctx, "/contracts?customer_id="+url.QueryEscape(id), &ks); err != nil {
+			return nil, err
+		}
+		active := 0
+		for _, k := range ks.Contracts {
+			if k.Status == "active" {
+				active++
+			}
+		}
+		var acct struct {
+			Status string `json:"status"`
+		}
+		accountStatus := "none"
+		if err := billing.Get(ctx, "/accounts?customer_id="+url.QueryEscape(id), &acct); err == nil {
+			accountStatus = acct.Status
+		} else if sysops.CodeOf(err) != sysops.ENotFound {
+			return nil, err
+		}
+		switch {
+		case cu.Status == "active" && (active != 1 || accountStatus != "open"):
+			problems = append(problems, fmt.Sprintf("active customer %s has %d active contracts and billing account %s", id, active, accountStatus))
+		case cu.Status == "closed" && (active != 0 || accountStatus == "open"):
+			problems = append(problems, fmt.Sprintf("closed customer %s has %d active contracts and billing account %s", id, active, accountStatus))
+		}
+	}
+	return problems, nil
+}

@@ -28,9 +28,18 @@ import (
 	"time"
 
 	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/internal/invariant"
 	"github.com/sysops-squad/sysops/internal/svctest"
 	"github.com/sysops-squad/sysops/saga"
+	"github.com/sysops-squad/sysops/services/assignment"
+	"github.com/sysops-squad/sysops/services/billing"
+	"github.com/sysops-squad/sysops/services/completion"
+	"github.com/sysops-squad/sysops/services/contract"
+	"github.com/sysops-squad/sysops/services/customer"
+	"github.com/sysops-squad/sysops/services/location"
 	"github.com/sysops-squad/sysops/services/orchestrator"
+	"github.com/sysops-squad/sysops/services/survey"
+	"github.com/sysops-squad/sysops/services/ticket"
 	"github.com/sysops-squad/sysops/sqldb"
 	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
 )
@@ -115,8 +124,10 @@ func freeAddr(t *testing.T) string {
 
 func TestCrashOrchestrator(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
-		env, _ := setup(t, d, orchestrator.Config{})
-		env.Stop(orchestrator.Name) // the in-process one; the process below replaces it
+		fast := 50 * time.Millisecond
+		env := svctest.New(t, d, location.Spec(), customer.Spec(), contract.Spec(), billing.Spec(),
+			ticket.SpecWith(ticket.Config{ZipRefresh: fast}), assignment.SpecWith(assignment.Config{ZipRefresh: fast}),
+			survey.Spec(), completion.Spec())
 		var customers []string
 		for i := range 4 {
 			r := svctest.Do(t, "POST", env.URL("customer")+"/customers", map[string]string{"name": fmt.Sprint("C", i),
@@ -126,7 +137,7 @@ func TestCrashOrchestrator(t *testing.T) {
 		svctest.Do(t, "POST", env.URL("assignment")+"/experts", map[string]any{"name": "Big", "email": "big@example.com",
 			"skills": []string{"printer", "network"}, "zip": "10002", "capacity": 100})
 		peers := map[string]string{}
-		for _, p := range []string{"ticket", "customer", "assignment"} {
+		for _, p := range []string{"ticket", "customer", "assignment", "contract", "billing", "survey", "completion"} {
 			peers[p] = jittery(t, env.URL(p))
 		}
 		peersJSON, _ := json.Marshal(peers)
@@ -162,16 +173,31 @@ func TestCrashOrchestrator(t *testing.T) {
 		const rounds, perRound = 12, 8
 		for round := range rounds {
 			cmd := start()
-			var wg sync.WaitGroup
+			time.Sleep(30 * time.Millisecond) // the resumed sagas of the last life finish
+			var assigned struct{ Tickets []struct{ ID string } }
+			svctest.Do(t, "GET", env.URL("ticket")+"/tickets?status=assigned&limit=2", nil).Decode(t, &assigned)
+			var reqs []struct{ path, body string }
 			for i := range perRound {
 				skill := "printer"
 				if i%4 == 3 {
 					skill = "mobile" // no expert: compensated
 				}
-				body := fmt.Sprintf(`{"customer_id":%q,"description":"crash %d/%d","priority":"low","skill":%q,"zip":"10001"}`,
-					customers[(round+i)%len(customers)], round, i, skill)
+				reqs = append(reqs, struct{ path, body string }{"/sagas/create-ticket",
+					fmt.Sprintf(`{"customer_id":%q,"description":"crash %d/%d","priority":"low","skill":%q,"zip":"10001"}`,
+						customers[(round+i)%len(customers)], round, i, skill)})
+			}
+			for i := range 2 {
+				reqs = append(reqs, struct{ path, body string }{"/sagas/register-customer",
+					fmt.Sprintf(`{"name":"R %d/%d","email":"r%d-%d@example.com","zip":"10001","plan":"standard"}`, round, i, round, i)})
+			}
+			for _, tk := range assigned.Tickets {
+				reqs = append(reqs, struct{ path, body string }{"/sagas/complete-ticket",
+					fmt.Sprintf(`{"ticket_id":%q,"notes":"crash done"}`, tk.ID)})
+			}
+			var wg sync.WaitGroup
+			for _, rq := range reqs {
 				wg.Go(func() {
-					req, _ := http.NewRequest("POST", base+"/sagas/create-ticket", strings.NewReader(body))
+					req, _ := http.NewRequest("POST", base+rq.path, strings.NewReader(rq.body))
 					req.Header.Set("Content-Type", "application/json")
 					if resp, err := client.Do(req); err == nil {
 						resp.Body.Close()
@@ -234,6 +260,49 @@ func TestCrashOrchestrator(t *testing.T) {
 		t.Logf("%d sagas: %d committed, %d compensated; %d called a step again after a crash or failure",
 			len(sagas), counts[saga.Committed], counts[saga.Compensated], resumed)
 		checkInvariants(t, env)
+
+		// Registrations: profile, plan and billing account agree; completed
+		// tickets have their survey and completion record.
+		var registered []string
+		perDef := map[string]int{}
+		for _, s := range sagas {
+			perDef[s.Definition]++
+			full, err := saga.Get(context.Background(), mustOpen(t, dbURL), s.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch s.Definition {
+			case orchestrator.RegisterCustomer:
+				var in orchestrator.Registration
+				if err := json.Unmarshal(full.Input, &in); err != nil {
+					t.Fatal(err)
+				}
+				registered = append(registered, in.CustomerID)
+			case orchestrator.CompleteTicket:
+				var in orchestrator.Completion
+				if err := json.Unmarshal(full.Input, &in); err != nil {
+					t.Fatal(err)
+				}
+				if s.State == saga.Committed {
+					if r := svctest.Do(t, "GET", env.URL("completion")+"/completions/"+in.TicketID, nil); r.Status != 200 {
+						t.Errorf("completed ticket %s has no completion record: %d", in.TicketID, r.Status)
+					}
+					var sv struct{ Surveys []any }
+					svctest.Do(t, "GET", env.URL("survey")+"/surveys?ticket_id="+in.TicketID, nil).Decode(t, &sv)
+					if len(sv.Surveys) != 1 {
+						t.Errorf("completed ticket %s has %d surveys", in.TicketID, len(sv.Surveys))
+					}
+				}
+			}
+		}
+		t.Logf("sagas per workflow: %v", perDef)
+		problems, err := invariant.CheckRegistrations(context.Background(), env.Peers(), registered)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range problems {
+			t.Errorf("invariant: %s", p)
+		}
 	})
 }
 
