@@ -1,7 +1,8 @@
 // Package orchestrator is the Orchestrator service: it runs the Sysops
-// Squad's cross-service workflows as orchestrated sagas (package saga),
-// and owns their durable log (tables saga and saga_step) in its own
-// database.
+// Squad's cross-service workflows — create ticket, register customer,
+// complete ticket — as orchestrated sagas (package saga), and owns their
+// durable log (tables saga and saga_step) in its own database. The step
+// tables of each workflow are in docs/saga.md.
 //
 //	POST /sagas/create-ticket       {"customer_id", "description", "priority", "skill", "zip"}
 //	POST /sagas/register-customer   {"name", "email", "zip", "plan"}
