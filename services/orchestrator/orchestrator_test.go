@@ -3,6 +3,12 @@ package orchestrator_test
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -283,5 +289,62 @@ func TestRegisterAndCompleteSagas(t *testing.T) {
 			"priority": "low", "skill": "printer", "zip": "10001"}).JSON(t)["id"].(string)
 		svctest.WantError(t, "complete an open ticket", svctest.Do(t, "POST", base+"/sagas/complete-ticket",
 			map[string]string{"ticket_id": other, "notes": "x"}), 409, "cannot become completed")
+	})
+}
+
+// TestSlowParticipantCompensates: a participant slower than the step's
+// timeout is retried, then the saga compensates — and the assignment the
+// slow calls made in the end is released (the compensation reaches the
+// participant after them).
+func TestSlowParticipantCompensates(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env, cust := setup(t, d, orchestrator.Config{})
+		env.Stop(orchestrator.Name)
+		target, err := url.Parse(env.URL("assignment"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		proxy.ErrorLog = log.New(io.Discard, "", 0)
+		slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && r.URL.Path == "/assignments" {
+				time.Sleep(300 * time.Millisecond) // past the step's timeout
+				// The caller has given up; the call still lands.
+				r = r.WithContext(context.WithoutCancel(r.Context()))
+			}
+			proxy.ServeHTTP(w, r)
+		}))
+		defer slow.Close()
+		peers := env.Peers()
+		peers["assignment"] = slow.URL
+		db := sqldbtest.Open(t, d)
+		if _, err := sqldb.Migrate(context.Background(), db, orchestrator.Name, saga.Migrations()); err != nil {
+			t.Fatal(err)
+		}
+		s, err := orchestrator.New(db, peers, orchestrator.Config{StepTimeout: 100 * time.Millisecond,
+			Retry: saga.RetryPolicy{MaxAttempts: 2, Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := s.Orchestrator()
+		if err := o.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		defer o.Stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		sg, err := o.Run(ctx, orchestrator.CreateTicket, "", orchestrator.TicketRequest{TicketID: "tk-slow", CustomerID: cust,
+			Description: "slow", Priority: "low", Skill: "printer", Zip: "10001"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sg.State != saga.Compensated || !strings.Contains(sg.Reason, "assign-expert") {
+			t.Fatalf("saga = %s %s", sg.State, sg.Reason)
+		}
+		time.Sleep(400 * time.Millisecond) // the slow calls land after their timeouts
+		checkInvariants(t, env)
+		if r := svctest.Do(t, "GET", env.URL("assignment")+"/assignments/tk-slow", nil); r.Status == 200 && r.JSON(t)["status"] == "assigned" {
+			t.Errorf("the late assignment stayed: %s", r.Body)
+		}
 	})
 }
