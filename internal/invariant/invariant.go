@@ -73,15 +73,16 @@ func Check(ctx context.Context, peers map[string]string) ([]string, error) {
 
 // CheckRegistrations checks, for the given customers (registered by the
 // register-customer workflow), that profile, support plan and billing
-// account agree: an active customer has exactly one active contract and an
-// open billing account; a closed one (a compensated registration) has
-// neither.
+// account agree: an active customer whose profile shows a plan has exactly
+// one active contract and an open billing account; a closed one (a
+// compensated registration) or one whose plan was cancelled has neither.
 func CheckRegistrations(ctx context.Context, peers map[string]string, customerIDs []string) ([]string, error) {
 	customers, contracts, billing := svc.NewClient(peers, "customer"), svc.NewClient(peers, "contract"), svc.NewClient(peers, "billing")
 	var problems []string
 	for _, id := range customerIDs {
 		var cu struct {
-			Status string `json:"status"`
+			Status      string `json:"status"`
+			SupportPlan string `json:"support_plan"`
 		}
 		if err := customers.Get(ctx, "/customers/"+url.PathEscape(id), &cu); err != nil {
 			if sysops.CodeOf(err) == sysops.ENotFound {
@@ -113,10 +114,10 @@ func CheckRegistrations(ctx context.Context, peers map[string]string, customerID
 			return nil, err
 		}
 		switch {
-		case cu.Status == "active" && (active != 1 || accountStatus != "open"):
-			problems = append(problems, fmt.Sprintf("active customer %s has %d active contracts and billing account %s", id, active, accountStatus))
-		case cu.Status == "closed" && (active != 0 || accountStatus == "open"):
-			problems = append(problems, fmt.Sprintf("closed customer %s has %d active contracts and billing account %s", id, active, accountStatus))
+		case cu.Status == "active" && cu.SupportPlan != "" && (active != 1 || accountStatus != "open"):
+			problems = append(problems, fmt.Sprintf("customer %s on plan %s has %d active contracts and billing account %s", id, cu.SupportPlan, active, accountStatus))
+		case (cu.Status == "closed" || cu.SupportPlan == "") && (active != 0 || accountStatus == "open"):
+			problems = append(problems, fmt.Sprintf("customer %s (%s, no plan) has %d active contracts and billing account %s", id, cu.Status, active, accountStatus))
 		}
 	}
 	return problems, nil

@@ -6,6 +6,7 @@
 //	GET  /contracts/{id}             one contract
 //	GET  /contracts?customer_id=C    a customer's contracts, newest first
 //	POST /contracts/{id}/cancel      {"reason": "..."}
+//	POST /contracts/{id}/reinstate   undo a cancellation (the compensation of a cancelled plan)
 //
 // Every change publishes an event (sysops.contract.*) and an audit record
 // through the service's outbox.
@@ -215,6 +216,39 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (Contract, erro
 	return k, err
 }
 
+// Reinstate makes a cancelled contract active again — the compensation of
+// a cancellation that could not complete. Reinstating an active one
+// changes nothing; a customer who has another active plan meanwhile is a
+// conflict.
+func (s *Service) Reinstate(ctx context.Context, id string) (Contract, error) {
+	var k Contract
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		if err := sqldb.LockKey(ctx, tx, "contract/"+id); err != nil {
+			return err
+		}
+		var err error
+		k, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM contract WHERE id = $1`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return sysops.Errorf(sysops.ENotFound, "contract %q not found", id)
+		}
+		if err != nil || k.Status == "active" {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE contract SET status = 'active', cancelled_at = NULL, cancel_reason = '' WHERE id = $1`, id); err != nil {
+			if sqldb.IsUniqueViolation(err) {
+				return sysops.Errorf(sysops.EConflict, "customer %q has another active support plan", k.CustomerID)
+			}
+			return err
+		}
+		k.Status, k.CancelledAt, k.CancelReason = "active", nil, ""
+		if err := svc.Emit(ctx, tx, Name, "sysops.contract.reinstated.v1", "contract", k.ID, k); err != nil {
+			return err
+		}
+		return svc.Audit(ctx, tx, Name, "contract.reinstated", "contract", k.ID, nil)
+	})
+	return k, err
+}
+
 // Handler returns the service's HTTP API.
 func (s *Service) Handler() http.Handler {
 	rt := svc.NewRouter(s.logger)
@@ -260,6 +294,14 @@ func (s *Service) Handler() http.Handler {
 			return err
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"contracts": ks})
+		return nil
+	})
+	rt.Handle("POST /contracts/{id}/reinstate", func(w http.ResponseWriter, r *http.Request) error {
+		k, err := s.Reinstate(r.Context(), r.PathValue("id"))
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, k)
 		return nil
 	})
 	rt.Handle("POST /contracts/{id}/cancel", func(w http.ResponseWriter, r *http.Request) error {

@@ -8,6 +8,7 @@
 //	POST /customers/{id}/open-tickets   {"delta": 1 or -1, "op_id": optional}
 //	POST /customers/{id}/open-tickets/{op_id}/undo   undo (or void) that change
 //	POST /customers/{id}/close          close the profile (or tombstone an id not registered yet)
+//	POST /customers/{id}/support-plan   {"plan": "basic" | "standard" | "premium" | ""}: the plan the profile shows
 //
 // Every change publishes an event (sysops.customer.*) and an audit record
 // through the service's outbox.
@@ -66,6 +67,7 @@ type Customer struct {
 	Zip         string    `json:"zip"`
 	OpenTickets int       `json:"open_tickets"`
 	Status      string    `json:"status"`
+	SupportPlan string    `json:"support_plan"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
 }
@@ -92,6 +94,8 @@ type NewCustomer struct {
 	Name  string `json:"name"`
 	Email string `json:"email"`
 	Zip   string `json:"zip"`
+	// SupportPlan is the plan the profile shows; optional.
+	SupportPlan string `json:"support_plan,omitempty"`
 }
 
 // Register creates a customer. With a chosen id, registering it again
@@ -104,12 +108,15 @@ func (s *Service) Register(ctx context.Context, in NewCustomer) (cu Customer, cr
 	c.Required("name", in.Name, 200)
 	c.Email("email", in.Email)
 	c.Zip("zip", in.Zip)
+	if in.SupportPlan != "" {
+		c.OneOf("support_plan", in.SupportPlan, "basic", "standard", "premium")
+	}
 	if err := c.Err(); err != nil {
 		return Customer{}, false, err
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	cu = Customer{ID: cmp.Or(in.ID, outbox.NewID()), Name: strings.TrimSpace(in.Name), Email: in.Email, Zip: in.Zip, Status: "active",
-		CreatedAt: now, UpdatedAt: now}
+		SupportPlan: in.SupportPlan, CreatedAt: now, UpdatedAt: now}
 	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
 		created = false
 		if err := sqldb.LockKey(ctx, tx, "customer/"+cu.ID); err != nil {
@@ -132,8 +139,8 @@ func (s *Service) Register(ctx context.Context, in NewCustomer) (cu Customer, cr
 			return sysops.Errorf(sysops.EConflict, "customer %q was closed before it was registered", cu.ID)
 		}
 		created = true
-		if _, err := tx.ExecContext(ctx, `INSERT INTO customer (id, name, email, zip, open_tickets, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, 0, $5, $5)`, cu.ID, cu.Name, cu.Email, cu.Zip, svc.Micros(now)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO customer (id, name, email, zip, open_tickets, support_plan, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, 0, $5, $6, $6)`, cu.ID, cu.Name, cu.Email, cu.Zip, cu.SupportPlan, svc.Micros(now)); err != nil {
 			if sqldb.IsUniqueViolation(err) {
 				return sysops.Errorf(sysops.EConflict, "a customer with email %q is already registered", cu.Email)
 			}
@@ -182,12 +189,12 @@ func (s *Service) Close(ctx context.Context, id string) (Customer, error) {
 	return cu, err
 }
 
-const columns = `id, name, email, zip, open_tickets, status, created_at, updated_at`
+const columns = `id, name, email, zip, open_tickets, status, support_plan, created_at, updated_at`
 
 func scan(row interface{ Scan(...any) error }) (Customer, error) {
 	var c Customer
 	var created, updated int64
-	err := row.Scan(&c.ID, &c.Name, &c.Email, &c.Zip, &c.OpenTickets, &c.Status, &created, &updated)
+	err := row.Scan(&c.ID, &c.Name, &c.Email, &c.Zip, &c.OpenTickets, &c.Status, &c.SupportPlan, &created, &updated)
 	c.CreatedAt, c.UpdatedAt = svc.FromMicros(created), svc.FromMicros(updated)
 	return c, err
 }
@@ -223,6 +230,40 @@ func (s *Service) List(ctx context.Context, email string, limit int) ([]Customer
 		out = append(out, c)
 	}
 	return out, rows.Err()
+}
+
+// SetSupportPlan records the support plan the profile shows ("" for
+// none); setting the plan it has changes nothing.
+func (s *Service) SetSupportPlan(ctx context.Context, id, plan string) (Customer, error) {
+	if plan != "" {
+		var c svc.Check
+		c.OneOf("plan", plan, "basic", "standard", "premium")
+		if err := c.Err(); err != nil {
+			return Customer{}, err
+		}
+	}
+	var cu Customer
+	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+		var err error
+		cu, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return sysops.Errorf(sysops.ENotFound, "customer %q not found", id)
+		}
+		if err != nil || cu.SupportPlan == plan {
+			return err
+		}
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		if _, err := tx.ExecContext(ctx, `UPDATE customer SET support_plan = $1, updated_at = $2 WHERE id = $3`, plan, svc.Micros(now), id); err != nil {
+			return err
+		}
+		cu.SupportPlan, cu.UpdatedAt = plan, now
+		ev := map[string]string{"customer_id": id, "support_plan": plan}
+		if err := svc.Emit(ctx, tx, Name, "sysops.customer.support_plan_changed.v1", "customer", id, ev); err != nil {
+			return err
+		}
+		return svc.Audit(ctx, tx, Name, "customer.support_plan_changed", "customer", id, ev)
+	})
+	return cu, err
 }
 
 // AdjustOpenTickets adds delta (1 or -1) to a customer's open_tickets; it
@@ -396,6 +437,20 @@ func (s *Service) Handler() http.Handler {
 	})
 	rt.Handle("POST /customers/{id}/open-tickets/{op_id}/undo", func(w http.ResponseWriter, r *http.Request) error {
 		c, err := s.UndoOpenTickets(r.Context(), r.PathValue("id"), r.PathValue("op_id"))
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, c)
+		return nil
+	})
+	rt.Handle("POST /customers/{id}/support-plan", func(w http.ResponseWriter, r *http.Request) error {
+		var in struct {
+			Plan string `json:"plan"`
+		}
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		c, err := s.SetSupportPlan(r.Context(), r.PathValue("id"), in.Plan)
 		if err != nil {
 			return err
 		}

@@ -47,9 +47,9 @@ var Consistencies = []string{Orchestrated, Sequential}
 // Config configures the gateway.
 type Config struct {
 	// Consistency is how workflows keep the owners consistent; default
-	// Orchestrated. Create ticket, register customer and complete ticket
-	// run as sagas; cancel support plan and cancel ticket are sequential in
-	// both modes.
+	// Orchestrated. Create ticket, register customer, complete ticket and
+	// cancel support plan run as sagas; cancel ticket is sequential in both
+	// modes.
 	Consistency string
 }
 
@@ -456,6 +456,15 @@ func (g *Gateway) Handler() http.Handler {
 		}
 		if err := decode(w, r, &in); err != nil {
 			return err
+		}
+		if g.cfg.Consistency == Orchestrated {
+			if err := g.c("customer").Get(r.Context(), "/customers/"+url.PathEscape(r.PathValue("id")), nil); err != nil {
+				return err
+			}
+			body := map[string]string{"customer_id": r.PathValue("id"), "reason": in.Reason}
+			return g.runSaga(w, r, "/sagas/cancel-plan", body, http.StatusOK, func(res map[string]any, id, state string) any {
+				return map[string]any{"contract": res["contract"], "billing_account": res["billing_account"], "saga_id": id, "state": state}
+			})
 		}
 		return ok(func(r *http.Request) (map[string]any, error) {
 			return g.cancelPlan(r.Context(), r.PathValue("id"), in.Reason)

@@ -190,6 +190,21 @@ func TestCrashOrchestrator(t *testing.T) {
 				reqs = append(reqs, struct{ path, body string }{"/sagas/register-customer",
 					fmt.Sprintf(`{"name":"R %d/%d","email":"r%d-%d@example.com","zip":"10001","plan":"standard"}`, round, i, round, i)})
 			}
+			var cs struct {
+				Customers []struct {
+					ID          string
+					Status      string
+					SupportPlan string `json:"support_plan"`
+				}
+			}
+			svctest.Do(t, "GET", env.URL("customer")+"/customers?limit=1000", nil).Decode(t, &cs)
+			for _, cu := range cs.Customers {
+				if cu.Status == "active" && cu.SupportPlan != "" {
+					reqs = append(reqs, struct{ path, body string }{"/sagas/cancel-plan",
+						fmt.Sprintf(`{"customer_id":%q,"reason":"crash"}`, cu.ID)})
+					break
+				}
+			}
 			for _, tk := range assigned.Tickets {
 				reqs = append(reqs, struct{ path, body string }{"/sagas/complete-ticket",
 					fmt.Sprintf(`{"ticket_id":%q,"notes":"crash done"}`, tk.ID)})
@@ -274,6 +289,12 @@ func TestCrashOrchestrator(t *testing.T) {
 			switch s.Definition {
 			case orchestrator.RegisterCustomer:
 				var in orchestrator.Registration
+				if err := json.Unmarshal(full.Input, &in); err != nil {
+					t.Fatal(err)
+				}
+				registered = append(registered, in.CustomerID)
+			case orchestrator.CancelPlan:
+				var in orchestrator.Cancellation
 				if err := json.Unmarshal(full.Input, &in); err != nil {
 					t.Fatal(err)
 				}

@@ -1,12 +1,13 @@
 // Package orchestrator is the Orchestrator service: it runs the Sysops
 // Squad's cross-service workflows — create ticket, register customer,
-// complete ticket — as orchestrated sagas (package saga), and owns their
+// complete ticket, cancel support plan — as orchestrated sagas (package saga), and owns their
 // durable log (tables saga and saga_step) in its own database. The step
 // tables of each workflow are in docs/saga.md.
 //
 //	POST /sagas/create-ticket       {"customer_id", "description", "priority", "skill", "zip"}
 //	POST /sagas/register-customer   {"name", "email", "zip", "plan"}
 //	POST /sagas/complete-ticket     {"ticket_id", "notes"}
+//	POST /sagas/cancel-plan         {"customer_id", "reason"}
 //	GET  /sagas/{id}            a saga with its steps
 //	/ops/sagas...               list, show, retry, skip, resolve, cancel (saga.Handler)
 //
@@ -55,6 +56,7 @@ const (
 	CreateTicket     = "create-ticket"
 	RegisterCustomer = "register-customer"
 	CompleteTicket   = "complete-ticket"
+	CancelPlan       = "cancel-plan"
 )
 
 // Config configures the service.
@@ -144,7 +146,7 @@ func New(db *sqldb.DB, peers map[string]string, cfg Config, logger *slog.Logger)
 		billing:    svc.NewClient(peers, "billing").WithoutRetries(),
 		survey:     svc.NewClient(peers, "survey").WithoutRetries(),
 		completion: svc.NewClient(peers, "completion").WithoutRetries()}
-	orch, err := saga.New(db, cfg.Saga, s.createTicket(), s.registerCustomer(), s.completeTicket())
+	orch, err := saga.New(db, cfg.Saga, s.createTicket(), s.registerCustomer(), s.completeTicket(), s.cancelPlan())
 	if err != nil {
 		return nil, err
 	}
@@ -283,7 +285,8 @@ func (s *Service) registerCustomer() saga.Definition {
 			if err != nil {
 				return nil, err
 			}
-			return call(ctx, c, s.customer, "/customers", map[string]string{"id": in.CustomerID, "name": in.Name, "email": in.Email, "zip": in.Zip})
+			return call(ctx, c, s.customer, "/customers", map[string]string{"id": in.CustomerID, "name": in.Name, "email": in.Email,
+				"zip": in.Zip, "support_plan": in.Plan})
 		},
 		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
 			in, err := input(c)
@@ -323,6 +326,76 @@ func (s *Service) registerCustomer() saga.Definition {
 			return call(ctx, c, s.billing, "/accounts/"+url.PathEscape(in.AccountID)+"/close", nil)
 		})
 	return saga.Definition{Name: RegisterCustomer, Version: 1, Deadline: s.cfg.Deadline, Steps: []saga.Step{profile, contract, billing}}
+}
+
+// Cancellation is the input of the cancel-plan saga.
+type Cancellation struct {
+	CustomerID string `json:"customer_id"`
+	ContractID string `json:"contract_id"`
+	// AccountID is optional: without it the close-account step looks up
+	// the customer's account.
+	AccountID string `json:"account_id,omitempty"`
+	Reason    string `json:"reason"`
+}
+
+// cancelPlan: cancel the contract (compensation: reinstate it) → close
+// the billing account, refunding the unused part of the month (the pivot:
+// a refund is not taken back; if billing refuses, the contract is
+// reinstated) → clear the plan on the customer's profile (forward only).
+func (s *Service) cancelPlan() saga.Definition {
+	input := func(c saga.Call) (Cancellation, error) {
+		var in Cancellation
+		if err := c.Decode(&in); err != nil {
+			return in, saga.Reject(fmt.Errorf("saga input: %w", err))
+		}
+		return in, nil
+	}
+	cancelContract := s.step("cancel-contract", "contract",
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.contract, "/contracts/"+url.PathEscape(in.ContractID)+"/cancel", map[string]string{"reason": in.Reason})
+		},
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.contract, "/contracts/"+url.PathEscape(in.ContractID)+"/reinstate", nil)
+		})
+	closeAccount := s.step("close-account", "billing",
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			if in.AccountID == "" { // the customer's account, looked up now
+				var acct struct {
+					ID string `json:"id"`
+				}
+				if err := s.billing.Get(ctx, "/accounts?customer_id="+url.QueryEscape(in.CustomerID), &acct); err != nil {
+					if sysops.CodeOf(err) == sysops.ENotFound {
+						return nil, saga.Reject(err)
+					}
+					return nil, err
+				}
+				in.AccountID = acct.ID
+			}
+			return call(ctx, c, s.billing, "/accounts/"+url.PathEscape(in.AccountID)+"/close", nil)
+		}, nil)
+	profile := s.step("profile", "customer",
+		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+			in, err := input(c)
+			if err != nil {
+				return nil, err
+			}
+			return call(ctx, c, s.customer, "/customers/"+url.PathEscape(in.CustomerID)+"/support-plan", map[string]string{"plan": ""})
+		}, nil)
+	profile.Forward = true
+	profile.Retry = saga.RetryPolicy{MaxAttempts: 20, Initial: 50 * time.Millisecond, Max: time.Second}
+	return saga.Definition{Name: CancelPlan, Version: 1, Deadline: s.cfg.Deadline, Steps: []saga.Step{cancelContract, closeAccount, profile}}
 }
 
 // Completion is the input of the complete-ticket saga.
@@ -538,6 +611,43 @@ func (s *Service) Handler() http.Handler {
 			return err
 		}
 		return s.answer(w, r, id, func(sg saga.Saga) any { return stepOutput(sg, "record-completion") })
+	})
+	rt.Handle("POST /sagas/cancel-plan", func(w http.ResponseWriter, r *http.Request) error {
+		var in Cancellation
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		var c svc.Check
+		c.Required("customer_id", in.CustomerID, 64)
+		c.Optional("reason", in.Reason, 500)
+		if in.ContractID != "" || in.AccountID != "" {
+			c.Fail("the contract and the account are found by the orchestrator")
+		}
+		if err := c.Err(); err != nil {
+			return err
+		}
+		var ks struct {
+			Contracts []struct{ ID, Status string } `json:"contracts"`
+		}
+		if err := s.contract.Get(r.Context(), "/contracts?customer_id="+url.QueryEscape(in.CustomerID), &ks); err != nil {
+			return err
+		}
+		for _, k := range ks.Contracts {
+			if k.Status == "active" {
+				in.ContractID = k.ID
+			}
+		}
+		if in.ContractID == "" {
+			return sysops.Errorf(sysops.EConflict, "customer %q has no active support plan", in.CustomerID)
+		}
+		id := sagaID(r, CancelPlan)
+		if _, err := s.orch.Begin(r.Context(), CancelPlan, id, in); err != nil {
+			return err
+		}
+		return s.answer(w, r, id, func(sg saga.Saga) any {
+			return map[string]json.RawMessage{"contract": stepOutput(sg, "cancel-contract"), "billing_account": stepOutput(sg, "close-account"),
+				"customer": stepOutput(sg, "profile")}
+		})
 	})
 	rt.Handle("GET /sagas/{id}", func(w http.ResponseWriter, r *http.Request) error {
 		sg, err := saga.Get(r.Context(), s.db, r.PathValue("id"))

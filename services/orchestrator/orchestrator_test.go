@@ -289,6 +289,43 @@ func TestRegisterAndCompleteSagas(t *testing.T) {
 			"priority": "low", "skill": "printer", "zip": "10001"}).JSON(t)["id"].(string)
 		svctest.WantError(t, "complete an open ticket", svctest.Do(t, "POST", base+"/sagas/complete-ticket",
 			map[string]string{"ticket_id": other, "notes": "x"}), 409, "cannot become completed")
+
+		// Cancel the plan with billing down: the contract is reinstated.
+		cancelPlan := func() svctest.Response {
+			return svctest.Do(t, "POST", base+"/sagas/cancel-plan", map[string]string{"customer_id": cust, "reason": "moving"})
+		}
+		env.Stop("billing")
+		svctest.WantError(t, "billing down", cancelPlan(), 409, "close-account")
+		env.Restart("billing")
+		problems, err := invariant.CheckRegistrations(context.Background(), env.Peers(), []string{cust})
+		if err != nil || len(problems) > 0 {
+			t.Errorf("after the compensated cancellation: %v %v", problems, err)
+		}
+		r = cancelPlan()
+		var cancelled struct {
+			Result struct {
+				Contract       struct{ Status string }
+				BillingAccount struct {
+					Status  string
+					Charges []struct {
+						AmountCents int `json:"amount_cents"`
+					}
+				} `json:"billing_account"`
+			}
+		}
+		r.Decode(t, &cancelled)
+		if r.Status != 201 || cancelled.Result.Contract.Status != "cancelled" || cancelled.Result.BillingAccount.Status != "closed" ||
+			len(cancelled.Result.BillingAccount.Charges) != 2 || cancelled.Result.BillingAccount.Charges[1].AmountCents >= 0 {
+			t.Errorf("cancel plan: %d %s", r.Status, r.Body)
+		}
+		if p := svctest.Do(t, "GET", env.URL("customer")+"/customers/"+cust, nil).JSON(t)["support_plan"]; p != "" {
+			t.Errorf("the profile still shows plan %v", p)
+		}
+		problems, err = invariant.CheckRegistrations(context.Background(), env.Peers(), []string{cust})
+		if err != nil || len(problems) > 0 {
+			t.Errorf("after the cancellation: %v %v", problems, err)
+		}
+		svctest.WantError(t, "cancel again", cancelPlan(), 409, "no active support plan")
 	})
 }
 
