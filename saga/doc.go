@@ -63,8 +63,13 @@
 // and audit record in the outbox) and the stored response — and eight HTTP
 // round trips, on two cores shared with PostgreSQL, JetStream and the
 // relays; the assignment step also serializes on the nearest expert's row.
+// One participant endpoint alone (customer's open-tickets change, 64
+// concurrent callers, same machine) serves 1,045 requests/s with an
+// Idempotency-Key and 1,590 without, on PostgreSQL — and a saga needs four
+// such calls (seven when it compensates), so 1,500 sagas/s would need
+// participants several times faster than one of them is alone.
 // Turning the participants' idempotency records into part of their
-// business transactions would remove about a third of those commits.
+// business transactions would remove about a third of the commits.
 //
 // What it does not promise: isolation. Other requests see a saga's
 // intermediate states (a ticket created but not yet assigned); a
