@@ -55,21 +55,22 @@
 //	compensated, concurrency 64     113 sagas/s, p50 559 ms          125 sagas/s, p50 488 ms
 //
 // Against the target of 1,500 committed sagas/s at concurrency 64 on
-// PostgreSQL this is 12 times short. The orchestrator's log is not what
-// limits it: its writes share commits and it is never saturated (1.6
-// writes per commit at that load). A saga costs about twenty durable
-// commits across five databases — each participant call is an
-// Idempotency-Key reservation, the business transaction (with its events
-// and audit record in the outbox) and the stored response — and eight HTTP
-// round trips, on two cores shared with PostgreSQL, JetStream and the
-// relays; the assignment step also serializes on the nearest expert's row.
-// One participant endpoint alone (customer's open-tickets change, 64
-// concurrent callers, same machine) serves 1,045 requests/s with an
-// Idempotency-Key and 1,590 without, on PostgreSQL — and a saga needs four
-// such calls (seven when it compensates), so 1,500 sagas/s would need
-// participants several times faster than one of them is alone.
-// Turning the participants' idempotency records into part of their
-// business transactions would remove about a third of the commits.
+// PostgreSQL this is 12 times short, and the machine is the limit: at
+// concurrency 64 vmstat shows the two cores 98% busy (60% user, 38%
+// system) and PostgreSQL commits 4,059 transactions/s in all — about 30
+// per saga. A saga crosses five services: each participant call is an
+// Idempotency-Key reservation, the business transaction (with its event
+// and audit record in the outbox, which the relay then publishes to
+// JetStream and marks sent) and the stored response, plus HTTP both ways;
+// the orchestrator's log adds about five commits, shared (1.6 writes per
+// commit). One participant endpoint alone (customer's open-tickets
+// change, 64 concurrent callers) serves 1,045 requests/s with an
+// Idempotency-Key and 1,590 without, and a saga needs four such calls
+// (seven when it compensates). Waiting on the services' connection pools
+// shows up in a trace but is a symptom: doubling the pools changed
+// nothing. Writing the participants' idempotency records inside their
+// business transactions would save about a quarter of the commits — not
+// the factor of twelve the target asks on two cores.
 //
 // What it does not promise: isolation. Other requests see a saga's
 // intermediate states (a ticket created but not yet assigned); a
