@@ -46,13 +46,7 @@ const Name = "assignment"
 var migrations embed.FS
 
 // Migrations returns the service's schema migrations.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded directory is part of the binary
-	}
-	return sub
-}
+func Migrations() fs.FS { return svc.Migrations(migrations) }
 
 // Config configures the service.
 type Config struct {
@@ -252,11 +246,9 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 		if err := sqldb.LockKey(ctx, tx, "assignment/"+in.TicketID); err != nil {
 			return err
 		}
-		var dead int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM assignment_tombstone WHERE ticket_id = $1`, in.TicketID).Scan(&dead); err != nil {
+		if dead, err := svc.Tombstoned(ctx, tx, "assignment_tombstone", in.TicketID); err != nil {
 			return err
-		}
-		if dead > 0 {
+		} else if dead {
 			return sysops.Errorf(sysops.EConflict, "ticket %q was released before it was assigned", in.TicketID)
 		}
 		if a, err := s.assignment(ctx, tx, in.TicketID); err == nil && a.Status != "released" {
@@ -414,9 +406,7 @@ func (s *Service) Release(ctx context.Context, ticketID string) (Assignment, err
 			return err
 		}
 		tombstoned = true
-		_, err = tx.ExecContext(ctx, `INSERT INTO assignment_tombstone (ticket_id, created_at) VALUES ($1, $2)
-			ON CONFLICT (ticket_id) DO NOTHING`, ticketID, svc.Micros(time.Now()))
-		return err
+		return svc.Tombstone(ctx, tx, "assignment_tombstone", ticketID)
 	})
 	if err != nil {
 		return Assignment{}, err

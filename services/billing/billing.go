@@ -44,13 +44,7 @@ const BillingPeriod = 30 * 24 * time.Hour
 var migrations embed.FS
 
 // Migrations returns the service's schema migrations.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded directory is part of the binary
-	}
-	return sub
-}
+func Migrations() fs.FS { return svc.Migrations(migrations) }
 
 // Spec describes the service to its host.
 func Spec() host.Spec {
@@ -131,11 +125,9 @@ func (s *Service) Open(ctx context.Context, id, customerID, plan string) (a Acco
 		} else if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		var dead int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM billing_account_tombstone WHERE id = $1`, id).Scan(&dead); err != nil {
+		if dead, err := svc.Tombstoned(ctx, tx, "billing_account_tombstone", id); err != nil {
 			return err
-		}
-		if dead > 0 {
+		} else if dead {
 			return sysops.Errorf(sysops.EConflict, "billing account %q was closed before it was opened", id)
 		}
 		created = true
@@ -233,9 +225,7 @@ func (s *Service) Close(ctx context.Context, id string) (Account, error) {
 		err := tx.QueryRowContext(ctx, `SELECT monthly_fee_cents, status FROM billing_account WHERE id = $1`, id).Scan(&fee, &status)
 		if errors.Is(err, sql.ErrNoRows) {
 			tombstoned = true
-			_, err := tx.ExecContext(ctx, `INSERT INTO billing_account_tombstone (id, created_at) VALUES ($1, $2)
-				ON CONFLICT (id) DO NOTHING`, id, svc.Micros(now))
-			return err
+			return svc.Tombstone(ctx, tx, "billing_account_tombstone", id)
 		}
 		if err != nil || status == "closed" {
 			return err

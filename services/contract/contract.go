@@ -41,13 +41,7 @@ var Plans = []string{"basic", "standard", "premium"}
 var migrations embed.FS
 
 // Migrations returns the service's schema migrations.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded directory is part of the binary
-	}
-	return sub
-}
+func Migrations() fs.FS { return svc.Migrations(migrations) }
 
 // Spec describes the service to its host.
 func Spec() host.Spec {
@@ -112,11 +106,9 @@ func (s *Service) Register(ctx context.Context, id, customerID, plan string) (k 
 		} else if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		var dead int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM contract_tombstone WHERE id = $1`, k.ID).Scan(&dead); err != nil {
+		if dead, err := svc.Tombstoned(ctx, tx, "contract_tombstone", k.ID); err != nil {
 			return err
-		}
-		if dead > 0 {
+		} else if dead {
 			return sysops.Errorf(sysops.EConflict, "contract %q was cancelled before it was registered", k.ID)
 		}
 		created = true
@@ -195,9 +187,7 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (Contract, erro
 		k, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM contract WHERE id = $1`, id))
 		if errors.Is(err, sql.ErrNoRows) {
 			k = Contract{ID: id, Status: "cancelled"}
-			_, err := tx.ExecContext(ctx, `INSERT INTO contract_tombstone (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`,
-				id, svc.Micros(time.Now()))
-			return err
+			return svc.Tombstone(ctx, tx, "contract_tombstone", id)
 		}
 		if err != nil || k.Status == "cancelled" {
 			return err

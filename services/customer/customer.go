@@ -41,13 +41,7 @@ const Name = "customer"
 var migrations embed.FS
 
 // Migrations returns the service's schema migrations.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded directory is part of the binary
-	}
-	return sub
-}
+func Migrations() fs.FS { return svc.Migrations(migrations) }
 
 // Spec describes the service to its host.
 func Spec() host.Spec {
@@ -131,11 +125,9 @@ func (s *Service) Register(ctx context.Context, in NewCustomer) (cu Customer, cr
 		} else if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		var dead int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM customer_tombstone WHERE id = $1`, cu.ID).Scan(&dead); err != nil {
+		if dead, err := svc.Tombstoned(ctx, tx, "customer_tombstone", cu.ID); err != nil {
 			return err
-		}
-		if dead > 0 {
+		} else if dead {
 			return sysops.Errorf(sysops.EConflict, "customer %q was closed before it was registered", cu.ID)
 		}
 		created = true
@@ -165,9 +157,7 @@ func (s *Service) Close(ctx context.Context, id string) (Customer, error) {
 		}
 		existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
 		if errors.Is(err, sql.ErrNoRows) {
-			_, err := tx.ExecContext(ctx, `INSERT INTO customer_tombstone (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`,
-				id, svc.Micros(time.Now()))
-			return err
+			return svc.Tombstone(ctx, tx, "customer_tombstone", id)
 		}
 		if err != nil {
 			return err

@@ -23,6 +23,7 @@ import (
 
 	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/internal/svc"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/sqldb"
 )
@@ -37,13 +38,7 @@ var migrations embed.FS
 var zipcodesCSV []byte
 
 // Migrations returns the service's schema migrations.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded directory is part of the binary
-	}
-	return sub
-}
+func Migrations() fs.FS { return svc.Migrations(migrations) }
 
 // Spec describes the service to its host.
 func Spec() host.Spec {

@@ -37,13 +37,7 @@ const Name = "survey"
 var migrations embed.FS
 
 // Migrations returns the service's schema migrations.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded directory is part of the binary
-	}
-	return sub
-}
+func Migrations() fs.FS { return svc.Migrations(migrations) }
 
 // Spec describes the service to its host.
 func Spec() host.Spec {

@@ -45,13 +45,7 @@ const Name = "ticket"
 var migrations embed.FS
 
 // Migrations returns the service's schema migrations.
-func Migrations() fs.FS {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		panic(err) // the embedded directory is part of the binary
-	}
-	return sub
-}
+func Migrations() fs.FS { return svc.Migrations(migrations) }
 
 // Config configures the service.
 type Config struct {
@@ -164,11 +158,9 @@ func (s *Service) Open(ctx context.Context, in NewTicket) (t Ticket, created boo
 		} else if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		var dead int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM ticket_tombstone WHERE id = $1`, tk.ID).Scan(&dead); err != nil {
+		if dead, err := svc.Tombstoned(ctx, tx, "ticket_tombstone", tk.ID); err != nil {
 			return err
-		}
-		if dead > 0 {
+		} else if dead {
 			return sysops.Errorf(sysops.EConflict, "ticket %q was cancelled before it was created", tk.ID)
 		}
 		created = true
@@ -199,9 +191,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (Ticket, error) {
 		t, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, id))
 		if errors.Is(err, sql.ErrNoRows) {
 			t = Ticket{ID: id, Status: "cancelled"}
-			_, err := tx.ExecContext(ctx, `INSERT INTO ticket_tombstone (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`,
-				id, svc.Micros(time.Now()))
-			return err
+			return svc.Tombstone(ctx, tx, "ticket_tombstone", id)
 		}
 		return err
 	})

@@ -2,7 +2,7 @@
 -- Tickets released before they were assigned: a saga's compensation that
 -- overtook its action. A late assignment of such a ticket is refused.
 CREATE TABLE assignment_tombstone (
-    ticket_id  TEXT PRIMARY KEY,
+    id         TEXT PRIMARY KEY, -- the ticket id
     created_at BIGINT NOT NULL
 );
 
