@@ -479,34 +479,15 @@ func (s *Service) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"experts": es})
 		return nil
 	})
-	rt.Handle("GET /experts/{id}", func(w http.ResponseWriter, r *http.Request) error {
-		e, err := s.Expert(r.Context(), r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, e)
-		return nil
-	})
-	rt.Handle("POST /assignments", func(w http.ResponseWriter, r *http.Request) error {
-		var in Request
-		if err := httpx.DecodeJSON(w, r, &in); err != nil {
-			return err
-		}
-		a, err := s.Assign(r.Context(), in)
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusCreated, a)
-		return nil
-	})
-	rt.Handle("GET /assignments/{ticket_id}", func(w http.ResponseWriter, r *http.Request) error {
-		a, err := s.Assignment(r.Context(), r.PathValue("ticket_id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, a)
-		return nil
-	})
+	rt.Handle("GET /experts/{id}", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Expert(r.Context(), r.PathValue("id"))
+	}))
+	rt.Handle("POST /assignments", svc.WithBody(http.StatusCreated, func(r *http.Request, in Request) (any, error) {
+		return s.Assign(r.Context(), in)
+	}))
+	rt.Handle("GET /assignments/{ticket_id}", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Assignment(r.Context(), r.PathValue("ticket_id"))
+	}))
 	rt.Handle("GET /assignments", func(w http.ResponseWriter, r *http.Request) error {
 		if err := svc.KnownParams(r, "expert_id"); err != nil {
 			return err
@@ -522,27 +503,13 @@ func (s *Service) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"assignments": as})
 		return nil
 	})
-	rt.Handle("POST /assignments/{ticket_id}/complete", func(w http.ResponseWriter, r *http.Request) error {
-		var in struct {
-			Notes string `json:"notes"`
-		}
-		if err := httpx.DecodeJSON(w, r, &in); err != nil {
-			return err
-		}
-		a, err := s.Complete(r.Context(), r.PathValue("ticket_id"), in.Notes)
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, a)
-		return nil
-	})
-	rt.Handle("POST /assignments/{ticket_id}/release", func(w http.ResponseWriter, r *http.Request) error {
-		a, err := s.Release(r.Context(), r.PathValue("ticket_id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, a)
-		return nil
-	})
+	rt.Handle("POST /assignments/{ticket_id}/complete", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
+		Notes string `json:"notes"`
+	}) (any, error) {
+		return s.Complete(r.Context(), r.PathValue("ticket_id"), in.Notes)
+	}))
+	rt.Handle("POST /assignments/{ticket_id}/release", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Release(r.Context(), r.PathValue("ticket_id"))
+	}))
 	return rt
 }

@@ -294,22 +294,12 @@ func (s *Service) Handler() http.Handler {
 		if err != nil {
 			return err
 		}
-		status := http.StatusOK
-		if created {
-			status = http.StatusCreated
-		}
-		w.Header().Set("Location", "/accounts/"+a.ID)
-		httpx.WriteJSON(w, status, a)
+		svc.WriteCreated(w, created, "/accounts/"+a.ID, a)
 		return nil
 	})
-	rt.Handle("GET /accounts/{id}", func(w http.ResponseWriter, r *http.Request) error {
-		a, err := s.Get(r.Context(), r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, a)
-		return nil
-	})
+	rt.Handle("GET /accounts/{id}", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Get(r.Context(), r.PathValue("id"))
+	}))
 	rt.Handle("GET /accounts", func(w http.ResponseWriter, r *http.Request) error {
 		if err := svc.KnownParams(r, "customer_id"); err != nil {
 			return err
@@ -325,13 +315,8 @@ func (s *Service) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, a)
 		return nil
 	})
-	rt.Handle("POST /accounts/{id}/close", func(w http.ResponseWriter, r *http.Request) error {
-		a, err := s.Close(r.Context(), r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, a)
-		return nil
-	})
+	rt.Handle("POST /accounts/{id}/close", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Close(r.Context(), r.PathValue("id"))
+	}))
 	return rt
 }

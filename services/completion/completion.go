@@ -237,13 +237,8 @@ func (s *Service) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, c)
 		return nil
 	})
-	rt.Handle("GET /completions/{ticket_id}", func(w http.ResponseWriter, r *http.Request) error {
-		c, err := s.Get(r.Context(), r.PathValue("ticket_id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, c)
-		return nil
-	})
+	rt.Handle("GET /completions/{ticket_id}", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Get(r.Context(), r.PathValue("ticket_id"))
+	}))
 	return rt
 }

@@ -255,22 +255,12 @@ func (s *Service) Handler() http.Handler {
 		if err != nil {
 			return err
 		}
-		status := http.StatusOK
-		if created {
-			status = http.StatusCreated
-		}
-		w.Header().Set("Location", "/contracts/"+k.ID)
-		httpx.WriteJSON(w, status, k)
+		svc.WriteCreated(w, created, "/contracts/"+k.ID, k)
 		return nil
 	})
-	rt.Handle("GET /contracts/{id}", func(w http.ResponseWriter, r *http.Request) error {
-		k, err := s.Get(r.Context(), r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, k)
-		return nil
-	})
+	rt.Handle("GET /contracts/{id}", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Get(r.Context(), r.PathValue("id"))
+	}))
 	rt.Handle("GET /contracts", func(w http.ResponseWriter, r *http.Request) error {
 		if err := svc.KnownParams(r, "customer_id"); err != nil {
 			return err
@@ -286,27 +276,13 @@ func (s *Service) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"contracts": ks})
 		return nil
 	})
-	rt.Handle("POST /contracts/{id}/reinstate", func(w http.ResponseWriter, r *http.Request) error {
-		k, err := s.Reinstate(r.Context(), r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, k)
-		return nil
-	})
-	rt.Handle("POST /contracts/{id}/cancel", func(w http.ResponseWriter, r *http.Request) error {
-		var in struct {
-			Reason string `json:"reason"`
-		}
-		if err := httpx.DecodeJSON(w, r, &in); err != nil {
-			return err
-		}
-		k, err := s.Cancel(r.Context(), r.PathValue("id"), in.Reason)
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, k)
-		return nil
-	})
+	rt.Handle("POST /contracts/{id}/reinstate", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Reinstate(r.Context(), r.PathValue("id"))
+	}))
+	rt.Handle("POST /contracts/{id}/cancel", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
+		Reason string `json:"reason"`
+	}) (any, error) {
+		return s.Cancel(r.Context(), r.PathValue("id"), in.Reason)
+	}))
 	return rt
 }

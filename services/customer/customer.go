@@ -379,22 +379,12 @@ func (s *Service) Handler() http.Handler {
 		if err != nil {
 			return err
 		}
-		status := http.StatusOK
-		if created {
-			status = http.StatusCreated
-		}
-		w.Header().Set("Location", "/customers/"+c.ID)
-		httpx.WriteJSON(w, status, c)
+		svc.WriteCreated(w, created, "/customers/"+c.ID, c)
 		return nil
 	})
-	rt.Handle("GET /customers/{id}", func(w http.ResponseWriter, r *http.Request) error {
-		c, err := s.Get(r.Context(), r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, c)
-		return nil
-	})
+	rt.Handle("GET /customers/{id}", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Get(r.Context(), r.PathValue("id"))
+	}))
 	rt.Handle("GET /customers", func(w http.ResponseWriter, r *http.Request) error {
 		if err := svc.KnownParams(r, "email", "limit"); err != nil {
 			return err
@@ -410,50 +400,22 @@ func (s *Service) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"customers": cs})
 		return nil
 	})
-	rt.Handle("POST /customers/{id}/open-tickets", func(w http.ResponseWriter, r *http.Request) error {
-		var in struct {
-			Delta int    `json:"delta"`
-			OpID  string `json:"op_id"`
-		}
-		if err := httpx.DecodeJSON(w, r, &in); err != nil {
-			return err
-		}
-		c, err := s.AdjustOpenTickets(r.Context(), r.PathValue("id"), in.Delta, in.OpID)
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, c)
-		return nil
-	})
-	rt.Handle("POST /customers/{id}/open-tickets/{op_id}/undo", func(w http.ResponseWriter, r *http.Request) error {
-		c, err := s.UndoOpenTickets(r.Context(), r.PathValue("id"), r.PathValue("op_id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, c)
-		return nil
-	})
-	rt.Handle("POST /customers/{id}/support-plan", func(w http.ResponseWriter, r *http.Request) error {
-		var in struct {
-			Plan string `json:"plan"`
-		}
-		if err := httpx.DecodeJSON(w, r, &in); err != nil {
-			return err
-		}
-		c, err := s.SetSupportPlan(r.Context(), r.PathValue("id"), in.Plan)
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, c)
-		return nil
-	})
-	rt.Handle("POST /customers/{id}/close", func(w http.ResponseWriter, r *http.Request) error {
-		c, err := s.Close(r.Context(), r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, c)
-		return nil
-	})
+	rt.Handle("POST /customers/{id}/open-tickets", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
+		Delta int    `json:"delta"`
+		OpID  string `json:"op_id"`
+	}) (any, error) {
+		return s.AdjustOpenTickets(r.Context(), r.PathValue("id"), in.Delta, in.OpID)
+	}))
+	rt.Handle("POST /customers/{id}/open-tickets/{op_id}/undo", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.UndoOpenTickets(r.Context(), r.PathValue("id"), r.PathValue("op_id"))
+	}))
+	rt.Handle("POST /customers/{id}/support-plan", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
+		Plan string `json:"plan"`
+	}) (any, error) {
+		return s.SetSupportPlan(r.Context(), r.PathValue("id"), in.Plan)
+	}))
+	rt.Handle("POST /customers/{id}/close", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Close(r.Context(), r.PathValue("id"))
+	}))
 	return rt
 }

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 
 	"github.com/sysops-squad/sysops/internal/host"
-	"github.com/sysops-squad/sysops/internal/httpx"
 	"github.com/sysops-squad/sysops/internal/svc"
 )
 
@@ -132,21 +131,11 @@ func (s *Service) Customer(ctx context.Context, id string) (CustomerReport, erro
 // Handler returns the service's HTTP API.
 func (s *Service) Handler() http.Handler {
 	rt := svc.NewRouter(s.logger)
-	rt.Handle("GET /reports/summary", func(w http.ResponseWriter, r *http.Request) error {
-		sum, err := s.Summary(r.Context())
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, sum)
-		return nil
-	})
-	rt.Handle("GET /reports/customers/{id}", func(w http.ResponseWriter, r *http.Request) error {
-		rep, err := s.Customer(r.Context(), r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, rep)
-		return nil
-	})
+	rt.Handle("GET /reports/summary", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Summary(r.Context())
+	}))
+	rt.Handle("GET /reports/customers/{id}", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Customer(r.Context(), r.PathValue("id"))
+	}))
 	return rt
 }

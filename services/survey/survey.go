@@ -203,22 +203,12 @@ func (s *Service) Handler() http.Handler {
 		if err != nil {
 			return err
 		}
-		status := http.StatusOK
-		if created {
-			status = http.StatusCreated
-		}
-		w.Header().Set("Location", "/surveys/"+sv.ID)
-		httpx.WriteJSON(w, status, sv)
+		svc.WriteCreated(w, created, "/surveys/"+sv.ID, sv)
 		return nil
 	})
-	rt.Handle("GET /surveys/{id}", func(w http.ResponseWriter, r *http.Request) error {
-		sv, err := s.Get(r.Context(), r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, sv)
-		return nil
-	})
+	rt.Handle("GET /surveys/{id}", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Get(r.Context(), r.PathValue("id"))
+	}))
 	rt.Handle("GET /surveys", func(w http.ResponseWriter, r *http.Request) error {
 		if err := svc.KnownParams(r, "customer_id", "ticket_id"); err != nil {
 			return err
@@ -240,20 +230,11 @@ func (s *Service) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"surveys": list})
 		return nil
 	})
-	rt.Handle("POST /surveys/{id}/response", func(w http.ResponseWriter, r *http.Request) error {
-		var in struct {
-			Rating  int    `json:"rating"`
-			Comment string `json:"comment"`
-		}
-		if err := httpx.DecodeJSON(w, r, &in); err != nil {
-			return err
-		}
-		sv, err := s.Answer(r.Context(), r.PathValue("id"), in.Rating, in.Comment)
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, sv)
-		return nil
-	})
+	rt.Handle("POST /surveys/{id}/response", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
+		Rating  int    `json:"rating"`
+		Comment string `json:"comment"`
+	}) (any, error) {
+		return s.Answer(r.Context(), r.PathValue("id"), in.Rating, in.Comment)
+	}))
 	return rt
 }

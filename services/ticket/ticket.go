@@ -303,30 +303,15 @@ func (s *Service) Handler() http.Handler {
 		if err != nil {
 			return err
 		}
-		status := http.StatusOK
-		if created {
-			status = http.StatusCreated
-		}
-		w.Header().Set("Location", "/tickets/"+t.ID)
-		httpx.WriteJSON(w, status, t)
+		svc.WriteCreated(w, created, "/tickets/"+t.ID, t)
 		return nil
 	})
-	rt.Handle("POST /tickets/{id}/cancel", func(w http.ResponseWriter, r *http.Request) error {
-		t, err := s.Cancel(r.Context(), r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, t)
-		return nil
-	})
-	rt.Handle("GET /tickets/{id}", func(w http.ResponseWriter, r *http.Request) error {
-		t, err := s.Get(r.Context(), r.PathValue("id"))
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, t)
-		return nil
-	})
+	rt.Handle("POST /tickets/{id}/cancel", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Cancel(r.Context(), r.PathValue("id"))
+	}))
+	rt.Handle("GET /tickets/{id}", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
+		return s.Get(r.Context(), r.PathValue("id"))
+	}))
 	rt.Handle("GET /tickets", func(w http.ResponseWriter, r *http.Request) error {
 		if err := svc.KnownParams(r, "customer_id", "status", "limit"); err != nil {
 			return err
@@ -350,19 +335,10 @@ func (s *Service) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"tickets": ts})
 		return nil
 	})
-	rt.Handle("POST /tickets/{id}/status", func(w http.ResponseWriter, r *http.Request) error {
-		var in struct {
-			Status string `json:"status"`
-		}
-		if err := httpx.DecodeJSON(w, r, &in); err != nil {
-			return err
-		}
-		t, err := s.SetStatus(r.Context(), r.PathValue("id"), in.Status)
-		if err != nil {
-			return err
-		}
-		httpx.WriteJSON(w, http.StatusOK, t)
-		return nil
-	})
+	rt.Handle("POST /tickets/{id}/status", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
+		Status string `json:"status"`
+	}) (any, error) {
+		return s.SetStatus(r.Context(), r.PathValue("id"), in.Status)
+	}))
 	return rt
 }
