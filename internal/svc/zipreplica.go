@@ -75,6 +75,17 @@ func NewZipReplica(db *sqldb.DB, locationURL string, logger *slog.Logger) *ZipRe
 	return &ZipReplica{db: db, location: locationURL, http: &http.Client{Timeout: 10 * time.Second}, logger: logger}
 }
 
+// StartZipReplica migrates the copy's tables in db, then starts a replica
+// of location's zip codes refreshed every interval (see [ZipReplica.Start]).
+func StartZipReplica(ctx context.Context, db *sqldb.DB, locationURL string, logger *slog.Logger, interval time.Duration) (*ZipReplica, error) {
+	if _, err := sqldb.Migrate(ctx, db, ZipReplicaMigrationSet, ZipReplicaMigrations()); err != nil {
+		return nil, err
+	}
+	z := NewZipReplica(db, locationURL, logger)
+	z.Start(ctx, interval)
+	return z, nil
+}
+
 // Start refreshes the copy now (a failure is logged, not returned: the
 // existing copy serves) and then every interval until ctx ends; while the
 // copy is empty it retries every second.

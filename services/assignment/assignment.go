@@ -66,11 +66,10 @@ func SpecWith(cfg Config) host.Spec {
 	return host.Spec{
 		Name: Name, Migrations: Migrations(), Streams: svc.Streams(Name),
 		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
-			if _, err := sqldb.Migrate(ctx, deps.DB, svc.ZipReplicaMigrationSet, svc.ZipReplicaMigrations()); err != nil {
+			zips, err := svc.StartZipReplica(ctx, deps.DB, deps.Peers["location"], deps.Logger, cfg.ZipRefresh)
+			if err != nil {
 				return nil, err
 			}
-			zips := svc.NewZipReplica(deps.DB, deps.Peers["location"], deps.Logger)
-			zips.Start(ctx, cfg.ZipRefresh)
 			return New(deps.DB, zips, deps.Logger).Handler(), nil
 		},
 	}
@@ -181,7 +180,7 @@ func (s *Service) AddExpert(ctx context.Context, in NewExpert) (Expert, error) {
 
 const expertColumns = `id, name, email, skills, zip, capacity, open_assignments, created_at`
 
-func scanExpert(row interface{ Scan(...any) error }) (Expert, error) {
+func scanExpert(row svc.Scanner) (Expert, error) {
 	var e Expert
 	var skills string
 	var created int64
@@ -203,19 +202,7 @@ func (s *Service) Expert(ctx context.Context, id string) (Expert, error) {
 // Experts returns every expert, by name.
 func (s *Service) Experts(ctx context.Context) ([]Expert, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+expertColumns+` FROM expert ORDER BY name, id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Expert{}
-	for rows.Next() {
-		e, err := scanExpert(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return svc.Collect(rows, err, scanExpert)
 }
 
 // Assign gives a ticket to the nearest expert who has the skill and spare

@@ -129,7 +129,7 @@ func (s *Service) Register(ctx context.Context, id, customerID, plan string) (k 
 
 const columns = `id, customer_id, plan, status, started_at, cancelled_at, cancel_reason`
 
-func scan(row interface{ Scan(...any) error }) (Contract, error) {
+func scan(row svc.Scanner) (Contract, error) {
 	var k Contract
 	var started int64
 	var cancelled sql.NullInt64
@@ -154,19 +154,7 @@ func (s *Service) Get(ctx context.Context, id string) (Contract, error) {
 // ForCustomer returns a customer's contracts, newest first.
 func (s *Service) ForCustomer(ctx context.Context, customerID string) ([]Contract, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+columns+` FROM contract WHERE customer_id = $1 ORDER BY started_at DESC, id`, customerID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Contract{}
-	for rows.Next() {
-		k, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return svc.Collect(rows, err, scan)
 }
 
 // Cancel ends an active contract; cancelling a cancelled one changes

@@ -181,7 +181,7 @@ func (s *Service) Close(ctx context.Context, id string) (Customer, error) {
 
 const columns = `id, name, email, zip, open_tickets, status, support_plan, created_at, updated_at`
 
-func scan(row interface{ Scan(...any) error }) (Customer, error) {
+func scan(row svc.Scanner) (Customer, error) {
 	var c Customer
 	var created, updated int64
 	err := row.Scan(&c.ID, &c.Name, &c.Email, &c.Zip, &c.OpenTickets, &c.Status, &c.SupportPlan, &created, &updated)
@@ -207,19 +207,7 @@ func (s *Service) List(ctx context.Context, email string, limit int) ([]Customer
 		args = append(args, strings.ToLower(email))
 	}
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at DESC, id LIMIT $1`, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Customer{}
-	for rows.Next() {
-		c, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	return svc.Collect(rows, err, scan)
 }
 
 // SetSupportPlan records the support plan the profile shows ("" for

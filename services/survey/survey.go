@@ -109,7 +109,7 @@ func (s *Service) Send(ctx context.Context, ticketID, customerID, expertID strin
 
 const columns = `id, ticket_id, customer_id, expert_id, status, rating, comment, sent_at, answered_at`
 
-func scan(row interface{ Scan(...any) error }) (Survey, error) {
+func scan(row svc.Scanner) (Survey, error) {
 	var s Survey
 	var rating, answered sql.NullInt64
 	var sent int64
@@ -138,19 +138,7 @@ func (s *Service) Get(ctx context.Context, id string) (Survey, error) {
 // List returns the surveys of a customer or of a ticket, newest first.
 func (s *Service) List(ctx context.Context, column, value string) ([]Survey, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+columns+` FROM survey WHERE `+column+` = $1 ORDER BY sent_at DESC, id`, value)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Survey{}
-	for rows.Next() {
-		sv, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, sv)
-	}
-	return out, rows.Err()
+	return svc.Collect(rows, err, scan)
 }
 
 // Answer records the customer's response; a survey is answered once.

@@ -65,11 +65,10 @@ func SpecWith(cfg Config) host.Spec {
 	return host.Spec{
 		Name: Name, Migrations: Migrations(), Streams: svc.Streams(Name),
 		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
-			if _, err := sqldb.Migrate(ctx, deps.DB, svc.ZipReplicaMigrationSet, svc.ZipReplicaMigrations()); err != nil {
+			zips, err := svc.StartZipReplica(ctx, deps.DB, deps.Peers["location"], deps.Logger, cfg.ZipRefresh)
+			if err != nil {
 				return nil, err
 			}
-			zips := svc.NewZipReplica(deps.DB, deps.Peers["location"], deps.Logger)
-			zips.Start(ctx, cfg.ZipRefresh)
 			return New(deps.DB, zips, deps.Logger).Handler(), nil
 		},
 	}
@@ -203,7 +202,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (Ticket, error) {
 
 const columns = `id, customer_id, description, priority, skill, zip, status, created_at, updated_at`
 
-func scan(row interface{ Scan(...any) error }) (Ticket, error) {
+func scan(row svc.Scanner) (Ticket, error) {
 	var t Ticket
 	var created, updated int64
 	err := row.Scan(&t.ID, &t.CustomerID, &t.Description, &t.Priority, &t.Skill, &t.Zip, &t.Status, &created, &updated)
@@ -234,19 +233,7 @@ func (s *Service) List(ctx context.Context, customerID, status string, limit int
 		q += fmt.Sprintf(` AND status = $%d`, len(args))
 	}
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at DESC, id LIMIT $1`, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Ticket{}
-	for rows.Next() {
-		t, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+	return svc.Collect(rows, err, scan)
 }
 
 // SetStatus moves a ticket to status. Moving it to the status it has is a
