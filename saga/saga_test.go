@@ -2,6 +2,7 @@ package saga_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -452,6 +453,68 @@ func TestHandler(t *testing.T) {
 		}
 		if code := post("/ops/sagas/"+s.ID+"/retry", ``); code != 409 {
 			t.Errorf("retry a resolved saga: %d", code)
+		}
+	})
+}
+
+// TestInstancesShareTheWork: two orchestrators on one log, sagas begun on
+// both and resumed by whichever polls: every saga is driven by one of
+// them, each step called once.
+func TestInstancesShareTheWork(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		rec := &recorder{}
+		def := saga.Definition{Name: "s", Version: 1, Steps: []saga.Step{rec.step("a", nil), rec.step("b", nil)}}
+		a := start(t, db, saga.Config{Owner: "a", PollInterval: 10 * time.Millisecond}, def)
+		b := start(t, db, saga.Config{Owner: "b", PollInterval: 10 * time.Millisecond}, def)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var ids []string
+		for i := range 40 {
+			o := a
+			if i%2 == 1 {
+				o = b
+			}
+			id, err := o.Begin(ctx, "s", "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		// Sagas handed back to the pool (as after a retry) are claimed by
+		// one instance or the other, never both.
+		for i := range 20 {
+			id := fmt.Sprint("pooled-", i)
+			err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO saga (id, definition, version, input, state, deadline_at, next_run_at,
+					created_at, updated_at) VALUES ($1, 's', 1, 'null', 'running', $2, 0, 0, 0)`, id, time.Now().Add(time.Hour).UnixMicro()); err != nil {
+					return err
+				}
+				for j, name := range []string{"a", "b"} {
+					if _, err := tx.ExecContext(ctx, `INSERT INTO saga_step (saga_id, idx, name, status, updated_at) VALUES ($1, $2, $3, 'pending', 0)`,
+						id, j, name); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		for _, id := range ids {
+			s, err := a.Wait(ctx, id)
+			if err != nil || s.State != saga.Committed {
+				t.Fatalf("saga %s: %+v, %v", id, s, err)
+			}
+		}
+		for _, id := range ids {
+			for _, step := range []string{"a", "b"} {
+				if n := rec.keys[saga.ActionKey(id, step)]; n != 1 {
+					t.Errorf("saga %s step %s called %d times", id, step, n)
+				}
+			}
 		}
 	})
 }
