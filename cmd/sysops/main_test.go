@@ -437,3 +437,37 @@ func TestOutboxCommands(t *testing.T) {
 		t.Errorf("unknown service: %v %s", err, out)
 	}
 }
+
+// TestServeFindsPeersStartedLater: a service started before its peer finds
+// it once the peer has written itself into the topology file.
+func TestServeFindsPeersStartedLater(t *testing.T) {
+	srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	dataDir := t.TempDir()
+	gw := start(t, "serve", "gateway", "--data-dir", dataDir, "--nats", srv.ClientURL(), "--addr", "127.0.0.1:0")
+	gateway := gw.table(t)["gateway"]
+	if code, _ := getJSON(t, gateway+"/api/zipcodes/94103"); code != http.StatusServiceUnavailable {
+		t.Errorf("before location runs: %d, want 503", code)
+	}
+	loc := start(t, "serve", "location", "--data-dir", dataDir, "--nats", srv.ClientURL(), "--addr", "127.0.0.1:0")
+	loc.table(t)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, body := getJSON(t, gateway+"/api/zipcodes/94103")
+		if code == 200 && body["city"] == "San Francisco" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway never found location: %d %v", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, p := range []*proc{gw, loc} {
+		if err := p.stop(t, os.Interrupt); err != nil {
+			t.Errorf("exit %v; stderr:\n%s", err, p.stderr)
+		}
+	}
+}

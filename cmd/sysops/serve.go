@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/sysops-squad/sysops/internal/host"
+	"github.com/sysops-squad/sysops/internal/svc"
 	"github.com/sysops-squad/sysops/sqldb"
 )
 
@@ -60,21 +62,45 @@ func runServe(ctx context.Context, o *options, name string, peerFlags []string, 
 	if natsURL == "" {
 		return errors.New("no NATS server: pass --nats URL (or SYSOPS_NATS), or run 'sysops up' first so that its topology file names one")
 	}
-	peers := topo.peers(name)
+	overrides := map[string]string{}
 	for _, p := range peerFlags {
 		k, v, ok := strings.Cut(p, "=")
 		if !ok || k == "" || !strings.HasPrefix(v, "http") {
 			return fmt.Errorf("--peer %q: want name=http://host:port", p)
 		}
-		peers[k] = v
+		overrides[k] = v
 	}
+	peersOf := func(t Topology) map[string]string {
+		m := t.peers(name)
+		for k, v := range overrides {
+			m[k] = v
+		}
+		return m
+	}
+	// The topology file is read again every second, so that peers started
+	// after this one are found (--peer wins over it).
+	peers := svc.NewPeers(peersOf(topo))
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if latest, err := readTopology(o.dataDir); err == nil {
+					peers.Set(peersOf(latest))
+				}
+			}
+		}
+	}()
 	addr := cmp.Or(o.addr, "127.0.0.1:0")
 
 	dbURL, err := sqldb.Provision(ctx, o.databaseBase(), name, sqldb.ProvisionConfig{Prefix: o.dbPrefixFor()})
 	if err != nil {
 		return err
 	}
-	h, err := host.Start(ctx, host.Config{Spec: *spec, DatabaseURL: dbURL, NATSURL: natsURL, Addr: addr, Peers: peers, Logger: logger})
+	h, err := host.Start(ctx, host.Config{Spec: *spec, DatabaseURL: dbURL, NATSURL: natsURL, Addr: addr, LivePeers: peers, Logger: logger})
 	if err != nil {
 		return err
 	}

@@ -49,8 +49,8 @@ type Deps struct {
 	DB     *sqldb.DB
 	Broker *natsjs.Broker
 	Logger *slog.Logger
-	// Peers maps other services' names to their base URLs.
-	Peers map[string]string
+	// Peers finds other services' base URLs.
+	Peers svc.Peers
 	// URL is the service's own base URL.
 	URL string
 }
@@ -68,9 +68,11 @@ type Config struct {
 	// that starts several services listens first, so that every address
 	// is known (and every conflict found) before any service starts.
 	Listener net.Listener
-	// Peers maps other services' names to their base URLs.
-	Peers  map[string]string
-	Logger *slog.Logger
+	// Peers maps other services' names to their base URLs, unless
+	// LivePeers is given: a table the caller keeps up to date.
+	Peers     map[string]string
+	LivePeers svc.Peers
+	Logger    *slog.Logger
 }
 
 // Host is a running service.
@@ -171,7 +173,11 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 		cancel()
 		return nil, fail("%w", err)
 	}
-	handler, err := spec.Start(svcCtx, Deps{DB: db, Broker: broker, Logger: logger, Peers: cfg.Peers, URL: "http://" + ln.Addr().String()})
+	peers := cfg.LivePeers
+	if peers == (svc.Peers{}) {
+		peers = svc.NewPeers(cfg.Peers)
+	}
+	handler, err := spec.Start(svcCtx, Deps{DB: db, Broker: broker, Logger: logger, Peers: peers, URL: "http://" + ln.Addr().String()})
 	if err != nil {
 		relay.Stop()
 		cancel()

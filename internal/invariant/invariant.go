@@ -15,7 +15,8 @@ import (
 
 // Check returns every violation it finds (none: nil), or an error when an
 // owner cannot be asked.
-func Check(ctx context.Context, peers map[string]string) ([]string, error) {
+func Check(ctx context.Context, peerURLs map[string]string) ([]string, error) {
+	peers := svc.NewPeers(peerURLs)
 	customers, tickets, assignments := svc.NewClient(peers, "customer"), svc.NewClient(peers, "ticket"), svc.NewClient(peers, "assignment")
 	var cs struct {
 		Customers []struct {
@@ -76,7 +77,8 @@ func Check(ctx context.Context, peers map[string]string) ([]string, error) {
 // account agree: an active customer whose profile shows a plan has exactly
 // one active contract and an open billing account; a closed one (a
 // compensated registration) or one whose plan was cancelled has neither.
-func CheckRegistrations(ctx context.Context, peers map[string]string, customerIDs []string) ([]string, error) {
+func CheckRegistrations(ctx context.Context, peerURLs map[string]string, customerIDs []string) ([]string, error) {
+	peers := svc.NewPeers(peerURLs)
 	customers, contracts, billing := svc.NewClient(peers, "customer"), svc.NewClient(peers, "contract"), svc.NewClient(peers, "billing")
 	var problems []string
 	for _, id := range customerIDs {

@@ -25,7 +25,7 @@ import (
 // that failed in transit with the same key, so the peer applies it once.
 type Client struct {
 	peer    string
-	base    string
+	peers   Peers
 	http    *http.Client
 	noRetry bool
 }
@@ -49,9 +49,10 @@ var transport = func() *http.Transport {
 	return t
 }()
 
-// NewClient returns a client for the named peer, found in peers.
-func NewClient(peers map[string]string, peer string) *Client {
-	return &Client{peer: peer, base: peers[peer], http: &http.Client{Timeout: 10 * time.Second, Transport: transport}}
+// NewClient returns a client for the named peer, found in peers at each
+// call.
+func NewClient(peers Peers, peer string) *Client {
+	return &Client{peer: peer, peers: peers, http: &http.Client{Timeout: 10 * time.Second, Transport: transport}}
 }
 
 // Peer returns the peer's name.
@@ -81,7 +82,8 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any, status *int) error {
-	if c.base == "" {
+	base := c.peers.URL(c.peer)
+	if base == "" {
 		return sysops.Errorf(sysops.EUnavailable, "%s service: no address known (is it running?)", c.peer)
 	}
 	var body []byte
@@ -113,7 +115,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, statu
 			}
 		}
 		var retry bool
-		retry, err = c.once(ctx, method, path, body, key, out, status)
+		retry, err = c.once(ctx, method, base, path, body, key, out, status)
 		if err == nil || !retry {
 			return err
 		}
@@ -121,8 +123,8 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, statu
 	return err
 }
 
-func (c *Client) once(ctx context.Context, method, path string, body []byte, key string, out any, status *int) (retry bool, err error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+func (c *Client) once(ctx context.Context, method, base, path string, body []byte, key string, out any, status *int) (retry bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
 	if err != nil {
 		return false, fmt.Errorf("%s %s: %w", method, path, err)
 	}

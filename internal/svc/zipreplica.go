@@ -60,28 +60,29 @@ func KM(a, b Zip) float64 {
 // and answers lookups from the copy alone — so the service keeps working
 // while location is down.
 type ZipReplica struct {
-	db       *sqldb.DB
-	location string
-	http     *http.Client
-	logger   *slog.Logger
+	db     *sqldb.DB
+	peers  Peers
+	http   *http.Client
+	logger *slog.Logger
 }
 
-// NewZipReplica returns a replica in db of the zip codes served at
-// locationURL (location's base URL).
-func NewZipReplica(db *sqldb.DB, locationURL string, logger *slog.Logger) *ZipReplica {
+// NewZipReplica returns a replica in db of the zip codes served by the
+// location service, found in peers.
+func NewZipReplica(db *sqldb.DB, peers Peers, logger *slog.Logger) *ZipReplica {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &ZipReplica{db: db, location: locationURL, http: &http.Client{Timeout: 10 * time.Second}, logger: logger}
+	return &ZipReplica{db: db, peers: peers, http: &http.Client{Timeout: 10 * time.Second}, logger: logger}
 }
 
 // StartZipReplica migrates the copy's tables in db, then starts a replica
-// of location's zip codes refreshed every interval (see [ZipReplica.Start]).
-func StartZipReplica(ctx context.Context, db *sqldb.DB, locationURL string, logger *slog.Logger, interval time.Duration) (*ZipReplica, error) {
+// of location's zip codes (location found in peers) refreshed every
+// interval (see [ZipReplica.Start]).
+func StartZipReplica(ctx context.Context, db *sqldb.DB, peers Peers, logger *slog.Logger, interval time.Duration) (*ZipReplica, error) {
 	if _, err := sqldb.Migrate(ctx, db, ZipReplicaMigrationSet, ZipReplicaMigrations()); err != nil {
 		return nil, err
 	}
-	z := NewZipReplica(db, locationURL, logger)
+	z := NewZipReplica(db, peers, logger)
 	z.Start(ctx, interval)
 	return z, nil
 }
@@ -114,7 +115,8 @@ func (z *ZipReplica) Start(ctx context.Context, interval time.Duration) {
 // Refresh copies location's zip codes if they changed since the last copy
 // and reports whether they did.
 func (z *ZipReplica) Refresh(ctx context.Context) (changed bool, err error) {
-	if z.location == "" {
+	location := z.peers.URL("location")
+	if location == "" {
 		return false, sysops.Errorf(sysops.EUnavailable, "zip replica: location's address is not known")
 	}
 	var etag string
@@ -122,7 +124,7 @@ func (z *ZipReplica) Refresh(ctx context.Context) (changed bool, err error) {
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return false, fmt.Errorf("zip replica: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, z.location+"/zipcodes", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, location+"/zipcodes", nil)
 	if err != nil {
 		return false, err
 	}

@@ -139,7 +139,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if _, err := sqldb.Migrate(ctx, odb, orchestrator.Name, saga.Migrations()); err != nil {
 		return rep, err
 	}
-	svcOrch, err := orchestrator.New(odb, peers, orchestrator.Config{Saga: saga.Config{ParticipantConcurrency: 128}}, cfg.Logger)
+	svcOrch, err := orchestrator.New(odb, svc.NewPeers(peers), orchestrator.Config{Saga: saga.Config{ParticipantConcurrency: 128}}, cfg.Logger)
 	if err != nil {
 		return rep, err
 	}
@@ -195,7 +195,7 @@ func describe(ctx context.Context, db *sqldb.DB, cfg Config) string {
 // seed registers customers and enough experts (printer only: no expert
 // has mobile) for every committed saga of the run.
 func seed(ctx context.Context, peers map[string]string) ([]string, error) {
-	cust, asg := svc.NewClient(peers, customer.Name), svc.NewClient(peers, assignment.Name)
+	cust, asg := svc.NewClient(svc.NewPeers(peers), customer.Name), svc.NewClient(svc.NewPeers(peers), assignment.Name)
 	run := outbox.NewID()[:8]
 	var customers []string
 	for i := range 64 {

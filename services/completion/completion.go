@@ -71,7 +71,7 @@ type Service struct {
 }
 
 // New returns the service over its database, calling its peers.
-func New(db *sqldb.DB, peers map[string]string, logger *slog.Logger) *Service {
+func New(db *sqldb.DB, peers svc.Peers, logger *slog.Logger) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}

@@ -18,7 +18,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -74,14 +73,14 @@ func SpecWith(cfg Config) host.Spec {
 
 // Gateway is the public API.
 type Gateway struct {
-	peers   map[string]string
+	peers   svc.Peers
 	clients map[string]*svc.Client
 	cfg     Config
 	logger  *slog.Logger
 }
 
 // New returns the gateway calling peers, orchestrated.
-func New(peers map[string]string, logger *slog.Logger) *Gateway {
+func New(peers svc.Peers, logger *slog.Logger) *Gateway {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -377,19 +376,15 @@ func (g *Gateway) forward(peer, path string) httpx.HandlerFunc {
 
 // services reports every service's readiness.
 func (g *Gateway) services(ctx context.Context) map[string]any {
-	names := make([]string, 0, len(g.peers))
-	for n := range g.peers {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := g.peers.Names()
 	out := map[string]any{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	client := &http.Client{Timeout: 3 * time.Second}
 	for _, n := range names {
 		wg.Go(func() {
-			entry := map[string]any{"url": g.peers[n], "ready": false}
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.peers[n]+"/readyz", nil)
+			entry := map[string]any{"url": g.peers.URL(n), "ready": false}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, g.peers.URL(n)+"/readyz", nil)
 			if resp, err := client.Do(req); err != nil {
 				entry["error"] = err.Error()
 			} else {
@@ -602,8 +597,8 @@ func (g *Gateway) Handler() http.Handler {
 // /ops/outbox/... endpoints.
 func (g *Gateway) outboxOps(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("service")
-	base, ok := g.peers[name]
-	if !ok && name != Name {
+	base := g.peers.URL(name)
+	if base == "" && name != Name {
 		return sysops.Errorf(sysops.ENotFound, "no service named %q", name)
 	}
 	if name == Name {

@@ -133,7 +133,7 @@ type Service struct {
 
 // New returns the service over its database (whose saga tables exist),
 // calling its peers.
-func New(db *sqldb.DB, peers map[string]string, cfg Config, logger *slog.Logger) (*Service, error) {
+func New(db *sqldb.DB, peers svc.Peers, cfg Config, logger *slog.Logger) (*Service, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sysops-squad/sysops/internal/invariant"
+	"github.com/sysops-squad/sysops/internal/svc"
 	"github.com/sysops-squad/sysops/internal/svctest"
 	"github.com/sysops-squad/sysops/saga"
 	"github.com/sysops-squad/sysops/services/assignment"
@@ -358,7 +359,7 @@ func TestSlowParticipantCompensates(t *testing.T) {
 		if _, err := sqldb.Migrate(context.Background(), db, orchestrator.Name, saga.Migrations()); err != nil {
 			t.Fatal(err)
 		}
-		s, err := orchestrator.New(db, peers, orchestrator.Config{StepTimeout: 100 * time.Millisecond,
+		s, err := orchestrator.New(db, svc.NewPeers(peers), orchestrator.Config{StepTimeout: 100 * time.Millisecond,
 			Retry: saga.RetryPolicy{MaxAttempts: 2, Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}}, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -38,7 +38,7 @@ type Service struct {
 }
 
 // New returns the service calling its peers.
-func New(peers map[string]string, logger *slog.Logger) *Service {
+func New(peers svc.Peers, logger *slog.Logger) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}

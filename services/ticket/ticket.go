@@ -65,7 +65,7 @@ func SpecWith(cfg Config) host.Spec {
 	return host.Spec{
 		Name: Name, Migrations: Migrations(), Streams: svc.Streams(Name),
 		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
-			zips, err := svc.StartZipReplica(ctx, deps.DB, deps.Peers["location"], deps.Logger, cfg.ZipRefresh)
+			zips, err := svc.StartZipReplica(ctx, deps.DB, deps.Peers, deps.Logger, cfg.ZipRefresh)
 			if err != nil {
 				return nil, err
 			}
