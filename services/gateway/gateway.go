@@ -46,9 +46,8 @@ var Consistencies = []string{Orchestrated, Sequential}
 // Config configures the gateway.
 type Config struct {
 	// Consistency is how workflows keep the owners consistent; default
-	// Orchestrated. Create ticket, register customer, complete ticket and
-	// cancel support plan run as sagas; cancel ticket is sequential in both
-	// modes.
+	// Orchestrated: create ticket, register customer, complete ticket,
+	// cancel support plan and cancel ticket run as sagas.
 	Consistency string
 }
 
@@ -515,9 +514,29 @@ func (g *Gateway) Handler() http.Handler {
 	rt.Handle("GET /api/tickets/{id}", ok(func(r *http.Request) (map[string]any, error) {
 		return g.ticket(r.Context(), r.PathValue("id"))
 	}))
-	rt.Handle("POST /api/tickets/{id}/cancel", ok(func(r *http.Request) (map[string]any, error) {
-		return g.cancelTicket(r.Context(), r.PathValue("id"))
-	}))
+	rt.Handle("POST /api/tickets/{id}/cancel", func(w http.ResponseWriter, r *http.Request) error {
+		id := r.PathValue("id")
+		if g.cfg.Consistency != Orchestrated {
+			return ok(func(r *http.Request) (map[string]any, error) { return g.cancelTicket(r.Context(), id) })(w, r)
+		}
+		view, err := g.ticket(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		if tk, _ := view["ticket"].(map[string]any); tk["status"] == "cancelled" {
+			httpx.WriteJSON(w, http.StatusOK, view) // cancelling twice is cancelling once
+			return nil
+		}
+		return g.runSaga(w, r, "/sagas/cancel-ticket", map[string]string{"ticket_id": id}, http.StatusOK,
+			func(_ map[string]any, sagaID, state string) any {
+				view, err := g.ticket(r.Context(), id)
+				if err != nil {
+					return map[string]any{"saga_id": sagaID, "state": state}
+				}
+				view["saga_id"], view["state"] = sagaID, state
+				return view
+			})
+	})
 	rt.Handle("POST /api/tickets/{id}/complete", func(w http.ResponseWriter, r *http.Request) error {
 		var in struct {
 			Notes string `json:"notes"`

@@ -175,7 +175,7 @@ func TestCrashOrchestrator(t *testing.T) {
 			cmd := start()
 			time.Sleep(30 * time.Millisecond) // the resumed sagas of the last life finish
 			var assigned struct{ Tickets []struct{ ID string } }
-			svctest.Do(t, "GET", env.URL("ticket")+"/tickets?status=assigned&limit=2", nil).Decode(t, &assigned)
+			svctest.Do(t, "GET", env.URL("ticket")+"/tickets?status=assigned&limit=3", nil).Decode(t, &assigned)
 			var reqs []struct{ path, body string }
 			for i := range perRound {
 				skill := "printer"
@@ -205,7 +205,11 @@ func TestCrashOrchestrator(t *testing.T) {
 					break
 				}
 			}
-			for _, tk := range assigned.Tickets {
+			for i, tk := range assigned.Tickets {
+				if i == 2 {
+					reqs = append(reqs, struct{ path, body string }{"/sagas/cancel-ticket", fmt.Sprintf(`{"ticket_id":%q}`, tk.ID)})
+					continue
+				}
 				reqs = append(reqs, struct{ path, body string }{"/sagas/complete-ticket",
 					fmt.Sprintf(`{"ticket_id":%q,"notes":"crash done"}`, tk.ID)})
 			}

@@ -1,6 +1,7 @@
 // Package orchestrator is the Orchestrator service: it runs the Sysops
 // Squad's cross-service workflows — create ticket, register customer,
-// complete ticket, cancel support plan — as orchestrated sagas (package saga), and owns their
+// complete ticket, cancel support plan, cancel ticket — as orchestrated
+// sagas (package saga), and owns their
 // durable log (tables saga and saga_step) in its own database. The step
 // tables of each workflow are in docs/saga.md.
 //
@@ -8,6 +9,7 @@
 //	POST /sagas/register-customer   {"name", "email", "zip", "plan"}
 //	POST /sagas/complete-ticket     {"ticket_id", "notes"}
 //	POST /sagas/cancel-plan         {"customer_id", "reason"}
+//	POST /sagas/cancel-ticket       {"ticket_id"}
 //	GET  /sagas/{id}            a saga with its steps
 //	/ops/sagas...               list, show, retry, skip, resolve, cancel (saga.Handler)
 //
@@ -57,6 +59,7 @@ const (
 	RegisterCustomer = "register-customer"
 	CompleteTicket   = "complete-ticket"
 	CancelPlan       = "cancel-plan"
+	CancelTicket     = "cancel-ticket"
 )
 
 // Config configures the service.
@@ -146,7 +149,7 @@ func New(db *sqldb.DB, peers svc.Peers, cfg Config, logger *slog.Logger) (*Servi
 		billing:    svc.NewClient(peers, "billing").WithoutRetries(),
 		survey:     svc.NewClient(peers, "survey").WithoutRetries(),
 		completion: svc.NewClient(peers, "completion").WithoutRetries()}
-	orch, err := saga.New(db, cfg.Saga, s.createTicket(), s.registerCustomer(), s.completeTicket(), s.cancelPlan())
+	orch, err := saga.New(db, cfg.Saga, s.createTicket(), s.registerCustomer(), s.completeTicket(), s.cancelPlan(), s.cancelTicket())
 	if err != nil {
 		return nil, err
 	}
@@ -398,6 +401,58 @@ func (s *Service) cancelPlan() saga.Definition {
 	return saga.Definition{Name: CancelPlan, Version: 1, Deadline: s.cfg.Deadline, Steps: []saga.Step{cancelContract, closeAccount, profile}}
 }
 
+// TicketCancellation is the input of the cancel-ticket saga.
+type TicketCancellation struct {
+	TicketID string `json:"ticket_id"`
+}
+
+// cancelTicket: cancel the ticket (the pivot: an open or assigned ticket
+// becomes cancelled; any other is refused with nothing to undo) → release
+// its assignment and count it down on the customer, retried forward. Each
+// is idempotent by the ticket, so cancelling twice applies each once.
+func (s *Service) cancelTicket() saga.Definition {
+	input := func(c saga.Call) (TicketCancellation, error) {
+		var in TicketCancellation
+		if err := c.Decode(&in); err != nil {
+			return in, saga.Reject(fmt.Errorf("saga input: %w", err))
+		}
+		return in, nil
+	}
+	forward := func(name, participant string, fn saga.Func) saga.Step {
+		st := s.step(name, participant, fn, nil)
+		st.Forward = true
+		st.Retry = saga.RetryPolicy{MaxAttempts: 20, Initial: 50 * time.Millisecond, Max: time.Second}
+		return st
+	}
+	cancel := s.step("cancel-ticket", "ticket", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+		in, err := input(c)
+		if err != nil {
+			return nil, err
+		}
+		return call(ctx, c, s.ticket, "/tickets/"+url.PathEscape(in.TicketID)+"/status", map[string]string{"status": "cancelled"})
+	}, nil)
+	release := forward("release-expert", "assignment", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+		in, err := input(c)
+		if err != nil {
+			return nil, err
+		}
+		return call(ctx, c, s.assignment, "/assignments/"+url.PathEscape(in.TicketID)+"/release", nil)
+	})
+	countDown := forward("count-down", "customer", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+		in, err := input(c)
+		if err != nil {
+			return nil, err
+		}
+		var t struct {
+			CustomerID string `json:"customer_id"`
+		}
+		c.Output("cancel-ticket", &t)
+		return call(ctx, c, s.customer, "/customers/"+url.PathEscape(t.CustomerID)+"/open-tickets",
+			map[string]any{"delta": -1, "op_id": CancelTicket + "/" + in.TicketID})
+	})
+	return saga.Definition{Name: CancelTicket, Version: 1, Deadline: s.cfg.Deadline, Steps: []saga.Step{cancel, release, countDown}}
+}
+
 // Completion is the input of the complete-ticket saga.
 type Completion struct {
 	TicketID string `json:"ticket_id"`
@@ -647,6 +702,33 @@ func (s *Service) Handler() http.Handler {
 		return s.answer(w, r, id, func(sg saga.Saga) any {
 			return map[string]json.RawMessage{"contract": stepOutput(sg, "cancel-contract"), "billing_account": stepOutput(sg, "close-account"),
 				"customer": stepOutput(sg, "profile")}
+		})
+	})
+	rt.Handle("POST /sagas/cancel-ticket", func(w http.ResponseWriter, r *http.Request) error {
+		var in TicketCancellation
+		if err := httpx.DecodeJSON(w, r, &in); err != nil {
+			return err
+		}
+		var c svc.Check
+		c.Required("ticket_id", in.TicketID, 64)
+		if err := c.Err(); err != nil {
+			return err
+		}
+		var tk struct {
+			Status string `json:"status"`
+		}
+		if err := s.ticket.Get(r.Context(), "/tickets/"+url.PathEscape(in.TicketID), &tk); err != nil {
+			return err
+		}
+		if tk.Status == "cancelled" {
+			return sysops.Errorf(sysops.EConflict, "ticket %q is already cancelled", in.TicketID)
+		}
+		id := sagaID(r, CancelTicket)
+		if _, err := s.orch.Begin(r.Context(), CancelTicket, id, in); err != nil {
+			return err
+		}
+		return s.answer(w, r, id, func(sg saga.Saga) any {
+			return map[string]json.RawMessage{"ticket": stepOutput(sg, "cancel-ticket"), "assignment": stepOutput(sg, "release-expert")}
 		})
 	})
 	rt.Handle("GET /sagas/{id}", func(w http.ResponseWriter, r *http.Request) error {

@@ -281,6 +281,23 @@ func TestRegisterAndCompleteSagas(t *testing.T) {
 			t.Fatalf("complete: %d %s", r.Status, r.Body)
 		}
 		svctest.WantError(t, "complete again", complete(), 409, "already completed")
+		svctest.WantError(t, "cancel a completed ticket", svctest.Do(t, "POST", base+"/sagas/cancel-ticket",
+			map[string]string{"ticket_id": tid}), 409, "cannot become cancelled")
+
+		// Cancel an assigned ticket: the expert is released, the count goes down.
+		r = create(t, env, cust, "printer")
+		var tv2 struct {
+			Result struct{ Ticket struct{ ID string } }
+		}
+		r.Decode(t, &tv2)
+		if r := svctest.Do(t, "POST", base+"/sagas/cancel-ticket", map[string]string{"ticket_id": tv2.Result.Ticket.ID}); r.Status != 201 {
+			t.Fatalf("cancel ticket: %d %s", r.Status, r.Body)
+		}
+		if st := svctest.Do(t, "GET", env.URL("assignment")+"/assignments/"+tv2.Result.Ticket.ID, nil).JSON(t)["status"]; st != "released" {
+			t.Errorf("assignment after cancel: %v", st)
+		}
+		svctest.WantError(t, "cancel again", svctest.Do(t, "POST", base+"/sagas/cancel-ticket",
+			map[string]string{"ticket_id": tv2.Result.Ticket.ID}), 409, "already cancelled")
 		checkInvariants(t, env)
 		if n := svctest.Do(t, "GET", env.URL("customer")+"/customers/"+cust, nil).JSON(t)["open_tickets"]; n != 0.0 {
 			t.Errorf("open tickets after completion = %v", n)
