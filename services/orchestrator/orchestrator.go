@@ -184,80 +184,91 @@ func call(ctx context.Context, c saga.Call, client *svc.Client, path string, bod
 	return out, err
 }
 
-func (s *Service) step(name, participant string, action, compensate saga.Func) saga.Step {
-	return saga.Step{Name: name, Participant: participant, Action: action, Compensate: compensate,
+// stepFunc is a step's action or compensation, given the saga's input
+// decoded.
+type stepFunc[T any] func(ctx context.Context, c saga.Call, in T) (json.RawMessage, error)
+
+// typed adapts f to a [saga.Func]; an input that does not decode is
+// refused (it never will).
+func typed[T any](f stepFunc[T]) saga.Func {
+	if f == nil {
+		return nil
+	}
+	return func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
+		var in T
+		if err := c.Decode(&in); err != nil {
+			return nil, saga.Reject(fmt.Errorf("saga input: %w", err))
+		}
+		return f(ctx, c, in)
+	}
+}
+
+// newStep is a step of the service's timeouts and retry budgets.
+func newStep[T any](s *Service, name, participant string, action, compensate stepFunc[T]) saga.Step {
+	return saga.Step{Name: name, Participant: participant, Action: typed(action), Compensate: typed(compensate),
 		Timeout: s.cfg.StepTimeout, Retry: s.cfg.Retry, CompensationRetry: s.cfg.CompensationRetry}
 }
 
-func (s *Service) createTicket() saga.Definition {
-	input := func(c saga.Call) (TicketRequest, error) {
-		var in TicketRequest
-		if err := c.Decode(&in); err != nil {
-			return in, saga.Reject(fmt.Errorf("saga input: %w", err))
-		}
-		return in, nil
+// forwardStep is a step past the pivot: retried forward (with a budget
+// that outlasts a participant's restart), never compensated.
+func forwardStep[T any](s *Service, name, participant string, action stepFunc[T]) saga.Step {
+	st := newStep(s, name, participant, action, nil)
+	st.Forward = true
+	st.Retry = saga.RetryPolicy{MaxAttempts: 20, Initial: 50 * time.Millisecond, Max: time.Second}
+	return st
+}
+
+// output decodes an earlier step's output (zero if it has none).
+func output[T any](c saga.Call, step string) T {
+	var v T
+	c.Output(step, &v)
+	return v
+}
+
+// Outputs of participants that later steps read.
+type (
+	ticketOut struct {
+		CustomerID string `json:"customer_id"`
 	}
+	assignmentOut struct {
+		ExpertID string `json:"expert_id"`
+	}
+	surveyOut struct {
+		ID string `json:"id"`
+	}
+)
+
+func esc(s string) string { return url.PathEscape(s) }
+
+func (s *Service) createTicket() saga.Definition {
 	opID := func(c saga.Call) string { return c.SagaID + "/count-ticket" }
-	open := s.step("open-ticket", "ticket",
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
+	open := newStep(s, "open-ticket", "ticket",
+		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
 			return call(ctx, c, s.ticket, "/tickets", map[string]string{"id": in.TicketID, "customer_id": in.CustomerID,
 				"description": in.Description, "priority": in.Priority, "skill": in.Skill, "zip": in.Zip})
 		},
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
-			return call(ctx, c, s.ticket, "/tickets/"+url.PathEscape(in.TicketID)+"/cancel", nil)
+		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
+			return call(ctx, c, s.ticket, "/tickets/"+esc(in.TicketID)+"/cancel", nil)
 		})
-	count := s.step("count-ticket", "customer",
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
-			return call(ctx, c, s.customer, "/customers/"+url.PathEscape(in.CustomerID)+"/open-tickets",
-				map[string]any{"delta": 1, "op_id": opID(c)})
+	count := newStep(s, "count-ticket", "customer",
+		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
+			return call(ctx, c, s.customer, "/customers/"+esc(in.CustomerID)+"/open-tickets", map[string]any{"delta": 1, "op_id": opID(c)})
 		},
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
-			return call(ctx, c, s.customer, "/customers/"+url.PathEscape(in.CustomerID)+"/open-tickets/"+url.PathEscape(opID(c))+"/undo", nil)
+		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
+			return call(ctx, c, s.customer, "/customers/"+esc(in.CustomerID)+"/open-tickets/"+esc(opID(c))+"/undo", nil)
 		})
-	assign := s.step("assign-expert", "assignment",
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
+	assign := newStep(s, "assign-expert", "assignment",
+		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
 			return call(ctx, c, s.assignment, "/assignments", map[string]string{"ticket_id": in.TicketID, "skill": in.Skill,
 				"zip": in.Zip, "priority": in.Priority})
 		},
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
-			return call(ctx, c, s.assignment, "/assignments/"+url.PathEscape(in.TicketID)+"/release", nil)
+		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
+			return call(ctx, c, s.assignment, "/assignments/"+esc(in.TicketID)+"/release", nil)
 		})
-	mark := s.step("mark-assigned", "ticket",
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
-			return call(ctx, c, s.ticket, "/tickets/"+url.PathEscape(in.TicketID)+"/status", map[string]string{"status": "assigned"})
-		}, nil)
-	mark.Forward = true
-	mark.Retry = saga.RetryPolicy{MaxAttempts: 20, Initial: 50 * time.Millisecond, Max: time.Second}
-	return saga.Definition{Name: CreateTicket, Version: 1, Deadline: s.cfg.Deadline,
-		Steps: []saga.Step{open, count, assign, mark}}
+	mark := forwardStep(s, "mark-assigned", "ticket", func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
+		return call(ctx, c, s.ticket, "/tickets/"+esc(in.TicketID)+"/status", map[string]string{"status": "assigned"})
+	})
+	return saga.Definition{Name: CreateTicket, Version: 1, Deadline: s.cfg.Deadline, Steps: []saga.Step{open, count, assign, mark}}
 }
 
 // Registration is the input of the register-customer saga.
@@ -275,58 +286,27 @@ type Registration struct {
 // plan (cancel it), the billing account with its first charge (close it,
 // refunding the charge).
 func (s *Service) registerCustomer() saga.Definition {
-	input := func(c saga.Call) (Registration, error) {
-		var in Registration
-		if err := c.Decode(&in); err != nil {
-			return in, saga.Reject(fmt.Errorf("saga input: %w", err))
-		}
-		return in, nil
-	}
-	profile := s.step("profile", "customer",
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
+	profile := newStep(s, "profile", "customer",
+		func(ctx context.Context, c saga.Call, in Registration) (json.RawMessage, error) {
 			return call(ctx, c, s.customer, "/customers", map[string]string{"id": in.CustomerID, "name": in.Name, "email": in.Email,
 				"zip": in.Zip, "support_plan": in.Plan})
 		},
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
-			return call(ctx, c, s.customer, "/customers/"+url.PathEscape(in.CustomerID)+"/close", nil)
+		func(ctx context.Context, c saga.Call, in Registration) (json.RawMessage, error) {
+			return call(ctx, c, s.customer, "/customers/"+esc(in.CustomerID)+"/close", nil)
 		})
-	contract := s.step("contract", "contract",
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
+	contract := newStep(s, "contract", "contract",
+		func(ctx context.Context, c saga.Call, in Registration) (json.RawMessage, error) {
 			return call(ctx, c, s.contract, "/contracts", map[string]string{"id": in.ContractID, "customer_id": in.CustomerID, "plan": in.Plan})
 		},
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
-			return call(ctx, c, s.contract, "/contracts/"+url.PathEscape(in.ContractID)+"/cancel", map[string]string{"reason": "registration did not complete"})
+		func(ctx context.Context, c saga.Call, in Registration) (json.RawMessage, error) {
+			return call(ctx, c, s.contract, "/contracts/"+esc(in.ContractID)+"/cancel", map[string]string{"reason": "registration did not complete"})
 		})
-	billing := s.step("billing-account", "billing",
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
+	billing := newStep(s, "billing-account", "billing",
+		func(ctx context.Context, c saga.Call, in Registration) (json.RawMessage, error) {
 			return call(ctx, c, s.billing, "/accounts", map[string]string{"id": in.AccountID, "customer_id": in.CustomerID, "plan": in.Plan})
 		},
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
-			return call(ctx, c, s.billing, "/accounts/"+url.PathEscape(in.AccountID)+"/close", nil)
+		func(ctx context.Context, c saga.Call, in Registration) (json.RawMessage, error) {
+			return call(ctx, c, s.billing, "/accounts/"+esc(in.AccountID)+"/close", nil)
 		})
 	return saga.Definition{Name: RegisterCustomer, Version: 1, Deadline: s.cfg.Deadline, Steps: []saga.Step{profile, contract, billing}}
 }
@@ -346,34 +326,15 @@ type Cancellation struct {
 // a refund is not taken back; if billing refuses, the contract is
 // reinstated) → clear the plan on the customer's profile (forward only).
 func (s *Service) cancelPlan() saga.Definition {
-	input := func(c saga.Call) (Cancellation, error) {
-		var in Cancellation
-		if err := c.Decode(&in); err != nil {
-			return in, saga.Reject(fmt.Errorf("saga input: %w", err))
-		}
-		return in, nil
-	}
-	cancelContract := s.step("cancel-contract", "contract",
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
-			return call(ctx, c, s.contract, "/contracts/"+url.PathEscape(in.ContractID)+"/cancel", map[string]string{"reason": in.Reason})
+	cancelContract := newStep(s, "cancel-contract", "contract",
+		func(ctx context.Context, c saga.Call, in Cancellation) (json.RawMessage, error) {
+			return call(ctx, c, s.contract, "/contracts/"+esc(in.ContractID)+"/cancel", map[string]string{"reason": in.Reason})
 		},
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
-			return call(ctx, c, s.contract, "/contracts/"+url.PathEscape(in.ContractID)+"/reinstate", nil)
+		func(ctx context.Context, c saga.Call, in Cancellation) (json.RawMessage, error) {
+			return call(ctx, c, s.contract, "/contracts/"+esc(in.ContractID)+"/reinstate", nil)
 		})
-	closeAccount := s.step("close-account", "billing",
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
+	closeAccount := newStep(s, "close-account", "billing",
+		func(ctx context.Context, c saga.Call, in Cancellation) (json.RawMessage, error) {
 			if in.AccountID == "" { // the customer's account, looked up now
 				var acct struct {
 					ID string `json:"id"`
@@ -386,18 +347,11 @@ func (s *Service) cancelPlan() saga.Definition {
 				}
 				in.AccountID = acct.ID
 			}
-			return call(ctx, c, s.billing, "/accounts/"+url.PathEscape(in.AccountID)+"/close", nil)
+			return call(ctx, c, s.billing, "/accounts/"+esc(in.AccountID)+"/close", nil)
 		}, nil)
-	profile := s.step("profile", "customer",
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
-			return call(ctx, c, s.customer, "/customers/"+url.PathEscape(in.CustomerID)+"/support-plan", map[string]string{"plan": ""})
-		}, nil)
-	profile.Forward = true
-	profile.Retry = saga.RetryPolicy{MaxAttempts: 20, Initial: 50 * time.Millisecond, Max: time.Second}
+	profile := forwardStep(s, "profile", "customer", func(ctx context.Context, c saga.Call, in Cancellation) (json.RawMessage, error) {
+		return call(ctx, c, s.customer, "/customers/"+esc(in.CustomerID)+"/support-plan", map[string]string{"plan": ""})
+	})
 	return saga.Definition{Name: CancelPlan, Version: 1, Deadline: s.cfg.Deadline, Steps: []saga.Step{cancelContract, closeAccount, profile}}
 }
 
@@ -411,43 +365,15 @@ type TicketCancellation struct {
 // its assignment and count it down on the customer, retried forward. Each
 // is idempotent by the ticket, so cancelling twice applies each once.
 func (s *Service) cancelTicket() saga.Definition {
-	input := func(c saga.Call) (TicketCancellation, error) {
-		var in TicketCancellation
-		if err := c.Decode(&in); err != nil {
-			return in, saga.Reject(fmt.Errorf("saga input: %w", err))
-		}
-		return in, nil
-	}
-	forward := func(name, participant string, fn saga.Func) saga.Step {
-		st := s.step(name, participant, fn, nil)
-		st.Forward = true
-		st.Retry = saga.RetryPolicy{MaxAttempts: 20, Initial: 50 * time.Millisecond, Max: time.Second}
-		return st
-	}
-	cancel := s.step("cancel-ticket", "ticket", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-		in, err := input(c)
-		if err != nil {
-			return nil, err
-		}
-		return call(ctx, c, s.ticket, "/tickets/"+url.PathEscape(in.TicketID)+"/status", map[string]string{"status": "cancelled"})
+	cancel := newStep(s, "cancel-ticket", "ticket", func(ctx context.Context, c saga.Call, in TicketCancellation) (json.RawMessage, error) {
+		return call(ctx, c, s.ticket, "/tickets/"+esc(in.TicketID)+"/status", map[string]string{"status": "cancelled"})
 	}, nil)
-	release := forward("release-expert", "assignment", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-		in, err := input(c)
-		if err != nil {
-			return nil, err
-		}
-		return call(ctx, c, s.assignment, "/assignments/"+url.PathEscape(in.TicketID)+"/release", nil)
+	release := forwardStep(s, "release-expert", "assignment", func(ctx context.Context, c saga.Call, in TicketCancellation) (json.RawMessage, error) {
+		return call(ctx, c, s.assignment, "/assignments/"+esc(in.TicketID)+"/release", nil)
 	})
-	countDown := forward("count-down", "customer", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-		in, err := input(c)
-		if err != nil {
-			return nil, err
-		}
-		var t struct {
-			CustomerID string `json:"customer_id"`
-		}
-		c.Output("cancel-ticket", &t)
-		return call(ctx, c, s.customer, "/customers/"+url.PathEscape(t.CustomerID)+"/open-tickets",
+	countDown := forwardStep(s, "count-down", "customer", func(ctx context.Context, c saga.Call, in TicketCancellation) (json.RawMessage, error) {
+		t := output[ticketOut](c, "cancel-ticket")
+		return call(ctx, c, s.customer, "/customers/"+esc(t.CustomerID)+"/open-tickets",
 			map[string]any{"delta": -1, "op_id": CancelTicket + "/" + in.TicketID})
 	})
 	return saga.Definition{Name: CancelTicket, Version: 1, Deadline: s.cfg.Deadline, Steps: []saga.Step{cancel, release, countDown}}
@@ -466,73 +392,24 @@ type Completion struct {
 // record (completion). Each is idempotent by the ticket, so completing a
 // ticket twice applies each once.
 func (s *Service) completeTicket() saga.Definition {
-	input := func(c saga.Call) (Completion, error) {
-		var in Completion
-		if err := c.Decode(&in); err != nil {
-			return in, saga.Reject(fmt.Errorf("saga input: %w", err))
-		}
-		return in, nil
-	}
-	var tk struct {
-		CustomerID string `json:"customer_id"`
-	}
-	var asg struct {
-		ExpertID string `json:"expert_id"`
-	}
-	var sv struct {
-		ID string `json:"id"`
-	}
-	closeTicket := s.step("close-ticket", "ticket",
-		func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-			in, err := input(c)
-			if err != nil {
-				return nil, err
-			}
-			return call(ctx, c, s.ticket, "/tickets/"+url.PathEscape(in.TicketID)+"/status", map[string]string{"status": "completed"})
-		}, nil)
-	forward := func(name, participant string, fn saga.Func) saga.Step {
-		st := s.step(name, participant, fn, nil)
-		st.Forward = true
-		st.Retry = saga.RetryPolicy{MaxAttempts: 20, Initial: 50 * time.Millisecond, Max: time.Second}
-		return st
-	}
-	notes := forward("record-notes", "assignment", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-		in, err := input(c)
-		if err != nil {
-			return nil, err
-		}
-		return call(ctx, c, s.assignment, "/assignments/"+url.PathEscape(in.TicketID)+"/complete", map[string]string{"notes": in.Notes})
+	closeTicket := newStep(s, "close-ticket", "ticket", func(ctx context.Context, c saga.Call, in Completion) (json.RawMessage, error) {
+		return call(ctx, c, s.ticket, "/tickets/"+esc(in.TicketID)+"/status", map[string]string{"status": "completed"})
+	}, nil)
+	notes := forwardStep(s, "record-notes", "assignment", func(ctx context.Context, c saga.Call, in Completion) (json.RawMessage, error) {
+		return call(ctx, c, s.assignment, "/assignments/"+esc(in.TicketID)+"/complete", map[string]string{"notes": in.Notes})
 	})
-	countDown := forward("count-down", "customer", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-		in, err := input(c)
-		if err != nil {
-			return nil, err
-		}
-		t := tk
-		c.Output("close-ticket", &t)
-		return call(ctx, c, s.customer, "/customers/"+url.PathEscape(t.CustomerID)+"/open-tickets",
+	countDown := forwardStep(s, "count-down", "customer", func(ctx context.Context, c saga.Call, in Completion) (json.RawMessage, error) {
+		t := output[ticketOut](c, "close-ticket")
+		return call(ctx, c, s.customer, "/customers/"+esc(t.CustomerID)+"/open-tickets",
 			map[string]any{"delta": -1, "op_id": CompleteTicket + "/" + in.TicketID})
 	})
-	survey := forward("send-survey", "survey", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-		in, err := input(c)
-		if err != nil {
-			return nil, err
-		}
-		t, a := tk, asg
-		c.Output("close-ticket", &t)
-		c.Output("record-notes", &a)
+	survey := forwardStep(s, "send-survey", "survey", func(ctx context.Context, c saga.Call, in Completion) (json.RawMessage, error) {
+		t, a := output[ticketOut](c, "close-ticket"), output[assignmentOut](c, "record-notes")
 		return call(ctx, c, s.survey, "/surveys", map[string]string{"ticket_id": in.TicketID, "customer_id": t.CustomerID, "expert_id": a.ExpertID})
 	})
-	record := forward("record-completion", "completion", func(ctx context.Context, c saga.Call) (json.RawMessage, error) {
-		in, err := input(c)
-		if err != nil {
-			return nil, err
-		}
-		t, a, v := tk, asg, sv
-		c.Output("close-ticket", &t)
-		c.Output("record-notes", &a)
-		c.Output("send-survey", &v)
-		return call(ctx, c, s.completion, "/completions/"+url.PathEscape(in.TicketID)+"/record",
+	record := forwardStep(s, "record-completion", "completion", func(ctx context.Context, c saga.Call, in Completion) (json.RawMessage, error) {
+		t, a, v := output[ticketOut](c, "close-ticket"), output[assignmentOut](c, "record-notes"), output[surveyOut](c, "send-survey")
+		return call(ctx, c, s.completion, "/completions/"+esc(in.TicketID)+"/record",
 			map[string]string{"customer_id": t.CustomerID, "expert_id": a.ExpertID, "notes": in.Notes, "survey_id": v.ID})
 	})
 	return saga.Definition{Name: CompleteTicket, Version: 1, Deadline: s.cfg.Deadline,
@@ -551,13 +428,32 @@ func sagaID(r *http.Request, definition string) string {
 
 // Outcome is the answer to a saga's POST.
 type Outcome struct {
-	SagaID string      `json:"saga_id"`
-	State  saga.State  `json:"state"`
-	Reason string      `json:"reason,omitempty"`
-	Result interface{} `json:"result,omitempty"`
+	SagaID string     `json:"saga_id"`
+	State  saga.State `json:"state"`
+	Reason string     `json:"reason,omitempty"`
+	Result any        `json:"result,omitempty"`
 }
 
-func (s *Service) answer(w http.ResponseWriter, r *http.Request, id string, result func(saga.Saga) any) error {
+// refuseTicketIn refuses a workflow on a ticket already in status: it has
+// been done.
+func (s *Service) refuseTicketIn(ctx context.Context, ticketID, status string) error {
+	var tk struct {
+		Status string `json:"status"`
+	}
+	if err := s.ticket.Get(ctx, "/tickets/"+esc(ticketID), &tk); err != nil {
+		return err
+	}
+	if tk.Status == status {
+		return sysops.Errorf(sysops.EConflict, "ticket %q is already %s", ticketID, status)
+	}
+	return nil
+}
+
+// run begins the saga (idempotent by id) and answers with its outcome.
+func (s *Service) run(w http.ResponseWriter, r *http.Request, definition, id string, in any, result func(saga.Saga) any) error {
+	if _, err := s.orch.Begin(r.Context(), definition, id, in); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Wait)
 	defer cancel()
 	sg, err := s.orch.Wait(ctx, id)
@@ -607,10 +503,7 @@ func (s *Service) Handler() http.Handler {
 		}
 		id := sagaID(r, CreateTicket)
 		in.TicketID = "tk-" + id[len(CreateTicket)+1:]
-		if _, err := s.orch.Begin(r.Context(), CreateTicket, id, in); err != nil {
-			return err
-		}
-		return s.answer(w, r, id, func(sg saga.Saga) any {
+		return s.run(w, r, CreateTicket, id, in, func(sg saga.Saga) any {
 			return map[string]json.RawMessage{"ticket": stepOutput(sg, "mark-assigned"), "assignment": stepOutput(sg, "assign-expert")}
 		})
 	})
@@ -633,10 +526,7 @@ func (s *Service) Handler() http.Handler {
 		id := sagaID(r, RegisterCustomer)
 		suffix := id[len(RegisterCustomer)+1:]
 		in.CustomerID, in.ContractID, in.AccountID = "cu-"+suffix, "ct-"+suffix, "ba-"+suffix
-		if _, err := s.orch.Begin(r.Context(), RegisterCustomer, id, in); err != nil {
-			return err
-		}
-		return s.answer(w, r, id, func(sg saga.Saga) any {
+		return s.run(w, r, RegisterCustomer, id, in, func(sg saga.Saga) any {
 			return map[string]json.RawMessage{"customer": stepOutput(sg, "profile"), "contract": stepOutput(sg, "contract"),
 				"billing_account": stepOutput(sg, "billing-account")}
 		})
@@ -652,20 +542,11 @@ func (s *Service) Handler() http.Handler {
 		if err := c.Err(); err != nil {
 			return err
 		}
-		var tk struct {
-			Status string `json:"status"`
-		}
-		if err := s.ticket.Get(r.Context(), "/tickets/"+url.PathEscape(in.TicketID), &tk); err != nil {
+		if err := s.refuseTicketIn(r.Context(), in.TicketID, "completed"); err != nil {
 			return err
-		}
-		if tk.Status == "completed" {
-			return sysops.Errorf(sysops.EConflict, "ticket %q is already completed", in.TicketID)
 		}
 		id := sagaID(r, CompleteTicket)
-		if _, err := s.orch.Begin(r.Context(), CompleteTicket, id, in); err != nil {
-			return err
-		}
-		return s.answer(w, r, id, func(sg saga.Saga) any { return stepOutput(sg, "record-completion") })
+		return s.run(w, r, CompleteTicket, id, in, func(sg saga.Saga) any { return stepOutput(sg, "record-completion") })
 	})
 	rt.Handle("POST /sagas/cancel-plan", func(w http.ResponseWriter, r *http.Request) error {
 		var in Cancellation
@@ -696,10 +577,7 @@ func (s *Service) Handler() http.Handler {
 			return sysops.Errorf(sysops.EConflict, "customer %q has no active support plan", in.CustomerID)
 		}
 		id := sagaID(r, CancelPlan)
-		if _, err := s.orch.Begin(r.Context(), CancelPlan, id, in); err != nil {
-			return err
-		}
-		return s.answer(w, r, id, func(sg saga.Saga) any {
+		return s.run(w, r, CancelPlan, id, in, func(sg saga.Saga) any {
 			return map[string]json.RawMessage{"contract": stepOutput(sg, "cancel-contract"), "billing_account": stepOutput(sg, "close-account"),
 				"customer": stepOutput(sg, "profile")}
 		})
@@ -714,20 +592,11 @@ func (s *Service) Handler() http.Handler {
 		if err := c.Err(); err != nil {
 			return err
 		}
-		var tk struct {
-			Status string `json:"status"`
-		}
-		if err := s.ticket.Get(r.Context(), "/tickets/"+url.PathEscape(in.TicketID), &tk); err != nil {
+		if err := s.refuseTicketIn(r.Context(), in.TicketID, "cancelled"); err != nil {
 			return err
-		}
-		if tk.Status == "cancelled" {
-			return sysops.Errorf(sysops.EConflict, "ticket %q is already cancelled", in.TicketID)
 		}
 		id := sagaID(r, CancelTicket)
-		if _, err := s.orch.Begin(r.Context(), CancelTicket, id, in); err != nil {
-			return err
-		}
-		return s.answer(w, r, id, func(sg saga.Saga) any {
+		return s.run(w, r, CancelTicket, id, in, func(sg saga.Saga) any {
 			return map[string]json.RawMessage{"ticket": stepOutput(sg, "cancel-ticket"), "assignment": stepOutput(sg, "release-expert")}
 		})
 	})
