@@ -162,8 +162,22 @@ func (c *Consumer) HandleBatch(ctx context.Context, ds []*natsjs.Delivery) []err
 		return results
 	}
 	// Optimistically, the whole batch in one transaction.
+	evs := make([]sysops.Event, len(items))
+	for i, it := range items {
+		evs[i] = it.ev
+	}
 	err := sqldb.RunInTx(ctx, c.db, func(tx *sql.Tx) error {
+		claimed, err := claimRuns(ctx, tx, c.cfg.Name, evs)
+		if err != nil {
+			return err
+		}
 		for _, it := range items {
+			if sequenced(it.ev) && claimed[aggregateOf(it.ev)] {
+				if err := it.fn(ctx, tx, it.ev); err != nil {
+					return err
+				}
+				continue
+			}
 			if _, err := apply(ctx, tx, c.cfg.Name, it.ev, it.fn); err != nil {
 				return err
 			}

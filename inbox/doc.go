@@ -24,6 +24,15 @@
 //   - Grouped commits: a [Consumer] applies the messages that arrive
 //     together in one transaction (one fsync); if one of them fails, the
 //     batch is re-run one message per transaction so that only it fails.
+//     On PostgreSQL a batch of 32 or more (a consumer catching up) records
+//     its bookkeeping in one statement: every aggregate whose events in
+//     the batch continue its sequence without a gap is advanced at once,
+//     leaving only the handlers' own statements per event (duplicates,
+//     gaps and parked predecessors take the per-event path in the same
+//     transaction). `go test ./inbox -run '^$' -bench ConsumerDrain
+//     -benchtime 1x` drains 20,000 waiting events at 5,000-6,500 events/s
+//     on PostgreSQL on the project's 2-core machine, against 2,100-2,400
+//     with one bookkeeping statement per event.
 //
 // # What it does not promise
 //

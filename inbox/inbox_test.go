@@ -20,7 +20,7 @@ import (
 	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
 )
 
-func newDB(t *testing.T, d sqldb.Dialect) *sqldb.DB {
+func newDB(t testing.TB, d sqldb.Dialect) *sqldb.DB {
 	t.Helper()
 	db := sqldbtest.Open(t, d)
 	ctx := context.Background()
@@ -340,6 +340,76 @@ func TestConsumer(t *testing.T) {
 		}
 		if fmt.Sprint(as) != "[a1 a2 a3 a4 a5]" || flakies != 1 {
 			t.Errorf("effects = %v, want a1..a5 once each, in order, and flaky once", all)
+		}
+	})
+}
+
+// TestHandleBatch runs one batch that mixes the cases the batch path
+// records in one statement (runs of consecutive events that continue or
+// start their aggregate) with those it leaves to the per-event path
+// (duplicates, gaps, parked predecessors, out-of-order runs, events without
+// a sequence), then delivers the whole batch again.
+func TestHandleBatch(t *testing.T) {
+	// The batch holds more sequenced events than the smallest batch the
+	// one-statement path takes (32), so on PostgreSQL both paths run.
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		// Before the batch: B is at 1, C at 2, D has 2 parked behind 1.
+		for _, e := range []sysops.Event{ev("b1", "B", 1), ev("c1", "C", 1), ev("c2", "C", 2), ev("d2", "D", 2)} {
+			if _, err := inbox.Process(ctx, db, "batch", e, record); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := len(effects(t, db))
+		c, err := inbox.NewConsumer(db, nil, inbox.Config{Name: "batch", Stream: "SYSOPS_TEST",
+			Handlers: map[string]inbox.ApplyFunc{"sysops.test.happened.v1": record}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch := []sysops.Event{
+			ev("a1", "A", 1), ev("n", "A", 0), ev("a2", "A", 2), ev("b2", "B", 2), ev("a3", "A", 3), ev("b3", "B", 3),
+			ev("c2-again", "C", 2), ev("d1", "D", 1), ev("e2", "E", 2), ev("e1", "E", 1), ev("f5", "F", 5),
+		}
+		var gs []string
+		for i := int64(1); i <= 24; i++ {
+			batch = append(batch, ev(fmt.Sprint("g", i), "G", i))
+			gs = append(gs, fmt.Sprint("g", i))
+		}
+		deliver := func() {
+			t.Helper()
+			ds := make([]*natsjs.Delivery, len(batch))
+			for i, e := range batch {
+				m, err := natsjs.EventMessage(e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ds[i] = &natsjs.Delivery{Message: m, Stream: "SYSOPS_TEST", Sequence: uint64(i + 1), NumDelivered: 1}
+			}
+			for i, err := range c.HandleBatch(ctx, ds) {
+				if err != nil {
+					t.Fatalf("delivery %s: %v", batch[i].ID, err)
+				}
+			}
+		}
+		deliver()
+		got := effects(t, db)[before:]
+		// c2 a duplicate; f5 waits for f1..f4
+		want := "[a1 n a2 b2 a3 b3 d1 d2 e1 e2 " + strings.Join(gs, " ") + "]"
+		if fmt.Sprint(got) != want {
+			t.Fatalf("effects of the batch = %v, want %s", got, want)
+		}
+		deliver()
+		if again := effects(t, db)[before+len(got):]; len(again) != 0 {
+			t.Errorf("the same batch again applied %v, want nothing", again)
+		}
+		for _, e := range []sysops.Event{ev("d3", "D", 3), ev("a4", "A", 4)} {
+			if _, err := inbox.Process(ctx, db, "batch", e, record); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, want := fmt.Sprint(effects(t, db)[before+len(got):]), "[d3 a4]"; got != want {
+			t.Errorf("after the batch: effects %s, want %s (positions kept by the batch)", got, want)
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -150,3 +151,12 @@ func LockKey(ctx context.Context, tx *sql.Tx, key string) error {
 	}
 	return nil
 }
+
+// PlanPerCall, passed as the first argument of a PostgreSQL query, has
+// the server plan the query with its actual arguments at every call
+// instead of caching a generic plan on the connection. Use it for a query
+// whose best plan depends on its arguments, such as a join with an array
+// argument of any length: a generic plan built while a table was small
+// can scan the whole table per array element for as long as the
+// connection lives. Not for SQLite.
+var PlanPerCall any = pgx.QueryExecModeCacheDescribe
