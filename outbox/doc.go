@@ -47,37 +47,40 @@
 //	go run ./cmd/sysops bench outbox
 //
 // 8 writers, each business transaction one row plus one event, the
-// consumer applying one row per event through the inbox:
+// consumer applying one row per event through the inbox; three runs on
+// PostgreSQL and two on SQLite, on a quiet machine:
 //
 //	                                  PostgreSQL                  SQLite
-//	no outbox (business row only)     7,612-7,899 tx/s            4,712 tx/s
-//	end to end, commit -> effect      3,040-3,248 events/s        1,951 events/s
-//	                                  (38-41% of no-outbox)       (41%)
-//	latency at 1,000 events/s         p50 1.1-1.3 ms,             p50 1.1 ms,
-//	                                  p99 4.4-5.8 ms              p99 3.9 ms
-//	backlog drain (100,000 rows)      50,359-61,504 events/s      28,664 events/s
+//	no outbox (business row only)     9,959-10,112 tx/s           5,670-5,787 tx/s
+//	outbox writes alone, no relay     5,195-5,450 tx/s            3,047-3,213 tx/s
+//	                                  (52-55% of no-outbox)       (54-56%)
+//	end to end, commit -> effect      3,974-4,071 events/s        2,445-2,529 events/s
+//	                                  (40-41% of no-outbox)       (43-44%)
+//	latency at 1,000 events/s         p50 0.95-0.96 ms,           p50 0.76-0.82 ms,
+//	                                  p99 3.1-4.0 ms              p99 3.9-4.3 ms
+//	backlog drain (100,000 rows)      65,439-72,765 events/s      40,629-41,785 events/s
 //
-// (ranges are several runs of the same command on a shared machine; the
-// bench recreates its tables each run, as a churned outbox carries dead
-// tuples that slow the relay's scan until autovacuum has run, which is why
-// the PostgreSQL migrations vacuum the outbox early. The first run on a
-// cold server once drained at 4,815 events/s; later runs did not repeat it.)
-//
-// Since the inbox records a catching-up consumer's batch in one statement
-// (see package inbox), the consumer keeps up with the writers: on a later,
-// busier day on the same machine the same command measured end to end
-// 41-45% of no-outbox (no-outbox 3,300-4,700 tx/s), against 31-40% for the
-// previous build run alternately with it.
+// (the bench recreates its tables each run, as a churned outbox carries
+// dead tuples that slow the relay's scan until autovacuum has run, which
+// is why the PostgreSQL migrations vacuum the outbox early.)
 //
 // Against the targets set for PostgreSQL: p99 at 1,000 events/s is within
-// 10 ms and the drain above 50,000 events/s; end to end is 38-41% of
+// 10 ms and the drain above 50,000 events/s; end to end is 40-41% of
 // no-outbox against a target of 60%, which this machine does not reach.
-// The writer's own SQL bounds it: pgbench with 8 clients on the same
-// server runs the business insert alone at 7,632 tx/s and the business
-// insert plus the outbox statement at 5,111 tx/s (67%), before any relay,
-// consumer or JetStream work shares the two cores; dropping the outbox's
-// two unique indexes would gain 7% (5,452 tx/s) and was not done, as they
-// guard event ids and per-aggregate sequences.
+// The "writes alone" line says why: the writers with the outbox and
+// nothing relaying it reach only 52-55% of no-outbox, before the relay,
+// JetStream and the consumer share the two cores with them. End to end is
+// about three quarters of that ceiling.
+//
+// Numbering events in the relay instead of the writer was built and
+// measured (writers took a per-aggregate advisory lock and inserted one
+// plain row; the relay numbered each round from a per-aggregate counter
+// it advanced as it deleted the rows): writes alone rose to 58-62%, end to
+// end only within the noise (+1-4%), and the drain fell from 64,000-66,000
+// to 49,000-51,000 events/s, as the counter's updates moved into the
+// relay's rounds. A relay that recorded each round while publishing the
+// next did not win it back on two cores (the drain is CPU-bound) and
+// lowered end to end. Neither was kept.
 //
 // # Failure handling
 //

@@ -331,6 +331,10 @@ func TestRelayDeadRowsAndOperatorActions(t *testing.T) {
 		if got := fmt.Sprint(pub.ids()); got != "[a1 a2 c2]" {
 			t.Errorf("after purge published %s, want c2 released", got)
 		}
+		// c1's number stays taken: it may have reached the broker.
+		if ev, _ := natsjs.ParseEvent(pub.published[len(pub.published)-1]); ev.Sequence != 2 {
+			t.Errorf("c2 published as #%d, want #2 (after the purged c1)", ev.Sequence)
+		}
 	})
 }
 
@@ -354,31 +358,42 @@ func TestRelayRetention(t *testing.T) {
 	})
 }
 
+// writeAndHold writes ev in a transaction that stays open until release
+// is called (at the latest when the test ends); done then reports how the
+// transaction ended.
+func writeAndHold(t *testing.T, db *sqldb.DB, ev sysops.Event) (release func(), done <-chan error) {
+	t.Helper()
+	ctx := context.Background()
+	hold, written, result := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	var once sync.Once
+	release = func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release)
+	go func() {
+		result <- sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+			if err := outbox.Write(ctx, tx, ev); err != nil {
+				close(written)
+				return err
+			}
+			close(written)
+			<-hold
+			return nil
+		})
+	}()
+	<-written
+	return release, result
+}
+
 // TestRelayGapSafety interleaves transactions so that an event with a
 // lower outbox position commits after one with a higher position. Neither
 // may be skipped. (On SQLite writers are serialized, so the interleaving
 // collapses; the test still must pass.)
 func TestRelayGapSafety(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
-		ctx := context.Background()
 		db := newDB(t, d)
 		pub := &recorder{}
 		r := newRelay(t, db, pub, outbox.RelayConfig{})
 
-		slowWritten := make(chan struct{})
-		release := make(chan struct{})
-		slowDone := make(chan error, 1)
-		go func() {
-			slowDone <- sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
-				if err := outbox.Write(ctx, tx, event("slow", "S")); err != nil {
-					return err
-				}
-				close(slowWritten)
-				<-release
-				return nil
-			})
-		}()
-		<-slowWritten
+		release, slowDone := writeAndHold(t, db, event("slow", "S"))
 		fastDone := make(chan struct{})
 		go func() {
 			defer close(fastDone)
@@ -391,7 +406,7 @@ func TestRelayGapSafety(t *testing.T) {
 				t.Fatalf("published %s, want [fast] while slow is uncommitted", got)
 			}
 		}
-		close(release)
+		release()
 		if err := <-slowDone; err != nil {
 			t.Fatal(err)
 		}
@@ -552,5 +567,63 @@ func TestRelayWakesOnNotify(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("NOTIFY did not wake the relay")
+	}
+}
+
+// TestWriterOfAnAggregateWaitsForTheOneBefore: a transaction that took an
+// aggregate's next sequence number first but commits last must hold back
+// the next writer of that aggregate, so that sequence order is commit
+// order: a later transaction that saw the first one's effects can never
+// get the lower number. PostgreSQL only: SQLite has a single writer, so
+// the interleaving cannot occur there.
+func TestWriterOfAnAggregateWaitsForTheOneBefore(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t, sqldb.Postgres)
+	release, earlyDone := writeAndHold(t, db, event("early", "X"))
+	lateDone := make(chan error, 1)
+	go func() {
+		lateDone <- sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+			return outbox.Write(ctx, tx, event("late", "X"))
+		})
+	}()
+	// Another aggregate's writer does not wait.
+	write(t, db, event("other", "Y"))
+
+	waiting := false
+	for range 500 {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'
+				AND query LIKE '%INSERT INTO outbox_aggregate%'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if waiting = n == 1; waiting {
+			break
+		}
+		select {
+		case err := <-lateDone:
+			t.Fatalf("the second writer of X committed (%v) while the first was still open", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if !waiting {
+		t.Fatal("the second writer of X never waited for the first")
+	}
+	release()
+	if err := <-earlyDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-lateDone; err != nil {
+		t.Fatal(err)
+	}
+	pub := &recorder{}
+	runOnce(t, newRelay(t, db, pub, outbox.RelayConfig{}))
+	var got []string
+	for _, m := range pub.published {
+		ev, _ := natsjs.ParseEvent(m)
+		got = append(got, fmt.Sprintf("%s#%d", ev.ID, ev.Sequence))
+	}
+	if fmt.Sprint(got) != "[early#1 other#1 late#2]" {
+		t.Errorf("published %v, want [early#1 other#1 late#2]", got)
 	}
 }

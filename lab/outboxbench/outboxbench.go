@@ -64,6 +64,7 @@ type Report struct {
 	Dialect  sqldb.Dialect
 	Setup    string // what was measured, on what
 	Baseline float64
+	Writes   float64 // the writers with the outbox, no relay or consumer running
 	EndToEnd float64
 	Events   int // events in the end-to-end phase
 	P50, P99 time.Duration
@@ -77,6 +78,8 @@ func (r Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "%s\n", r.Setup)
 	if r.Baseline > 0 {
 		fmt.Fprintf(w, "  throughput, no outbox (business row only):      %9.0f tx/s\n", r.Baseline)
+		fmt.Fprintf(w, "  throughput, outbox writes alone (no relay):     %9.0f tx/s      (%.0f%% of no-outbox: the writers' own ceiling)\n",
+			r.Writes, 100*r.Writes/r.Baseline)
 		fmt.Fprintf(w, "  throughput, end to end (commit -> effect):     %9.0f events/s  (%d events, %.0f%% of no-outbox)\n",
 			r.EndToEnd, r.Events, 100*r.EndToEnd/r.Baseline)
 	}
@@ -105,6 +108,8 @@ type bench struct {
 const (
 	stream    = "SYSOPS_BENCH"
 	eventType = "sysops.bench.happened.v1"
+	relayed   = "customer"  // the aggregate type of the events that are relayed and applied
+	unrelayed = "unrelayed" // the aggregate type of the writes-alone phase's events
 )
 
 // Run runs the configured phases and returns the figures.
@@ -132,6 +137,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		switch phase {
 		case "throughput":
 			if rep.Baseline, err = b.baseline(ctx); err != nil {
+				return rep, err
+			}
+			if rep.Writes, err = b.writesAlone(ctx); err != nil {
 				return rep, err
 			}
 			if rep.EndToEnd, rep.Events, err = b.endToEnd(ctx); err != nil {
@@ -209,18 +217,20 @@ func (b *bench) describe(ctx context.Context) string {
 		b.cfg.LatencyDuration, b.cfg.Backlog)
 }
 
-func (b *bench) order(ctx context.Context, tx *sql.Tx, withEvent bool) (string, error) {
+// order commits one business row and, unless aggType is empty, one event
+// of an aggregate of that type.
+func (b *bench) order(ctx context.Context, tx *sql.Tx, aggType string) (string, error) {
 	n := b.seq.Add(1)
 	id := fmt.Sprint("order-", n)
 	customer := fmt.Sprint("cust-", n%1000)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO bench_order (id, customer, amount) VALUES ($1, $2, $3)`, id, customer, n%500); err != nil {
 		return "", err
 	}
-	if !withEvent {
+	if aggType == "" {
 		return id, nil
 	}
 	return id, outbox.Write(ctx, tx, sysops.Event{
-		ID: id, Source: "/bench", Type: eventType, AggregateType: "customer", AggregateID: customer,
+		ID: id, Source: "/bench", Type: eventType, AggregateType: aggType, AggregateID: customer,
 		Data: json.RawMessage(fmt.Sprintf(`{"order":%q,"amount":%d}`, id, n%500)),
 	})
 }
@@ -228,7 +238,7 @@ func (b *bench) order(ctx context.Context, tx *sql.Tx, withEvent bool) (string, 
 // writers runs cfg.Writers goroutines committing orders until ctx ends or
 // (if pace > 0) at pace transactions per second in all, and returns how
 // many committed.
-func (b *bench) writers(ctx context.Context, withEvent bool, pace int, onCommit func(id string, at time.Time)) (int, error) {
+func (b *bench) writers(ctx context.Context, aggType string, pace int, onCommit func(id string, at time.Time)) (int, error) {
 	var count atomic.Int64
 	var firstErr error
 	var once sync.Once
@@ -252,7 +262,7 @@ func (b *bench) writers(ctx context.Context, withEvent bool, pace int, onCommit 
 				var id string
 				err := sqldb.RunInTx(ctx, b.producer, func(tx *sql.Tx) error {
 					var err error
-					id, err = b.order(ctx, tx, withEvent)
+					id, err = b.order(ctx, tx, aggType)
 					return err
 				})
 				if err != nil {
@@ -276,8 +286,36 @@ func (b *bench) baseline(ctx context.Context) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Duration)
 	defer cancel()
 	start := time.Now()
-	n, err := b.writers(ctx, false, 0, nil)
+	n, err := b.writers(ctx, "", 0, nil)
 	return float64(n) / time.Since(start).Seconds(), err
+}
+
+// writesAlone runs the writers with the outbox and nothing relaying it:
+// what the outbox costs the writers themselves. Its events belong to
+// aggregates of their own type, so that removing them afterwards leaves no
+// gap in the numbers of the aggregates that are relayed.
+func (b *bench) writesAlone(ctx context.Context) (float64, error) {
+	wctx, cancel := context.WithTimeout(ctx, b.cfg.Duration)
+	defer cancel()
+	start := time.Now()
+	n, err := b.writers(wctx, unrelayed, 0, nil)
+	if err != nil {
+		return 0, err
+	}
+	rate := float64(n) / time.Since(start).Seconds()
+	for _, q := range []string{`DELETE FROM outbox WHERE aggregate_type = $1`, `DELETE FROM outbox_aggregate WHERE aggregate_type = $1`} {
+		if _, err := b.producer.ExecContext(ctx, q, unrelayed); err != nil {
+			return 0, fmt.Errorf("outboxbench: remove the unrelayed events: %w", err)
+		}
+	}
+	if b.producer.Dialect() == sqldb.Postgres {
+		// The deleted rows' index entries would slow the next phase's relay
+		// until autovacuum came by.
+		if _, err := b.producer.ExecContext(ctx, `VACUUM outbox`); err != nil {
+			return 0, fmt.Errorf("outboxbench: vacuum: %w", err)
+		}
+	}
+	return rate, nil
 }
 
 // pipeline starts a relay and a consumer, which carries on where the
@@ -346,7 +384,7 @@ func (b *bench) endToEnd(ctx context.Context) (float64, int, error) {
 	wctx, cancel := context.WithTimeout(ctx, b.cfg.Duration)
 	defer cancel()
 	start := time.Now()
-	n, err := b.writers(wctx, true, 0, nil)
+	n, err := b.writers(wctx, relayed, 0, nil)
 	if err != nil {
 		return 0, n, err
 	}
@@ -368,7 +406,7 @@ func (b *bench) latency(ctx context.Context, rep *Report) error {
 	base := b.effects.Load()
 	wctx, cancel := context.WithTimeout(ctx, b.cfg.LatencyDuration)
 	defer cancel()
-	n, err := b.writers(wctx, true, b.cfg.Rate, func(id string, at time.Time) {
+	n, err := b.writers(wctx, relayed, b.cfg.Rate, func(id string, at time.Time) {
 		b.mu.Lock()
 		b.committed[id] = at
 		b.mu.Unlock()
@@ -402,7 +440,7 @@ func (b *bench) drain(ctx context.Context) (float64, error) {
 			evs := make([]sysops.Event, 0, perTx)
 			for i := range min(perTx, b.cfg.Backlog-written) {
 				n := written + i
-				evs = append(evs, sysops.Event{Source: "/bench", Type: eventType, AggregateType: "customer",
+				evs = append(evs, sysops.Event{Source: "/bench", Type: eventType, AggregateType: relayed,
 					AggregateID: fmt.Sprint("drain-", n%1000), Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, n))})
 			}
 			return outbox.Write(ctx, tx, evs...)
@@ -411,25 +449,49 @@ func (b *bench) drain(ctx context.Context) (float64, error) {
 			return 0, fmt.Errorf("outboxbench: fill backlog: %w", err)
 		}
 	}
-	relay, err := outbox.NewRelay(b.producer, b.broker, outbox.RelayConfig{Retention: -1, BatchSize: 2000})
+	// The relay runs as in a service (Start), woken by nothing but its
+	// own rounds finding a full batch.
+	pub := &countingPublisher{Publisher: b.broker}
+	relay, err := outbox.NewRelay(b.producer, pub, outbox.RelayConfig{Retention: -1, BatchSize: 2000})
 	if err != nil {
 		return 0, err
 	}
 	defer relay.Stop()
 	start := time.Now()
-	sent := 0
-	for sent < b.cfg.Backlog {
-		res, err := relay.RunOnce(ctx)
-		if err != nil {
-			return 0, err
-		}
-		if res.Failed > 0 {
-			return 0, fmt.Errorf("outboxbench: %d publishes failed while draining", res.Failed)
-		}
-		if res.Read == 0 {
-			return 0, fmt.Errorf("outboxbench: drained %d of %d rows", sent, b.cfg.Backlog)
-		}
-		sent += res.Published
+	if err := relay.Start(ctx); err != nil {
+		return 0, err
 	}
-	return float64(sent) / time.Since(start).Seconds(), nil
+	deadline := start.Add(5 * time.Minute)
+	for pub.acked.Load() < int64(b.cfg.Backlog) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return 0, fmt.Errorf("outboxbench: drained %d of %d rows", pub.acked.Load(), b.cfg.Backlog)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	relay.Stop() // waits for the last round to be recorded
+	var left int
+	if err := b.producer.QueryRowContext(ctx, `SELECT count(*) FROM outbox`).Scan(&left); err != nil {
+		return 0, err
+	}
+	if left != 0 {
+		return 0, fmt.Errorf("outboxbench: %d rows left in the outbox after draining", left)
+	}
+	return float64(b.cfg.Backlog) / elapsed.Seconds(), nil
+}
+
+// countingPublisher counts the messages the broker acknowledged.
+type countingPublisher struct {
+	outbox.Publisher
+	acked atomic.Int64
+}
+
+func (p *countingPublisher) PublishBatch(ctx context.Context, msgs []natsjs.Message) ([]natsjs.PubAck, []error) {
+	acks, errs := p.Publisher.PublishBatch(ctx, msgs)
+	for _, err := range errs {
+		if err == nil {
+			p.acked.Add(1)
+		}
+	}
+	return acks, errs
 }

@@ -30,7 +30,7 @@ func TestRunSmall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rep.Baseline <= 0 || rep.EndToEnd <= 0 || rep.Events == 0 || rep.Latency == 0 || rep.P99 < rep.P50 || rep.Drain <= 0 {
+		if rep.Baseline <= 0 || rep.Writes <= 0 || rep.EndToEnd <= 0 || rep.Events == 0 || rep.Latency == 0 || rep.P99 < rep.P50 || rep.Drain <= 0 {
 			t.Errorf("incomplete report: %+v", rep)
 		}
 	})
@@ -53,6 +53,7 @@ func BenchmarkOutbox(b *testing.B) {
 			}
 			b.Log(rep.Setup)
 			b.ReportMetric(rep.Baseline, "no-outbox-tx/s")
+			b.ReportMetric(rep.Writes, "outbox-writes-tx/s")
 			b.ReportMetric(rep.EndToEnd, "e2e-events/s")
 			b.ReportMetric(float64(rep.P50.Microseconds()), "p50-µs")
 			b.ReportMetric(float64(rep.P99.Microseconds()), "p99-µs")
