@@ -227,7 +227,7 @@ func (o *Orchestrator) RunOnce(ctx context.Context) (int, error) {
 		if n, _ := res.RowsAffected(); n == 1 {
 			o.cfg.Logger.InfoContext(ctx, "saga: resuming", "saga", id)
 			claimed++
-			o.launch(id)
+			o.launch(id, nil)
 		}
 	}
 	return claimed, nil
@@ -240,8 +240,9 @@ func (o *Orchestrator) isActive(id string) bool {
 }
 
 // launch drives a saga this instance holds the lease of, in the
-// background.
-func (o *Orchestrator) launch(id string) {
+// background. begun is the saga as Begin just logged it, or nil to read
+// it from the log.
+func (o *Orchestrator) launch(id string, begun *Saga) {
 	o.mu.Lock()
 	if o.active[id] || o.ctx == nil || o.ctx.Err() != nil {
 		o.mu.Unlock()
@@ -259,7 +260,7 @@ func (o *Orchestrator) launch(id string) {
 			return
 		}
 		defer func() { <-o.slots }()
-		err := o.drive(o.ctx, id)
+		err := o.drive(o.ctx, id, begun)
 		if err != nil && o.ctx.Err() == nil {
 			o.cfg.Logger.ErrorContext(o.ctx, "saga: drive", "saga", id, "error", err)
 		}
@@ -305,8 +306,9 @@ func (o *Orchestrator) Begin(ctx context.Context, definition, id string, input a
 		return "", fmt.Errorf("saga: input of %s: %w", definition, err)
 	}
 	now := time.Now()
-	created := false
+	var created *Saga
 	err = o.log.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		created = nil
 		res, err := tx.ExecContext(ctx, `INSERT INTO saga (id, definition, version, input, state, deadline_at, next_run_at,
 			lease_owner, lease_until, created_at, updated_at) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $6, $6)
 			ON CONFLICT (id) DO NOTHING`, id, def.Name, def.Version, string(in), us(now.Add(def.Deadline)), us(now),
@@ -317,20 +319,25 @@ func (o *Orchestrator) Begin(ctx context.Context, definition, id string, input a
 		if n, _ := res.RowsAffected(); n == 0 {
 			return nil // begun before
 		}
-		created = true
+		// As Get would read it back: the driver needs no read.
+		begun := &Saga{ID: id, Definition: def.Name, Version: def.Version, Input: rawOrNil(string(in)), State: Running,
+			DeadlineAt: fromUS(us(now.Add(def.Deadline))), CreatedAt: fromUS(us(now)), UpdatedAt: fromUS(us(now)),
+			LeaseOwner: o.cfg.Owner}
 		for i, s := range def.Steps {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO saga_step (saga_id, idx, name, status, updated_at)
 				VALUES ($1, $2, $3, 'pending', $4)`, id, i, s.Name, us(now)); err != nil {
 				return err
 			}
+			begun.Steps = append(begun.Steps, StepRecord{Index: i, Name: s.Name, Status: StepPending, UpdatedAt: fromUS(us(now))})
 		}
+		created = begun
 		return nil
 	})
 	if err != nil {
 		return "", fmt.Errorf("saga: begin %s: %w", definition, err)
 	}
-	if created {
-		o.launch(id)
+	if created != nil {
+		o.launch(id, created)
 	}
 	return id, nil
 }
@@ -342,16 +349,27 @@ func (o *Orchestrator) Wait(ctx context.Context, id string) (Saga, error) {
 		ch := make(chan struct{})
 		o.mu.Lock()
 		o.waiters[id] = append(o.waiters[id], ch)
+		driving := o.active[id]
 		o.mu.Unlock()
-		s, err := Get(ctx, o.db, id)
-		if err != nil {
-			return s, err
-		}
-		if s.State.Final() || s.State == NeedsAttention {
-			return s, nil
+		// A saga this instance is driving is not final yet: read it once
+		// its driver is done with it.
+		var s Saga
+		if !driving {
+			var err error
+			if s, err = Get(ctx, o.db, id); err != nil {
+				return s, err
+			}
+			if s.State.Final() || s.State == NeedsAttention {
+				return s, nil
+			}
 		}
 		select {
 		case <-ctx.Done():
+			if driving {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				s, _ = Get(rctx, o.db, id)
+				cancel()
+			}
 			return s, ctx.Err()
 		case <-ch:
 		case <-time.After(250 * time.Millisecond): // driven by another instance
@@ -429,10 +447,15 @@ func (o *Orchestrator) saveStepAndSaga(ctx context.Context, s *Saga, steps ...*S
 
 // drive moves a saga this instance leases until it is final, needs
 // attention, or the instance stops.
-func (o *Orchestrator) drive(ctx context.Context, id string) error {
-	s, err := Get(ctx, o.db, id)
-	if err != nil {
-		return err
+func (o *Orchestrator) drive(ctx context.Context, id string, begun *Saga) error {
+	var s Saga
+	if begun != nil {
+		s = *begun
+	} else {
+		var err error
+		if s, err = Get(ctx, o.db, id); err != nil {
+			return err
+		}
 	}
 	def, ok := o.defs[defKey{s.Definition, s.Version}]
 	if !ok {
