@@ -13,6 +13,24 @@
 //
 // A key is remembered for [Config.Retention] (24 hours by default); [Store.Prune]
 // forgets older ones.
+//
+// # Transactional keys
+//
+// In the default mode above, the key, the handler's transaction and the
+// stored response are three commits: a process killed between the
+// handler's commit and the storing of its response leaves an effect
+// without a key, and a repeat (once the reservation expires) applies it
+// again. With [Config.Transactional], for services whose handlers run
+// their writes with [sqldb.RunInScope], the middleware instead runs the
+// handler in a request-scoped transaction, buffers its response, and
+// commits the key and the response in that same transaction: effect and
+// key are one commit, so that window is gone, and two commits per request
+// are saved. A repeat that arrives while the first is in flight waits on
+// the key's unique index and then gets the first response, instead of
+// 409. A 5xx answer rolls the effects back (a retry runs the handler
+// again); a handler whose transaction failed has its 4xx answer kept with
+// no effect; a transient conflict (serialization failure, deadlock, busy
+// SQLite) runs the handler again, up to five times.
 package idempotency
 
 import (
@@ -67,7 +85,15 @@ type Config struct {
 	LockTTL time.Duration
 	// Retention is how long a finished key is remembered. Default 24 hours.
 	Retention time.Duration
-	Logger    *slog.Logger
+	// Transactional records each key in the same transaction as the
+	// request's business writes, which the handlers must run with
+	// sqldb.RunInScope: the effects and the stored response commit
+	// together or not at all, so no crash can leave an effect without its
+	// key (a repeat would apply it again) or a key without its effect. A
+	// concurrent repeat waits on the key's unique index and then gets the
+	// first response. The handler's response is buffered until the commit.
+	Transactional bool
+	Logger        *slog.Logger
 }
 
 // Store keeps the keys of one service's database.
@@ -125,6 +151,10 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string, next h
 	sum := sha256.Sum256(append([]byte(r.Method+" "+r.URL.RequestURI()+"\n"), body...))
 	hash := hex.EncodeToString(sum[:])
 
+	if s.cfg.Transactional {
+		return s.serveInScope(w, r, key, hash, body, next)
+	}
+
 	// The reservation must not be abandoned half-way by a client that
 	// hangs up: it is made, and released or completed, whatever happens to
 	// the request.
@@ -134,27 +164,7 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string, next h
 		return err
 	}
 	if !reserved {
-		switch {
-		case prev.hash != hash:
-			httpx.WriteJSON(w, http.StatusUnprocessableEntity, httpx.ErrorBody{Error: sysops.Error{Code: sysops.EInvalid,
-				Message: fmt.Sprintf("%s %q was already used for a different request", Header, key)}})
-			return nil
-		case prev.status == 0:
-			// Retry-After marks the conflict as passing: the first request
-			// will finish (or its reservation expire).
-			w.Header().Set("Retry-After", "1")
-			return sysops.Errorf(sysops.EConflict, "a request with %s %q is still in progress; retry later", Header, key)
-		}
-		if prev.contentType != "" {
-			w.Header().Set("Content-Type", prev.contentType)
-		}
-		if prev.location != "" {
-			w.Header().Set("Location", prev.location)
-		}
-		w.Header().Set(ReplayedHeader, "true")
-		w.WriteHeader(prev.status)
-		_, _ = io.WriteString(w, prev.body)
-		return nil
+		return replay(w, key, hash, prev)
 	}
 
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
@@ -177,6 +187,154 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string, next h
 		s.cfg.Logger.ErrorContext(ctx, "idempotency: keep response", "key", key, "error", err)
 	}
 	return nil
+}
+
+// replay answers a request whose key is known: with the stored response,
+// or an error if the key was used for another request or is in progress.
+func replay(w http.ResponseWriter, key, hash string, prev entry) error {
+	switch {
+	case prev.hash != hash:
+		httpx.WriteJSON(w, http.StatusUnprocessableEntity, httpx.ErrorBody{Error: sysops.Error{Code: sysops.EInvalid,
+			Message: fmt.Sprintf("%s %q was already used for a different request", Header, key)}})
+		return nil
+	case prev.status == 0:
+		// Retry-After marks the conflict as passing: the first request
+		// will finish (or its reservation expire).
+		w.Header().Set("Retry-After", "1")
+		return sysops.Errorf(sysops.EConflict, "a request with %s %q is still in progress; retry later", Header, key)
+	}
+	if prev.contentType != "" {
+		w.Header().Set("Content-Type", prev.contentType)
+	}
+	if prev.location != "" {
+		w.Header().Set("Location", prev.location)
+	}
+	w.Header().Set(ReplayedHeader, "true")
+	w.WriteHeader(prev.status)
+	_, _ = io.WriteString(w, prev.body)
+	return nil
+}
+
+// maxScopeAttempts bounds how often a transactional request is run again
+// after its transaction hit a transient conflict.
+const maxScopeAttempts = 5
+
+// serveInScope is serve for a Transactional store: the handler's writes,
+// run with sqldb.RunInScope, and the key with its response commit in one
+// transaction.
+func (s *Store) serveInScope(w http.ResponseWriter, r *http.Request, key, hash string, body []byte, next http.Handler) error {
+	ctx := context.WithoutCancel(r.Context())
+	if prev, found, err := s.lookup(ctx, key); err != nil {
+		return err
+	} else if found && (prev.status != 0 || prev.hash != hash || prev.lockedUntil > time.Now().UnixMicro()) {
+		return replay(w, key, hash, prev)
+	}
+	for attempt := 1; ; attempt++ {
+		sctx, scope := sqldb.WithScope(r.Context(), s.db)
+		rec := &buffer{header: http.Header{}, status: http.StatusOK}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					scope.Rollback()
+					panic(p)
+				}
+			}()
+			next.ServeHTTP(rec, r.WithContext(sctx))
+		}()
+		spoiled := scope.Err()
+		if spoiled != nil && sqldb.IsRetryable(spoiled) && attempt < maxScopeAttempts {
+			scope.Rollback()
+			continue
+		}
+		if rec.status >= 500 {
+			scope.Rollback() // nothing kept: a retry runs the handler again
+			rec.flush(w)
+			return nil
+		}
+		var err error
+		if spoiled != nil {
+			// The handler's transaction failed and it answered (a 4xx):
+			// no effect, and the answer is kept for the key.
+			scope.Rollback()
+			_, err = s.db.ExecContext(ctx, insertKeySQL, s.keyArgs(key, hash, rec)...)
+		} else {
+			err = scope.Commit(ctx, func(tx *sql.Tx) error {
+				_, err := tx.ExecContext(ctx, insertKeySQL, s.keyArgs(key, hash, rec)...)
+				return err
+			})
+		}
+		switch {
+		case err == nil:
+			rec.flush(w)
+			return nil
+		case sqldb.IsUniqueViolation(err):
+			// A concurrent request with this key committed first; its
+			// effects stand and ours are rolled back.
+			prev, found, lerr := s.lookup(ctx, key)
+			if lerr != nil {
+				return lerr
+			}
+			if !found {
+				return sysops.Errorf(sysops.EUnavailable, "idempotency: key %q vanished", key)
+			}
+			return replay(w, key, hash, prev)
+		case sqldb.IsRetryable(err) && attempt < maxScopeAttempts:
+			continue
+		}
+		return sysops.Errorf(sysops.EUnavailable, "idempotency: commit request: %v", err)
+	}
+}
+
+const insertKeySQL = `INSERT INTO idempotency_key (idem_key, request_hash, created_at, locked_until, status, content_type,
+	location, body) VALUES ($1, $2, $3, 0, $4, $5, $6, $7)`
+
+func (s *Store) keyArgs(key, hash string, rec *buffer) []any {
+	return []any{key, hash, time.Now().UnixMicro(), rec.status, rec.header.Get("Content-Type"), rec.header.Get("Location"),
+		rec.body.String()}
+}
+
+// lookup reads a key's entry.
+func (s *Store) lookup(ctx context.Context, key string) (entry, bool, error) {
+	var e entry
+	err := s.db.QueryRowContext(ctx, `SELECT request_hash, status, content_type, location, body, locked_until
+		FROM idempotency_key WHERE idem_key = $1`, key).Scan(&e.hash, &e.status, &e.contentType, &e.location, &e.body, &e.lockedUntil)
+	if errors.Is(err, sql.ErrNoRows) {
+		return e, false, nil
+	}
+	if err != nil {
+		return e, false, sysops.Errorf(sysops.EUnavailable, "idempotency: read key: %v", err)
+	}
+	return e, true, nil
+}
+
+// buffer holds a response until the transaction it reports has committed.
+type buffer struct {
+	header      http.Header
+	status      int
+	wroteHeader bool
+	body        bytes.Buffer
+}
+
+func (b *buffer) Header() http.Header { return b.header }
+
+func (b *buffer) WriteHeader(status int) {
+	if !b.wroteHeader {
+		b.status, b.wroteHeader = status, true
+	}
+}
+
+func (b *buffer) Write(p []byte) (int, error) {
+	b.WriteHeader(http.StatusOK)
+	return b.body.Write(p)
+}
+
+func (b *buffer) flush(w http.ResponseWriter) {
+	for k, v := range b.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(b.status)
+	_, _ = w.Write(b.body.Bytes())
 }
 
 type entry struct {

@@ -198,18 +198,31 @@ func (db *DB) Writer() *sql.DB { return db.writer }
 // Reader returns the pool that reads go to; on PostgreSQL it is the writer.
 func (db *DB) Reader() *sql.DB { return db.reader }
 
-// ExecContext runs a statement on the writer.
+// ExecContext runs a statement on the writer, or in the transaction of
+// the [Scope] ctx carries for db, once it has begun.
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if tx := scopeTx(ctx, db); tx != nil {
+		return tx.ExecContext(ctx, query, args...)
+	}
 	return db.writer.ExecContext(ctx, query, args...)
 }
 
-// QueryContext runs a query on the read pool.
+// QueryContext runs a query on the read pool, or in the transaction of
+// the [Scope] ctx carries for db, once it has begun.
 func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if tx := scopeTx(ctx, db); tx != nil {
+		return tx.QueryContext(ctx, query, args...)
+	}
 	return db.reader.QueryContext(ctx, query, args...)
 }
 
-// QueryRowContext runs a query that returns at most one row on the read pool.
+// QueryRowContext runs a query that returns at most one row on the read
+// pool, or in the transaction of the [Scope] ctx carries for db, once it
+// has begun.
 func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if tx := scopeTx(ctx, db); tx != nil {
+		return tx.QueryRowContext(ctx, query, args...)
+	}
 	return db.reader.QueryRowContext(ctx, query, args...)
 }
 

@@ -42,6 +42,12 @@ type Spec struct {
 	// Start builds the service once its database and broker are ready. Work
 	// it starts in the background must stop when ctx ends.
 	Start func(ctx context.Context, deps Deps) (http.Handler, error)
+	// TransactionalKeys says that every write of the service's POST
+	// handlers runs with sqldb.RunInScope, and that the handlers call no
+	// other service after writing: the Idempotency-Key of a request is then
+	// recorded in the request's own transaction (idempotency.Config's
+	// Transactional), so that no crash leaves an effect without its key.
+	TransactionalKeys bool
 }
 
 // Deps is what a service gets from its host.
@@ -194,7 +200,7 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 	ops := outbox.Handler("/ops/outbox", db, logger)
 	mux.Handle("/ops/outbox", ops)
 	mux.Handle("/ops/outbox/", ops)
-	idem := idempotency.New(db, idempotency.Config{Logger: logger})
+	idem := idempotency.New(db, idempotency.Config{Logger: logger, Transactional: spec.TransactionalKeys})
 	go idem.RunPruner(svcCtx, time.Hour)
 	mux.Handle("/", idem.Middleware(handler))
 

@@ -64,7 +64,8 @@ func SpecWith(cfg Config) host.Spec {
 		cfg.ZipRefresh = 5 * time.Minute
 	}
 	return host.Spec{
-		Name: Name, Migrations: Migrations(), Streams: svc.Streams(Name),
+		TransactionalKeys: true,
+		Name:              Name, Migrations: Migrations(), Streams: svc.Streams(Name),
 		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
 			zips, err := svc.StartZipReplica(ctx, deps.DB, deps.Peers, deps.Logger, cfg.ZipRefresh)
 			if err != nil {
@@ -161,7 +162,7 @@ func (s *Service) AddExpert(ctx context.Context, in NewExpert) (Expert, error) {
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	e := Expert{ID: outbox.NewID(), Name: strings.TrimSpace(in.Name), Email: in.Email, Skills: skills, Zip: in.Zip,
 		Capacity: in.Capacity, CreatedAt: now}
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO expert (id, name, email, skills, zip, capacity, open_assignments, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6, 0, $7)`, e.ID, e.Name, e.Email, strings.Join(skills, ","), e.Zip, e.Capacity,
 			svc.Micros(now)); err != nil {
@@ -229,7 +230,7 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 		return Assignment{}, err
 	}
 	var out Assignment
-	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err = sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		if err := sqldb.LockKey(ctx, tx, "assignment/"+in.TicketID); err != nil {
 			return err
 		}
@@ -383,7 +384,7 @@ func (s *Service) Complete(ctx context.Context, ticketID, notes string) (Assignm
 // saga's compensation may overtake its action).
 func (s *Service) Release(ctx context.Context, ticketID string) (Assignment, error) {
 	tombstoned := false
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		tombstoned = false
 		if err := sqldb.LockKey(ctx, tx, "assignment/"+ticketID); err != nil {
 			return err
@@ -406,7 +407,7 @@ func (s *Service) Release(ctx context.Context, ticketID string) (Assignment, err
 
 func (s *Service) finish(ctx context.Context, ticketID, status, notes string) (Assignment, error) {
 	var out Assignment
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		a, err := s.assignment(ctx, tx, ticketID)
 		if err != nil {
 			return err

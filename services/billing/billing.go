@@ -49,7 +49,8 @@ func Migrations() fs.FS { return svc.Migrations(migrations) }
 // Spec describes the service to its host.
 func Spec() host.Spec {
 	return host.Spec{
-		Name: Name, Migrations: Migrations(), Streams: svc.Streams(Name),
+		TransactionalKeys: true,
+		Name:              Name, Migrations: Migrations(), Streams: svc.Streams(Name),
 		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
 			return New(deps.DB, deps.Logger).Handler(), nil
 		},
@@ -110,7 +111,7 @@ func (s *Service) Open(ctx context.Context, id, customerID, plan string) (a Acco
 	now := s.now()
 	id = cmp.Or(id, outbox.NewID())
 	fee := MonthlyFeeCents[plan]
-	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err = sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		created = false
 		if err := sqldb.LockKey(ctx, tx, "account/"+id); err != nil {
 			return err
@@ -215,7 +216,7 @@ func (s *Service) get(ctx context.Context, where, arg string) (Account, error) {
 func (s *Service) Close(ctx context.Context, id string) (Account, error) {
 	now := s.now()
 	tombstoned := false
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		tombstoned = false
 		if err := sqldb.LockKey(ctx, tx, "account/"+id); err != nil {
 			return err

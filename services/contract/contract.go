@@ -46,7 +46,8 @@ func Migrations() fs.FS { return svc.Migrations(migrations) }
 // Spec describes the service to its host.
 func Spec() host.Spec {
 	return host.Spec{
-		Name: Name, Migrations: Migrations(), Streams: svc.Streams(Name),
+		TransactionalKeys: true,
+		Name:              Name, Migrations: Migrations(), Streams: svc.Streams(Name),
 		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
 			return New(deps.DB, deps.Logger).Handler(), nil
 		},
@@ -92,7 +93,7 @@ func (s *Service) Register(ctx context.Context, id, customerID, plan string) (k 
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	k = Contract{ID: cmp.Or(id, outbox.NewID()), CustomerID: customerID, Plan: plan, Status: "active", StartedAt: now}
-	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err = sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		created = false
 		if err := sqldb.LockKey(ctx, tx, "contract/"+k.ID); err != nil {
 			return err
@@ -167,7 +168,7 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (Contract, erro
 		return Contract{}, err
 	}
 	var k Contract
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		if err := sqldb.LockKey(ctx, tx, "contract/"+id); err != nil {
 			return err
 		}
@@ -200,7 +201,7 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (Contract, erro
 // conflict.
 func (s *Service) Reinstate(ctx context.Context, id string) (Contract, error) {
 	var k Contract
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		if err := sqldb.LockKey(ctx, tx, "contract/"+id); err != nil {
 			return err
 		}

@@ -46,7 +46,8 @@ func Migrations() fs.FS { return svc.Migrations(migrations) }
 // Spec describes the service to its host.
 func Spec() host.Spec {
 	return host.Spec{
-		Name: Name, Migrations: Migrations(), Streams: svc.Streams(Name),
+		TransactionalKeys: true,
+		Name:              Name, Migrations: Migrations(), Streams: svc.Streams(Name),
 		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
 			return New(deps.DB, deps.Logger).Handler(), nil
 		},
@@ -111,7 +112,7 @@ func (s *Service) Register(ctx context.Context, in NewCustomer) (cu Customer, cr
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	cu = Customer{ID: cmp.Or(in.ID, outbox.NewID()), Name: strings.TrimSpace(in.Name), Email: in.Email, Zip: in.Zip, Status: "active",
 		SupportPlan: in.SupportPlan, CreatedAt: now, UpdatedAt: now}
-	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err = sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		created = false
 		if err := sqldb.LockKey(ctx, tx, "customer/"+cu.ID); err != nil {
 			return err
@@ -151,7 +152,7 @@ func (s *Service) Register(ctx context.Context, in NewCustomer) (cu Customer, cr
 // tombstoned, so that registering it later is refused.
 func (s *Service) Close(ctx context.Context, id string) (Customer, error) {
 	cu := Customer{ID: id, Status: "closed"}
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		if err := sqldb.LockKey(ctx, tx, "customer/"+id); err != nil {
 			return err
 		}
@@ -221,7 +222,7 @@ func (s *Service) SetSupportPlan(ctx context.Context, id, plan string) (Customer
 		}
 	}
 	var cu Customer
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		var err error
 		cu, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -257,7 +258,7 @@ func (s *Service) AdjustOpenTickets(ctx context.Context, id string, delta int, o
 		return Customer{}, err
 	}
 	var cu Customer
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		if opID != "" {
 			if err := sqldb.LockKey(ctx, tx, "op/"+opID); err != nil {
 				return err
@@ -293,7 +294,7 @@ func (s *Service) AdjustOpenTickets(ctx context.Context, id string, delta int, o
 // never arrived voids it, so it is refused if it arrives later.
 func (s *Service) UndoOpenTickets(ctx context.Context, id, opID string) (Customer, error) {
 	var cu Customer
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		if err := sqldb.LockKey(ctx, tx, "op/"+opID); err != nil {
 			return err
 		}

@@ -43,9 +43,10 @@ func Migrations() fs.FS { return svc.Migrations(migrations) }
 // Spec describes the service to its host.
 func Spec() host.Spec {
 	return host.Spec{
-		Name:       Name,
-		Migrations: Migrations(),
-		Streams:    []natsjs.StreamSpec{natsjs.ServiceStream(Name)},
+		TransactionalKeys: true,
+		Name:              Name,
+		Migrations:        Migrations(),
+		Streams:           []natsjs.StreamSpec{natsjs.ServiceStream(Name)},
 		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
 			s := New(deps.DB, deps.Logger)
 			if err := s.Seed(ctx); err != nil {
@@ -143,7 +144,7 @@ func (s *Service) Seed(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err = sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO zip_code (zip, city, state, latitude, longitude)
 			VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (zip) DO UPDATE SET city = excluded.city, state = excluded.state,

@@ -42,7 +42,8 @@ func Migrations() fs.FS { return svc.Migrations(migrations) }
 // Spec describes the service to its host.
 func Spec() host.Spec {
 	return host.Spec{
-		Name: Name, Migrations: Migrations(), Streams: svc.Streams(Name),
+		TransactionalKeys: true,
+		Name:              Name, Migrations: Migrations(), Streams: svc.Streams(Name),
 		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
 			return New(deps.DB, deps.Logger).Handler(), nil
 		},
@@ -88,7 +89,7 @@ func (s *Service) Send(ctx context.Context, ticketID, customerID, expertID strin
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	sv = Survey{ID: outbox.NewID(), TicketID: ticketID, CustomerID: customerID, ExpertID: expertID, Status: "sent", SentAt: now}
-	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err = sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO survey (id, ticket_id, customer_id, expert_id, status, sent_at)
 			VALUES ($1, $2, $3, $4, 'sent', $5) ON CONFLICT (ticket_id) DO NOTHING`, sv.ID, ticketID, customerID, expertID, svc.Micros(now))
 		if err != nil {
@@ -150,7 +151,7 @@ func (s *Service) Answer(ctx context.Context, id string, rating int, comment str
 		return Survey{}, err
 	}
 	var sv Survey
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE survey SET status = 'answered', rating = $1, comment = $2, answered_at = $3
 			WHERE id = $4 AND status = 'sent'`, rating, comment, svc.Micros(time.Now()), id)
 		if err != nil {

@@ -63,7 +63,8 @@ func SpecWith(cfg Config) host.Spec {
 		cfg.ZipRefresh = 5 * time.Minute
 	}
 	return host.Spec{
-		Name: Name, Migrations: Migrations(), Streams: svc.Streams(Name),
+		TransactionalKeys: true,
+		Name:              Name, Migrations: Migrations(), Streams: svc.Streams(Name),
 		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
 			zips, err := svc.StartZipReplica(ctx, deps.DB, deps.Peers, deps.Logger, cfg.ZipRefresh)
 			if err != nil {
@@ -143,7 +144,7 @@ func (s *Service) Open(ctx context.Context, in NewTicket) (t Ticket, created boo
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	tk := Ticket{ID: cmp.Or(in.ID, outbox.NewID()), CustomerID: in.CustomerID, Description: strings.TrimSpace(in.Description),
 		Priority: in.Priority, Skill: in.Skill, Zip: in.Zip, Status: "open", CreatedAt: now, UpdatedAt: now}
-	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err = sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		created = false
 		if err := sqldb.LockKey(ctx, tx, "ticket/"+tk.ID); err != nil {
 			return err
@@ -182,7 +183,7 @@ func (s *Service) Open(ctx context.Context, in NewTicket) (t Ticket, created boo
 // action.
 func (s *Service) Cancel(ctx context.Context, id string) (Ticket, error) {
 	var t Ticket
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		if err := sqldb.LockKey(ctx, tx, "ticket/"+id); err != nil {
 			return err
 		}
@@ -246,7 +247,7 @@ func (s *Service) SetStatus(ctx context.Context, id, status string) (Ticket, err
 		return Ticket{}, err
 	}
 	var t Ticket
-	err := sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		var err error
 		t, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, id))
 		if errors.Is(err, sql.ErrNoRows) {

@@ -1,0 +1,173 @@
+package idempotency_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/sysops-squad/sysops/idempotency"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+// counterServer serves POST /add?fail=... over a Transactional store: the
+// handler adds one to a counter in sqldb.RunInScope and answers 201 with
+// the new value; fail=rule answers 409 after a failed transaction and
+// fail=server answers 500 after a successful one.
+func counterServer(t *testing.T, d sqldb.Dialect) (*httptest.Server, *sqldb.DB) {
+	t.Helper()
+	ctx := context.Background()
+	db := sqldbtest.Open(t, d)
+	if _, err := sqldb.Migrate(ctx, db, idempotency.MigrationSet, idempotency.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)`, `INSERT INTO counter VALUES (1, 0)`} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := idempotency.New(db, idempotency.Config{Transactional: true})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var n int
+		err := sqldb.RunInScope(r.Context(), db, func(tx *sql.Tx) error {
+			if err := tx.QueryRowContext(r.Context(), `UPDATE counter SET n = n + 1 WHERE id = 1 RETURNING n`).Scan(&n); err != nil {
+				return err
+			}
+			if r.URL.Query().Get("fail") == "rule" {
+				return errors.New("business rule broken")
+			}
+			return nil
+		})
+		switch {
+		case err != nil && r.URL.Query().Get("fail") == "rule":
+			http.Error(w, `{"error":"rule"}`, http.StatusConflict)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		case r.URL.Query().Get("fail") == "server":
+			http.Error(w, "boom", http.StatusInternalServerError)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprintf(w, `{"n":%d}`, n)
+		}
+	})
+	srv := httptest.NewServer(store.Middleware(h))
+	t.Cleanup(srv.Close)
+	return srv, db
+}
+
+func counter(t *testing.T, db *sqldb.DB) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRowContext(context.Background(), `SELECT n FROM counter WHERE id = 1`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestTransactionalAppliesOnceAndReplays(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		srv, db := counterServer(t, d)
+		first := post(t, srv.URL+"/add", "k1", `{}`)
+		if first.status != http.StatusCreated || first.body != `{"n":1}` || first.replayed {
+			t.Fatalf("first = %+v", first)
+		}
+		again := post(t, srv.URL+"/add", "k1", `{}`)
+		if again.status != http.StatusCreated || again.body != first.body || !again.replayed {
+			t.Errorf("repeat = %+v, want the first response replayed", again)
+		}
+		if other := post(t, srv.URL+"/add", "k1", `{"other":1}`); other.status != http.StatusUnprocessableEntity {
+			t.Errorf("same key, other body = %+v, want 422", other)
+		}
+		if n := counter(t, db); n != 1 {
+			t.Errorf("counter = %d, want 1", n)
+		}
+	})
+}
+
+// TestTransactionalConcurrentRepeats: repeats in flight together apply
+// once, and all get the one response.
+func TestTransactionalConcurrentRepeats(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		srv, db := counterServer(t, d)
+		var wg sync.WaitGroup
+		replies := make([]reply, 8)
+		errs := make([]error, 8)
+		for i := range replies {
+			wg.Go(func() { replies[i], errs[i] = send(srv.URL+"/add", "k-conc", `{}`) })
+		}
+		wg.Wait()
+		for i, r := range replies {
+			if errs[i] != nil || r.status != http.StatusCreated || r.body != `{"n":1}` {
+				t.Errorf("reply %d = %+v, %v; want 201 {\"n\":1}", i, r, errs[i])
+			}
+		}
+		if n := counter(t, db); n != 1 {
+			t.Errorf("counter = %d after 8 concurrent repeats, want 1", n)
+		}
+	})
+}
+
+// TestTransactionalEffectAndKeyCommitTogether: when the key cannot be
+// stored, the effect is rolled back with it — no effect is left that a
+// repeat would apply again.
+func TestTransactionalEffectAndKeyCommitTogether(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		srv, db := counterServer(t, d)
+		ctx := context.Background()
+		trigger := `CREATE TRIGGER refuse_keys BEFORE INSERT ON idempotency_key BEGIN SELECT RAISE(ABORT, 'disk full'); END`
+		drop := `DROP TRIGGER refuse_keys`
+		if d == sqldb.Postgres {
+			if _, err := db.ExecContext(ctx, `CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+				BEGIN RAISE EXCEPTION 'disk full'; END $$`); err != nil {
+				t.Fatal(err)
+			}
+			trigger = `CREATE TRIGGER refuse_keys BEFORE INSERT ON idempotency_key FOR EACH ROW EXECUTE FUNCTION refuse()`
+			drop = `DROP TRIGGER refuse_keys ON idempotency_key`
+		}
+		if _, err := db.ExecContext(ctx, trigger); err != nil {
+			t.Fatal(err)
+		}
+		if r := post(t, srv.URL+"/add", "k2", `{}`); r.status != http.StatusServiceUnavailable {
+			t.Errorf("reply when the key cannot be stored = %+v, want 503", r)
+		}
+		if n := counter(t, db); n != 0 {
+			t.Errorf("counter = %d, want 0: the effect must roll back with the key", n)
+		}
+		if _, err := db.ExecContext(ctx, drop); err != nil {
+			t.Fatal(err)
+		}
+		if r := post(t, srv.URL+"/add", "k2", `{}`); r.status != http.StatusCreated || r.body != `{"n":1}` {
+			t.Errorf("retry = %+v, want 201 {\"n\":1}", r)
+		}
+	})
+}
+
+// TestTransactionalFailures: a failed business transaction keeps its 4xx
+// answer for the key with no effect; a 5xx keeps nothing and undoes the
+// effect, so a retry runs again.
+func TestTransactionalFailures(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		srv, db := counterServer(t, d)
+		if r := post(t, srv.URL+"/add?fail=rule", "k3", `{}`); r.status != http.StatusConflict {
+			t.Fatalf("rule broken = %+v, want 409", r)
+		}
+		if r := post(t, srv.URL+"/add?fail=rule", "k3", `{}`); r.status != http.StatusConflict || !r.replayed {
+			t.Errorf("repeat of a 409 = %+v, want it replayed", r)
+		}
+		if r := post(t, srv.URL+"/add?fail=server", "k4", `{}`); r.status != http.StatusInternalServerError {
+			t.Fatalf("server error = %+v, want 500", r)
+		}
+		if n := counter(t, db); n != 0 {
+			t.Errorf("counter = %d, want 0 after a 409 and a 500", n)
+		}
+		if r := post(t, srv.URL+"/add", "k4", `{}`); r.status != http.StatusCreated || r.replayed || r.body != `{"n":1}` {
+			t.Errorf("retry after a 500 = %+v, want it run again", r)
+		}
+	})
+}
