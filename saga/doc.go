@@ -49,28 +49,36 @@
 //	go run ./cmd/sysops bench saga
 //
 //	                                PostgreSQL (fsync on)            SQLite (synchronous=FULL)
-//	committed,   concurrency 1      43 sagas/s, p50 23 ms, p99 33    76 sagas/s, p50 13 ms, p99 19
-//	committed,   concurrency 16     110 sagas/s, p50 139 ms          139 sagas/s, p50 110 ms
-//	committed,   concurrency 64     122 sagas/s, p50 495 ms, p99 953 146 sagas/s, p50 409 ms, p99 803
-//	compensated, concurrency 64     113 sagas/s, p50 559 ms          125 sagas/s, p50 488 ms
+//	committed,   concurrency 1      80 sagas/s, p50 12 ms, p99 19    121 sagas/s, p50 8 ms, p99 14
+//	committed,   concurrency 16     206 sagas/s, p50 75 ms           215 sagas/s, p50 70 ms
+//	committed,   concurrency 64     210 sagas/s, p50 286 ms, p99 634 230 sagas/s, p50 242 ms, p99 767
+//	compensated, concurrency 64     230 sagas/s, p50 274 ms          240 sagas/s, p50 244 ms
+//
+// (one run of each, on a quiet machine. Two changes of this round were
+// measured against the build before them, run alternately at concurrency
+// 64 on PostgreSQL: the driver of a saga just begun starts from what Begin
+// logged and Wait reads a saga its instance drives only once it is done,
+// 175-180 -> 193-197 committed sagas/s; the participants record
+// Idempotency-Keys in their business transactions, 191-195 -> 200-218
+// committed and 190-206 -> 234-244 compensated.)
 //
 // Against the target of 1,500 committed sagas/s at concurrency 64 on
-// PostgreSQL this is 12 times short, and the machine is the limit: at
-// concurrency 64 vmstat shows the two cores 98% busy (60% user, 38%
-// system) and PostgreSQL commits 4,059 transactions/s in all — about 30
-// per saga. A saga crosses five services: each participant call is an
-// Idempotency-Key reservation, the business transaction (with its event
-// and audit record in the outbox, which the relay then publishes to
-// JetStream and marks sent) and the stored response, plus HTTP both ways;
-// the orchestrator's log adds about five commits, shared (1.6 writes per
-// commit). One participant endpoint alone (customer's open-tickets
-// change, 64 concurrent callers) serves 1,045 requests/s with an
-// Idempotency-Key and 1,590 without, and a saga needs four such calls
-// (seven when it compensates). Waiting on the services' connection pools
-// shows up in a trace but is a symptom: doubling the pools changed
-// nothing. Writing the participants' idempotency records inside their
-// business transactions would save about a quarter of the commits — not
-// the factor of twelve the target asks on two cores.
+// PostgreSQL this is 7 times short, and the machine is the limit: vmstat
+// shows the two cores 97-98% busy (about 65% user, 33% system), perf puts
+// half of it in PostgreSQL and most of the rest in the services' Go code
+// (HTTP both ways, JSON, database/sql). pg_stat_statements over 5 seconds
+// at concurrency 64 (before the two changes above) counted about 85
+// statements and 34 transactions per saga across the five databases: the
+// orchestrator's log about 31 statements (step starts and ends, lease
+// renewals, and reads of the saga that the changes above removed in part),
+// the ticket about 23, the assignment 18, the customer 13 — each
+// participant call an Idempotency-Key lookup and record, its business
+// statements, its event and audit record in the outbox, and the relay that
+// publishes and deletes them. PostgreSQL spends about 60 µs of CPU per
+// statement here, so one core's share caps the rate near 200 sagas/s; 1,500
+// would need fewer than 12 statements per saga with its four participants
+// over HTTP, which no design that keeps each participant's database, its
+// outbox and the orchestrator's durable log can reach on two cores.
 //
 // What it does not promise: isolation. Other requests see a saga's
 // intermediate states (a ticket created but not yet assigned); a
