@@ -49,12 +49,13 @@
 //	go run ./cmd/sysops bench saga
 //
 //	                                PostgreSQL (fsync on)            SQLite (synchronous=FULL)
-//	committed,   concurrency 1      80 sagas/s, p50 12 ms, p99 19    121 sagas/s, p50 8 ms, p99 14
-//	committed,   concurrency 16     206 sagas/s, p50 75 ms           215 sagas/s, p50 70 ms
-//	committed,   concurrency 64     210 sagas/s, p50 286 ms, p99 634 230 sagas/s, p50 242 ms, p99 767
-//	compensated, concurrency 64     230 sagas/s, p50 274 ms          240 sagas/s, p50 244 ms
+//	committed,   concurrency 1      80-82 sagas/s, p50 12 ms, p99 19 121 sagas/s, p50 8 ms, p99 14
+//	committed,   concurrency 16     206-209 sagas/s, p50 75 ms       215 sagas/s, p50 70 ms
+//	committed,   concurrency 64     210-213 sagas/s, p50 280-286 ms, 230 sagas/s, p50 242 ms, p99 767
+//	                                p99 627-634 ms
+//	compensated, concurrency 64     230-243 sagas/s, p50 258-274 ms  240 sagas/s, p50 244 ms
 //
-// (one run of each, on a quiet machine. Two changes of this round were
+// (two runs on PostgreSQL and one on SQLite, on a quiet machine. Two changes of this round were
 // measured against the build before them, run alternately at concurrency
 // 64 on PostgreSQL: the driver of a saga just begun starts from what Begin
 // logged and Wait reads a saga its instance drives only once it is done,
