@@ -257,18 +257,15 @@ func (s *Store) serveInScope(w http.ResponseWriter, r *http.Request, key, hash s
 			// The handler's transaction failed and it answered (a 4xx):
 			// no effect, and the answer is kept for the key.
 			scope.Rollback()
-			_, err = s.db.ExecContext(ctx, insertKeySQL, s.keyArgs(key, hash, rec)...)
+			err = s.storeKey(ctx, s.db, key, hash, rec)
 		} else {
-			err = scope.Commit(ctx, func(tx *sql.Tx) error {
-				_, err := tx.ExecContext(ctx, insertKeySQL, s.keyArgs(key, hash, rec)...)
-				return err
-			})
+			err = scope.Commit(ctx, func(tx *sql.Tx) error { return s.storeKey(ctx, tx, key, hash, rec) })
 		}
 		switch {
 		case err == nil:
 			rec.flush(w)
 			return nil
-		case sqldb.IsUniqueViolation(err):
+		case errors.Is(err, errKeyTaken) || sqldb.IsUniqueViolation(err):
 			// A concurrent request with this key committed first; its
 			// effects stand and ours are rolled back.
 			prev, found, lerr := s.lookup(ctx, key)
@@ -286,12 +283,38 @@ func (s *Store) serveInScope(w http.ResponseWriter, r *http.Request, key, hash s
 	}
 }
 
+// insertKeySQL stores a key with its response. It takes over a
+// reservation left in progress by the reserve-first mode whose lock has
+// expired (its process died); any other existing key is left as it is,
+// and the statement changes no row.
 const insertKeySQL = `INSERT INTO idempotency_key (idem_key, request_hash, created_at, locked_until, status, content_type,
-	location, body) VALUES ($1, $2, $3, 0, $4, $5, $6, $7)`
+	location, body) VALUES ($1, $2, $3, 0, $4, $5, $6, $7)
+	ON CONFLICT (idem_key) DO UPDATE SET request_hash = excluded.request_hash, created_at = excluded.created_at,
+		locked_until = 0, status = excluded.status, content_type = excluded.content_type, location = excluded.location,
+		body = excluded.body
+	WHERE idempotency_key.status = 0 AND idempotency_key.locked_until < excluded.created_at`
 
 func (s *Store) keyArgs(key, hash string, rec *buffer) []any {
 	return []any{key, hash, time.Now().UnixMicro(), rec.status, rec.header.Get("Content-Type"), rec.header.Get("Location"),
 		rec.body.String()}
+}
+
+// errKeyTaken: the key was stored by another request first.
+var errKeyTaken = errors.New("idempotency: key taken")
+
+// storeKey runs insertKeySQL on db and reports errKeyTaken when it
+// changed no row.
+func (s *Store) storeKey(ctx context.Context, db interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}, key, hash string, rec *buffer) error {
+	res, err := db.ExecContext(ctx, insertKeySQL, s.keyArgs(key, hash, rec)...)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return errKeyTaken
+	}
+	return nil
 }
 
 // lookup reads a key's entry.

@@ -2,13 +2,16 @@ package idempotency_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sysops-squad/sysops/idempotency"
 	"github.com/sysops-squad/sysops/sqldb"
@@ -168,6 +171,40 @@ func TestTransactionalFailures(t *testing.T) {
 		}
 		if r := post(t, srv.URL+"/add", "k4", `{}`); r.status != http.StatusCreated || r.replayed || r.body != `{"n":1}` {
 			t.Errorf("retry after a 500 = %+v, want it run again", r)
+		}
+	})
+}
+
+// TestTransactionalTakesOverAnExpiredReservation: a reservation left in
+// progress by the reserve-first mode (its process died) does not block
+// the key once its lock has expired; one still locked is a 409.
+func TestTransactionalTakesOverAnExpiredReservation(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		srv, db := counterServer(t, d)
+		ctx := context.Background()
+		// The hash of POST /add with body {}, as the middleware computes it.
+		sum := sha256.Sum256([]byte("POST /add\n{}"))
+		hash := hex.EncodeToString(sum[:])
+		for _, q := range []struct {
+			key   string
+			until int64
+		}{{"expired", time.Now().Add(-time.Minute).UnixMicro()}, {"locked", time.Now().Add(time.Hour).UnixMicro()}} {
+			if _, err := db.ExecContext(ctx, `INSERT INTO idempotency_key (idem_key, request_hash, created_at, locked_until)
+				VALUES ($1, $2, $3, $4)`, q.key, hash, time.Now().Add(-2*time.Minute).UnixMicro(), q.until); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if r := post(t, srv.URL+"/add", "expired", `{}`); r.status != http.StatusCreated || r.body != `{"n":1}` {
+			t.Errorf("key with an expired reservation = %+v, want 201 {\"n\":1}", r)
+		}
+		if r := post(t, srv.URL+"/add", "expired", `{}`); !r.replayed || r.body != `{"n":1}` {
+			t.Errorf("repeat = %+v, want the response replayed", r)
+		}
+		if r := post(t, srv.URL+"/add", "locked", `{}`); r.status != http.StatusConflict || r.retryAfter == "" {
+			t.Errorf("key with a live reservation = %+v, want 409 with Retry-After", r)
+		}
+		if n := counter(t, db); n != 1 {
+			t.Errorf("counter = %d, want 1", n)
 		}
 	})
 }
