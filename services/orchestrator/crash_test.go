@@ -50,12 +50,26 @@ const (
 	crashNATSEnv  = "ORCH_CRASH_NATS"
 	crashAddrEnv  = "ORCH_CRASH_ADDR"
 	crashPeersEnv = "ORCH_CRASH_PEERS"
+	// crashPatientEnv gives the orchestrator a retry budget that outlasts
+	// a participant's restart.
+	crashPatientEnv = "ORCH_CRASH_PATIENT"
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(crashRoleEnv) == "orchestrator" {
+	switch os.Getenv(crashRoleEnv) {
+	case "orchestrator":
 		if err := runOrchestrator(); err != nil {
 			fmt.Fprintf(os.Stderr, "orchestrator: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	case "customer", "ticket":
+		spec := customer.Spec()
+		if os.Getenv(crashRoleEnv) == "ticket" {
+			spec = ticket.Spec()
+		}
+		if err := runParticipant(spec); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", spec.Name, err)
 			os.Exit(1)
 		}
 		os.Exit(0)
@@ -71,11 +85,32 @@ func runOrchestrator() error {
 	if err := json.Unmarshal([]byte(os.Getenv(crashPeersEnv)), &peers); err != nil {
 		return err
 	}
+	attempts := 6
+	if os.Getenv(crashPatientEnv) != "" {
+		attempts = 40 // outlasts a participant's restart
+	}
 	cfg := orchestrator.Config{Wait: 5 * time.Second, StepTimeout: 2 * time.Second,
-		Retry: saga.RetryPolicy{MaxAttempts: 6, Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond},
+		Retry: saga.RetryPolicy{MaxAttempts: attempts, Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond},
 		Saga:  saga.Config{PollInterval: 100 * time.Millisecond, LeaseTTL: 5 * time.Second}}
-	h, err := host.Start(ctx, host.Config{Spec: orchestrator.SpecWith(cfg), DatabaseURL: os.Getenv(crashDBEnv),
+	return serveUntilStopped(ctx, host.Config{Spec: orchestrator.SpecWith(cfg), DatabaseURL: os.Getenv(crashDBEnv),
 		NATSURL: os.Getenv(crashNATSEnv), Addr: os.Getenv(crashAddrEnv), Peers: peers})
+}
+
+// runParticipant is a participant's process in the participant crash test.
+func runParticipant(spec host.Spec) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	var peers map[string]string
+	if err := json.Unmarshal([]byte(os.Getenv(crashPeersEnv)), &peers); err != nil {
+		return err
+	}
+	return serveUntilStopped(ctx, host.Config{Spec: spec, DatabaseURL: os.Getenv(crashDBEnv),
+		NATSURL: os.Getenv(crashNATSEnv), Addr: os.Getenv(crashAddrEnv), Peers: peers})
+}
+
+// serveUntilStopped hosts a service until ctx ends or it fails.
+func serveUntilStopped(ctx context.Context, cfg host.Config) error {
+	h, err := host.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -112,6 +147,85 @@ func jittery(t *testing.T, target string) string {
 	return "http://" + ln.Addr().String()
 }
 
+// startRole starts this test binary as the process of a service (role)
+// on addr, and waits until it is ready.
+func startRole(t *testing.T, role, dbURL, natsURL, addr string, peers map[string]string, env ...string) *exec.Cmd {
+	t.Helper()
+	peersJSON, _ := json.Marshal(peers)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), crashRoleEnv+"="+role, crashDBEnv+"="+dbURL, crashNATSEnv+"="+natsURL,
+		crashAddrEnv+"="+addr, crashPeersEnv+"="+string(peersJSON)), env...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return cmd
+			}
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("%s process not ready: %v", role, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// tally fails the test for every saga not ended committed or
+// compensated, and counts the sagas by state and those with a step that
+// was called more than once (its action or its compensation) for which
+// which(step) holds.
+func tally(t *testing.T, sagas []saga.Saga, dbURL string, which func(saga.StepRecord) bool) (map[saga.State]int, int) {
+	t.Helper()
+	counts, repeated := map[saga.State]int{}, 0
+	for _, s := range sagas {
+		counts[s.State]++
+		if s.State != saga.Committed && s.State != saga.Compensated {
+			t.Errorf("saga %s ended %s: %s", s.ID, s.State, s.LastError)
+		}
+		full, err := saga.Get(context.Background(), mustOpen(t, dbURL), s.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range full.Steps {
+			if (st.Attempts > 1 || st.CompensationAttempts > 1) && which(st) {
+				repeated++
+				break
+			}
+		}
+	}
+	return counts, repeated
+}
+
+// waitFinished waits until the orchestrator at base has no saga running
+// or compensating, and returns them all.
+func waitFinished(t *testing.T, base string) []saga.Saga {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var list struct{ Sagas []saga.Saga }
+		svctest.Do(t, "GET", base+"/ops/sagas?limit=1000", nil).Decode(t, &list)
+		var unfinished []string
+		for _, s := range list.Sagas {
+			if s.State == saga.Running || s.State == saga.Compensating {
+				unfinished = append(unfinished, fmt.Sprintf("%s %s: %s", s.ID, s.State, s.LastError))
+			}
+		}
+		if len(unfinished) == 0 {
+			return list.Sagas
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d sagas still unfinished: %v", len(unfinished), len(list.Sagas), unfinished)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -140,34 +254,11 @@ func TestCrashOrchestrator(t *testing.T) {
 		for _, p := range []string{"ticket", "customer", "assignment", "contract", "billing", "survey", "completion"} {
 			peers[p] = jittery(t, env.URL(p))
 		}
-		peersJSON, _ := json.Marshal(peers)
 		dbURL := sqldbtest.URL(t, d)
 		addr := freeAddr(t)
 		base := "http://" + addr
 
-		start := func() *exec.Cmd {
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), crashRoleEnv+"=orchestrator", crashDBEnv+"="+dbURL, crashNATSEnv+"="+env.NATS.ClientURL(),
-				crashAddrEnv+"="+addr, crashPeersEnv+"="+string(peersJSON))
-			cmd.Stderr = os.Stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				resp, err := http.Get(base + "/readyz")
-				if err == nil {
-					resp.Body.Close()
-					if resp.StatusCode == 200 {
-						return cmd
-					}
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("orchestrator process not ready: %v", err)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		}
+		start := func() *exec.Cmd { return startRole(t, "orchestrator", dbURL, env.NATS.ClientURL(), addr, peers) }
 
 		client := &http.Client{Timeout: 10 * time.Second}
 		const rounds, perRound = 12, 8
@@ -235,44 +326,8 @@ func TestCrashOrchestrator(t *testing.T) {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			_ = cmd.Wait()
 		}()
-		var sagas []saga.Saga
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			var list struct{ Sagas []saga.Saga }
-			svctest.Do(t, "GET", base+"/ops/sagas?limit=1000", nil).Decode(t, &list)
-			sagas = list.Sagas
-			var unfinished []string
-			for _, s := range sagas {
-				if s.State == saga.Running || s.State == saga.Compensating {
-					unfinished = append(unfinished, fmt.Sprintf("%s %s: %s", s.ID, s.State, s.LastError))
-				}
-			}
-			if len(unfinished) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d of %d sagas still unfinished: %v", len(unfinished), len(sagas), unfinished)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		counts := map[saga.State]int{}
-		resumed := 0
-		for _, s := range sagas {
-			counts[s.State]++
-			if s.State != saga.Committed && s.State != saga.Compensated {
-				t.Errorf("saga %s ended %s: %s", s.ID, s.State, s.LastError)
-			}
-			full, err := saga.Get(context.Background(), mustOpen(t, dbURL), s.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, st := range full.Steps {
-				if st.Attempts > 1 || st.CompensationAttempts > 1 {
-					resumed++
-					break
-				}
-			}
-		}
+		sagas := waitFinished(t, base)
+		counts, resumed := tally(t, sagas, dbURL, func(saga.StepRecord) bool { return true })
 		if len(sagas) == 0 {
 			t.Fatal("no saga was begun before the kills")
 		}

@@ -52,7 +52,13 @@ func create(t *testing.T, env *svctest.Env, customerID, skill string, headers ..
 
 func checkInvariants(t *testing.T, env *svctest.Env) {
 	t.Helper()
-	problems, err := invariant.Check(context.Background(), env.Peers())
+	checkPeers(t, env.Peers())
+}
+
+// checkPeers checks the invariants across the services at peers.
+func checkPeers(t *testing.T, peers map[string]string) {
+	t.Helper()
+	problems, err := invariant.Check(context.Background(), peers)
 	if err != nil {
 		t.Fatal(err)
 	}
