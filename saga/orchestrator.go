@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -323,12 +324,20 @@ func (o *Orchestrator) Begin(ctx context.Context, definition, id string, input a
 		begun := &Saga{ID: id, Definition: def.Name, Version: def.Version, Input: rawOrNil(string(in)), State: Running,
 			DeadlineAt: fromUS(us(now.Add(def.Deadline))), CreatedAt: fromUS(us(now)), UpdatedAt: fromUS(us(now)),
 			LeaseOwner: o.cfg.Owner}
+		// Every step's row in one statement.
+		var values strings.Builder
+		args := []any{id, us(now)}
 		for i, s := range def.Steps {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO saga_step (saga_id, idx, name, status, updated_at)
-				VALUES ($1, $2, $3, 'pending', $4)`, id, i, s.Name, us(now)); err != nil {
-				return err
+			if i > 0 {
+				values.WriteString(", ")
 			}
+			fmt.Fprintf(&values, "($1, $%d, $%d, 'pending', $2)", len(args)+1, len(args)+2)
+			args = append(args, i, s.Name)
 			begun.Steps = append(begun.Steps, StepRecord{Index: i, Name: s.Name, Status: StepPending, UpdatedAt: fromUS(us(now))})
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO saga_step (saga_id, idx, name, status, updated_at) VALUES `+values.String(),
+			args...); err != nil {
+			return err
 		}
 		created = begun
 		return nil
