@@ -16,6 +16,12 @@
 //     and re-runs fn when the database reports a serialization failure or
 //     deadlock (PostgreSQL 40001, 40P01) or a busy/locked database (SQLite).
 //     fn must therefore touch nothing but the transaction.
+//   - A [Scope] shares one transaction between work that must commit
+//     together though different code runs it — an HTTP request's business
+//     writes ([RunInScope]) and the record of its response, which the
+//     scope's owner adds when it commits (package idempotency does this).
+//     Once the scope's transaction has begun, the [DB]'s own statements
+//     with the scope's context run in it too.
 //   - SQL is written once for both dialects with $1, $2 ... placeholders,
 //     which both drivers accept. Where the dialects differ (types, upserts),
 //     migrations keep one directory per dialect; see [Migrate].
