@@ -54,7 +54,8 @@ func WithScope(ctx context.Context, db *DB) (context.Context, *Scope) {
 // from fn (or a panic) spoils the whole scope: the owner must roll it
 // back, and later work in the scope fails at once with the same error.
 // Retryable errors are not retried in a scope; the owner may run its whole
-// work again (see [IsRetryable]).
+// work again (see [IsRetryable]). Work in one scope runs one piece at a
+// time: fn must not call RunInScope itself (it would wait for itself).
 func RunInScope(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) error {
 	s, _ := ctx.Value(scopeKey{}).(*Scope)
 	if s == nil || s.db != db {
