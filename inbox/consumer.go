@@ -151,9 +151,9 @@ func (c *Consumer) HandleBatch(ctx context.Context, ds []*natsjs.Delivery) []err
 			results[i] = Permanent(fmt.Errorf("malformed envelope: %w", err))
 			continue
 		}
-		fn, ok := c.cfg.Handlers[ev.Type]
-		if !ok {
-			results[i] = Permanent(fmt.Errorf("unknown event type %q: consumer %s handles %s", ev.Type, c.cfg.Name, c.handled()))
+		fn, err := c.handler(ev)
+		if err != nil {
+			results[i] = err
 			continue
 		}
 		items = append(items, item{i: i, ev: ev, fn: fn})
@@ -178,7 +178,7 @@ func (c *Consumer) HandleBatch(ctx context.Context, ds []*natsjs.Delivery) []err
 				}
 				continue
 			}
-			if _, err := apply(ctx, tx, c.cfg.Name, it.ev, it.fn); err != nil {
+			if _, err := apply(ctx, tx, c.cfg.Name, it.ev, c.handler); err != nil {
 				return err
 			}
 		}
@@ -193,9 +193,17 @@ func (c *Consumer) HandleBatch(ctx context.Context, ds []*natsjs.Delivery) []err
 	}
 	// Something failed: one transaction per message, so only it fails.
 	for _, it := range items {
-		_, results[it.i] = Process(ctx, c.db, c.cfg.Name, it.ev, it.fn)
+		_, results[it.i] = process(ctx, c.db, c.cfg.Name, it.ev, c.handler)
 	}
 	return results
+}
+
+// handler returns the handler of ev's type.
+func (c *Consumer) handler(ev sysops.Event) (ApplyFunc, error) {
+	if fn, ok := c.cfg.Handlers[ev.Type]; ok {
+		return fn, nil
+	}
+	return nil, Permanent(fmt.Errorf("unknown event type %q: consumer %s handles %s", ev.Type, c.cfg.Name, c.handled()))
 }
 
 func (c *Consumer) handled() string {

@@ -14,8 +14,8 @@
 //   - Per-aggregate order of effects: an event that arrives ahead of its
 //     predecessor (a redelivery overtaken by later messages) is parked in
 //     the consumer's database, acknowledged, and applied right after its
-//     predecessor, in the same transaction. Concurrent consumer instances
-//     are ordered by a row lock per aggregate.
+//     predecessor, in the same transaction, by the handler of its own type.
+//     Concurrent consumer instances are ordered by a row lock per aggregate.
 //   - Bad input loses nothing and blocks nothing: a malformed envelope (bad
 //     JSON, missing id or type) or an event type the consumer has no
 //     handler for goes to the dead-letter stream with the reason at once; a

@@ -63,12 +63,22 @@ type ApplyFunc func(ctx context.Context, tx *sql.Tx, ev sysops.Event) error
 // Process applies ev for consumer exactly once: in one transaction it
 // checks whether ev was applied before, runs fn, and records it. An event
 // with an aggregate sequence that arrives ahead of its predecessor is
-// parked and applied after it (with fn) when it arrives.
+// parked and applied after it when it arrives — by the fn of the call that
+// releases it, so with Process fn must handle every type of event the
+// consumer parks. ([Consumer] applies each released event with the handler
+// of its own type.)
 func Process(ctx context.Context, db *sqldb.DB, consumer string, ev sysops.Event, fn ApplyFunc) (Outcome, error) {
+	return process(ctx, db, consumer, ev, func(sysops.Event) (ApplyFunc, error) { return fn, nil })
+}
+
+// handlerFor returns the function that applies an event.
+type handlerFor func(ev sysops.Event) (ApplyFunc, error)
+
+func process(ctx context.Context, db *sqldb.DB, consumer string, ev sysops.Event, handler handlerFor) (Outcome, error) {
 	var out Outcome
 	err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
 		var err error
-		out, err = apply(ctx, tx, consumer, ev, fn)
+		out, err = apply(ctx, tx, consumer, ev, handler)
 		return err
 	})
 	if err != nil {
@@ -79,10 +89,15 @@ func Process(ctx context.Context, db *sqldb.DB, consumer string, ev sysops.Event
 
 func now() int64 { return time.Now().UnixMicro() }
 
-// apply is Process inside the caller's transaction.
-func apply(ctx context.Context, tx *sql.Tx, consumer string, ev sysops.Event, fn ApplyFunc) (Outcome, error) {
+// apply is Process inside the caller's transaction; handler gives the
+// function for ev and for each parked event it releases.
+func apply(ctx context.Context, tx *sql.Tx, consumer string, ev sysops.Event, handler handlerFor) (Outcome, error) {
 	if ev.ID == "" {
 		return 0, errors.New("inbox: event has no id")
+	}
+	fn, err := handler(ev)
+	if err != nil {
+		return 0, err
 	}
 	if !sequenced(ev) {
 		res, err := tx.ExecContext(ctx, `INSERT INTO inbox (consumer, message_id, processed_at) VALUES ($1, $2, $3)
@@ -124,7 +139,7 @@ func apply(ctx context.Context, tx *sql.Tx, consumer string, ev sysops.Event, fn
 			if err := fn(ctx, tx, ev); err != nil {
 				return 0, err
 			}
-			return Applied, unpark(ctx, tx, consumer, ev, parked, fn)
+			return Applied, unpark(ctx, tx, consumer, ev, parked, handler)
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return 0, fmt.Errorf("inbox: record %s: %w", ev.ID, err)
@@ -171,7 +186,7 @@ func apply(ctx context.Context, tx *sql.Tx, consumer string, ev sysops.Event, fn
 		ev.Sequence, consumer, ev.AggregateType, ev.AggregateID); err != nil {
 		return 0, fmt.Errorf("inbox: record %s: %w", ev.ID, err)
 	}
-	return Applied, unpark(ctx, tx, consumer, ev, parked, fn)
+	return Applied, unpark(ctx, tx, consumer, ev, parked, handler)
 }
 
 type aggregate struct{ typ, id string }
@@ -275,8 +290,9 @@ func claimRuns(ctx context.Context, tx *sql.Tx, consumer string, evs []sysops.Ev
 }
 
 // unpark applies, after ev, the parked events that follow it without a
-// gap (at most parked of them), and records the new position.
-func unpark(ctx context.Context, tx *sql.Tx, consumer string, ev sysops.Event, parked int64, fn ApplyFunc) error {
+// gap (at most parked of them), each with its own handler, and records the
+// new position.
+func unpark(ctx context.Context, tx *sql.Tx, consumer string, ev sysops.Event, parked int64, handler handlerFor) error {
 	cur, unparked := ev.Sequence, int64(0)
 	for parked > unparked {
 		var raw string
@@ -290,6 +306,10 @@ func unpark(ctx context.Context, tx *sql.Tx, consumer string, ev sysops.Event, p
 			return fmt.Errorf("inbox: unpark: %w", err)
 		}
 		next, err := sysops.ParseEvent([]byte(raw))
+		if err != nil {
+			return fmt.Errorf("inbox: parked event %s #%d: %w", ev.AggregateID, cur+1, err)
+		}
+		fn, err := handler(next)
 		if err != nil {
 			return fmt.Errorf("inbox: parked event %s #%d: %w", ev.AggregateID, cur+1, err)
 		}

@@ -413,3 +413,41 @@ func TestHandleBatch(t *testing.T) {
 		}
 	})
 }
+
+// TestParkedEventsUseTheirOwnHandler: an event parked behind its
+// predecessor is applied, when the predecessor arrives, by the handler of
+// its own type — not by the predecessor's.
+func TestParkedEventsUseTheirOwnHandler(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		by := func(tag string) inbox.ApplyFunc {
+			return func(ctx context.Context, tx *sql.Tx, e sysops.Event) error {
+				e.ID = tag + ":" + e.ID
+				return record(ctx, tx, e)
+			}
+		}
+		c, err := inbox.NewConsumer(db, nil, inbox.Config{Name: "types", Stream: "SYSOPS_TEST",
+			Handlers: map[string]inbox.ApplyFunc{"sysops.test.opened.v1": by("opened"), "sysops.test.closed.v1": by("closed")}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deliver := func(e sysops.Event) {
+			t.Helper()
+			m, err := natsjs.EventMessage(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if errs := c.HandleBatch(ctx, []*natsjs.Delivery{{Message: m, Stream: "SYSOPS_TEST", Sequence: 1, NumDelivered: 1}}); errs[0] != nil {
+				t.Fatal(errs[0])
+			}
+		}
+		opened, closed := ev("x1", "X", 1), ev("x2", "X", 2)
+		opened.Type, closed.Type = "sysops.test.opened.v1", "sysops.test.closed.v1"
+		deliver(closed) // ahead of its predecessor: parked
+		deliver(opened) // applied, and releases x2
+		if got := fmt.Sprint(effects(t, db)); got != "[opened:x1 closed:x2]" {
+			t.Errorf("effects = %s, want [opened:x1 closed:x2]", got)
+		}
+	})
+}
