@@ -49,7 +49,13 @@ type Config struct {
 	// Retention is how long processed-message records are kept. It must
 	// exceed the longest time a duplicate can arrive. Default 7 days.
 	Retention time.Duration
-	Logger    *slog.Logger
+	// GapTimeout, if set, is how long an event may stay parked waiting for
+	// a predecessor before the consumer gives up on the missing events and
+	// applies what it has (see [Consumer.SkipGap]); the skipped events are
+	// lost to it, and each skip is logged. Zero, the default, waits for
+	// ever: an operator decides, with SkipGap.
+	GapTimeout time.Duration
+	Logger     *slog.Logger
 }
 
 // Consumer applies events from a stream through the inbox.
@@ -108,6 +114,12 @@ func (c *Consumer) pruneLoop(ctx context.Context) {
 	defer close(c.done)
 	t := time.NewTicker(min(c.cfg.Retention/10, time.Hour))
 	defer t.Stop()
+	var gaps <-chan time.Time
+	if c.cfg.GapTimeout > 0 {
+		g := time.NewTicker(max(c.cfg.GapTimeout/4, 10*time.Millisecond))
+		defer g.Stop()
+		gaps = g.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -116,8 +128,55 @@ func (c *Consumer) pruneLoop(ctx context.Context) {
 			if _, err := Prune(ctx, c.db, c.cfg.Name, time.Now().Add(-c.cfg.Retention)); err != nil && ctx.Err() == nil {
 				c.cfg.Logger.WarnContext(ctx, "inbox: prune", "consumer", c.cfg.Name, "error", err)
 			}
+		case <-gaps:
+			if _, err := c.SkipStaleGaps(ctx, time.Now().Add(-c.cfg.GapTimeout)); err != nil && ctx.Err() == nil {
+				c.cfg.Logger.WarnContext(ctx, "inbox: skip gaps", "consumer", c.cfg.Name, "error", err)
+			}
 		}
 	}
+}
+
+// SkipGap gives up waiting for the events missing before an aggregate's
+// first parked event — ones that will never come, say, because the
+// producer's operator purged a dead outbox row, or the stream dropped them
+// before this consumer joined. It moves the aggregate's position past the
+// gap and applies the parked events that follow, with their handlers, in
+// one transaction; the skipped events are lost to this consumer. It
+// returns [ErrNothingParked] if the aggregate has no parked event.
+func (c *Consumer) SkipGap(ctx context.Context, aggregateType, aggregateID string) (Gap, error) {
+	var g Gap
+	err := sqldb.RunInTx(ctx, c.db, func(tx *sql.Tx) error {
+		var err error
+		g, err = skipGap(ctx, tx, c.cfg.Name, aggregateType, aggregateID, c.handler)
+		return err
+	})
+	if err != nil {
+		return Gap{}, err
+	}
+	c.cfg.Logger.WarnContext(ctx, "inbox: skipped a gap", "consumer", g.Consumer, "aggregate_type", g.AggregateType,
+		"aggregate_id", g.AggregateID, "from", g.From, "to", g.To, "applied", g.Applied)
+	return g, nil
+}
+
+// SkipStaleGaps runs [Consumer.SkipGap] for every aggregate whose oldest
+// parked event was parked before olderThan, and returns the gaps skipped.
+func (c *Consumer) SkipStaleGaps(ctx context.Context, olderThan time.Time) ([]Gap, error) {
+	stale, err := staleAggregates(ctx, c.db, c.cfg.Name, olderThan.UnixMicro())
+	if err != nil {
+		return nil, err
+	}
+	var gaps []Gap
+	for _, a := range stale {
+		g, err := c.SkipGap(ctx, a.typ, a.id)
+		if errors.Is(err, ErrNothingParked) {
+			continue // released meanwhile
+		}
+		if err != nil {
+			return gaps, err
+		}
+		gaps = append(gaps, g)
+	}
+	return gaps, nil
 }
 
 // Stop stops consuming and waits for the batch in progress.

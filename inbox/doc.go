@@ -38,6 +38,11 @@
 //
 // Effects outside the transaction (calling another service, sending mail)
 // are not made exactly-once; make them idempotent or put them in an outbox.
-// An event parked behind a predecessor that never comes (dead in the
-// producer's outbox, purged) stays parked: [ListParked] lists them.
+// An event parked behind a predecessor that never comes (purged from the
+// producer's outbox, or dropped by the stream before the consumer joined)
+// stays parked until someone gives up on the missing events:
+// [ListParked] lists them, [Consumer.SkipGap] skips an aggregate's gap and
+// applies what was parked after it, and Config.GapTimeout has the
+// consumer do so itself after that long. The skipped events are lost to
+// the consumer, so the default is to wait.
 package inbox

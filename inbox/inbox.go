@@ -335,6 +335,97 @@ func unpark(ctx context.Context, tx *sql.Tx, consumer string, ev sysops.Event, p
 	return nil
 }
 
+// Gap is a run of an aggregate's sequence numbers that a consumer gave up
+// waiting for: the events From..To are lost to it (should one arrive
+// later, it is a duplicate), and the Applied parked events that followed
+// them have taken effect.
+type Gap struct {
+	Consumer      string `json:"consumer"`
+	AggregateType string `json:"aggregate_type"`
+	AggregateID   string `json:"aggregate_id"`
+	From          int64  `json:"from"`
+	To            int64  `json:"to"`
+	Applied       int64  `json:"applied"`
+}
+
+// ErrNothingParked: the aggregate has no parked event, so no gap to skip.
+var ErrNothingParked = errors.New("inbox: nothing is parked for the aggregate")
+
+// skipGap moves an aggregate's position to just before its first parked
+// event and applies the parked events from there that follow without a
+// gap, each with its own handler, in tx.
+func skipGap(ctx context.Context, tx *sql.Tx, consumer, aggType, aggID string, handler handlerFor) (Gap, error) {
+	g := Gap{Consumer: consumer, AggregateType: aggType, AggregateID: aggID}
+	var last, parked int64
+	if err := tx.QueryRowContext(ctx, `INSERT INTO inbox_aggregate (consumer, aggregate_type, aggregate_id, last_seq)
+		VALUES ($1, $2, $3, 0)
+		ON CONFLICT (consumer, aggregate_type, aggregate_id) DO UPDATE SET last_seq = inbox_aggregate.last_seq
+		RETURNING last_seq, parked`, consumer, aggType, aggID).Scan(&last, &parked); err != nil {
+		return g, fmt.Errorf("inbox: lock aggregate %s %s: %w", aggType, aggID, err)
+	}
+	var first int64
+	var raw string
+	err := tx.QueryRowContext(ctx, `SELECT sequence, event FROM inbox_parked
+		WHERE consumer = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND sequence > $4 ORDER BY sequence LIMIT 1`,
+		consumer, aggType, aggID, last).Scan(&first, &raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return g, fmt.Errorf("%w (%s %s %s)", ErrNothingParked, consumer, aggType, aggID)
+	}
+	if err != nil {
+		return g, fmt.Errorf("inbox: skip gap: %w", err)
+	}
+	ev, err := sysops.ParseEvent([]byte(raw))
+	if err != nil {
+		return g, fmt.Errorf("inbox: parked event %s #%d: %w", aggID, first, err)
+	}
+	fn, err := handler(ev)
+	if err != nil {
+		return g, fmt.Errorf("inbox: parked event %s #%d: %w", aggID, first, err)
+	}
+	if err := fn(ctx, tx, ev); err != nil {
+		return g, err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM inbox_parked
+		WHERE consumer = $1 AND aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4`,
+		consumer, aggType, aggID, first); err != nil {
+		return g, fmt.Errorf("inbox: skip gap: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE inbox_aggregate SET last_seq = $1, parked = parked - 1
+		WHERE consumer = $2 AND aggregate_type = $3 AND aggregate_id = $4`, first, consumer, aggType, aggID); err != nil {
+		return g, fmt.Errorf("inbox: skip gap: %w", err)
+	}
+	if err := unpark(ctx, tx, consumer, ev, parked-1, handler); err != nil {
+		return g, err
+	}
+	var now int64
+	if err := tx.QueryRowContext(ctx, `SELECT last_seq FROM inbox_aggregate
+		WHERE consumer = $1 AND aggregate_type = $2 AND aggregate_id = $3`, consumer, aggType, aggID).Scan(&now); err != nil {
+		return g, fmt.Errorf("inbox: skip gap: %w", err)
+	}
+	g.From, g.To, g.Applied = last+1, first-1, now-first+1
+	return g, nil
+}
+
+// staleAggregates lists the aggregates of consumer whose oldest parked
+// event was parked before cutoff (microseconds).
+func staleAggregates(ctx context.Context, db *sqldb.DB, consumer string, cutoff int64) ([]aggregate, error) {
+	q, err := db.QueryContext(ctx, `SELECT aggregate_type, aggregate_id FROM inbox_parked
+		WHERE consumer = $1 GROUP BY aggregate_type, aggregate_id HAVING min(parked_at) < $2`, consumer, cutoff)
+	if err != nil {
+		return nil, fmt.Errorf("inbox: stale gaps: %w", err)
+	}
+	defer q.Close()
+	var out []aggregate
+	for q.Next() {
+		var a aggregate
+		if err := q.Scan(&a.typ, &a.id); err != nil {
+			return nil, fmt.Errorf("inbox: stale gaps: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, q.Err()
+}
+
 // ParkedEvent is an event waiting for its predecessor.
 type ParkedEvent struct {
 	Consumer      string    `json:"consumer"`

@@ -161,9 +161,7 @@ func TestProcessParksEventsAheadOfTheirPredecessor(t *testing.T) {
 		if got := fmt.Sprint(effects(t, db)); got != "[b1 a1 a2 a3 a4 a5]" {
 			t.Errorf("effects = %s", got)
 		}
-		if parked, _ := inbox.ListParked(ctx, db, 10); len(parked) != 0 {
-			t.Errorf("still parked: %+v", parked)
-		}
+		nothingParked(t, db)
 	})
 }
 
@@ -419,7 +417,6 @@ func TestHandleBatch(t *testing.T) {
 // its own type — not by the predecessor's.
 func TestParkedEventsUseTheirOwnHandler(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
-		ctx := context.Background()
 		db := newDB(t, d)
 		by := func(tag string) inbox.ApplyFunc {
 			return func(ctx context.Context, tx *sql.Tx, e sysops.Event) error {
@@ -432,22 +429,106 @@ func TestParkedEventsUseTheirOwnHandler(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		deliver := func(e sysops.Event) {
-			t.Helper()
-			m, err := natsjs.EventMessage(e)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if errs := c.HandleBatch(ctx, []*natsjs.Delivery{{Message: m, Stream: "SYSOPS_TEST", Sequence: 1, NumDelivered: 1}}); errs[0] != nil {
-				t.Fatal(errs[0])
-			}
-		}
 		opened, closed := ev("x1", "X", 1), ev("x2", "X", 2)
 		opened.Type, closed.Type = "sysops.test.opened.v1", "sysops.test.closed.v1"
-		deliver(closed) // ahead of its predecessor: parked
-		deliver(opened) // applied, and releases x2
+		deliverTo(t, c, closed) // ahead of its predecessor: parked
+		deliverTo(t, c, opened) // applied, and releases x2
 		if got := fmt.Sprint(effects(t, db)); got != "[opened:x1 closed:x2]" {
 			t.Errorf("effects = %s, want [opened:x1 closed:x2]", got)
+		}
+	})
+}
+
+func nothingParked(t *testing.T, db *sqldb.DB) {
+	t.Helper()
+	if parked, err := inbox.ListParked(context.Background(), db, 10); err != nil || len(parked) != 0 {
+		t.Errorf("still parked: %+v, %v", parked, err)
+	}
+}
+
+func deliverTo(t *testing.T, c *inbox.Consumer, evs ...sysops.Event) {
+	t.Helper()
+	for _, e := range evs {
+		m, err := natsjs.EventMessage(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if errs := c.HandleBatch(context.Background(), []*natsjs.Delivery{{Message: m, Stream: "SYSOPS_TEST", Sequence: 1,
+			NumDelivered: 1}}); errs[0] != nil {
+			t.Fatal(errs[0])
+		}
+	}
+}
+
+// TestSkipGap: events parked behind one that never comes are applied
+// once the consumer is told to give up on it; the skipped event is a
+// duplicate if it turns up after all.
+func TestSkipGap(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		c, err := inbox.NewConsumer(db, nil, inbox.Config{Name: "gaps", Stream: "SYSOPS_TEST",
+			Handlers: map[string]inbox.ApplyFunc{"sysops.test.happened.v1": record}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deliverTo(t, c, ev("x1", "X", 1), ev("x3", "X", 3), ev("x4", "X", 4), ev("x6", "X", 6))
+		if got := fmt.Sprint(effects(t, db)); got != "[x1]" {
+			t.Fatalf("effects = %s, want [x1] (x3 and later parked behind the missing x2)", got)
+		}
+		g, err := c.SkipGap(ctx, "thing", "X")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.From != 2 || g.To != 2 || g.Applied != 2 {
+			t.Errorf("gap = %+v, want 2..2 skipped and 2 applied", g)
+		}
+		deliverTo(t, c, ev("x2", "X", 2)) // too late: a duplicate now
+		if got := fmt.Sprint(effects(t, db)); got != "[x1 x3 x4]" {
+			t.Errorf("effects = %s, want [x1 x3 x4]", got)
+		}
+		if g, err := c.SkipGap(ctx, "thing", "X"); err != nil || g.From != 5 || g.To != 5 || g.Applied != 1 {
+			t.Errorf("second skip = %+v, %v; want 5..5 skipped and x6 applied", g, err)
+		}
+		if _, err := c.SkipGap(ctx, "thing", "X"); !errors.Is(err, inbox.ErrNothingParked) {
+			t.Errorf("skip with nothing parked = %v", err)
+		}
+		deliverTo(t, c, ev("x7", "X", 7))
+		if got := fmt.Sprint(effects(t, db)); got != "[x1 x3 x4 x6 x7]" {
+			t.Errorf("effects = %s, want [x1 x3 x4 x6 x7]", got)
+		}
+		nothingParked(t, db)
+	})
+}
+
+// TestGapTimeout: with Config.GapTimeout the running consumer gives up on
+// its own; an aggregate whose events are parked for less long waits.
+func TestGapTimeout(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		b := brokertest.Connect(t, brokertest.RunServer(t))
+		if err := b.EnsureStream(ctx, natsjs.ServiceStream("test")); err != nil {
+			t.Fatal(err)
+		}
+		c, err := inbox.NewConsumer(db, b, inbox.Config{Name: "timeout", Stream: natsjs.ServiceStream("test").Name,
+			GapTimeout: 200 * time.Millisecond, Handlers: map[string]inbox.ApplyFunc{"sysops.test.happened.v1": record}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deliverTo(t, c, ev("y2", "Y", 2), ev("y3", "Y", 3))
+		if n, err := c.SkipStaleGaps(ctx, time.Now().Add(-time.Hour)); err != nil || len(n) != 0 {
+			t.Fatalf("gaps parked for less than an hour skipped: %v, %v", n, err)
+		}
+		if err := c.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Stop()
+		for i := 0; fmt.Sprint(effects(t, db)) != "[y2 y3]"; i++ {
+			if i == 500 {
+				t.Fatalf("effects = %v after 10 s, want [y2 y3] once the gap timed out", effects(t, db))
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	})
 }
