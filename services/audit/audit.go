@@ -62,7 +62,10 @@ func Spec() host.Spec {
 				<-ctx.Done()
 				_ = c.Stop()
 			}()
-			return s.Handler(), nil
+			mux := http.NewServeMux()
+			mux.Handle("/ops/inbox/", c.Handler("/ops/inbox"))
+			mux.Handle("/", s.Handler())
+			return mux, nil
 		},
 	}
 }

@@ -124,3 +124,51 @@ func TestRecordsSentWhileAuditIsDown(t *testing.T) {
 		}
 	})
 }
+
+// TestSkipParkedRecords: a record whose predecessor never comes (purged
+// from its producer's outbox, say) waits, parked, until an operator skips
+// the gap through the ops endpoints.
+func TestSkipParkedRecords(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, audit.Spec())
+		b := brokertest.Connect(t, env.NATS)
+		data := []byte(`{"id":"r2","service":"billing","actor":"alice","action":"billing.charged","entity_type":"account","entity_id":"a1","at":"2026-11-24T00:00:00Z"}`)
+		ev := sysops.Event{ID: "r2", Source: "/test", Type: svc.AuditEventType, Data: data,
+			AggregateType: "audit", AggregateID: "billing/account/a1", Sequence: 2}
+		m, err := natsjs.EventMessage(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Publish(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+		base := env.URL(audit.Name) + "/ops/inbox"
+		var parked struct {
+			Parked []struct {
+				Sequence int64
+				Waiting  int64 `json:"waiting_for"`
+			}
+		}
+		svctest.Eventually(t, "the record parked", func() bool {
+			svctest.Do(t, "GET", base+"/parked", nil).Decode(t, &parked)
+			return len(parked.Parked) == 1
+		})
+		if p := parked.Parked[0]; p.Sequence != 2 || p.Waiting != 1 {
+			t.Errorf("parked = %+v, want #2 waiting for #1", p)
+		}
+		if rs := query(t, env, "entity_id=a1"); len(rs) != 0 {
+			t.Fatalf("a parked record is visible: %+v", rs)
+		}
+		svctest.WantError(t, "no aggregate", svctest.Do(t, "POST", base+"/skip", map[string]string{}), 400, "aggregate_type")
+		r := svctest.Do(t, "POST", base+"/skip", map[string]string{"aggregate_type": "audit", "aggregate_id": "billing/account/a1"})
+		var g struct{ From, To, Applied int64 }
+		if r.Decode(t, &g); r.Status != 200 || g.From != 1 || g.To != 1 || g.Applied != 1 {
+			t.Errorf("skip = %d %s, want #1 skipped and #2 applied", r.Status, r.Body)
+		}
+		if rs := query(t, env, "entity_id=a1"); len(rs) != 1 || rs[0].ID != "r2" {
+			t.Errorf("records after the skip = %+v, want r2", rs)
+		}
+		svctest.WantError(t, "nothing parked", svctest.Do(t, "POST", base+"/skip",
+			map[string]string{"aggregate_type": "audit", "aggregate_id": "billing/account/a1"}), 404, "nothing parked")
+	})
+}
