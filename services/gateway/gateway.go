@@ -607,21 +607,26 @@ func (g *Gateway) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"services": g.services(r.Context())})
 		return nil
 	})
-	rt.Handle("/api/ops/outbox/{service}/{rest...}", g.outboxOps)
-	rt.Handle("/api/ops/outbox/{service}", g.outboxOps)
+	rt.Handle("/api/ops/outbox/{service}/{rest...}", g.opsProxy("outbox"))
+	rt.Handle("/api/ops/outbox/{service}", g.opsProxy("outbox"))
+	rt.Handle("/api/ops/inbox/{service}/{rest...}", g.opsProxy("inbox"))
 	return rt
 }
 
-// outboxOps passes /api/ops/outbox/{service}/... to that service's
-// /ops/outbox/... endpoints.
-func (g *Gateway) outboxOps(w http.ResponseWriter, r *http.Request) error {
+// opsProxy passes /api/ops/{kind}/{service}/... to that service's
+// /ops/{kind}/... endpoints (kind: outbox or inbox).
+func (g *Gateway) opsProxy(kind string) func(w http.ResponseWriter, r *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error { return g.proxyOps(w, r, kind) }
+}
+
+func (g *Gateway) proxyOps(w http.ResponseWriter, r *http.Request, kind string) error {
 	name := r.PathValue("service")
 	base := g.peers.URL(name)
 	if base == "" && name != Name {
 		return sysops.Errorf(sysops.ENotFound, "no service named %q", name)
 	}
 	if name == Name {
-		return sysops.Errorf(sysops.EInvalid, "the gateway's own outbox is at /ops/outbox")
+		return sysops.Errorf(sysops.EInvalid, "the gateway's own %s is at /ops/%s", kind, kind)
 	}
 	target, err := url.Parse(base)
 	if err != nil {
@@ -631,7 +636,7 @@ func (g *Gateway) outboxOps(w http.ResponseWriter, r *http.Request) error {
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
-			pr.Out.URL.Path = strings.TrimSuffix("/ops/outbox/"+rest, "/")
+			pr.Out.URL.Path = strings.TrimSuffix("/ops/"+kind+"/"+rest, "/")
 			pr.Out.URL.RawPath = ""
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

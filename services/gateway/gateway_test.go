@@ -251,6 +251,9 @@ func TestPublicAPI(t *testing.T) {
 		c.do("POST", "/api/ops/outbox/customer/retry", `{"seqs":[]}`, false)
 		c.do("POST", "/api/ops/outbox/customer/purge", `{"seqs":[]}`, false)
 		svctest.WantError(t, "unknown service", c.do("GET", "/api/ops/outbox/nothing/stats", nil, false), 404, "nothing")
+		c.do("GET", "/api/ops/inbox/audit/parked", nil, false)
+		svctest.WantError(t, "skip with nothing parked", c.do("POST", "/api/ops/inbox/audit/skip",
+			`{"aggregate_type":"audit","aggregate_id":"none"}`, false), 404, "nothing parked")
 
 		// Audit: every write of the flow is recorded once it is consumed.
 		svctest.Eventually(t, "audit records of the ticket", func() bool {
