@@ -88,7 +88,8 @@ func NewConsumer(db *sqldb.DB, sub Subscriber, cfg Config) (*Consumer, error) {
 }
 
 // Start subscribes and applies events until ctx ends or Stop is called;
-// it also prunes old processed-message records.
+// it also prunes old processed-message records and skips timed-out gaps
+// (see maintain).
 func (c *Consumer) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	sub, err := c.sub.SubscribeBatch(ctx, natsjs.ConsumerSpec{
@@ -106,11 +107,13 @@ func (c *Consumer) Start(ctx context.Context) error {
 	c.mu.Lock()
 	c.running, c.cancel, c.done = sub, cancel, make(chan struct{})
 	c.mu.Unlock()
-	go c.pruneLoop(ctx)
+	go c.maintain(ctx)
 	return nil
 }
 
-func (c *Consumer) pruneLoop(ctx context.Context) {
+// maintain prunes old processed-message records and, with a GapTimeout,
+// skips the gaps that have kept events parked that long, until ctx ends.
+func (c *Consumer) maintain(ctx context.Context) {
 	defer close(c.done)
 	t := time.NewTicker(min(c.cfg.Retention/10, time.Hour))
 	defer t.Stop()
