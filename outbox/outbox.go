@@ -82,8 +82,12 @@ const (
 // aggregate are ordered by a row lock, so sequence order is commit order);
 // an empty ID gets [NewID] and a zero Time the current time.
 //
-// When tx is run by [sqldb.RunInTx], the commit wakes the relays at once;
-// otherwise they find the events at their next poll.
+// When tx is run by [sqldb.RunInTx] (or a [sqldb.Scope]), the commit wakes
+// the relays at once; otherwise they find the events at their next poll.
+// On PostgreSQL such a transaction sends the events' inserts with its
+// COMMIT ([sqldb.ExecAtCommit]), in one round trip: a database error from
+// them (a duplicate event id, say) is then returned by the commit, and
+// nothing commits.
 func Write(ctx context.Context, tx *sql.Tx, events ...sysops.Event) error {
 	now := time.Now().UTC()
 	for _, ev := range events {
@@ -110,8 +114,11 @@ func Write(ctx context.Context, tx *sql.Tx, events ...sysops.Event) error {
 			return fmt.Errorf("outbox: %w", err)
 		}
 		if d, _ := sqldb.TxDialect(tx); d == sqldb.Postgres {
-			if _, err := tx.ExecContext(ctx, insertNumberedSQL, ev.ID, ev.AggregateType, ev.AggregateID, ev.Type,
-				msg.Subject, msg.Data, string(headers), micros(now)); err != nil {
+			args := []any{ev.ID, ev.AggregateType, ev.AggregateID, ev.Type, msg.Subject, msg.Data, string(headers), micros(now)}
+			if sqldb.ExecAtCommit(tx, insertNumberedSQL, args...) {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, insertNumberedSQL, args...); err != nil {
 				return fmt.Errorf("outbox: insert event %s: %w", ev.ID, err)
 			}
 			continue

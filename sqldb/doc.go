@@ -22,6 +22,13 @@
 //     scope's owner adds when it commits (package idempotency does this).
 //     Once the scope's transaction has begun, the [DB]'s own statements
 //     with the scope's context run in it too.
+//   - [ExecAtCommit] queues a statement whose result the transaction does
+//     not read (an outbox insert, say) to run just before the COMMIT of a
+//     transaction run by [RunInTx] or a [Scope]. On PostgreSQL the queued
+//     statements and the COMMIT go to the server in one pipeline, saving
+//     the statements' round trips; if one fails, nothing commits and the
+//     commit returns its error. Elsewhere it queues nothing and says so,
+//     and the caller runs the statement itself.
 //   - SQL is written once for both dialects with $1, $2 ... placeholders,
 //     which both drivers accept. Where the dialects differ (types, upserts),
 //     migrations keep one directory per dialect; see [Migrate].

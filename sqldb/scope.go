@@ -69,14 +69,13 @@ func RunInScope(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) error {
 	if s.tx == nil {
 		// The transaction outlives a cancelled request context; the
 		// owner ends it either way.
-		tx, err := db.writer.BeginTx(context.WithoutCancel(ctx), nil)
+		tx, hooks, err := db.begin(context.WithoutCancel(ctx))
 		if err != nil {
-			s.err = fmt.Errorf("begin tx: %w", err)
+			s.err = err
 			return s.err
 		}
-		s.tx, s.hooks = tx, &txHooks{db: db}
+		s.tx, s.hooks = tx, hooks
 		s.open.Store(tx)
-		commitHooks.Store(tx, s.hooks)
 	}
 	ok := false
 	defer func() {
@@ -119,12 +118,11 @@ func (s *Scope) Commit(ctx context.Context, fn func(tx *sql.Tx) error) (err erro
 		return s.err
 	}
 	if s.tx == nil {
-		tx, err := s.db.writer.BeginTx(context.WithoutCancel(ctx), nil)
+		tx, hooks, err := s.db.begin(context.WithoutCancel(ctx))
 		if err != nil {
-			return fmt.Errorf("begin tx: %w", err)
+			return err
 		}
-		s.tx, s.hooks = tx, &txHooks{db: s.db}
-		commitHooks.Store(tx, s.hooks)
+		s.tx, s.hooks = tx, hooks
 	}
 	tx, hooks := s.tx, s.hooks
 	defer commitHooks.Delete(tx)

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
@@ -178,7 +177,7 @@ func openPostgres(rawURL string, o Options) (*DB, error) {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = o.BusyTimeout
 	}
-	db := stdlib.OpenDB(*cfg)
+	db := openPgxPool(*cfg)
 	db.SetMaxOpenConns(o.MaxReaders)
 	db.SetMaxIdleConns(o.MaxReaders)
 	db.SetConnMaxIdleTime(5 * time.Minute)

@@ -43,8 +43,10 @@ func RunInTx(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) error {
 var commitHooks sync.Map // *sql.Tx → *txHooks
 
 type txHooks struct {
-	db  *DB
-	fns []func(*DB)
+	db        *DB
+	fns       []func(*DB)
+	pipelined bool     // the driver sends atCommit with the COMMIT
+	atCommit  []queued // see ExecAtCommit
 }
 
 // AfterCommit registers fn to be called after tx commits, with the
@@ -75,12 +77,10 @@ func TxDialect(tx *sql.Tx) (d Dialect, ok bool) {
 }
 
 func runOnce(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) (err error) {
-	tx, err := db.writer.BeginTx(ctx, nil)
+	tx, hooks, err := db.begin(ctx)
 	if err != nil {
-		return fmt.Errorf("begin tx: %w", err)
+		return err
 	}
-	hooks := &txHooks{db: db}
-	commitHooks.Store(tx, hooks)
 	defer commitHooks.Delete(tx)
 	defer func() {
 		if p := recover(); p != nil {

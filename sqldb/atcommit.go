@@ -1,0 +1,145 @@
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// Statements sent with COMMIT. A statement a transaction must run but
+// whose result it does not read (an outbox insert, say) costs a round
+// trip of its own; on PostgreSQL it can instead travel with the COMMIT, in
+// one pipeline. For a short transaction that is a quarter of its round
+// trips.
+//
+// The PostgreSQL pool's connections are pgx's, wrapped so that a
+// transaction begun by [RunInTx] or a [Scope] knows its queued statements
+// and sends them ahead of its COMMIT.
+
+// ExecAtCommit queues query to run at the end of tx, sent with its COMMIT
+// in one round trip, and reports true; if the statement fails the commit
+// fails with its error and the transaction rolls back (the error is what
+// [RunInTx] or [Scope.Commit] returns). It reports false, queuing nothing,
+// when tx cannot do this: a transaction not begun by RunInTx or a Scope,
+// or not on PostgreSQL. The caller then runs the statement itself.
+//
+// Statements run in the order queued, after everything else in tx. Queue
+// only a statement whose result and effects tx does not read.
+func ExecAtCommit(tx *sql.Tx, query string, args ...any) bool {
+	v, ok := commitHooks.Load(tx)
+	if !ok {
+		return false
+	}
+	h := v.(*txHooks)
+	if !h.pipelined {
+		return false
+	}
+	h.atCommit = append(h.atCommit, queued{query: query, args: args})
+	return true
+}
+
+type queued struct {
+	query string
+	args  []any
+}
+
+// hooksKey carries a transaction's hooks from [DB.begin] to the driver's
+// BeginTx.
+type hooksKey struct{}
+
+// begin starts a transaction on db's writer whose hooks ([AfterCommit],
+// [ExecAtCommit]) are registered; the caller must end it with tx.Commit
+// or tx.Rollback and then drop it from commitHooks.
+func (db *DB) begin(ctx context.Context) (*sql.Tx, *txHooks, error) {
+	h := &txHooks{db: db}
+	tx, err := db.writer.BeginTx(context.WithValue(ctx, hooksKey{}, h), nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("begin tx: %w", err)
+	}
+	commitHooks.Store(tx, h)
+	return tx, h, nil
+}
+
+// pgConnector hands out pgx connections wrapped in pgConn.
+type pgConnector struct{ driver.Connector }
+
+func (c pgConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pgConn{Conn: conn.(*stdlib.Conn)}, nil
+}
+
+func openPgxPool(cfg pgx.ConnConfig) *sql.DB {
+	return sql.OpenDB(pgConnector{stdlib.GetConnector(cfg)})
+}
+
+// pgConn is a pgx connection whose transactions send their queued
+// statements with COMMIT. Every other method is pgx's own.
+type pgConn struct{ *stdlib.Conn }
+
+func (c *pgConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	tx, err := c.Conn.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	h, _ := ctx.Value(hooksKey{}).(*txHooks)
+	if h == nil {
+		return tx, nil
+	}
+	h.pipelined = true
+	return &pgTx{Tx: tx, conn: c.Conn.Conn(), ctx: ctx, hooks: h}, nil
+}
+
+type pgTx struct {
+	driver.Tx
+	conn  *pgx.Conn
+	ctx   context.Context
+	hooks *txHooks
+}
+
+// Commit sends the queued statements and COMMIT in one pipeline. If a
+// statement fails the server skips the rest, COMMIT included, and the
+// transaction is rolled back here.
+func (t *pgTx) Commit() error {
+	stmts := t.hooks.atCommit
+	if len(stmts) == 0 {
+		return t.Tx.Commit()
+	}
+	var b pgx.Batch
+	for _, s := range stmts {
+		b.Queue(s.query, s.args...)
+	}
+	b.Queue("commit")
+	res := t.conn.SendBatch(t.ctx, &b)
+	var err error
+	for range stmts {
+		if _, err = res.Exec(); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		var tag []byte
+		ct, cerr := res.Exec()
+		tag, err = []byte(ct.String()), cerr
+		if err == nil && string(tag) != "COMMIT" {
+			err = pgx.ErrTxCommitRollback
+		}
+	}
+	err = errors.Join(err, res.Close())
+	if err == nil {
+		return nil
+	}
+	if t.conn.PgConn().TxStatus() != 'I' {
+		// The transaction is still open, failed: end it. A broken
+		// connection is discarded by the pool.
+		_ = t.Tx.Rollback()
+	}
+	return err
+}

@@ -1,0 +1,163 @@
+package sqldb_test
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
+)
+
+func atCommitTable(t *testing.T, db *sqldb.DB) {
+	t.Helper()
+	if _, err := db.ExecContext(context.Background(), `CREATE TABLE at_commit (n INTEGER PRIMARY KEY, tag TEXT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func atCommitRows(t *testing.T, db *sqldb.DB) map[int]string {
+	t.Helper()
+	q, err := db.QueryContext(context.Background(), `SELECT n, tag FROM at_commit`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	got := map[int]string{}
+	for q.Next() {
+		var n int
+		var tag string
+		if err := q.Scan(&n, &tag); err != nil {
+			t.Fatal(err)
+		}
+		got[n] = tag
+	}
+	return got
+}
+
+// TestExecAtCommit: on PostgreSQL queued statements run after the
+// transaction's own, in order, and commit with it.
+func TestExecAtCommit(t *testing.T) {
+	ctx := context.Background()
+	db := sqldbtest.Open(t, sqldb.Postgres)
+	atCommitTable(t, db)
+	err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+		if !sqldb.ExecAtCommit(tx, `INSERT INTO at_commit (n, tag) VALUES ($1, $2)`, 1, "queued first") {
+			t.Fatal("ExecAtCommit refused a RunInTx transaction on PostgreSQL")
+		}
+		sqldb.ExecAtCommit(tx, `UPDATE at_commit SET tag = tag || ', then updated' WHERE n = $1`, 1)
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM at_commit`).Scan(&n); err != nil || n != 0 {
+			t.Errorf("queued statement ran before the commit: %d rows, %v", n, err)
+		}
+		// Runs before the queued statements, although it comes later.
+		_, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES (2, 'direct')`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := atCommitRows(t, db); got[1] != "queued first, then updated" || got[2] != "direct" || len(got) != 2 {
+		t.Errorf("rows = %v", got)
+	}
+}
+
+// TestExecAtCommitFailure: a queued statement that fails fails the commit
+// and rolls back the whole transaction, and the connection stays usable.
+func TestExecAtCommitFailure(t *testing.T) {
+	ctx := context.Background()
+	db := sqldbtest.Open(t, sqldb.Postgres)
+	atCommitTable(t, db)
+	db.Writer().SetMaxOpenConns(1) // the next transaction gets the same connection
+	hooked := false
+	err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+		sqldb.AfterCommit(tx, func(*sqldb.DB) { hooked = true })
+		if _, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES (1, 'direct')`); err != nil {
+			return err
+		}
+		sqldb.ExecAtCommit(tx, `INSERT INTO at_commit (n, tag) VALUES ($1, $2)`, 1, "clash")
+		sqldb.ExecAtCommit(tx, `INSERT INTO at_commit (n, tag) VALUES ($1, $2)`, 3, "after the failure")
+		return nil
+	})
+	if !sqldb.IsUniqueViolation(err) {
+		t.Fatalf("err = %v, want the queued statement's unique violation", err)
+	}
+	if hooked {
+		t.Error("AfterCommit hook ran for a failed commit")
+	}
+	if got := atCommitRows(t, db); len(got) != 0 {
+		t.Errorf("rows after the failed commit = %v, want none", got)
+	}
+	err = sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+		sqldb.ExecAtCommit(tx, `INSERT INTO at_commit (n, tag) VALUES ($1, $2)`, 4, "next")
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("next transaction on the connection: %v", err)
+	}
+	if got := atCommitRows(t, db); got[4] != "next" || len(got) != 1 {
+		t.Errorf("rows = %v", got)
+	}
+}
+
+// TestExecAtCommitInScope: a scope's queued statements travel with its
+// owner's commit, or not at all.
+func TestExecAtCommitInScope(t *testing.T) {
+	ctx := context.Background()
+	db := sqldbtest.Open(t, sqldb.Postgres)
+	atCommitTable(t, db)
+	for i, commit := range []bool{false, true} {
+		sctx, scope := sqldb.WithScope(ctx, db)
+		err := sqldb.RunInScope(sctx, db, func(tx *sql.Tx) error {
+			if !sqldb.ExecAtCommit(tx, `INSERT INTO at_commit (n, tag) VALUES ($1, 'scope')`, i) {
+				t.Error("ExecAtCommit refused a scope's transaction")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !commit {
+			scope.Rollback()
+			continue
+		}
+		if err := scope.Commit(ctx, func(*sql.Tx) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := atCommitRows(t, db); got[1] != "scope" || len(got) != 1 {
+		t.Errorf("rows = %v, want only the committed scope's", got)
+	}
+}
+
+// TestExecAtCommitRefuses: where the statement cannot travel with the
+// commit, nothing is queued and the caller is told to run it itself.
+func TestExecAtCommitRefuses(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := sqldbtest.Open(t, d)
+		atCommitTable(t, db)
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sqldb.ExecAtCommit(tx, `INSERT INTO at_commit (n, tag) VALUES (1, 'x')`) {
+			t.Error("ExecAtCommit accepted a transaction RunInTx does not run")
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		err = sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+			if ok := sqldb.ExecAtCommit(tx, `INSERT INTO at_commit (n, tag) VALUES (2, 'x')`); ok != (d == sqldb.Postgres) {
+				t.Errorf("ExecAtCommit on %s = %v", d, ok)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := atCommitRows(t, db); len(got) != map[sqldb.Dialect]int{sqldb.Postgres: 1, sqldb.SQLite: 0}[d] {
+			t.Errorf("rows = %v", got)
+		}
+	})
+}
