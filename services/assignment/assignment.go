@@ -207,8 +207,10 @@ func (s *Service) Experts(ctx context.Context) ([]Expert, error) {
 }
 
 // Assign gives a ticket to the nearest expert who has the skill and spare
-// capacity. A ticket already assigned keeps its assignment (a repeat is
-// safe); no expert available is a conflict.
+// capacity; among equally near experts, to the least loaded one, passing
+// over those a concurrent assignment is taking (see takeExpert). A ticket
+// already assigned keeps its assignment (a repeat is safe); no expert
+// available is a conflict.
 func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 	if in.Priority == "" {
 		in.Priority = "medium"
@@ -248,38 +250,42 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 		} else if err != nil && sysops.CodeOf(err) != sysops.ENotFound {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT id, zip FROM expert WHERE open_assignments < capacity
+		rows, err := tx.QueryContext(ctx, `SELECT id, zip, open_assignments FROM expert WHERE open_assignments < capacity
 			AND (',' || skills || ',') LIKE $1`, "%,"+in.Skill+",%")
 		if err != nil {
 			return err
 		}
-		zipOf := map[string]string{}
-		var ids []string
+		var cands []candidate
 		for rows.Next() {
-			var id, zip string
-			if err := rows.Scan(&id, &zip); err != nil {
+			var c candidate
+			var zip string
+			if err := rows.Scan(&c.id, &zip, &c.load); err != nil {
 				rows.Close()
 				return err
 			}
-			zipOf[id] = zip
-			ids = append(ids, id)
+			c.km = svc.KM(origin, all[zip])
+			cands = append(cands, c)
 		}
 		rows.Close()
-		dist := make(map[string]float64, len(ids))
-		for _, id := range ids {
-			dist[id] = svc.KM(origin, all[zipOf[id]])
+		if err := rows.Err(); err != nil {
+			return err
 		}
-		slices.Sort(ids)
-		slices.SortStableFunc(ids, func(a, b string) int { return cmp.Compare(dist[a], dist[b]) })
+		slices.SortFunc(cands, func(a, b candidate) int {
+			return cmp.Or(cmp.Compare(a.km, b.km), cmp.Compare(a.load, b.load), cmp.Compare(a.id, b.id))
+		})
 		now := time.Now().UTC().Truncate(time.Microsecond)
-		for _, id := range ids {
-			res, err := tx.ExecContext(ctx, `UPDATE expert SET open_assignments = open_assignments + 1
-				WHERE id = $1 AND open_assignments < capacity`, id)
+		for start := 0; start < len(cands); {
+			end := start + 1
+			for end < len(cands) && cands[end].km == cands[start].km {
+				end++
+			}
+			id, err := s.takeExpert(ctx, tx, cands[start:end])
 			if err != nil {
 				return err
 			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				continue // filled up meanwhile
+			start = end
+			if id == "" {
+				continue // all of them filled up meanwhile
 			}
 			sched := now.Add(leadTime[in.Priority])
 			if _, err := tx.ExecContext(ctx, `INSERT INTO ticket_assignment (ticket_id, expert_id, status, scheduled_for, assigned_at)
@@ -302,6 +308,48 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 		return sysops.Errorf(sysops.EConflict, "no expert with skill %q has spare capacity", in.Skill)
 	})
 	return out, err
+}
+
+// candidate is an expert who may take a ticket: km from the ticket, load
+// its open assignments when read.
+type candidate struct {
+	id   string
+	km   float64
+	load int
+}
+
+// takeExpert takes one unit of capacity from one of equally near experts,
+// the least loaded first, and returns its id ("" if all are full). On
+// PostgreSQL it first passes over the experts that a concurrent
+// assignment holds (SKIP LOCKED), so that a burst of tickets from one
+// area spreads over the experts there instead of queueing on one
+// expert's row until each transaction before it has committed; only if
+// every one is held does it wait for them in turn. SQLite runs one write
+// transaction at a time, so nothing is held there.
+func (s *Service) takeExpert(ctx context.Context, tx *sql.Tx, group []candidate) (string, error) {
+	if s.db.Dialect() == sqldb.Postgres {
+		for _, c := range group {
+			res, err := tx.ExecContext(ctx, `UPDATE expert SET open_assignments = open_assignments + 1
+				WHERE id = (SELECT id FROM expert WHERE id = $1 AND open_assignments < capacity FOR UPDATE SKIP LOCKED)`, c.id)
+			if err != nil {
+				return "", err
+			}
+			if n, _ := res.RowsAffected(); n == 1 {
+				return c.id, nil
+			}
+		}
+	}
+	for _, c := range group {
+		res, err := tx.ExecContext(ctx, `UPDATE expert SET open_assignments = open_assignments + 1
+			WHERE id = $1 AND open_assignments < capacity`, c.id)
+		if err != nil {
+			return "", err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return c.id, nil
+		}
+	}
+	return "", nil
 }
 
 type querier interface {

@@ -1,6 +1,8 @@
 package assignment_test
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"testing"
 	"time"
@@ -138,4 +140,85 @@ func TestReleaseBeforeAssign(t *testing.T) {
 			t.Errorf("experts = %+v", e)
 		}
 	})
+}
+
+// TestAssignSpreadsOverEquallyNearExperts: among experts equally near the
+// ticket, the least loaded gets it; on PostgreSQL one whose row a
+// concurrent assignment holds is passed over rather than waited for, but
+// a nearer expert is still waited for rather than given up for a farther
+// one.
+func TestAssignSpreadsOverEquallyNearExperts(t *testing.T) {
+	ctx := context.Background()
+	env := svctest.New(t, sqldb.Postgres, location.Spec(), assignment.SpecWith(assignment.Config{ZipRefresh: 50 * time.Millisecond}))
+	base := env.URL(assignment.Name)
+	ann := addExpert(t, base, "ann", "10001", 10, "printer")
+	bob := addExpert(t, base, "bob", "10001", 10, "printer")
+	far := addExpert(t, base, "fay", "60601", 10, "printer")
+	db, err := sqldb.Open(ctx, env.DatabaseURL(assignment.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	// Least loaded first: ann and bob alternate.
+	got := map[string]int{}
+	for i := range 4 {
+		var a assignment.Assignment
+		assign(t, base, fmt.Sprint("even-", i), "printer", "10001").Decode(t, &a)
+		got[a.ExpertID]++
+	}
+	if got[ann.ID] != 2 || got[bob.ID] != 2 {
+		t.Fatalf("4 tickets went %v, want 2 each to ann and bob", got)
+	}
+
+	// hold locks an expert's row in an open transaction, as a concurrent
+	// assignment would.
+	hold := func(ids ...string) *sql.Tx {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = tx.Rollback() })
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, `SELECT id FROM expert WHERE id = $1 FOR UPDATE`, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return tx
+	}
+	assignAsync := func(ticket string) <-chan assignment.Assignment {
+		ch := make(chan assignment.Assignment, 1)
+		go func() {
+			var a assignment.Assignment
+			assign(t, base, ticket, "printer", "10001").Decode(t, &a)
+			ch <- a
+		}()
+		return ch
+	}
+
+	// ann is held (and, at equal load, first by id or not): bob gets it
+	// while ann is still held.
+	tx := hold(ann.ID)
+	select {
+	case a := <-assignAsync("skip-held"):
+		if a.ExpertID != bob.ID {
+			t.Errorf("with ann held the ticket went to %s, want bob", a.ExpertID)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("assignment waited for the held expert although an equally near one was free")
+	}
+	_ = tx.Rollback()
+
+	// Both near experts held: it waits for them, not settling for fay.
+	tx = hold(ann.ID, bob.ID)
+	ch := assignAsync("wait-near")
+	select {
+	case a := <-ch:
+		t.Fatalf("assigned to %s while both near experts were held; want it to wait for them", a.ExpertID)
+	case <-time.After(300 * time.Millisecond):
+	}
+	_ = tx.Rollback()
+	if a := <-ch; a.ExpertID != ann.ID && a.ExpertID != bob.ID {
+		t.Errorf("after the near experts were free the ticket went to %s (fay is %s), want ann or bob", a.ExpertID, far.ID)
+	}
 }
