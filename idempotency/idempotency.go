@@ -224,7 +224,8 @@ const maxScopeAttempts = 5
 // transaction.
 func (s *Store) serveInScope(w http.ResponseWriter, r *http.Request, key, hash string, body []byte, next http.Handler) error {
 	ctx := context.WithoutCancel(r.Context())
-	if prev, found, err := s.lookup(ctx, key); err != nil {
+	prev, found, err := s.lookup(ctx, key)
+	if err != nil {
 		return err
 	} else if found && (prev.status != 0 || prev.hash != hash || prev.lockedUntil > time.Now().UnixMicro()) {
 		return replay(w, key, hash, prev)
@@ -259,7 +260,16 @@ func (s *Store) serveInScope(w http.ResponseWriter, r *http.Request, key, hash s
 			scope.Rollback()
 			err = s.storeKey(ctx, s.db, key, hash, rec)
 		} else {
-			err = scope.Commit(ctx, func(tx *sql.Tx) error { return s.storeKey(ctx, tx, key, hash, rec) })
+			err = scope.Commit(ctx, func(tx *sql.Tx) error {
+				// A new key is a plain insert, sent with the COMMIT where
+				// the database can (a concurrent request that stored the
+				// key first makes it a unique violation, handled below);
+				// an expired reservation is taken over by storeKey.
+				if !found && sqldb.ExecAtCommit(tx, insertNewKeySQL, s.keyArgs(key, hash, rec)...) {
+					return nil
+				}
+				return s.storeKey(ctx, tx, key, hash, rec)
+			})
 		}
 		switch {
 		case err == nil:
@@ -293,6 +303,10 @@ const insertKeySQL = `INSERT INTO idempotency_key (idem_key, request_hash, creat
 		locked_until = 0, status = excluded.status, content_type = excluded.content_type, location = excluded.location,
 		body = excluded.body
 	WHERE idempotency_key.status = 0 AND idempotency_key.locked_until < excluded.created_at`
+
+// insertNewKeySQL stores a key that did not exist, with its response.
+const insertNewKeySQL = `INSERT INTO idempotency_key (idem_key, request_hash, created_at, locked_until, status, content_type,
+	location, body) VALUES ($1, $2, $3, 0, $4, $5, $6, $7)`
 
 func (s *Store) keyArgs(key, hash string, rec *buffer) []any {
 	return []any{key, hash, time.Now().UnixMicro(), rec.status, rec.header.Get("Content-Type"), rec.header.Get("Location"),

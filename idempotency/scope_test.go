@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,7 +23,8 @@ import (
 // counterServer serves POST /add?fail=... over a Transactional store: the
 // handler adds one to a counter in sqldb.RunInScope and answers 201 with
 // the new value; fail=rule answers 409 after a failed transaction and
-// fail=server answers 500 after a successful one.
+// fail=server answers 500 after a successful one; together=N makes the
+// first N requests wait for each other before they write.
 func counterServer(t *testing.T, d sqldb.Dialect) (*httptest.Server, *sqldb.DB) {
 	t.Helper()
 	ctx := context.Background()
@@ -35,7 +38,20 @@ func counterServer(t *testing.T, d sqldb.Dialect) (*httptest.Server, *sqldb.DB) 
 		}
 	}
 	store := idempotency.New(db, idempotency.Config{Transactional: true})
+	var arrived atomic.Int32
+	together := make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// together=N holds each request here until N have arrived (past
+		// their key lookups), so that all of them race to store the key.
+		if want, _ := strconv.Atoi(r.URL.Query().Get("together")); want > 0 {
+			if int(arrived.Add(1)) == want {
+				close(together)
+			}
+			select {
+			case <-together:
+			case <-time.After(10 * time.Second):
+			}
+		}
 		var n int
 		err := sqldb.RunInScope(r.Context(), db, func(tx *sql.Tx) error {
 			if err := tx.QueryRowContext(r.Context(), `UPDATE counter SET n = n + 1 WHERE id = 1 RETURNING n`).Scan(&n); err != nil {
@@ -102,7 +118,7 @@ func TestTransactionalConcurrentRepeats(t *testing.T) {
 		replies := make([]reply, 8)
 		errs := make([]error, 8)
 		for i := range replies {
-			wg.Go(func() { replies[i], errs[i] = send(srv.URL+"/add", "k-conc", `{}`) })
+			wg.Go(func() { replies[i], errs[i] = send(srv.URL+"/add?together=8", "k-conc", `{}`) })
 		}
 		wg.Wait()
 		for i, r := range replies {

@@ -134,7 +134,9 @@ func List(ctx context.Context, db *sqldb.DB, f Filter) ([]Saga, error) {
 
 // committer groups the log writes of concurrent sagas into shared
 // transactions: whoever writes while a commit is in flight joins the next
-// one. One fsync then covers many sagas' writes.
+// one. One fsync then covers many sagas' writes. On PostgreSQL each write
+// is one statement, and a whole shared transaction goes to the server in
+// one round trip ([sqldb.ExecBatch]).
 type committer struct {
 	db      *sqldb.DB
 	ops     chan *op
@@ -142,10 +144,15 @@ type committer struct {
 	commits atomic.Int64
 }
 
+// op is one log write: fn, run in the shared transaction, or (where the
+// write is a single statement) stmt, whose rows affected check turns into
+// the write's outcome.
 type op struct {
-	ctx  context.Context
-	fn   func(ctx context.Context, tx *sql.Tx) error
-	done chan error
+	ctx   context.Context
+	fn    func(ctx context.Context, tx *sql.Tx) error
+	stmt  sqldb.Stmt
+	check func(rows int64) error
+	done  chan error
 }
 
 const maxBatch = 256
@@ -157,7 +164,17 @@ func newCommitter(db *sqldb.DB) *committer {
 // do runs fn in a transaction shared with other writers and returns its
 // error once that transaction has committed (or fn's own error).
 func (c *committer) do(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	o := &op{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	return c.submit(ctx, &op{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// exec runs one statement in a transaction shared with other writers and
+// returns check's verdict on the rows it affected once that transaction
+// has committed.
+func (c *committer) exec(ctx context.Context, stmt sqldb.Stmt, check func(rows int64) error) error {
+	return c.submit(ctx, &op{ctx: ctx, stmt: stmt, check: check, done: make(chan error, 1)})
+}
+
+func (c *committer) submit(ctx context.Context, o *op) error {
 	select {
 	case c.ops <- o:
 	case <-ctx.Done():
@@ -197,15 +214,41 @@ func (c *committer) run(ctx context.Context) {
 
 func (c *committer) commit(ctx context.Context, batch []*op) {
 	results := make([]error, len(batch))
-	err := sqldb.RunInTx(ctx, c.db, func(tx *sql.Tx) error {
+	var err error
+	if c.statements(batch) {
+		stmts := make([]sqldb.Stmt, len(batch))
 		for i, o := range batch {
-			results[i] = o.fn(o.ctx, tx)
-			if results[i] != nil && !errors.Is(results[i], ErrLeaseLost) {
-				return errBatchMember
-			}
+			stmts[i] = o.stmt
 		}
-		return nil
-	})
+		var rows []int64
+		if rows, err = sqldb.ExecBatch(ctx, c.db, stmts); err == nil {
+			for i, o := range batch {
+				results[i] = o.check(rows[i])
+			}
+		} else if be, ok := errors.AsType[*sqldb.BatchError](err); ok && len(batch) == 1 {
+			err = be.Err
+		}
+	} else {
+		err = sqldb.RunInTx(ctx, c.db, func(tx *sql.Tx) error {
+			for i, o := range batch {
+				if o.fn == nil {
+					res, err := tx.ExecContext(o.ctx, o.stmt.Query, o.stmt.Args...)
+					if err != nil {
+						results[i] = err
+						return errBatchMember
+					}
+					n, _ := res.RowsAffected()
+					results[i] = o.check(n)
+				} else {
+					results[i] = o.fn(o.ctx, tx)
+				}
+				if results[i] != nil && !errors.Is(results[i], ErrLeaseLost) {
+					return errBatchMember
+				}
+			}
+			return nil
+		})
+	}
 	c.writes.Add(int64(len(batch)))
 	if err == nil {
 		c.commits.Add(1)
@@ -230,3 +273,14 @@ func (c *committer) commit(ctx context.Context, batch []*op) {
 }
 
 var errBatchMember = errors.New("saga: a write of the batch failed")
+
+// statements reports whether every write of batch is a single statement,
+// so that the batch can go to the server in one round trip.
+func (c *committer) statements(batch []*op) bool {
+	for _, o := range batch {
+		if o.fn != nil {
+			return false
+		}
+	}
+	return true
+}

@@ -307,41 +307,55 @@ func (o *Orchestrator) Begin(ctx context.Context, definition, id string, input a
 		return "", fmt.Errorf("saga: input of %s: %w", definition, err)
 	}
 	now := time.Now()
+	// As Get would read it back: the driver needs no read.
+	begun := &Saga{ID: id, Definition: def.Name, Version: def.Version, Input: rawOrNil(string(in)), State: Running,
+		DeadlineAt: fromUS(us(now.Add(def.Deadline))), CreatedAt: fromUS(us(now)), UpdatedAt: fromUS(us(now)),
+		LeaseOwner: o.cfg.Owner}
+	const insertSaga = `INSERT INTO saga (id, definition, version, input, state, deadline_at, next_run_at,
+		lease_owner, lease_until, created_at, updated_at) VALUES ($1, $3, $4, $5, 'running', $6, $2, $7, $8, $2, $2)
+		ON CONFLICT (id) DO NOTHING`
+	args := []any{id, us(now), def.Name, def.Version, string(in), us(now.Add(def.Deadline)), o.cfg.Owner, us(now.Add(o.cfg.LeaseTTL))}
+	nSaga := len(args)
+	// Every step's row in one statement.
+	var values strings.Builder
+	for i, s := range def.Steps {
+		if i > 0 {
+			values.WriteString(", ")
+		}
+		fmt.Fprintf(&values, "($1, CAST($%d AS INTEGER), CAST($%d AS TEXT), 'pending', CAST($2 AS BIGINT))", len(args)+1, len(args)+2)
+		args = append(args, i, s.Name)
+		begun.Steps = append(begun.Steps, StepRecord{Index: i, Name: s.Name, Status: StepPending, UpdatedAt: fromUS(us(now))})
+	}
 	var created *Saga
-	err = o.log.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		created = nil
-		res, err := tx.ExecContext(ctx, `INSERT INTO saga (id, definition, version, input, state, deadline_at, next_run_at,
-			lease_owner, lease_until, created_at, updated_at) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $6, $6)
-			ON CONFLICT (id) DO NOTHING`, id, def.Name, def.Version, string(in), us(now.Add(def.Deadline)), us(now),
-			o.cfg.Owner, us(now.Add(o.cfg.LeaseTTL)))
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil // begun before
-		}
-		// As Get would read it back: the driver needs no read.
-		begun := &Saga{ID: id, Definition: def.Name, Version: def.Version, Input: rawOrNil(string(in)), State: Running,
-			DeadlineAt: fromUS(us(now.Add(def.Deadline))), CreatedAt: fromUS(us(now)), UpdatedAt: fromUS(us(now)),
-			LeaseOwner: o.cfg.Owner}
-		// Every step's row in one statement.
-		var values strings.Builder
-		args := []any{id, us(now)}
-		for i, s := range def.Steps {
-			if i > 0 {
-				values.WriteString(", ")
+	if o.db.Dialect() == sqldb.Postgres {
+		// One statement: the steps are inserted only if the saga was.
+		err = o.log.exec(ctx, sqldb.Stmt{Query: `WITH s AS (` + insertSaga + ` RETURNING id)
+			INSERT INTO saga_step (saga_id, idx, name, status, updated_at)
+			SELECT v.* FROM (VALUES ` + values.String() + `) v WHERE EXISTS (SELECT 1 FROM s)`, Args: args},
+			func(rows int64) error {
+				if created = nil; rows > 0 {
+					created = begun
+				}
+				return nil
+			})
+	} else {
+		err = o.log.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			created = nil
+			res, err := tx.ExecContext(ctx, insertSaga, args[:nSaga]...)
+			if err != nil {
+				return err
 			}
-			fmt.Fprintf(&values, "($1, $%d, $%d, 'pending', $2)", len(args)+1, len(args)+2)
-			args = append(args, i, s.Name)
-			begun.Steps = append(begun.Steps, StepRecord{Index: i, Name: s.Name, Status: StepPending, UpdatedAt: fromUS(us(now))})
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO saga_step (saga_id, idx, name, status, updated_at) VALUES `+values.String(),
-			args...); err != nil {
-			return err
-		}
-		created = begun
-		return nil
-	})
+			if n, _ := res.RowsAffected(); n == 0 {
+				return nil // begun before
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO saga_step (saga_id, idx, name, status, updated_at) VALUES `+values.String(),
+				args...); err != nil {
+				return err
+			}
+			created = begun
+			return nil
+		})
+	}
 	if err != nil {
 		return "", fmt.Errorf("saga: begin %s: %w", definition, err)
 	}
@@ -412,30 +426,43 @@ func (o *Orchestrator) saveStepAndSaga(ctx context.Context, s *Saga, steps ...*S
 		s.FinishedAt = &t
 		finished = us(t)
 	}
+	now := time.Now()
+	args := []any{us(now.Add(o.cfg.LeaseTTL)), us(now), s.ID, o.cfg.Owner, string(s.State), s.Reason, s.LastError, finished}
+	// A saga that stops here (final, or needing attention) gives its
+	// lease up in the same write: lease_until 0 clears the owner.
+	if s.State.Final() || s.State == NeedsAttention {
+		args[0] = int64(0)
+	}
+	const fence = `UPDATE saga SET lease_owner = CASE WHEN CAST($1 AS BIGINT) = 0 THEN '' ELSE lease_owner END, lease_until = $1,
+		updated_at = $2, state = $5, reason = $6, last_error = $7, finished_at = $8 WHERE id = $3 AND lease_owner = $4`
+	fenced := func(rows int64) error {
+		if rows == 0 {
+			return ErrLeaseLost
+		}
+		return nil
+	}
+	if o.db.Dialect() == sqldb.Postgres {
+		// One statement: the steps are written only if the fence held.
+		if len(rs) == 0 {
+			return o.log.exec(ctx, sqldb.Stmt{Query: fence, Args: args}, fenced)
+		}
+		var values strings.Builder
+		for i, r := range rs {
+			if i > 0 {
+				values.WriteString(", ")
+			}
+			n := len(args)
+			fmt.Fprintf(&values, "(CAST($%d AS INTEGER), CAST($%d AS TEXT), CAST($%d AS INTEGER), CAST($%d AS INTEGER), "+
+				"CAST($%d AS TEXT), CAST($%d AS TEXT))", n+1, n+2, n+3, n+4, n+5, n+6)
+			args = append(args, r.Index, string(r.Status), r.Attempts, r.CompensationAttempts, string(r.Output), r.LastError)
+		}
+		return o.log.exec(ctx, sqldb.Stmt{Query: `WITH fenced AS (` + fence + ` RETURNING id)
+			UPDATE saga_step SET status = v.status, attempts = v.attempts, comp_attempts = v.comp_attempts, output = v.output,
+				last_error = v.last_error, updated_at = $2
+			FROM (VALUES ` + values.String() + `) v (idx, status, attempts, comp_attempts, output, last_error)
+			WHERE saga_step.saga_id = (SELECT id FROM fenced) AND saga_step.idx = v.idx`, Args: args}, fenced)
+	}
 	return o.log.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		now := time.Now()
-		args := []any{us(now.Add(o.cfg.LeaseTTL)), us(now), s.ID, o.cfg.Owner, string(s.State), s.Reason, s.LastError, finished}
-		// A saga that stops here (final, or needing attention) gives its
-		// lease up in the same write: lease_until 0 clears the owner.
-		if s.State.Final() || s.State == NeedsAttention {
-			args[0] = int64(0)
-		}
-		const fence = `UPDATE saga SET lease_owner = CASE WHEN CAST($1 AS BIGINT) = 0 THEN '' ELSE lease_owner END, lease_until = $1,
-			updated_at = $2, state = $5, reason = $6, last_error = $7, finished_at = $8 WHERE id = $3 AND lease_owner = $4`
-		if len(rs) == 1 && o.db.Dialect() == sqldb.Postgres {
-			r := rs[0]
-			args = append(args, string(r.Status), r.Attempts, r.CompensationAttempts, string(r.Output), r.LastError, r.Index)
-			res, err := tx.ExecContext(ctx, `WITH fenced AS (`+fence+` RETURNING id)
-				UPDATE saga_step SET status = $9, attempts = $10, comp_attempts = $11, output = $12, last_error = $13, updated_at = $2
-				WHERE saga_id = (SELECT id FROM fenced) AND idx = $14`, args...)
-			if err != nil {
-				return err
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				return ErrLeaseLost
-			}
-			return nil
-		}
 		res, err := tx.ExecContext(ctx, fence, args...)
 		if err != nil {
 			return err

@@ -4,10 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -125,14 +125,14 @@ func (t *pgTx) Commit() error {
 		}
 	}
 	if err == nil {
-		var tag []byte
-		ct, cerr := res.Exec()
-		tag, err = []byte(ct.String()), cerr
-		if err == nil && string(tag) != "COMMIT" {
+		var tag pgconn.CommandTag
+		if tag, err = res.Exec(); err == nil && tag.String() != "COMMIT" {
 			err = pgx.ErrTxCommitRollback
 		}
 	}
-	err = errors.Join(err, res.Close())
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
 	if err == nil {
 		return nil
 	}
@@ -140,6 +140,95 @@ func (t *pgTx) Commit() error {
 		// The transaction is still open, failed: end it. A broken
 		// connection is discarded by the pool.
 		_ = t.Tx.Rollback()
+	}
+	return err
+}
+
+// A Stmt is one statement of [ExecBatch].
+type Stmt struct {
+	Query string
+	Args  []any
+}
+
+// BatchError is the error of an [ExecBatch] whose statement Index failed.
+type BatchError struct {
+	Index int
+	Err   error
+}
+
+func (e *BatchError) Error() string {
+	return fmt.Sprintf("statement %d of the batch: %v", e.Index, e.Err)
+}
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// ExecBatch runs stmts in one transaction on db's writer and returns the
+// number of rows each affected. On PostgreSQL the BEGIN, the statements
+// and the COMMIT go to the server in one pipeline: one round trip however
+// many statements there are. If a statement fails nothing commits, and
+// the error is a [*BatchError] naming it. Like [RunInTx] it runs the whole
+// batch again after a serialization failure, a deadlock or a busy SQLite
+// file.
+//
+// It is for a writer whose statements do not depend on each other's
+// results, such as a log that commits many independent records at once.
+func ExecBatch(ctx context.Context, db *DB, stmts []Stmt) ([]int64, error) {
+	if len(stmts) == 0 {
+		return nil, nil
+	}
+	n := make([]int64, len(stmts))
+	if db.dialect != Postgres {
+		err := RunInTx(ctx, db, func(tx *sql.Tx) error {
+			for i, s := range stmts {
+				res, err := tx.ExecContext(ctx, s.Query, s.Args...)
+				if err != nil {
+					return &BatchError{Index: i, Err: err}
+				}
+				n[i], _ = res.RowsAffected()
+			}
+			return nil
+		})
+		return n, err
+	}
+	err := retryConflicts(ctx, func() error {
+		conn, err := db.writer.Conn(ctx)
+		if err != nil {
+			return fmt.Errorf("sqldb: batch: %w", err)
+		}
+		defer conn.Close()
+		return conn.Raw(func(dc any) error { return pipelineTx(ctx, dc.(*pgConn).Conn.Conn(), stmts, n) })
+	})
+	return n, err
+}
+
+// pipelineTx sends BEGIN, stmts and COMMIT in one pipeline, filling n
+// with the rows each statement affected.
+func pipelineTx(ctx context.Context, conn *pgx.Conn, stmts []Stmt, n []int64) error {
+	var b pgx.Batch
+	b.Queue("begin")
+	for _, s := range stmts {
+		b.Queue(s.Query, s.Args...)
+	}
+	b.Queue("commit")
+	res := conn.SendBatch(ctx, &b)
+	_, err := res.Exec()
+	for i := 0; err == nil && i < len(stmts); i++ {
+		var tag pgconn.CommandTag
+		if tag, err = res.Exec(); err != nil {
+			err = &BatchError{Index: i, Err: err}
+		}
+		n[i] = tag.RowsAffected()
+	}
+	if err == nil {
+		var tag pgconn.CommandTag
+		if tag, err = res.Exec(); err == nil && tag.String() != "COMMIT" {
+			err = pgx.ErrTxCommitRollback
+		}
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil && conn.PgConn().TxStatus() != 'I' && !conn.IsClosed() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "rollback")
 	}
 	return err
 }

@@ -3,6 +3,8 @@ package sqldb_test
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/sysops-squad/sysops/sqldb"
@@ -158,6 +160,40 @@ func TestExecAtCommitRefuses(t *testing.T) {
 		}
 		if got := atCommitRows(t, db); len(got) != map[sqldb.Dialect]int{sqldb.Postgres: 1, sqldb.SQLite: 0}[d] {
 			t.Errorf("rows = %v", got)
+		}
+	})
+}
+
+// TestExecBatch: the statements commit together and report their rows;
+// one that fails commits none of them and is named by its index.
+func TestExecBatch(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := sqldbtest.Open(t, d)
+		atCommitTable(t, db)
+		db.Writer().SetMaxOpenConns(1) // every batch on the same connection
+		n, err := sqldb.ExecBatch(ctx, db, []sqldb.Stmt{
+			{Query: `INSERT INTO at_commit (n, tag) VALUES ($1, $2), ($3, $4)`, Args: []any{1, "a", 2, "b"}},
+			{Query: `UPDATE at_commit SET tag = tag || '!' WHERE n > $1`, Args: []any{0}},
+			{Query: `DELETE FROM at_commit WHERE n = $1`, Args: []any{7}},
+		})
+		if err != nil || fmt.Sprint(n) != "[2 2 0]" {
+			t.Fatalf("rows affected = %v, %v; want [2 2 0]", n, err)
+		}
+		_, err = sqldb.ExecBatch(ctx, db, []sqldb.Stmt{
+			{Query: `INSERT INTO at_commit (n, tag) VALUES ($1, $2)`, Args: []any{3, "c"}},
+			{Query: `INSERT INTO at_commit (n, tag) VALUES ($1, $2)`, Args: []any{1, "clash"}},
+			{Query: `INSERT INTO at_commit (n, tag) VALUES ($1, $2)`, Args: []any{4, "d"}},
+		})
+		var be *sqldb.BatchError
+		if !errors.As(err, &be) || be.Index != 1 || !sqldb.IsUniqueViolation(err) {
+			t.Fatalf("err = %v, want statement 1's unique violation", err)
+		}
+		if got := atCommitRows(t, db); fmt.Sprint(got) != "map[1:a! 2:b!]" {
+			t.Errorf("rows = %v, want only the first batch's", got)
+		}
+		if n, err := sqldb.ExecBatch(ctx, db, []sqldb.Stmt{{Query: `DELETE FROM at_commit`}}); err != nil || n[0] != 2 {
+			t.Errorf("batch after a failed one: %v, %v", n, err)
 		}
 	})
 }

@@ -25,11 +25,18 @@ const maxTxAttempts = 10
 // whole transaction is re-run with exponential backoff and jitter, up to 10
 // attempts, so fn must have no effect outside tx.
 func RunInTx(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) error {
+	return retryConflicts(ctx, func() error { return runOnce(ctx, db, fn) })
+}
+
+// retryConflicts runs attempt until it succeeds, fails with an error that
+// is not [IsRetryable], or has been tried maxTxAttempts times, backing off
+// exponentially with jitter in between.
+func retryConflicts(ctx context.Context, attempt func() error) error {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = 2 * time.Millisecond
 	bo.MaxInterval = 200 * time.Millisecond
 	_, err := backoff.Retry(ctx, func() (struct{}, error) {
-		err := runOnce(ctx, db, fn)
+		err := attempt()
 		if err != nil && !IsRetryable(err) {
 			return struct{}{}, backoff.Permanent(err)
 		}
