@@ -25,7 +25,8 @@
 // handler in a request-scoped transaction, buffers its response, and
 // commits the key and the response in that same transaction: effect and
 // key are one commit, so that window is gone, and two commits per request
-// are saved. A repeat that arrives while the first is in flight waits on
+// are saved. On PostgreSQL a new key travels to the server with the
+// COMMIT ([sqldb.ExecAtCommit]): storing it costs no round trip. A repeat that arrives while the first is in flight waits on
 // the key's unique index and then gets the first response, instead of
 // 409. A 5xx answer rolls the effects back (a retry runs the handler
 // again); a handler whose transaction failed has its 4xx answer kept with
