@@ -435,11 +435,15 @@ type execer interface {
 func (r *Relay) markSent(ctx context.Context, db execer, now int64, seqs []int64) error {
 	var err error
 	switch {
+	// On PostgreSQL the statements are planned at each call: a plan cached
+	// on a connection while the outbox was small scans the whole table
+	// for its array of seqs, which made a relay draining a backlog on a
+	// freshly created outbox ten times slower.
 	case r.db.Dialect() == sqldb.Postgres && r.cfg.Retention < 0:
-		_, err = db.ExecContext(ctx, `DELETE FROM outbox WHERE seq = ANY($1)`, seqs)
+		_, err = db.ExecContext(ctx, `DELETE FROM outbox WHERE seq = ANY($1)`, sqldb.PlanPerCall, seqs)
 	case r.db.Dialect() == sqldb.Postgres:
 		_, err = db.ExecContext(ctx, `UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1,
-			last_error = NULL WHERE seq = ANY($2)`, now, seqs)
+			last_error = NULL WHERE seq = ANY($2)`, sqldb.PlanPerCall, now, seqs)
 	case r.cfg.Retention < 0:
 		in, args := inList(seqs, 1)
 		_, err = db.ExecContext(ctx, `DELETE FROM outbox WHERE seq IN (`+in+`)`, args...)
