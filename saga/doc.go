@@ -53,37 +53,41 @@
 //	go run ./cmd/sysops bench saga
 //
 //	                                PostgreSQL (fsync on)            SQLite (synchronous=FULL)
-//	committed,   concurrency 1      80-82 sagas/s, p50 12 ms, p99 19 121 sagas/s, p50 8 ms, p99 14
-//	committed,   concurrency 16     206-209 sagas/s, p50 75 ms       215 sagas/s, p50 70 ms
-//	committed,   concurrency 64     210-213 sagas/s, p50 280-286 ms, 230 sagas/s, p50 242 ms, p99 767
-//	                                p99 627-634 ms
-//	compensated, concurrency 64     230-243 sagas/s, p50 258-274 ms  240 sagas/s, p50 244 ms
+//	committed,   concurrency 1      101-118 sagas/s, p50 8-9 ms,     140 sagas/s, p50 7 ms, p99 10
+//	                                p99 13-16
+//	committed,   concurrency 16     209-273 sagas/s, p50 57-75 ms    270 sagas/s, p50 56 ms
+//	committed,   concurrency 64     267-331 sagas/s, p50 189-232 ms, 258 sagas/s, p50 221 ms, p99 646
+//	                                p99 308-388 ms
+//	compensated, concurrency 64     299-335 sagas/s, p50 185-209 ms  255 sagas/s, p50 231 ms
 //
-// (two runs on PostgreSQL and one on SQLite, on a quiet machine. Two changes of this round were
-// measured against the build before them, run alternately at concurrency
-// 64 on PostgreSQL: the driver of a saga just begun starts from what Begin
-// logged and Wait reads a saga its instance drives only once it is done,
-// 175-180 -> 193-197 committed sagas/s; the participants record
-// Idempotency-Keys in their business transactions, 191-195 -> 200-218
-// committed and 190-206 -> 234-244 compensated.)
+// (three runs on PostgreSQL and one on SQLite. The previous round's
+// figures, 210-213 committed sagas/s at concurrency 64 and 80-82 at 1, rose
+// with three changes: on PostgreSQL every log write is one statement and
+// a shared log transaction one round trip; the participants' outbox
+// inserts and new Idempotency-Keys travel with their COMMITs
+// ([sqldb.ExecAtCommit]); and the assignment service no longer queues every
+// saga on one expert's row. Measured alternately against the build before
+// it, the log change alone moved concurrency 64 from 227-300 to 275-295
+// committed sagas/s: within the machine's noise, which is wide.)
 //
 // Against the target of 1,500 committed sagas/s at concurrency 64 on
-// PostgreSQL this is 7 times short, and the machine is the limit: vmstat
-// shows the two cores 97-98% busy (about 65% user, 33% system), perf puts
-// half of it in PostgreSQL and most of the rest in the services' Go code
-// (HTTP both ways, JSON, database/sql). pg_stat_statements over 5 seconds
-// at concurrency 64 (before the two changes above) counted about 85
-// statements and 34 transactions per saga across the five databases: the
-// orchestrator's log about 31 statements (step starts and ends, lease
-// renewals, and reads of the saga that the changes above removed in part),
-// the ticket about 23, the assignment 18, the customer 13 — each
-// participant call an Idempotency-Key lookup and record, its business
-// statements, its event and audit record in the outbox, and the relay that
-// publishes and deletes them. PostgreSQL spends about 60 µs of CPU per
-// statement here, so one core's share caps the rate near 200 sagas/s; 1,500
-// would need fewer than 12 statements per saga with its four participants
-// over HTTP, which no design that keeps each participant's database, its
-// outbox and the orchestrator's durable log can reach on two cores.
+// PostgreSQL this is 4.5 to 5.5 times short, and the machine is the
+// limit: vmstat shows the two cores busy all the time (about 65% user and
+// 33% system, 40,000-46,000 context switches a second, some 150 per
+// saga), about half of it in PostgreSQL and most of the rest in the
+// services' Go code (HTTP both ways, JSON, database/sql). pg_stat_statements
+// over 5 seconds at concurrency 64 counted about 56 statements per saga
+// across the four databases (71 before this round): the orchestrator's log
+// 12 (a saga's begin, its step starts and ends, the cancel check before
+// each step, the final read), the ticket 17, the assignment 16, the
+// customer 11 — each participant call an Idempotency-Key lookup and
+// record, its business statements, its event and audit record in the
+// outbox, and the relay that publishes them. At
+// tens of microseconds of PostgreSQL CPU per statement, plus the round
+// trip and context switches on each side, 1,500 sagas/s would need well
+// under 15 statements per saga with its four participants over HTTP,
+// which no design that keeps each participant's database, its outbox and
+// the orchestrator's durable log can reach on two cores.
 //
 // What it does not promise: isolation. Other requests see a saga's
 // intermediate states (a ticket created but not yet assigned); a
