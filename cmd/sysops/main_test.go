@@ -471,3 +471,68 @@ func TestServeFindsPeersStartedLater(t *testing.T) {
 		}
 	}
 }
+
+// TestInboxCommands: an audit record that arrives ahead of its
+// predecessor is parked; "inbox list" shows it, "inbox skip" has the
+// running audit service give up on the missing one and apply it.
+func TestInboxCommands(t *testing.T) {
+	ctx := context.Background()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	p := start(t, "up", "--data-dir", dataDir, "--addr", "127.0.0.1:0")
+	services := p.table(t)
+	b, err := natsjs.Connect(ctx, natsjs.Config{URL: services["nats"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	data := `{"id":"r2","service":"billing","actor":"alice","action":"billing.charged","entity_type":"account","entity_id":"a1","at":"2026-11-24T00:00:00Z"}`
+	m, err := natsjs.EventMessage(sysops.Event{ID: "r2", Source: "/test", Type: "sysops.audit.recorded.v1", Data: json.RawMessage(data),
+		AggregateType: "audit", AggregateID: "billing/account/a1", Sequence: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (string, error) {
+		t.Helper()
+		out, err := exec.Command(binary, append(args, "--data-dir", dataDir)...).CombinedOutput()
+		return string(out), err
+	}
+	var out string
+	for range 100 {
+		if out, err = run("inbox", "list"); err != nil {
+			t.Fatalf("inbox list: %v\n%s", err, out)
+		}
+		if strings.Contains(out, "1 parked") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, want := range []string{"audit billing/account/a1", "1 parked"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("inbox list lacks %q:\n%s", want, out)
+		}
+	}
+	if out, err := run("inbox", "skip", "audit", "billing/account/a1"); err != nil || !strings.Contains(out, "skipped #1..#1, applied 1") {
+		t.Errorf("inbox skip: %v\n%s", err, out)
+	}
+	if out, _ := run("inbox", "list"); !strings.Contains(out, "0 parked") {
+		t.Errorf("still parked after the skip:\n%s", out)
+	}
+	if code, body := getJSON(t, services["audit"]+"/audit?entity_id=a1"); code != 200 || !strings.Contains(fmt.Sprint(body), "r2") {
+		t.Errorf("audit records after the skip = %d %v, want r2", code, body)
+	}
+	if out, err := run("inbox", "skip", "audit", "billing/account/a1"); err == nil || !strings.Contains(out, "nothing parked") {
+		t.Errorf("second skip: %v\n%s", err, out)
+	}
+	if out, err := run("inbox", "skip", "audit", "x", "--service", "nope"); err == nil || !strings.Contains(out, `unknown service "nope"`) {
+		t.Errorf("unknown service: %v\n%s", err, out)
+	}
+	if err := p.stop(t, os.Interrupt); err != nil {
+		t.Fatalf("up exited with %v", err)
+	}
+	if out, err := run("inbox", "skip", "audit", "x"); err == nil || !strings.Contains(out, "skip on audit") {
+		t.Errorf("skip with the system down: %v\n%s", err, out)
+	}
+}

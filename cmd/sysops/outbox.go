@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"strconv"
 	"text/tabwriter"
 
@@ -24,26 +25,8 @@ behind them until they are retried or purged.`,
 	}
 	cmd.PersistentFlags().StringVar(&service, "service", "", "the service whose outbox to use (required)")
 	open := func(ctx context.Context) (*sqldb.DB, error) {
-		if service == "" {
-			return nil, fmt.Errorf("--service is required (one of: %s)", knownServices())
-		}
-		if !isService(service) {
-			return nil, fmt.Errorf("unknown service %q (known: %s)", service, knownServices())
-		}
-		url, err := sqldb.Provision(ctx, o.databaseBase(), service, sqldb.ProvisionConfig{Prefix: o.dbPrefixFor()})
-		if err != nil {
-			return nil, err
-		}
-		db, err := sqldb.Open(ctx, url)
-		if err != nil {
-			return nil, err
-		}
-		// A service that never ran has no outbox yet; give it an empty one.
-		if _, err := sqldb.Migrate(ctx, db, outbox.MigrationSet, outbox.Migrations()); err != nil {
-			db.Close()
-			return nil, err
-		}
-		return db, nil
+		// A service that never ran has no outbox yet; it gets an empty one.
+		return o.openServiceDB(ctx, service, outbox.MigrationSet, outbox.Migrations())
 	}
 	seqArgs := func(args []string) ([]int64, error) {
 		var seqs []int64
@@ -125,6 +108,31 @@ func printRows(w io.Writer, rows []outbox.Row) {
 			r.AggregateType, r.AggregateID, r.AggregateSeq, r.Status, r.Attempts, r.LastError)
 	}
 	tw.Flush()
+}
+
+// openServiceDB opens a service's own database, straight (the service need
+// not be running), and applies the named migrations, so that a service
+// that never ran has the tables to inspect.
+func (o *options) openServiceDB(ctx context.Context, service, set string, migrations fs.FS) (*sqldb.DB, error) {
+	if service == "" {
+		return nil, fmt.Errorf("--service is required (one of: %s)", knownServices())
+	}
+	if !isService(service) {
+		return nil, fmt.Errorf("unknown service %q (known: %s)", service, knownServices())
+	}
+	url, err := sqldb.Provision(ctx, o.databaseBase(), service, sqldb.ProvisionConfig{Prefix: o.dbPrefixFor()})
+	if err != nil {
+		return nil, err
+	}
+	db, err := sqldb.Open(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := sqldb.Migrate(ctx, db, set, migrations); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
 }
 
 func isService(name string) bool {
