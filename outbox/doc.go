@@ -98,6 +98,20 @@
 // next did not win it back on two cores (the drain is CPU-bound) and
 // lowered end to end. Neither was kept.
 //
+// Relaying from the write-ahead log instead of a table was measured with
+// pgbench before building it: writers that emit each event as a
+// transactional logical message (pg_logical_emit_message, pipelined with
+// the COMMIT) while a logical decoder (wal_level=logical, pg_recvlogical)
+// reads the slot. The message itself costs the writer nothing measurable,
+// but decoding the whole database's WAL costs the machine about a quarter
+// of its capacity — the business insert alone fell from about 11,000 to
+// 8,200-8,500 tx/s with the decoder running, the writers with messages
+// reached 7,600-7,700 (69-70% of the undisturbed baseline), and the
+// decoder still fell behind (56 MB of lag after 50 seconds). With
+// JetStream and the consumer still to share the two cores, that design
+// would not reach 60% end to end here either, and it gives up the
+// table's dead rows, retries and operator tools, so it was not built.
+//
 // # Failure handling
 //
 // A failed publish is retried with exponential backoff and jitter
