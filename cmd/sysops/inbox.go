@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -32,6 +34,9 @@ are lost to that consumer).`,
 		Short: "List parked events, oldest first, with the sequence each waits for",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := hasInbox(service); err != nil {
+				return err
+			}
 			db, err := o.openServiceDB(cmd.Context(), service, inbox.MigrationSet, inbox.Migrations())
 			if err != nil {
 				return err
@@ -62,8 +67,8 @@ are lost to that consumer).`,
 		Short: "Give up on an aggregate's missing events and apply what was parked after them (asks the running service)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !isService(service) {
-				return fmt.Errorf("unknown service %q (known: %s)", service, knownServices())
+			if err := hasInbox(service); err != nil {
+				return err
 			}
 			base, err := o.serviceURL(service, url)
 			if err != nil {
@@ -82,6 +87,20 @@ are lost to that consumer).`,
 	skip.Flags().StringVar(&url, "url", "", "the service's base URL (default: from the topology file in the data directory)")
 	cmd.AddCommand(list, skip)
 	return cmd
+}
+
+// inboxServices are the services that run an inbox consumer.
+var inboxServices = []string{audit.Name}
+
+// hasInbox says why service has no consumer to inspect, if it has none.
+func hasInbox(service string) error {
+	if !isService(service) {
+		return fmt.Errorf("unknown service %q (known: %s)", service, knownServices())
+	}
+	if !slices.Contains(inboxServices, service) {
+		return fmt.Errorf("service %q runs no inbox consumer (%s does)", service, strings.Join(inboxServices, ", "))
+	}
+	return nil
 }
 
 // serviceURL returns override if set, or else the service's URL as the

@@ -529,6 +529,9 @@ func TestInboxCommands(t *testing.T) {
 	if out, err := run("inbox", "skip", "audit", "x", "--service", "nope"); err == nil || !strings.Contains(out, `unknown service "nope"`) {
 		t.Errorf("unknown service: %v\n%s", err, out)
 	}
+	if out, err := run("inbox", "list", "--service", "ticket"); err == nil || !strings.Contains(out, `"ticket" runs no inbox consumer`) {
+		t.Errorf("service without a consumer: %v\n%s", err, out)
+	}
 	if err := p.stop(t, os.Interrupt); err != nil {
 		t.Fatalf("up exited with %v", err)
 	}
