@@ -116,5 +116,6 @@
 //
 // A failed publish is retried with exponential backoff and jitter
 // (RelayConfig.Backoff); after MaxAttempts the row becomes dead, keeping
-// its last error. Sent rows are deleted after RelayConfig.Retention.
+// its last error. Sent rows are deleted at once, or after
+// RelayConfig.Retention if one is set.
 package outbox

@@ -238,7 +238,7 @@ func TestRelayPublishesInOrderAndMarksSent(t *testing.T) {
 			write(t, db, event(fmt.Sprint("e", i), fmt.Sprint("agg", i%3)))
 		}
 		pub := &recorder{}
-		r := newRelay(t, db, pub, outbox.RelayConfig{})
+		r := newRelay(t, db, pub, outbox.RelayConfig{Retention: time.Hour})
 		res := runOnce(t, r)
 		if !res.Leader || res.Read != 30 || res.Published != 30 {
 			t.Fatalf("round = %+v, want 30 read and published", res)
@@ -379,12 +379,26 @@ func TestRelayRetention(t *testing.T) {
 			t.Errorf("DeleteSent = %d, %v; want 1", n, err)
 		}
 		r.Stop()
+		// A row kept by a relay with retention, then one relayed by
+		// default: the default keeps nothing, and cleans up the other.
 		write(t, db, event("e2", "A"))
-		r = newRelay(t, db, &recorder{}, outbox.RelayConfig{Retention: -1})
+		r = newRelay(t, db, &recorder{}, outbox.RelayConfig{Retention: time.Hour})
 		runOnce(t, r)
+		r.Stop()
+		write(t, db, event("e3", "A"))
+		r = newRelay(t, db, &recorder{}, outbox.RelayConfig{})
+		if res := runOnce(t, r); res.Published != 1 {
+			t.Fatalf("round = %+v, want e3 published", res)
+		}
+		if n := statusCount(t, db, outbox.StatusSent); n != 1 {
+			t.Errorf("%d sent rows after the default relay's round, want only e2's", n)
+		}
+		if n, err := r.DeleteSent(context.Background()); err != nil || n != 1 {
+			t.Errorf("DeleteSent without retention = %d, %v; want e2's row", n, err)
+		}
 		var n int
 		if err := db.QueryRowContext(context.Background(), `SELECT count(*) FROM outbox`).Scan(&n); err != nil || n != 0 {
-			t.Errorf("%d rows left with negative retention, want 0", n)
+			t.Errorf("%d rows left without retention, want 0", n)
 		}
 	})
 }

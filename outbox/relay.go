@@ -56,7 +56,10 @@ type RelayConfig struct {
 	// their connection dies.)
 	LeaseTTL time.Duration
 	// Retention is how long sent rows are kept before they are deleted.
-	// Default 1 hour; a negative value deletes them as soon as they are sent.
+	// Default 0: a row is deleted as soon as the broker has its event (the
+	// stream is the record of what was published). A positive value keeps
+	// that window of sent rows to inspect (`sysops outbox list --status
+	// sent`), at the cost of an update per row before its delete.
 	Retention time.Duration
 	Logger    *slog.Logger
 }
@@ -71,7 +74,6 @@ func (c *RelayConfig) setDefaults() {
 	}
 	c.PublishTimeout = cmp.Or(c.PublishTimeout, 10*time.Second)
 	c.LeaseTTL = cmp.Or(c.LeaseTTL, 5*time.Second)
-	c.Retention = cmp.Or(c.Retention, time.Hour)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -181,7 +183,7 @@ func (r *Relay) loop(ctx context.Context, notified <-chan struct{}) {
 				break // drained, or nothing publishable now
 			}
 		}
-		if time.Since(lastClean) > min(r.cfg.Retention/10, time.Minute) && r.isLeader() {
+		if time.Since(lastClean) > r.cleanEvery() && r.isLeader() {
 			if _, err := r.DeleteSent(ctx); err != nil && ctx.Err() == nil {
 				r.cfg.Logger.WarnContext(ctx, "outbox: delete sent rows", "error", err)
 			}
@@ -439,12 +441,12 @@ func (r *Relay) markSent(ctx context.Context, db execer, now int64, seqs []int64
 	// on a connection while the outbox was small scans the whole table
 	// for its array of seqs, which made a relay draining a backlog on a
 	// freshly created outbox ten times slower.
-	case r.db.Dialect() == sqldb.Postgres && r.cfg.Retention < 0:
+	case r.db.Dialect() == sqldb.Postgres && r.cfg.Retention <= 0:
 		_, err = db.ExecContext(ctx, `DELETE FROM outbox WHERE seq = ANY($1)`, sqldb.PlanPerCall, seqs)
 	case r.db.Dialect() == sqldb.Postgres:
 		_, err = db.ExecContext(ctx, `UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1,
 			last_error = NULL WHERE seq = ANY($2)`, sqldb.PlanPerCall, now, seqs)
-	case r.cfg.Retention < 0:
+	case r.cfg.Retention <= 0:
 		in, args := inList(seqs, 1)
 		_, err = db.ExecContext(ctx, `DELETE FROM outbox WHERE seq IN (`+in+`)`, args...)
 	default:
@@ -458,11 +460,19 @@ func (r *Relay) markSent(ctx context.Context, db execer, now int64, seqs []int64
 	return nil
 }
 
-// DeleteSent deletes sent rows older than the retention and returns how many.
-func (r *Relay) DeleteSent(ctx context.Context) (int64, error) {
-	if r.cfg.Retention < 0 {
-		return 0, nil
+// cleanEvery is how often the relay deletes sent rows past the retention.
+// Without retention there are only those left by an earlier
+// configuration, so once a minute will do.
+func (r *Relay) cleanEvery() time.Duration {
+	if r.cfg.Retention <= 0 {
+		return time.Minute
 	}
+	return min(r.cfg.Retention/10, time.Minute)
+}
+
+// DeleteSent deletes sent rows older than the retention (all of them
+// without retention) and returns how many.
+func (r *Relay) DeleteSent(ctx context.Context) (int64, error) {
 	res, err := r.db.ExecContext(ctx, `DELETE FROM outbox WHERE status = 'sent' AND sent_at < $1`,
 		micros(time.Now().Add(-r.cfg.Retention)))
 	if err != nil {
