@@ -28,7 +28,9 @@
 //     statements and the COMMIT go to the server in one pipeline, saving
 //     the statements' round trips; if one fails, nothing commits and the
 //     commit returns its error. Elsewhere it queues nothing and says so,
-//     and the caller runs the statement itself.
+//     and the caller runs the statement itself. [ExecBatch] does the same
+//     for a whole transaction of independent statements: its BEGIN, the
+//     statements and its COMMIT in one round trip.
 //   - SQL is written once for both dialects with $1, $2 ... placeholders,
 //     which both drivers accept. Where the dialects differ (types, upserts),
 //     migrations keep one directory per dialect; see [Migrate].
