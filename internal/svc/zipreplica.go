@@ -13,6 +13,7 @@ import (
 	"math"
 	"net/http"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/sysops-squad/sysops"
@@ -64,7 +65,17 @@ type ZipReplica struct {
 	peers  Peers
 	http   *http.Client
 	logger *slog.Logger
+
+	mu       sync.Mutex
+	cached   map[string]Zip // the copy as last read, shared by readers
+	cachedAt time.Time
 }
+
+// zipCacheTTL is how long a read of the whole copy answers lookups. The
+// copy follows location only every refresh interval anyway; this bounds
+// how late an instance sees a refresh made by another instance sharing
+// its database (its own refreshes drop the cache at once).
+const zipCacheTTL = 5 * time.Second
 
 // NewZipReplica returns a replica in db of the zip codes served by the
 // location service, found in peers.
@@ -174,6 +185,9 @@ func (z *ZipReplica) Refresh(ctx context.Context) (changed bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("zip replica: store copy: %w", err)
 	}
+	z.mu.Lock()
+	z.cached = nil
+	z.mu.Unlock()
 	z.logger.InfoContext(ctx, "zip replica refreshed", "rows", len(body.Zipcodes), "etag", newTag)
 	return true, nil
 }
@@ -189,6 +203,11 @@ func (z *ZipReplica) Len(ctx context.Context) (int, error) {
 // location does not know, [sysops.EUnavailable] while nothing has been
 // copied yet.
 func (z *ZipReplica) Lookup(ctx context.Context, zip string) (Zip, error) {
+	if all, err := z.All(ctx); err == nil {
+		if zc, ok := all[zip]; ok {
+			return zc, nil
+		}
+	}
 	var out Zip
 	err := z.db.QueryRowContext(ctx, `SELECT zip, city, state, latitude, longitude FROM zip_replica WHERE zip = $1`, zip).
 		Scan(&out.Zip, &out.City, &out.State, &out.Latitude, &out.Longitude)
@@ -204,8 +223,31 @@ func (z *ZipReplica) Lookup(ctx context.Context, zip string) (Zip, error) {
 	return out, nil
 }
 
-// All returns every zip code of the copy, by zip.
+// All returns every zip code of the copy, by zip. The map is shared with
+// other callers for a few seconds (zipCacheTTL): read it, do not change
+// it.
 func (z *ZipReplica) All(ctx context.Context) (map[string]Zip, error) {
+	z.mu.Lock()
+	all, at := z.cached, z.cachedAt
+	z.mu.Unlock()
+	if all != nil && time.Since(at) < zipCacheTTL {
+		return all, nil
+	}
+	at = time.Now()
+	all, err := z.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(all) > 0 {
+		z.mu.Lock()
+		z.cached, z.cachedAt = all, at
+		z.mu.Unlock()
+	}
+	return all, nil
+}
+
+// load reads the whole copy.
+func (z *ZipReplica) load(ctx context.Context) (map[string]Zip, error) {
 	q, err := z.db.QueryContext(ctx, `SELECT zip, city, state, latitude, longitude FROM zip_replica`)
 	if err != nil {
 		return nil, err

@@ -256,6 +256,7 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 			return err
 		}
 		var cands []candidate
+		kmTo := map[string]float64{} // by zip: experts share few zips
 		for rows.Next() {
 			var c candidate
 			var zip string
@@ -263,7 +264,12 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 				rows.Close()
 				return err
 			}
-			c.km = svc.KM(origin, all[zip])
+			km, ok := kmTo[zip]
+			if !ok {
+				km = svc.KM(origin, all[zip])
+				kmTo[zip] = km
+			}
+			c.km = km
 			cands = append(cands, c)
 		}
 		rows.Close()
