@@ -48,18 +48,17 @@
 //
 // 8 writers, each business transaction one row plus one event, the
 // consumer applying one row per event through the inbox; three runs on
-// PostgreSQL (SQLite figures from the previous round, whose code paths this
-// round did not change):
+// PostgreSQL and two on SQLite:
 //
 //	                                  PostgreSQL                  SQLite
-//	no outbox (business row only)     10,040-11,186 tx/s          5,670-5,787 tx/s
-//	outbox writes alone, no relay     6,069-7,547 tx/s            3,047-3,213 tx/s
-//	                                  (60-69% of no-outbox)       (54-56%)
-//	end to end, commit -> effect      4,515-5,342 events/s        2,445-2,529 events/s
+//	no outbox (business row only)     10,040-11,186 tx/s          6,478-6,729 tx/s
+//	outbox writes alone, no relay     6,069-7,547 tx/s            3,283-3,537 tx/s
+//	                                  (60-69% of no-outbox)       (51-53%)
+//	end to end, commit -> effect      4,515-5,342 events/s        2,868-2,924 events/s
 //	                                  (45-48% of no-outbox)       (43-44%)
-//	latency at 1,000 events/s         p50 0.68-0.82 ms,           p50 0.76-0.82 ms,
-//	                                  p99 1.9-4.7 ms              p99 3.9-4.3 ms
-//	backlog drain (100,000 rows)      78,097-84,319 events/s      40,629-41,785 events/s
+//	latency at 1,000 events/s         p50 0.68-0.82 ms,           p50 0.66-0.71 ms,
+//	                                  p99 1.9-4.7 ms              p99 1.5-1.8 ms
+//	backlog drain (100,000 rows)      78,097-84,319 events/s      36,618-37,914 events/s
 //
 // (the bench recreates its tables each run, as a churned outbox carries
 // dead tuples that slow the relay's scan until autovacuum has run, which
