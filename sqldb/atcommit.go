@@ -39,13 +39,8 @@ func ExecAtCommit(tx *sql.Tx, query string, args ...any) bool {
 	if !h.pipelined {
 		return false
 	}
-	h.atCommit = append(h.atCommit, queued{query: query, args: args})
+	h.atCommit = append(h.atCommit, Stmt{Query: query, Args: args})
 	return true
-}
-
-type queued struct {
-	query string
-	args  []any
 }
 
 // hooksKey carries a transaction's hooks from [DB.begin] to the driver's
@@ -104,44 +99,12 @@ type pgTx struct {
 	hooks *txHooks
 }
 
-// Commit sends the queued statements and COMMIT in one pipeline. If a
-// statement fails the server skips the rest, COMMIT included, and the
-// transaction is rolled back here.
+// Commit sends the queued statements and COMMIT in one pipeline.
 func (t *pgTx) Commit() error {
-	stmts := t.hooks.atCommit
-	if len(stmts) == 0 {
+	if len(t.hooks.atCommit) == 0 {
 		return t.Tx.Commit()
 	}
-	var b pgx.Batch
-	for _, s := range stmts {
-		b.Queue(s.query, s.args...)
-	}
-	b.Queue("commit")
-	res := t.conn.SendBatch(t.ctx, &b)
-	var err error
-	for range stmts {
-		if _, err = res.Exec(); err != nil {
-			break
-		}
-	}
-	if err == nil {
-		var tag pgconn.CommandTag
-		if tag, err = res.Exec(); err == nil && tag.String() != "COMMIT" {
-			err = pgx.ErrTxCommitRollback
-		}
-	}
-	if cerr := res.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		return nil
-	}
-	if t.conn.PgConn().TxStatus() != 'I' {
-		// The transaction is still open, failed: end it. A broken
-		// connection is discarded by the pool.
-		_ = t.Tx.Rollback()
-	}
-	return err
+	return pipeline(t.ctx, t.conn, false, t.hooks.atCommit, nil)
 }
 
 // A Stmt is one statement of [ExecBatch].
@@ -195,28 +158,37 @@ func ExecBatch(ctx context.Context, db *DB, stmts []Stmt) ([]int64, error) {
 			return fmt.Errorf("sqldb: batch: %w", err)
 		}
 		defer conn.Close()
-		return conn.Raw(func(dc any) error { return pipelineTx(ctx, dc.(*pgConn).Conn.Conn(), stmts, n) })
+		return conn.Raw(func(dc any) error { return pipeline(ctx, dc.(*pgConn).Conn.Conn(), true, stmts, n) })
 	})
 	return n, err
 }
 
-// pipelineTx sends BEGIN, stmts and COMMIT in one pipeline, filling n
-// with the rows each statement affected.
-func pipelineTx(ctx context.Context, conn *pgx.Conn, stmts []Stmt, n []int64) error {
+// pipeline sends stmts and COMMIT, after a BEGIN if begin is set, in one
+// round trip, and fills n (if not nil) with the rows each statement
+// affected. If a statement fails the server skips the rest, COMMIT
+// included, and the transaction is rolled back here.
+func pipeline(ctx context.Context, conn *pgx.Conn, begin bool, stmts []Stmt, n []int64) error {
 	var b pgx.Batch
-	b.Queue("begin")
+	if begin {
+		b.Queue("begin")
+	}
 	for _, s := range stmts {
 		b.Queue(s.Query, s.Args...)
 	}
 	b.Queue("commit")
 	res := conn.SendBatch(ctx, &b)
-	_, err := res.Exec()
+	var err error
+	if begin {
+		_, err = res.Exec()
+	}
 	for i := 0; err == nil && i < len(stmts); i++ {
 		var tag pgconn.CommandTag
 		if tag, err = res.Exec(); err != nil {
 			err = &BatchError{Index: i, Err: err}
 		}
-		n[i] = tag.RowsAffected()
+		if n != nil {
+			n[i] = tag.RowsAffected()
+		}
 	}
 	if err == nil {
 		var tag pgconn.CommandTag
@@ -227,7 +199,9 @@ func pipelineTx(ctx context.Context, conn *pgx.Conn, stmts []Stmt, n []int64) er
 	if cerr := res.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil && conn.PgConn().TxStatus() != 'I' && !conn.IsClosed() {
+	if err != nil && !conn.IsClosed() && conn.PgConn().TxStatus() != 'I' {
+		// The transaction is still open, failed: end it. A broken
+		// connection is discarded by the pool.
 		_, _ = conn.Exec(context.WithoutCancel(ctx), "rollback")
 	}
 	return err

@@ -52,8 +52,8 @@ var commitHooks sync.Map // *sql.Tx → *txHooks
 type txHooks struct {
 	db        *DB
 	fns       []func(*DB)
-	pipelined bool     // the driver sends atCommit with the COMMIT
-	atCommit  []queued // see ExecAtCommit
+	pipelined bool   // the driver sends atCommit with the COMMIT
+	atCommit  []Stmt // see ExecAtCommit
 }
 
 // AfterCommit registers fn to be called after tx commits, with the
