@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,14 @@ func newBenchCmd(o *options) *cobra.Command {
 		Use:   "bench",
 		Short: "Measure a pattern on this machine and print the setup and the figures",
 	}
+	var profile string
+	var stopProfile func() error
+	cmd.PersistentFlags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of this process (services, relays, embedded JetStream; not the database server) to this file, for go tool pprof")
+	cmd.PersistentPreRunE = func(cmd *cobra.Command, args []string) (err error) {
+		stopProfile, err = startCPUProfile(profile)
+		return err
+	}
+	cmd.PersistentPostRunE = func(cmd *cobra.Command, args []string) error { return stopProfile() }
 	var cfg outboxbench.Config
 	var phases string
 	ob := &cobra.Command{
@@ -84,6 +93,26 @@ JetStream is embedded unless --nats names a server.`,
 	f.StringVar(&phases, "phases", "", "comma-separated subset of throughput,latency,drain (default all)")
 	cmd.AddCommand(ob, newSagaBenchCmd(o))
 	return cmd
+}
+
+// startCPUProfile starts a CPU profile written to path, if path is set,
+// and returns the function that stops it and closes the file.
+func startCPUProfile(path string) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 func newSagaBenchCmd(o *options) *cobra.Command {

@@ -539,3 +539,25 @@ func TestInboxCommands(t *testing.T) {
 		t.Errorf("skip with the system down: %v\n%s", err, out)
 	}
 }
+
+// TestBenchCPUProfile: `sysops bench outbox` prints its setup and figures,
+// and --cpuprofile leaves a profile that pprof can read; a profile path
+// that cannot be written is refused before the bench runs.
+func TestBenchCPUProfile(t *testing.T) {
+	prof := filepath.Join(t.TempDir(), "cpu.prof")
+	out, err := exec.Command(binary, "bench", "outbox", "--phases", "drain", "--backlog", "2000", "--cpuprofile", prof).CombinedOutput()
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "drain") || !strings.Contains(string(out), "events/s") {
+		t.Errorf("bench printed no drain figure:\n%s", out)
+	}
+	top, err := exec.Command("go", "tool", "pprof", "-top", binary, prof).CombinedOutput()
+	if err != nil || !strings.Contains(string(top), "Type: cpu") {
+		t.Errorf("pprof cannot read the profile: %v\n%s", err, top)
+	}
+	out, err = exec.Command(binary, "bench", "outbox", "--phases", "drain", "--cpuprofile", filepath.Join(t.TempDir(), "no", "such", "dir", "p")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--cpuprofile") {
+		t.Errorf("unwritable profile path: err %v, output:\n%s", err, out)
+	}
+}

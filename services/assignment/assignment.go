@@ -24,6 +24,7 @@ import (
 	"database/sql"
 	"embed"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -250,62 +251,55 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 		} else if err != nil && sysops.CodeOf(err) != sysops.ENotFound {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT id, zip, open_assignments FROM expert WHERE open_assignments < capacity
-			AND (',' || skills || ',') LIKE $1`, "%,"+in.Skill+",%")
+		skill := "%," + in.Skill + ",%"
+		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT zip FROM expert WHERE open_assignments < capacity
+			AND (',' || skills || ',') LIKE $1`, skill)
 		if err != nil {
 			return err
 		}
-		var cands []candidate
-		kmTo := map[string]float64{} // by zip: experts share few zips
+		var areas []area
 		for rows.Next() {
-			var c candidate
-			var zip string
-			if err := rows.Scan(&c.id, &zip, &c.load); err != nil {
+			var a area
+			if err := rows.Scan(&a.zip); err != nil {
 				rows.Close()
 				return err
 			}
-			km, ok := kmTo[zip]
-			if !ok {
-				km = svc.KM(origin, all[zip])
-				kmTo[zip] = km
-			}
-			c.km = km
-			cands = append(cands, c)
+			a.km = svc.KM(origin, all[a.zip])
+			areas = append(areas, a)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		slices.SortFunc(cands, func(a, b candidate) int {
-			return cmp.Or(cmp.Compare(a.km, b.km), cmp.Compare(a.load, b.load), cmp.Compare(a.id, b.id))
-		})
+		slices.SortFunc(areas, func(a, b area) int { return cmp.Or(cmp.Compare(a.km, b.km), cmp.Compare(a.zip, b.zip)) })
 		now := time.Now().UTC().Truncate(time.Microsecond)
-		for start := 0; start < len(cands); {
+		for start := 0; start < len(areas); {
 			end := start + 1
-			for end < len(cands) && cands[end].km == cands[start].km {
+			for end < len(areas) && areas[end].km == areas[start].km {
 				end++
 			}
-			id, err := s.takeExpert(ctx, tx, cands[start:end])
+			zips := make([]string, 0, end-start)
+			for _, a := range areas[start:end] {
+				zips = append(zips, a.zip)
+			}
+			start = end
+			e, ok, err := s.takeExpert(ctx, tx, skill, zips)
 			if err != nil {
 				return err
 			}
-			start = end
-			if id == "" {
+			if !ok {
 				continue // all of them filled up meanwhile
 			}
 			sched := now.Add(leadTime[in.Priority])
 			if _, err := tx.ExecContext(ctx, `INSERT INTO ticket_assignment (ticket_id, expert_id, status, scheduled_for, assigned_at)
 				VALUES ($1, $2, 'assigned', $3, $4)
 				ON CONFLICT (ticket_id) DO UPDATE SET expert_id = $2, status = 'assigned', scheduled_for = $3, assigned_at = $4,
-					completion_notes = '', completed_at = NULL`, in.TicketID, id, svc.Micros(sched), svc.Micros(now)); err != nil {
+					completion_notes = '', completed_at = NULL`, in.TicketID, e.ID, svc.Micros(sched), svc.Micros(now)); err != nil {
 				return err
 			}
-			a, err := s.assignment(ctx, tx, in.TicketID)
-			if err != nil {
-				return err
-			}
-			out = a
-			ev := map[string]any{"ticket_id": in.TicketID, "expert_id": id, "scheduled_for": sched}
+			out = Assignment{TicketID: in.TicketID, ExpertID: e.ID, Status: "assigned", ScheduledFor: svc.FromMicros(svc.Micros(sched)),
+				AssignedAt: svc.FromMicros(svc.Micros(now)), Expert: &e}
+			ev := map[string]any{"ticket_id": in.TicketID, "expert_id": e.ID, "scheduled_for": sched}
 			if err := svc.Emit(ctx, tx, Name, "sysops.assignment.assigned.v1", "ticket_assignment", in.TicketID, ev); err != nil {
 				return err
 			}
@@ -316,46 +310,47 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 	return out, err
 }
 
-// candidate is an expert who may take a ticket: km from the ticket, load
-// its open assignments when read.
-type candidate struct {
-	id   string
-	km   float64
-	load int
+// area is a zip where experts with the skill have spare capacity, and
+// its distance from the ticket.
+type area struct {
+	zip string
+	km  float64
 }
 
-// takeExpert takes one unit of capacity from one of equally near experts,
-// the least loaded first, and returns its id ("" if all are full). On
-// PostgreSQL it first passes over the experts that a concurrent
-// assignment holds (SKIP LOCKED), so that a burst of tickets from one
-// area spreads over the experts there instead of queueing on one
-// expert's row until each transaction before it has committed; only if
-// every one is held does it wait for them in turn. SQLite runs one write
-// transaction at a time, so nothing is held there.
-func (s *Service) takeExpert(ctx context.Context, tx *sql.Tx, group []candidate) (string, error) {
+// takeExpert takes one unit of capacity from the least loaded expert with
+// the skill in one of equally near zips, and returns that expert as
+// updated (ok false if all of them are full). On PostgreSQL it first
+// passes over the experts that a concurrent assignment holds (SKIP
+// LOCKED), so that a burst of tickets from one area spreads over the
+// experts there instead of queueing on one expert's row until each
+// transaction before it has committed; only if every one is held does it
+// wait for them. SQLite runs one write transaction at a time, so nothing
+// is held there. Either way it is one statement, however many experts
+// the area has.
+func (s *Service) takeExpert(ctx context.Context, tx *sql.Tx, skill string, zips []string) (Expert, bool, error) {
+	args := []any{skill}
+	marks := make([]string, len(zips))
+	for i, z := range zips {
+		args = append(args, z)
+		marks[i] = fmt.Sprintf("$%d", i+2)
+	}
+	pick := `SELECT id FROM expert WHERE zip IN (` + strings.Join(marks, ", ") + `) AND open_assignments < capacity
+		AND (',' || skills || ',') LIKE $1 ORDER BY open_assignments, id LIMIT 1`
+	locks := []string{""}
 	if s.db.Dialect() == sqldb.Postgres {
-		for _, c := range group {
-			res, err := tx.ExecContext(ctx, `UPDATE expert SET open_assignments = open_assignments + 1
-				WHERE id = (SELECT id FROM expert WHERE id = $1 AND open_assignments < capacity FOR UPDATE SKIP LOCKED)`, c.id)
-			if err != nil {
-				return "", err
-			}
-			if n, _ := res.RowsAffected(); n == 1 {
-				return c.id, nil
-			}
+		locks = []string{" FOR UPDATE SKIP LOCKED", " FOR UPDATE"}
+	}
+	for _, lock := range locks {
+		e, err := scanExpert(tx.QueryRowContext(ctx, `UPDATE expert SET open_assignments = open_assignments + 1
+			WHERE id = (`+pick+lock+`) AND open_assignments < capacity RETURNING `+expertColumns, args...))
+		if err == nil {
+			return e, true, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return Expert{}, false, err
 		}
 	}
-	for _, c := range group {
-		res, err := tx.ExecContext(ctx, `UPDATE expert SET open_assignments = open_assignments + 1
-			WHERE id = $1 AND open_assignments < capacity`, c.id)
-		if err != nil {
-			return "", err
-		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			return c.id, nil
-		}
-	}
-	return "", nil
+	return Expert{}, false, nil
 }
 
 type querier interface {
