@@ -76,35 +76,149 @@ func openPgxPool(cfg pgx.ConnConfig) *sql.DB {
 }
 
 // pgConn is a pgx connection whose transactions send their queued
-// statements with COMMIT. Every other method is pgx's own.
-type pgConn struct{ *stdlib.Conn }
-
-func (c *pgConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	tx, err := c.Conn.BeginTx(ctx, opts)
-	if err != nil {
-		return nil, err
-	}
-	h, _ := ctx.Value(hooksKey{}).(*txHooks)
-	if h == nil {
-		return tx, nil
-	}
-	h.pipelined = true
-	return &pgTx{Tx: tx, conn: c.Conn.Conn(), ctx: ctx, hooks: h}, nil
+// statements with COMMIT, and their BEGIN with their first statement.
+// Every other method is pgx's own.
+type pgConn struct {
+	*stdlib.Conn
+	owed *pgTx // a transaction whose BEGIN has not been sent yet
 }
 
+// BeginTx begins a transaction. One begun by [RunInTx] or a [Scope] with
+// default options does not send its BEGIN at once: a first statement run
+// with Exec carries it, in one round trip (a first query sends it just
+// before itself), and a transaction that runs nothing sends nothing.
+func (c *pgConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	h, _ := ctx.Value(hooksKey{}).(*txHooks)
+	if h == nil {
+		return c.Conn.BeginTx(ctx, opts)
+	}
+	if c.Conn.Conn().IsClosed() {
+		return nil, driver.ErrBadConn
+	}
+	t := &pgTx{owner: c, ctx: ctx, hooks: h}
+	if opts.Isolation != driver.IsolationLevel(sql.LevelDefault) || opts.ReadOnly {
+		tx, err := c.Conn.BeginTx(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		t.Tx = tx
+	} else {
+		c.owed = t
+	}
+	h.pipelined = true
+	return t, nil
+}
+
+// payBegin sends the BEGIN a transaction owes, on its own.
+func (c *pgConn) payBegin(ctx context.Context) error {
+	c.owed = nil
+	if _, err := c.Conn.Conn().Exec(ctx, "begin"); err != nil {
+		if pgconn.SafeToRetry(err) {
+			return fmt.Errorf("%w: begin: %v", driver.ErrBadConn, err)
+		}
+		return err
+	}
+	return nil
+}
+
+func (c *pgConn) ExecContext(ctx context.Context, query string, argsV []driver.NamedValue) (driver.Result, error) {
+	if c.owed == nil {
+		return c.Conn.ExecContext(ctx, query, argsV)
+	}
+	args := make([]any, len(argsV))
+	for i, v := range argsV {
+		args[i] = v.Value
+	}
+	if len(args) > 0 {
+		switch args[0].(type) {
+		case pgx.QueryExecMode, pgx.QueryResultFormats, pgx.QueryResultFormatsByOID, pgx.QueryRewriter:
+			// A batch does not take per-query options: BEGIN goes alone.
+			if err := c.payBegin(ctx); err != nil {
+				return nil, err
+			}
+			return c.Conn.ExecContext(ctx, query, argsV)
+		}
+	}
+	c.owed = nil
+	var b pgx.Batch
+	b.Queue("begin")
+	b.Queue(query, args...)
+	res := c.Conn.Conn().SendBatch(ctx, &b)
+	_, err := res.Exec()
+	var tag pgconn.CommandTag
+	if err == nil {
+		tag, err = res.Exec()
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil && pgconn.SafeToRetry(err) {
+		// Nothing reached the server: the connection is gone.
+		err = fmt.Errorf("%w: begin: %v", driver.ErrBadConn, err)
+	}
+	return driver.RowsAffected(tag.RowsAffected()), err
+}
+
+func (c *pgConn) QueryContext(ctx context.Context, query string, argsV []driver.NamedValue) (driver.Rows, error) {
+	if c.owed != nil {
+		if err := c.payBegin(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return c.Conn.QueryContext(ctx, query, argsV)
+}
+
+func (c *pgConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	if c.owed != nil {
+		if err := c.payBegin(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return c.Conn.PrepareContext(ctx, query)
+}
+
+// pgTx is a transaction begun by RunInTx or a Scope. Tx is pgx's when the
+// BEGIN was sent at once; otherwise the BEGIN is owed, or was sent by the
+// connection with a first statement.
 type pgTx struct {
 	driver.Tx
-	conn  *pgx.Conn
+	owner *pgConn
 	ctx   context.Context
 	hooks *txHooks
 }
 
-// Commit sends the queued statements and COMMIT in one pipeline.
+// Commit sends the queued statements and COMMIT in one pipeline (with the
+// BEGIN, if no statement has sent it yet).
 func (t *pgTx) Commit() error {
-	if len(t.hooks.atCommit) == 0 {
+	owed := t.owner.owed == t
+	t.owner.owed = nil
+	switch {
+	case owed && len(t.hooks.atCommit) == 0:
+		return nil // nothing ran: nothing to send
+	case t.Tx != nil && len(t.hooks.atCommit) == 0:
 		return t.Tx.Commit()
 	}
-	return pipeline(t.ctx, t.conn, false, t.hooks.atCommit, nil)
+	return pipeline(t.ctx, t.owner.Conn.Conn(), owed, t.hooks.atCommit, nil)
+}
+
+// Rollback ends the transaction, if its BEGIN was sent.
+func (t *pgTx) Rollback() error {
+	if t.owner.owed == t {
+		t.owner.owed = nil
+		return nil
+	}
+	if t.Tx != nil {
+		return t.Tx.Rollback()
+	}
+	conn := t.owner.Conn.Conn()
+	if conn.IsClosed() {
+		return driver.ErrBadConn
+	}
+	if _, err := conn.Exec(t.ctx, "rollback"); err != nil {
+		// The connection's state is unknown: the pool drops it.
+		return fmt.Errorf("%w: rollback: %v", driver.ErrBadConn, err)
+	}
+	return nil
 }
 
 // A Stmt is one statement of [ExecBatch].

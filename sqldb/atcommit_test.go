@@ -197,3 +197,99 @@ func TestExecBatch(t *testing.T) {
 		}
 	})
 }
+
+// TestBeginWithFirstStatement: on PostgreSQL a transaction's BEGIN is
+// sent with its first Exec (or just before a first query), and the
+// transaction is still one: what it wrote is invisible to others until it
+// commits, and a rollback undoes all of it, whatever its first statement.
+func TestBeginWithFirstStatement(t *testing.T) {
+	ctx := context.Background()
+	db := sqldbtest.Open(t, sqldb.Postgres)
+	atCommitTable(t, db)
+	errUndo := errors.New("undo")
+	count := func() int {
+		t.Helper()
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM at_commit`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	firsts := map[string]func(tx *sql.Tx) error{
+		"exec": func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES (1, 'first')`)
+			return err
+		},
+		"exec with a per-query option": func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES ($1, 'first')`, sqldb.PlanPerCall, 1)
+			return err
+		},
+		"query": func(tx *sql.Tx) error {
+			var n int
+			return tx.QueryRowContext(ctx, `SELECT count(*) FROM at_commit`).Scan(&n)
+		},
+	}
+	for name, first := range firsts {
+		err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+			if err := first(tx); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES (2, 'second')`); err != nil {
+				return err
+			}
+			if n := count(); n != 0 {
+				t.Errorf("%s first: another connection sees %d rows before the commit", name, n)
+			}
+			var open bool
+			if err := tx.QueryRowContext(ctx, `SELECT txid_current_if_assigned() IS NOT NULL`).Scan(&open); err != nil || !open {
+				t.Errorf("%s first: the writes are not in the transaction (%v)", name, err)
+			}
+			return errUndo
+		})
+		if !errors.Is(err, errUndo) {
+			t.Fatalf("%s first: %v", name, err)
+		}
+		if n := count(); n != 0 {
+			t.Errorf("%s first: %d rows left after the rollback", name, n)
+		}
+	}
+
+	// A first statement that fails: the error is the server's, and the
+	// connection goes back to the pool clean.
+	if _, err := db.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES (7, 'committed')`); err != nil {
+		t.Fatal(err)
+	}
+	err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES (7, 'again')`)
+		return err
+	})
+	if !sqldb.IsUniqueViolation(err) {
+		t.Fatalf("duplicate first insert: %v, want a unique violation", err)
+	}
+	for i := range 10 {
+		err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES ($1, 'after')`, 100+i)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("transaction %d after the failed one: %v", i, err)
+		}
+	}
+
+	// A transaction that runs nothing commits; one that only queues
+	// statements sends its BEGIN with them.
+	if err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error { return nil }); err != nil {
+		t.Fatalf("empty transaction: %v", err)
+	}
+	err = sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+		sqldb.ExecAtCommit(tx, `INSERT INTO at_commit (n, tag) VALUES (8, 'queued only')`)
+		sqldb.ExecAtCommit(tx, `INSERT INTO at_commit (n, tag) VALUES (7, 'duplicate')`)
+		return nil
+	})
+	if !sqldb.IsUniqueViolation(err) {
+		t.Fatalf("queued-only transaction with a duplicate: %v, want a unique violation", err)
+	}
+	if got := atCommitRows(t, db); got[8] != "" || len(got) != 11 {
+		t.Errorf("rows after the failed queued-only transaction: %v", got)
+	}
+}

@@ -31,6 +31,12 @@
 //     and the caller runs the statement itself. [ExecBatch] does the same
 //     for a whole transaction of independent statements: its BEGIN, the
 //     statements and its COMMIT in one round trip.
+//   - On PostgreSQL a transaction run by [RunInTx] or a [Scope] sends its
+//     BEGIN with its first statement when that is an Exec (just before it
+//     when it is a query), so a short transaction of writes saves a round
+//     trip, and one that runs nothing sends nothing. A pooled connection
+//     found dead before anything reached the server is a retryable error
+//     ([IsRetryable]): RunInTx runs fn again on another connection.
 //   - SQL is written once for both dialects with $1, $2 ... placeholders,
 //     which both drivers accept. Where the dialects differ (types, upserts),
 //     migrations keep one directory per dialect; see [Migrate].

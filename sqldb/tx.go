@@ -3,6 +3,7 @@ package sqldb
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"sync"
@@ -114,8 +115,13 @@ func runOnce(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) (err error)
 
 // IsRetryable reports whether err is a transient conflict after which the
 // whole transaction may simply be run again: a PostgreSQL serialization
-// failure (40001) or deadlock (40P01), or SQLITE_BUSY / SQLITE_LOCKED.
+// failure (40001) or deadlock (40P01), SQLITE_BUSY / SQLITE_LOCKED, or a
+// pooled connection found dead before the transaction's first statement
+// reached the server (driver.ErrBadConn).
 func IsRetryable(err error) bool {
+	if errors.Is(err, driver.ErrBadConn) {
+		return true
+	}
 	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
 		return pgErr.Code == "40001" || pgErr.Code == "40P01"
 	}
