@@ -30,6 +30,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sysops-squad/sysops"
@@ -126,14 +127,65 @@ type Service struct {
 	db     *sqldb.DB
 	zips   *svc.ZipReplica
 	logger *slog.Logger
+
+	mu         sync.Mutex
+	skillZips  map[string]skillZips // by skill; see zipsWithSkill
+	skillEpoch int                  // bumped by every expert this instance adds
 }
+
+// skillZips is a read of the zips where experts with a skill live.
+type skillZips struct {
+	zips  []string
+	read  time.Time
+	epoch int
+}
+
+// skillZipsTTL is how long a read of the zips where experts with a skill
+// live answers assignments. An expert added through this instance is seen
+// at once; one added through another instance within this time.
+const skillZipsTTL = 5 * time.Second
 
 // New returns the service over its database and zip code copy.
 func New(db *sqldb.DB, zips *svc.ZipReplica, logger *slog.Logger) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{db: db, zips: zips, logger: logger}
+	return &Service{db: db, zips: zips, logger: logger, skillZips: map[string]skillZips{}}
+}
+
+// zipsWithSkill returns the zips where experts with skill live, full or
+// not, from a read at most skillZipsTTL old. Experts are few per zip
+// compared with the tickets they take, and an area whose experts are all
+// full costs one indexed statement to pass over; so this saves reading
+// every expert with the skill at every assignment.
+func (s *Service) zipsWithSkill(ctx context.Context, skill string) ([]string, error) {
+	s.mu.Lock()
+	c, ok := s.skillZips[skill]
+	epoch := s.skillEpoch
+	s.mu.Unlock()
+	if ok && c.epoch == epoch && time.Since(c.read) < skillZipsTTL {
+		return c.zips, nil
+	}
+	read := time.Now()
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT zip FROM expert WHERE (',' || skills || ',') LIKE $1`, "%,"+skill+",%")
+	zips, err := svc.Collect(rows, err, func(r svc.Scanner) (string, error) {
+		var z string
+		return z, r.Scan(&z)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.skillZips[skill] = skillZips{zips: zips, read: read, epoch: epoch}
+	s.mu.Unlock()
+	return zips, nil
+}
+
+// expertAdded makes the next assignment read the zips again.
+func (s *Service) expertAdded() {
+	s.mu.Lock()
+	s.skillEpoch++
+	s.mu.Unlock()
 }
 
 // AddExpert adds an expert.
@@ -174,6 +226,9 @@ func (s *Service) AddExpert(ctx context.Context, in NewExpert) (Expert, error) {
 		}
 		if err := svc.Emit(ctx, tx, Name, "sysops.assignment.expert_added.v1", "expert", e.ID, e); err != nil {
 			return err
+		}
+		if !sqldb.AfterCommit(tx, func(*sqldb.DB) { s.expertAdded() }) {
+			defer s.expertAdded()
 		}
 		return svc.Audit(ctx, tx, Name, "expert.added", "expert", e.ID, map[string]any{"skills": skills, "zip": e.Zip})
 	})
@@ -232,6 +287,11 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 	if err != nil {
 		return Assignment{}, err
 	}
+	withSkill, err := s.zipsWithSkill(ctx, in.Skill)
+	if err != nil {
+		return Assignment{}, err
+	}
+	skill := "%," + in.Skill + ",%"
 	var out Assignment
 	err = sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		if err := sqldb.LockKey(ctx, tx, "assignment/"+in.TicketID); err != nil {
@@ -251,25 +311,9 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 		} else if err != nil && sysops.CodeOf(err) != sysops.ENotFound {
 			return err
 		}
-		skill := "%," + in.Skill + ",%"
-		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT zip FROM expert WHERE open_assignments < capacity
-			AND (',' || skills || ',') LIKE $1`, skill)
-		if err != nil {
-			return err
-		}
-		var areas []area
-		for rows.Next() {
-			var a area
-			if err := rows.Scan(&a.zip); err != nil {
-				rows.Close()
-				return err
-			}
-			a.km = svc.KM(origin, all[a.zip])
-			areas = append(areas, a)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
+		areas := make([]area, len(withSkill))
+		for i, z := range withSkill {
+			areas[i] = area{zip: z, km: svc.KM(origin, all[z])}
 		}
 		slices.SortFunc(areas, func(a, b area) int { return cmp.Or(cmp.Compare(a.km, b.km), cmp.Compare(a.zip, b.zip)) })
 		now := time.Now().UTC().Truncate(time.Microsecond)
@@ -288,7 +332,7 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 				return err
 			}
 			if !ok {
-				continue // all of them filled up meanwhile
+				continue // all of them are full
 			}
 			sched := now.Add(leadTime[in.Priority])
 			if _, err := tx.ExecContext(ctx, `INSERT INTO ticket_assignment (ticket_id, expert_id, status, scheduled_for, assigned_at)

@@ -94,6 +94,14 @@ func TestAssignment(t *testing.T) {
 		if len(list.Assignments) != 2 {
 			t.Errorf("hugo's assignments = %d, want 2", len(list.Assignments))
 		}
+
+		// An expert added now, nearer than everyone, takes the next
+		// ticket at once (the zips of each skill are re-read).
+		nina := addExpert(t, base, "nina", "10001", 1, "printer")
+		assign(t, base, "t6", "printer", "10001").Decode(t, &a)
+		if a.ExpertID != nina.ID {
+			t.Errorf("t6 assigned to %s, want nina, added just before", a.ExpertID)
+		}
 	})
 }
 
