@@ -63,11 +63,12 @@ type defKey struct {
 // start and takes over those of instances that died. Several instances
 // may share one database.
 type Orchestrator struct {
-	db     *sqldb.DB
-	cfg    Config
-	defs   map[defKey]Definition
-	latest map[string]Definition
-	log    *committer
+	db      *sqldb.DB
+	cfg     Config
+	defs    map[defKey]Definition
+	latest  map[string]Definition
+	log     *committer
+	cancels cancelReader
 
 	mu      sync.Mutex
 	parts   map[string]*participant
@@ -112,6 +113,7 @@ func New(db *sqldb.DB, cfg Config, defs ...Definition) (*Orchestrator, error) {
 	o := &Orchestrator{db: db, cfg: cfg, defs: map[defKey]Definition{}, latest: map[string]Definition{},
 		log: newCommitter(db), parts: map[string]*participant{}, active: map[string]bool{}, waiters: map[string][]chan struct{}{},
 		slots: make(chan struct{}, cfg.MaxSagas)}
+	o.cancels.read = o.readCancels
 	for _, d := range defs {
 		if err := d.validate(); err != nil {
 			return nil, err
@@ -521,6 +523,27 @@ func outputs(s *Saga) map[string]json.RawMessage {
 	return out
 }
 
+// readCancels reads the cancel requests of every running saga. Requests
+// are rare and a saga turns back soon after one, so the index this reads
+// (saga_cancel_requested) is nearly always empty.
+func (o *Orchestrator) readCancels(ctx context.Context) (map[string]string, error) {
+	rows, err := o.db.QueryContext(ctx, `SELECT id, cancel_reason FROM saga
+		WHERE cancel_reason <> '' AND state = 'running'`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var id, reason string
+		if err := rows.Scan(&id, &reason); err != nil {
+			return nil, err
+		}
+		out[id] = reason
+	}
+	return out, rows.Err()
+}
+
 // stopReason says why a saga running forward must turn back: a cancel
 // request or its deadline. Past a Forward step there is no turning back.
 func (o *Orchestrator) stopReason(ctx context.Context, s *Saga, def Definition) string {
@@ -529,8 +552,7 @@ func (o *Orchestrator) stopReason(ctx context.Context, s *Saga, def Definition) 
 			return ""
 		}
 	}
-	var cancel string
-	if err := o.db.QueryRowContext(ctx, `SELECT cancel_reason FROM saga WHERE id = $1`, s.ID).Scan(&cancel); err == nil && cancel != "" {
+	if cancel, err := o.cancels.reason(ctx, s.ID); err == nil && cancel != "" {
 		return "cancelled: " + cancel
 	}
 	if time.Now().After(s.DeadlineAt) {
