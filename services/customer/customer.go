@@ -281,8 +281,14 @@ func (s *Service) AdjustOpenTickets(ctx context.Context, id string, delta int, o
 			return err
 		}
 		if opID != "" {
-			_, err = tx.ExecContext(ctx, `INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
-				VALUES ($1, $2, $3, 'applied', $4)`, opID, id, delta, svc.Micros(time.Now()))
+			// Under the op's lock, and read absent above: nothing in this
+			// transaction reads it, so it can travel with the COMMIT.
+			const q = `INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
+				VALUES ($1, $2, $3, 'applied', $4)`
+			args := []any{opID, id, delta, svc.Micros(time.Now())}
+			if !sqldb.ExecAtCommit(tx, q, args...) {
+				_, err = tx.ExecContext(ctx, q, args...)
+			}
 		}
 		return err
 	})
@@ -334,20 +340,21 @@ func (s *Service) UndoOpenTickets(ctx context.Context, id, opID string) (Custome
 
 func (s *Service) adjust(ctx context.Context, tx *sql.Tx, id string, delta int) (Customer, error) {
 	now := time.Now().UTC()
-	res, err := tx.ExecContext(ctx, `UPDATE customer SET open_tickets = open_tickets + $1, updated_at = $2
-		WHERE id = $3 AND open_tickets + $1 >= 0`, delta, svc.Micros(now), id)
-	if err != nil {
-		return Customer{}, err
-	}
-	cu, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
+	cu, err := scan(tx.QueryRowContext(ctx, `UPDATE customer SET open_tickets = open_tickets + $1, updated_at = $2
+		WHERE id = $3 AND open_tickets + $1 >= 0 RETURNING `+columns, delta, svc.Micros(now), id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return cu, sysops.Errorf(sysops.ENotFound, "customer %q not found", id)
+		// Nothing changed: no such customer, or no open ticket to take off.
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM customer WHERE id = $1`, id).Scan(&n); err != nil {
+			return cu, err
+		}
+		if n == 0 {
+			return cu, sysops.Errorf(sysops.ENotFound, "customer %q not found", id)
+		}
+		return cu, sysops.Errorf(sysops.EConflict, "customer %q has no open tickets to decrement", id)
 	}
 	if err != nil {
 		return cu, err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return cu, sysops.Errorf(sysops.EConflict, "customer %q has no open tickets to decrement", id)
 	}
 	ev := map[string]any{"customer_id": id, "delta": delta, "open_tickets": cu.OpenTickets}
 	if err := svc.Emit(ctx, tx, Name, "sysops.customer.open_tickets_changed.v1", "customer", id, ev); err != nil {
