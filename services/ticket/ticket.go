@@ -149,26 +149,29 @@ func (s *Service) Open(ctx context.Context, in NewTicket) (t Ticket, created boo
 		if err := sqldb.LockKey(ctx, tx, "ticket/"+tk.ID); err != nil {
 			return err
 		}
-		if existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, tk.ID)); err == nil {
-			if existing.CustomerID != tk.CustomerID {
+		// Insert unless it exists or was cancelled before it was created:
+		// one statement in the common case; the reads below only when it
+		// inserted nothing.
+		res, err := tx.ExecContext(ctx, `INSERT INTO ticket (id, customer_id, description, priority, skill, zip, status, created_at, updated_at)
+			SELECT $1, $2, $3, $4, $5, $6, 'open', $7, $7 WHERE NOT EXISTS (SELECT 1 FROM ticket_tombstone WHERE id = $1)
+			ON CONFLICT (id) DO NOTHING`, tk.ID, tk.CustomerID, tk.Description, tk.Priority, tk.Skill, tk.Zip, svc.Micros(now))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, tk.ID))
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				return sysops.Errorf(sysops.EConflict, "ticket %q was cancelled before it was created", tk.ID)
+			case err != nil:
+				return err
+			case existing.CustomerID != tk.CustomerID:
 				return sysops.Errorf(sysops.EConflict, "ticket %q exists for another customer", tk.ID)
 			}
 			tk = existing
 			return nil
-		} else if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		if dead, err := svc.Tombstoned(ctx, tx, "ticket_tombstone", tk.ID); err != nil {
-			return err
-		} else if dead {
-			return sysops.Errorf(sysops.EConflict, "ticket %q was cancelled before it was created", tk.ID)
 		}
 		created = true
-		if _, err := tx.ExecContext(ctx, `INSERT INTO ticket (id, customer_id, description, priority, skill, zip, status, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $7)`, tk.ID, tk.CustomerID, tk.Description, tk.Priority, tk.Skill, tk.Zip,
-			svc.Micros(now)); err != nil {
-			return err
-		}
 		if err := svc.Emit(ctx, tx, Name, "sysops.ticket.opened.v1", "ticket", tk.ID, tk); err != nil {
 			return err
 		}
