@@ -25,13 +25,19 @@
 // handler in a request-scoped transaction, buffers its response, and
 // commits the key and the response in that same transaction: effect and
 // key are one commit, so that window is gone, and two commits per request
-// are saved. On PostgreSQL a new key travels to the server with the
-// COMMIT ([sqldb.ExecAtCommit]): storing it costs no round trip. A repeat that arrives while the first is in flight waits on
-// the key's unique index and then gets the first response, instead of
-// 409. A 5xx answer rolls the effects back (a retry runs the handler
-// again); a handler whose transaction failed has its 4xx answer kept with
-// no effect; a transient conflict (serialization failure, deadlock, busy
-// SQLite) runs the handler again, up to five times.
+// are saved. On PostgreSQL the request's transaction claims the key with
+// its first statement, sent with its BEGIN, and writes the response into
+// it with its COMMIT ([sqldb.ExecAtCommit]): the key costs no round trip
+// of its own. A repeat that arrives while the first is in flight waits on
+// that claim, without running the handler, and then gets the first
+// response, instead of 409. On SQLite the key is looked up before the
+// transaction (so as not to hold the single writer longer) and stored
+// with the response; a repeat racing the first there runs the handler,
+// loses at the key, and its effects roll back. A 5xx answer rolls the
+// effects back (a retry runs the handler again); a handler whose
+// transaction failed has its 4xx answer kept with no effect; a transient
+// conflict (serialization failure, deadlock, busy SQLite) runs the
+// handler again, up to five times.
 package idempotency
 
 import (
@@ -225,14 +231,56 @@ const maxScopeAttempts = 5
 // transaction.
 func (s *Store) serveInScope(w http.ResponseWriter, r *http.Request, key, hash string, body []byte, next http.Handler) error {
 	ctx := context.WithoutCancel(r.Context())
-	prev, found, err := s.lookup(ctx, key)
-	if err != nil {
-		return err
-	} else if found && (prev.status != 0 || prev.hash != hash || prev.lockedUntil > time.Now().UnixMicro()) {
-		return replay(w, key, hash, prev)
+	// On PostgreSQL a new key is claimed by the transaction's first
+	// statement, which carries its BEGIN: no round trip of its own to
+	// look the key up. SQLite looks it up first, so as not to take the
+	// single writer before the handler needs it.
+	claim := s.db.Dialect() == sqldb.Postgres
+	var prev entry
+	var found bool
+	if !claim {
+		var err error
+		if prev, found, err = s.lookup(ctx, key); err != nil {
+			return err
+		}
 	}
 	for attempt := 1; ; attempt++ {
+		if found && (prev.status != 0 || prev.hash != hash || prev.lockedUntil > time.Now().UnixMicro()) {
+			return replay(w, key, hash, prev)
+		}
 		sctx, scope := sqldb.WithScope(r.Context(), s.db)
+		claimed := false
+		if claim && !found {
+			err := sqldb.RunInScope(sctx, s.db, func(tx *sql.Tx) error {
+				res, err := tx.ExecContext(ctx, claimKeySQL, key, hash, time.Now().UnixMicro())
+				if err != nil {
+					return err
+				}
+				n, err := res.RowsAffected()
+				claimed = n == 1
+				return err
+			})
+			if err != nil {
+				scope.Rollback()
+				if sqldb.IsRetryable(err) && attempt < maxScopeAttempts {
+					continue
+				}
+				return sysops.Errorf(sysops.EUnavailable, "idempotency: claim key: %v", err)
+			}
+			if !claimed {
+				// Stored by a request that committed first (this one
+				// waited for it): answer as it did.
+				scope.Rollback()
+				var err error
+				if prev, found, err = s.lookup(ctx, key); err != nil {
+					return err
+				}
+				if !found && attempt >= maxScopeAttempts {
+					return sysops.Errorf(sysops.EUnavailable, "idempotency: key %q vanished", key)
+				}
+				continue
+			}
+		}
 		rec := &buffer{header: http.Header{}, status: http.StatusOK}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		func() {
@@ -262,13 +310,20 @@ func (s *Store) serveInScope(w http.ResponseWriter, r *http.Request, key, hash s
 			err = s.storeKey(ctx, s.db, key, hash, rec)
 		} else {
 			err = scope.Commit(ctx, func(tx *sql.Tx) error {
-				// A new key is a plain insert, sent with the COMMIT where
-				// the database can (a concurrent request that stored the
-				// key first makes it a unique violation, handled below);
-				// an expired reservation is taken over by storeKey.
-				if !found && sqldb.ExecAtCommit(tx, insertNewKeySQL, s.keyArgs(key, hash, rec)...) {
-					return nil
+				if claimed {
+					// The response goes into the claimed row with the
+					// COMMIT.
+					args := []any{key, rec.status, rec.header.Get("Content-Type"), rec.header.Get("Location"), rec.body.String()}
+					if sqldb.ExecAtCommit(tx, respondSQL, args...) {
+						return nil
+					}
+					_, err := tx.ExecContext(ctx, respondSQL, args...)
+					return err
 				}
+				// SQLite, or an expired reservation: storeKey inserts
+				// the key or takes the reservation over (a concurrent
+				// request that stored the key first makes it change
+				// nothing, or a unique violation, handled below).
 				return s.storeKey(ctx, tx, key, hash, rec)
 			})
 		}
@@ -294,6 +349,16 @@ func (s *Store) serveInScope(w http.ResponseWriter, r *http.Request, key, hash s
 	}
 }
 
+// claimKeySQL claims a key that does not exist yet, as the first statement
+// of the request's transaction: the row is seen by nobody until the
+// transaction commits with the response in it (respondSQL), and a
+// concurrent request with the key waits for it, then claims nothing.
+const claimKeySQL = `INSERT INTO idempotency_key (idem_key, request_hash, created_at, locked_until)
+	VALUES ($1, $2, $3, 0) ON CONFLICT (idem_key) DO NOTHING`
+
+// respondSQL puts the response into a key claimed by claimKeySQL.
+const respondSQL = `UPDATE idempotency_key SET status = $2, content_type = $3, location = $4, body = $5 WHERE idem_key = $1`
+
 // insertKeySQL stores a key with its response. It takes over a
 // reservation left in progress by the reserve-first mode whose lock has
 // expired (its process died); any other existing key is left as it is,
@@ -304,10 +369,6 @@ const insertKeySQL = `INSERT INTO idempotency_key (idem_key, request_hash, creat
 		locked_until = 0, status = excluded.status, content_type = excluded.content_type, location = excluded.location,
 		body = excluded.body
 	WHERE idempotency_key.status = 0 AND idempotency_key.locked_until < excluded.created_at`
-
-// insertNewKeySQL stores a key that did not exist, with its response.
-const insertNewKeySQL = `INSERT INTO idempotency_key (idem_key, request_hash, created_at, locked_until, status, content_type,
-	location, body) VALUES ($1, $2, $3, 0, $4, $5, $6, $7)`
 
 func (s *Store) keyArgs(key, hash string, rec *buffer) []any {
 	return []any{key, hash, time.Now().UnixMicro(), rec.status, rec.header.Get("Content-Type"), rec.header.Get("Location"),

@@ -23,12 +23,14 @@ import (
 // counterServer serves POST /add?fail=... over a Transactional store: the
 // handler adds one to a counter in sqldb.RunInScope and answers 201 with
 // the new value; fail=rule answers 409 after a failed transaction and
-// fail=server answers 500 after a successful one; together=N makes the
-// first N requests wait for each other before they write.
-func counterServer(t *testing.T, d sqldb.Dialect) (*httptest.Server, *sqldb.DB) {
+// fail=server answers 500 after a successful one; together=N makes
+// concurrent requests meet before they write (see below). runs counts
+// the handler's runs.
+func counterServer(t *testing.T, d sqldb.Dialect) (srv *httptest.Server, db *sqldb.DB, runs *atomic.Int32) {
 	t.Helper()
 	ctx := context.Background()
-	db := sqldbtest.Open(t, d)
+	db = sqldbtest.Open(t, d)
+	runs = new(atomic.Int32)
 	if _, err := sqldb.Migrate(ctx, db, idempotency.MigrationSet, idempotency.Migrations()); err != nil {
 		t.Fatal(err)
 	}
@@ -37,19 +39,39 @@ func counterServer(t *testing.T, d sqldb.Dialect) (*httptest.Server, *sqldb.DB) 
 			t.Fatal(err)
 		}
 	}
+	// monitor watches the database from outside db's pool, which the
+	// waiting requests may fill.
+	monitor := db
+	if d == sqldb.Postgres {
+		var err error
+		if monitor, err = sqldb.Open(ctx, db.URL()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { monitor.Close() })
+	}
 	store := idempotency.New(db, idempotency.Config{Transactional: true})
 	var arrived atomic.Int32
 	together := make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// together=N holds each request here until N have arrived (past
-		// their key lookups), so that all of them race to store the key.
+		runs.Add(1)
+		// together=N makes N concurrent requests with one key meet. On
+		// SQLite each looks the key up first: all N arrive here and are
+		// held until they have, so that all of them race to store the
+		// key. On PostgreSQL the first claims the key and the others
+		// wait on its claim: the first is held here until N-1 requests
+		// are waiting on a lock.
 		if want, _ := strconv.Atoi(r.URL.Query().Get("together")); want > 0 {
-			if int(arrived.Add(1)) == want {
-				close(together)
-			}
-			select {
-			case <-together:
-			case <-time.After(10 * time.Second):
+			if d == sqldb.Postgres {
+				waitForLockWaiters(t, monitor, want-1)
+			} else {
+				if int(arrived.Add(1)) == want {
+					close(together)
+				}
+				select {
+				case <-together:
+				case <-time.After(10 * time.Second):
+					t.Errorf("together=%d: only %d requests arrived", want, arrived.Load())
+				}
 			}
 		}
 		var n int
@@ -75,9 +97,34 @@ func counterServer(t *testing.T, d sqldb.Dialect) (*httptest.Server, *sqldb.DB) 
 			fmt.Fprintf(w, `{"n":%d}`, n)
 		}
 	})
-	srv := httptest.NewServer(store.Middleware(h))
+	srv = httptest.NewServer(store.Middleware(h))
 	t.Cleanup(srv.Close)
-	return srv, db
+	return srv, db, runs
+}
+
+// waitForLockWaiters waits until n sessions of db's database wait on a
+// lock, for at most 10 seconds.
+func waitForLockWaiters(t *testing.T, db *sqldb.DB, n int) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting int
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+		cancel()
+		if err != nil {
+			t.Errorf("count lock waiters: %v", err)
+			return
+		}
+		if waiting >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d sessions wait on a lock after 10 s, want %d", waiting, n)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func counter(t *testing.T, db *sqldb.DB) int {
@@ -91,7 +138,7 @@ func counter(t *testing.T, db *sqldb.DB) int {
 
 func TestTransactionalAppliesOnceAndReplays(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
-		srv, db := counterServer(t, d)
+		srv, db, _ := counterServer(t, d)
 		first := post(t, srv.URL+"/add", "k1", `{}`)
 		if first.status != http.StatusCreated || first.body != `{"n":1}` || first.replayed {
 			t.Fatalf("first = %+v", first)
@@ -113,7 +160,7 @@ func TestTransactionalAppliesOnceAndReplays(t *testing.T) {
 // once, and all get the one response.
 func TestTransactionalConcurrentRepeats(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
-		srv, db := counterServer(t, d)
+		srv, db, runs := counterServer(t, d)
 		var wg sync.WaitGroup
 		replies := make([]reply, 8)
 		errs := make([]error, 8)
@@ -129,6 +176,16 @@ func TestTransactionalConcurrentRepeats(t *testing.T) {
 		if n := counter(t, db); n != 1 {
 			t.Errorf("counter = %d after 8 concurrent repeats, want 1", n)
 		}
+		// On PostgreSQL the repeats waited for the first, and never ran
+		// the handler; on SQLite they ran it and lost the race to store
+		// the key.
+		want := int32(8)
+		if d == sqldb.Postgres {
+			want = 1
+		}
+		if n := runs.Load(); n != want {
+			t.Errorf("handler ran %d times for 8 concurrent repeats, want %d", n, want)
+		}
 	})
 }
 
@@ -137,7 +194,7 @@ func TestTransactionalConcurrentRepeats(t *testing.T) {
 // repeat would apply again.
 func TestTransactionalEffectAndKeyCommitTogether(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
-		srv, db := counterServer(t, d)
+		srv, db, _ := counterServer(t, d)
 		ctx := context.Background()
 		trigger := `CREATE TRIGGER refuse_keys BEFORE INSERT ON idempotency_key BEGIN SELECT RAISE(ABORT, 'disk full'); END`
 		drop := `DROP TRIGGER refuse_keys`
@@ -172,7 +229,7 @@ func TestTransactionalEffectAndKeyCommitTogether(t *testing.T) {
 // effect, so a retry runs again.
 func TestTransactionalFailures(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
-		srv, db := counterServer(t, d)
+		srv, db, _ := counterServer(t, d)
 		if r := post(t, srv.URL+"/add?fail=rule", "k3", `{}`); r.status != http.StatusConflict {
 			t.Fatalf("rule broken = %+v, want 409", r)
 		}
@@ -196,7 +253,7 @@ func TestTransactionalFailures(t *testing.T) {
 // the key once its lock has expired; one still locked is a 409.
 func TestTransactionalTakesOverAnExpiredReservation(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
-		srv, db := counterServer(t, d)
+		srv, db, _ := counterServer(t, d)
 		ctx := context.Background()
 		// The hash of POST /add with body {}, as the middleware computes it.
 		sum := sha256.Sum256([]byte("POST /add\n{}"))
