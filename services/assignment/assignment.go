@@ -297,18 +297,22 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 		if err := sqldb.LockKey(ctx, tx, "assignment/"+in.TicketID); err != nil {
 			return err
 		}
-		if dead, err := svc.Tombstoned(ctx, tx, "assignment_tombstone", in.TicketID); err != nil {
+		// Released before it was assigned, or assigned already? One read
+		// answers both; the whole assignment is read only for a repeat.
+		var tombstones int
+		var status sql.NullString
+		if err := tx.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM assignment_tombstone WHERE id = $1), ta.status
+			FROM (SELECT 1 AS one) x LEFT JOIN ticket_assignment ta ON ta.ticket_id = $1`, in.TicketID).Scan(&tombstones, &status); err != nil {
 			return err
-		} else if dead {
-			return sysops.Errorf(sysops.EConflict, "ticket %q was released before it was assigned", in.TicketID)
 		}
-		if a, err := s.assignment(ctx, tx, in.TicketID); err == nil && a.Status != "released" {
-			if a.Status == "completed" {
-				return sysops.Errorf(sysops.EConflict, "ticket %q was completed already", in.TicketID)
-			}
+		switch {
+		case tombstones > 0:
+			return sysops.Errorf(sysops.EConflict, "ticket %q was released before it was assigned", in.TicketID)
+		case status.String == "completed":
+			return sysops.Errorf(sysops.EConflict, "ticket %q was completed already", in.TicketID)
+		case status.Valid && status.String != "released":
+			a, err := s.assignment(ctx, tx, in.TicketID)
 			out = a
-			return nil
-		} else if err != nil && sysops.CodeOf(err) != sysops.ENotFound {
 			return err
 		}
 		areas := make([]area, len(withSkill))

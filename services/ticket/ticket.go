@@ -106,6 +106,17 @@ var transitions = map[string][]string{
 	"assigned": {"completed", "cancelled", "open"},
 }
 
+// sourcesOf returns the statuses a ticket can become status from.
+func sourcesOf(status string) []string {
+	var out []string
+	for from, to := range transitions {
+		if slices.Contains(to, status) {
+			out = append(out, from)
+		}
+	}
+	return out
+}
+
 // Service is the Ticket service.
 type Service struct {
 	db     *sqldb.DB
@@ -251,6 +262,27 @@ func (s *Service) SetStatus(ctx context.Context, id, status string) (Ticket, err
 	}
 	var t Ticket
 	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
+		changed := func(from string) error {
+			ev := map[string]string{"ticket_id": id, "customer_id": t.CustomerID, "from": from, "to": status}
+			if err := svc.Emit(ctx, tx, Name, "sysops.ticket."+status+".v1", "ticket", id, ev); err != nil {
+				return err
+			}
+			return svc.Audit(ctx, tx, Name, "ticket."+status, "ticket", id, ev)
+		}
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		if from := sourcesOf(status); len(from) == 1 {
+			// One status leads here: try the change in one statement.
+			var err error
+			t, err = scan(tx.QueryRowContext(ctx, `UPDATE ticket SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4
+				RETURNING `+columns, status, svc.Micros(now), id, from[0]))
+			if err == nil {
+				return changed(from[0])
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			// Not found, already there, or not allowed: read it to say which.
+		}
 		var err error
 		t, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, id))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -262,7 +294,6 @@ func (s *Service) SetStatus(ctx context.Context, id, status string) (Ticket, err
 		if !slices.Contains(transitions[t.Status], status) {
 			return sysops.Errorf(sysops.EConflict, "ticket %q is %s and cannot become %s", id, t.Status, status)
 		}
-		now := time.Now().UTC().Truncate(time.Microsecond)
 		res, err := tx.ExecContext(ctx, `UPDATE ticket SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4`,
 			status, svc.Micros(now), id, t.Status)
 		if err != nil {
@@ -273,11 +304,7 @@ func (s *Service) SetStatus(ctx context.Context, id, status string) (Ticket, err
 		}
 		from := t.Status
 		t.Status, t.UpdatedAt = status, now
-		ev := map[string]string{"ticket_id": id, "customer_id": t.CustomerID, "from": from, "to": status}
-		if err := svc.Emit(ctx, tx, Name, "sysops.ticket."+status+".v1", "ticket", id, ev); err != nil {
-			return err
-		}
-		return svc.Audit(ctx, tx, Name, "ticket."+status, "ticket", id, ev)
+		return changed(from)
 	})
 	return t, err
 }
