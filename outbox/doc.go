@@ -26,6 +26,11 @@
 //     turns on an advisory lock that is released the moment the holder's
 //     session dies; on SQLite they hold a lease row, taken over when it
 //     expires (LeaseTTL).
+//   - What a write costs: on PostgreSQL, inside [sqldb.RunInTx] or a
+//     [sqldb.Scope], a transaction's events are numbered and inserted by
+//     one statement sent with its COMMIT, however many events and
+//     aggregates it wrote ([sqldb.ExecAtCommitMerged]): no round trip of
+//     their own.
 //   - Wake-up on commit: a [Write] inside [sqldb.RunInTx] wakes the relays of
 //     this process at once and, on PostgreSQL, the others by NOTIFY; a poll
 //     (PollInterval) catches everything else.

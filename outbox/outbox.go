@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,6 +77,47 @@ const (
 		RETURNING last_seq`
 )
 
+// mergeKey merges a transaction's outbox inserts into one statement.
+type mergeKey struct{}
+
+// insertNumbered builds the statement that numbers and inserts the events
+// a transaction wrote (each the arguments of insertNumberedSQL), in the
+// order written: insertNumberedSQL for one event; for more, one statement
+// that advances each aggregate's counter by its number of events, in
+// aggregate order, and numbers them from it.
+func insertNumbered(items []any) sqldb.Stmt {
+	if len(items) == 1 {
+		return sqldb.Stmt{Query: insertNumberedSQL, Args: items[0].([]any)}
+	}
+	var b strings.Builder
+	args := make([]any, 0, 9*len(items))
+	b.WriteString(`WITH ev (ord, event_id, aggregate_type, aggregate_id, event_type, subject, payload, headers, created_at) AS (VALUES `)
+	for i, it := range items {
+		row := it.([]any)
+		n := len(args)
+		if i == 0 {
+			fmt.Fprintf(&b, "($%d::int, $%d::text, $%d::text, $%d::text, $%d::text, $%d::text, $%d::bytea, $%d::text, $%d::bigint)",
+				n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9)
+		} else {
+			fmt.Fprintf(&b, ", ($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9)
+		}
+		args = append(append(args, i), row...)
+	}
+	b.WriteString(`),
+		n AS (SELECT ev.*, row_number() OVER (PARTITION BY aggregate_type, aggregate_id ORDER BY ord) AS k,
+			count(*) OVER (PARTITION BY aggregate_type, aggregate_id) AS c FROM ev),
+		s AS (INSERT INTO outbox_aggregate (aggregate_type, aggregate_id, last_seq)
+			SELECT aggregate_type, aggregate_id, count(*) FROM ev GROUP BY aggregate_type, aggregate_id ORDER BY aggregate_type, aggregate_id
+			ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_seq = outbox_aggregate.last_seq + excluded.last_seq
+			RETURNING aggregate_type, aggregate_id, last_seq)
+		INSERT INTO outbox (event_id, aggregate_type, aggregate_id, aggregate_seq, event_type, subject,
+			payload, headers, created_at, next_attempt_at)
+		SELECT n.event_id, n.aggregate_type, n.aggregate_id, s.last_seq - n.c + n.k, n.event_type, n.subject,
+			n.payload, n.headers, n.created_at, n.created_at
+		FROM n JOIN s ON s.aggregate_type = n.aggregate_type AND s.aggregate_id = n.aggregate_id ORDER BY n.ord`)
+	return sqldb.Stmt{Query: b.String(), Args: args}
+}
+
 // Write adds events to the outbox inside the caller's transaction, so that
 // they are published if and only if the transaction commits. Each event
 // gets the next sequence number of its aggregate (concurrent writers of one
@@ -115,7 +157,7 @@ func Write(ctx context.Context, tx *sql.Tx, events ...sysops.Event) error {
 		}
 		if d, _ := sqldb.TxDialect(tx); d == sqldb.Postgres {
 			args := []any{ev.ID, ev.AggregateType, ev.AggregateID, ev.Type, msg.Subject, msg.Data, string(headers), micros(now)}
-			if sqldb.ExecAtCommit(tx, insertNumberedSQL, args...) {
+			if sqldb.ExecAtCommitMerged(tx, mergeKey{}, args, insertNumbered) {
 				continue
 			}
 			if _, err := tx.ExecContext(ctx, insertNumberedSQL, args...); err != nil {

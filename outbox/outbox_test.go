@@ -499,6 +499,64 @@ func TestConcurrentWritersOfOneAggregate(t *testing.T) {
 	})
 }
 
+// TestManyEventsPerTransaction: a transaction's events, written in one
+// call or several, of several aggregates (some new, some not, one twice),
+// are numbered per aggregate in the order written, with no gap or double
+// under concurrent writers. (On PostgreSQL they are one statement at
+// commit.)
+func TestManyEventsPerTransaction(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Go(func() {
+				for i := range 10 {
+					id := func(k int) string { return fmt.Sprintf("w%d-%d-%d", w, i, k) }
+					err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+						if _, err := tx.ExecContext(ctx, `INSERT INTO item (id) VALUES ($1)`, id(0)); err != nil {
+							return err
+						}
+						// Aggregates b and a in turn, in both orders, a
+						// new one of the writer's own, and a again.
+						first, second := "a", "b"
+						if (w+i)%2 == 1 {
+							first, second = second, first
+						}
+						if err := outbox.Write(ctx, tx, event(id(1), first), event(id(2), second)); err != nil {
+							return err
+						}
+						return outbox.Write(ctx, tx, event(id(3), fmt.Sprintf("own-%d-%d", w, i)), event(id(4), "a"))
+					})
+					if err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		pub := &recorder{}
+		runOnce(t, newRelay(t, db, pub, outbox.RelayConfig{}))
+		if len(pub.published) != 160 {
+			t.Fatalf("published %d, want 160", len(pub.published))
+		}
+		next := map[string]int64{}
+		for _, m := range pub.published {
+			ev, err := natsjs.ParseEvent(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next[ev.AggregateID]++
+			if ev.Sequence != next[ev.AggregateID] {
+				t.Fatalf("event %s of %s has sequence %d, want %d", ev.ID, ev.AggregateID, ev.Sequence, next[ev.AggregateID])
+			}
+		}
+		if next["a"] != 80 || next["b"] != 40 {
+			t.Errorf("a has %d events, b %d; want 80 and 40", next["a"], next["b"])
+		}
+	})
+}
+
 // TestRelaysTakeTurns: two relays on one database never both publish, and
 // when the leader stops the other takes over.
 func TestRelaysTakeTurns(t *testing.T) {

@@ -43,6 +43,50 @@ func ExecAtCommit(tx *sql.Tx, query string, args ...any) bool {
 	return true
 }
 
+// ExecAtCommitMerged is [ExecAtCommit] for statements that merge: the
+// items queued under one key in a transaction become one statement, built
+// by build from all of them at commit and sent where the first was
+// queued. It reports false, queuing nothing, where ExecAtCommit would.
+// Every call with a key must pass the same build.
+func ExecAtCommitMerged(tx *sql.Tx, key, item any, build func(items []any) Stmt) bool {
+	v, ok := commitHooks.Load(tx)
+	if !ok {
+		return false
+	}
+	h := v.(*txHooks)
+	if !h.pipelined {
+		return false
+	}
+	if m := h.merged[key]; m != nil {
+		m.items = append(m.items, item)
+		return true
+	}
+	if h.merged == nil {
+		h.merged = map[any]*mergedStmt{}
+	}
+	m := &mergedStmt{items: []any{item}, build: build}
+	h.merged[key] = m
+	h.atCommit = append(h.atCommit, Stmt{merged: m})
+	return true
+}
+
+// mergedStmt is the items of a statement queued by ExecAtCommitMerged.
+type mergedStmt struct {
+	items []any
+	build func(items []any) Stmt
+}
+
+// queued returns the statements queued to run at commit, merged ones
+// built.
+func (h *txHooks) queued() []Stmt {
+	for i, st := range h.atCommit {
+		if st.merged != nil {
+			h.atCommit[i] = st.merged.build(st.merged.items)
+		}
+	}
+	return h.atCommit
+}
+
 // hooksKey carries a transaction's hooks from [DB.begin] to the driver's
 // BeginTx.
 type hooksKey struct{}
@@ -198,7 +242,7 @@ func (t *pgTx) Commit() error {
 	case t.Tx != nil && len(t.hooks.atCommit) == 0:
 		return t.Tx.Commit()
 	}
-	return pipeline(t.ctx, t.owner.Conn.Conn(), owed, t.hooks.atCommit, nil)
+	return pipeline(t.ctx, t.owner.Conn.Conn(), owed, t.hooks.queued(), nil)
 }
 
 // Rollback ends the transaction, if its BEGIN was sent.
@@ -225,6 +269,8 @@ func (t *pgTx) Rollback() error {
 type Stmt struct {
 	Query string
 	Args  []any
+
+	merged *mergedStmt // queued by ExecAtCommitMerged: built at commit
 }
 
 // BatchError is the error of an [ExecBatch] whose statement Index failed.

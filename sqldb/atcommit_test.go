@@ -293,3 +293,54 @@ func TestBeginWithFirstStatement(t *testing.T) {
 		t.Errorf("rows after the failed queued-only transaction: %v", got)
 	}
 }
+
+// TestExecAtCommitMerged: items queued under one key become one
+// statement, sent where the first was queued among the other queued
+// statements; it queues nothing on SQLite.
+func TestExecAtCommitMerged(t *testing.T) {
+	ctx := context.Background()
+	db := sqldbtest.Open(t, sqldb.Postgres)
+	atCommitTable(t, db)
+	built := 0
+	build := func(items []any) sqldb.Stmt {
+		built++
+		q := `INSERT INTO at_commit (n, tag) VALUES `
+		var args []any
+		for i, it := range items {
+			if i > 0 {
+				q += ", "
+			}
+			q += fmt.Sprintf("($%d, $%d)", 2*i+1, 2*i+2)
+			args = append(args, it, fmt.Sprint("merged ", len(items)))
+		}
+		return sqldb.Stmt{Query: q, Args: args}
+	}
+	err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+		sqldb.ExecAtCommit(tx, `INSERT INTO at_commit (n, tag) VALUES (1, 'before')`)
+		if !sqldb.ExecAtCommitMerged(tx, "k", 2, build) {
+			t.Fatal("ExecAtCommitMerged refused a RunInTx transaction on PostgreSQL")
+		}
+		// Runs after the merged insert, queued before it: 2 and 3 exist.
+		sqldb.ExecAtCommit(tx, `UPDATE at_commit SET tag = tag || ', seen' WHERE n IN (2, 3)`)
+		sqldb.ExecAtCommitMerged(tx, "k", 3, build)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int]string{1: "before", 2: "merged 2, seen", 3: "merged 2, seen"}
+	if got := atCommitRows(t, db); fmt.Sprint(got) != fmt.Sprint(want) || built != 1 {
+		t.Errorf("rows = %v, built %d times; want %v, built once", got, built, want)
+	}
+
+	lite := sqldbtest.Open(t, sqldb.SQLite)
+	err = sqldb.RunInTx(ctx, lite, func(tx *sql.Tx) error {
+		if sqldb.ExecAtCommitMerged(tx, "k", 1, build) {
+			t.Error("ExecAtCommitMerged queued on SQLite")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -28,7 +28,9 @@
 //     statements and the COMMIT go to the server in one pipeline, saving
 //     the statements' round trips; if one fails, nothing commits and the
 //     commit returns its error. Elsewhere it queues nothing and says so,
-//     and the caller runs the statement itself. [ExecBatch] does the same
+//     and the caller runs the statement itself. [ExecAtCommitMerged]
+//     queues items that become one statement at commit (a transaction's
+//     outbox events, say). [ExecBatch] does the same
 //     for a whole transaction of independent statements: its BEGIN, the
 //     statements and its COMMIT in one round trip.
 //   - On PostgreSQL a transaction run by [RunInTx] or a [Scope] sends its

@@ -55,6 +55,7 @@ type txHooks struct {
 	fns       []func(*DB)
 	pipelined bool   // the driver sends atCommit with the COMMIT
 	atCommit  []Stmt // see ExecAtCommit
+	merged    map[any]*mergedStmt
 }
 
 // AfterCommit registers fn to be called after tx commits, with the
