@@ -31,12 +31,8 @@ import (
 // Statements run in the order queued, after everything else in tx. Queue
 // only a statement whose result and effects tx does not read.
 func ExecAtCommit(tx *sql.Tx, query string, args ...any) bool {
-	v, ok := commitHooks.Load(tx)
-	if !ok {
-		return false
-	}
-	h := v.(*txHooks)
-	if !h.pipelined {
+	h := pipelinedHooks(tx)
+	if h == nil {
 		return false
 	}
 	h.atCommit = append(h.atCommit, Stmt{Query: query, Args: args})
@@ -49,12 +45,8 @@ func ExecAtCommit(tx *sql.Tx, query string, args ...any) bool {
 // queued. It reports false, queuing nothing, where ExecAtCommit would.
 // Every call with a key must pass the same build.
 func ExecAtCommitMerged(tx *sql.Tx, key, item any, build func(items []any) Stmt) bool {
-	v, ok := commitHooks.Load(tx)
-	if !ok {
-		return false
-	}
-	h := v.(*txHooks)
-	if !h.pipelined {
+	h := pipelinedHooks(tx)
+	if h == nil {
 		return false
 	}
 	if m := h.merged[key]; m != nil {
@@ -68,6 +60,16 @@ func ExecAtCommitMerged(tx *sql.Tx, key, item any, build func(items []any) Stmt)
 	h.merged[key] = m
 	h.atCommit = append(h.atCommit, Stmt{merged: m})
 	return true
+}
+
+// pipelinedHooks returns the hooks of tx if its driver sends queued
+// statements with its COMMIT, else nil.
+func pipelinedHooks(tx *sql.Tx) *txHooks {
+	v, ok := commitHooks.Load(tx)
+	if !ok || !v.(*txHooks).pipelined {
+		return nil
+	}
+	return v.(*txHooks)
 }
 
 // mergedStmt is the items of a statement queued by ExecAtCommitMerged.
