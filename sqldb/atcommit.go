@@ -243,6 +243,13 @@ func (t *pgTx) Commit() error {
 		return nil // nothing ran: nothing to send
 	case t.Tx != nil && len(t.hooks.atCommit) == 0:
 		return t.Tx.Commit()
+	case len(t.hooks.atCommit) == 0:
+		// A plain COMMIT, as pgx's own transaction sends it.
+		tag, err := t.owner.Conn.Conn().Exec(t.ctx, "commit")
+		if err == nil && tag.String() != "COMMIT" {
+			err = pgx.ErrTxCommitRollback
+		}
+		return err
 	}
 	return pipeline(t.ctx, t.owner.Conn.Conn(), owed, t.hooks.queued(), nil)
 }

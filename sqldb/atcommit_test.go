@@ -276,6 +276,19 @@ func TestBeginWithFirstStatement(t *testing.T) {
 		}
 	}
 
+	// A failed statement whose error fn ignores aborts the transaction:
+	// its COMMIT is a rollback, and says so.
+	err = sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES (200, 'first')`); err != nil {
+			return err
+		}
+		_, _ = tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES (7, 'duplicate, ignored')`)
+		return nil
+	})
+	if err == nil {
+		t.Error("the commit of an aborted transaction reported success")
+	}
+
 	// A transaction that runs nothing commits; one that only queues
 	// statements sends its BEGIN with them.
 	if err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error { return nil }); err != nil {
