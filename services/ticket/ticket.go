@@ -207,12 +207,12 @@ func (s *Service) Cancel(ctx context.Context, id string) (Ticket, error) {
 			t = Ticket{ID: id, Status: "cancelled"}
 			return svc.Tombstone(ctx, tx, "ticket_tombstone", id)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return change(ctx, tx, &t, "cancelled", time.Now().UTC().Truncate(time.Microsecond))
 	})
-	if err != nil || t.CustomerID == "" {
-		return t, err
-	}
-	return s.SetStatus(ctx, id, "cancelled")
+	return t, err
 }
 
 const columns = `id, customer_id, description, priority, skill, zip, status, created_at, updated_at`
@@ -262,13 +262,6 @@ func (s *Service) SetStatus(ctx context.Context, id, status string) (Ticket, err
 	}
 	var t Ticket
 	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
-		changed := func(from string) error {
-			ev := map[string]string{"ticket_id": id, "customer_id": t.CustomerID, "from": from, "to": status}
-			if err := svc.Emit(ctx, tx, Name, "sysops.ticket."+status+".v1", "ticket", id, ev); err != nil {
-				return err
-			}
-			return svc.Audit(ctx, tx, Name, "ticket."+status, "ticket", id, ev)
-		}
 		now := time.Now().UTC().Truncate(time.Microsecond)
 		if from := sourcesOf(status); len(from) == 1 {
 			// One status leads here: try the change in one statement.
@@ -276,7 +269,7 @@ func (s *Service) SetStatus(ctx context.Context, id, status string) (Ticket, err
 			t, err = scan(tx.QueryRowContext(ctx, `UPDATE ticket SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4
 				RETURNING `+columns, status, svc.Micros(now), id, from[0]))
 			if err == nil {
-				return changed(from[0])
+				return changed(ctx, tx, t, from[0])
 			}
 			if !errors.Is(err, sql.ErrNoRows) {
 				return err
@@ -288,25 +281,45 @@ func (s *Service) SetStatus(ctx context.Context, id, status string) (Ticket, err
 		if errors.Is(err, sql.ErrNoRows) {
 			return sysops.Errorf(sysops.ENotFound, "ticket %q not found", id)
 		}
-		if err != nil || t.Status == status {
-			return err
-		}
-		if !slices.Contains(transitions[t.Status], status) {
-			return sysops.Errorf(sysops.EConflict, "ticket %q is %s and cannot become %s", id, t.Status, status)
-		}
-		res, err := tx.ExecContext(ctx, `UPDATE ticket SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4`,
-			status, svc.Micros(now), id, t.Status)
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return sysops.Errorf(sysops.EConflict, "ticket %q changed concurrently; retry", id)
-		}
-		from := t.Status
-		t.Status, t.UpdatedAt = status, now
-		return changed(from)
+		return change(ctx, tx, &t, status, now)
 	})
 	return t, err
+}
+
+// change moves ticket t, as just read, to status (nothing if it is there
+// already) and records the change, refusing a transition the ticket's
+// life does not allow.
+func change(ctx context.Context, tx *sql.Tx, t *Ticket, status string, now time.Time) error {
+	if t.Status == status {
+		return nil
+	}
+	if !slices.Contains(transitions[t.Status], status) {
+		return sysops.Errorf(sysops.EConflict, "ticket %q is %s and cannot become %s", t.ID, t.Status, status)
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE ticket SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4`,
+		status, svc.Micros(now), t.ID, t.Status)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return sysops.Errorf(sysops.EConflict, "ticket %q changed concurrently; retry", t.ID)
+	}
+	from := t.Status
+	t.Status, t.UpdatedAt = status, now
+	return changed(ctx, tx, *t, from)
+}
+
+// changed records that ticket t (as it is now) left status from: its
+// event and its audit record.
+func changed(ctx context.Context, tx *sql.Tx, t Ticket, from string) error {
+	ev := map[string]string{"ticket_id": t.ID, "customer_id": t.CustomerID, "from": from, "to": t.Status}
+	if err := svc.Emit(ctx, tx, Name, "sysops.ticket."+t.Status+".v1", "ticket", t.ID, ev); err != nil {
+		return err
+	}
+	return svc.Audit(ctx, tx, Name, "ticket."+t.Status, "ticket", t.ID, ev)
 }
 
 // Handler returns the service's HTTP API.
