@@ -53,46 +53,61 @@
 //	go run ./cmd/sysops bench saga
 //
 //	                                PostgreSQL (fsync on)            SQLite (synchronous=FULL)
-//	committed,   concurrency 1      101-118 sagas/s, p50 8-9 ms,     140 sagas/s, p50 7 ms, p99 10
-//	                                p99 13-16
-//	committed,   concurrency 16     209-273 sagas/s, p50 57-75 ms    270 sagas/s, p50 56 ms
-//	committed,   concurrency 64     267-331 sagas/s, p50 189-232 ms, 258 sagas/s, p50 221 ms, p99 646
-//	                                p99 308-388 ms
-//	compensated, concurrency 64     299-335 sagas/s, p50 185-209 ms  255 sagas/s, p50 231 ms
+//	committed,   concurrency 1      140-160 sagas/s, p50 6.1-7.0 ms, 206 sagas/s, p50 4.8 ms, p99 7.0
+//	                                p99 10-12
+//	committed,   concurrency 16     322-373 sagas/s, p50 42-49 ms    357 sagas/s, p50 42 ms
+//	committed,   concurrency 64     401-456 sagas/s, p50 136-155 ms, 341 sagas/s, p50 165 ms, p99 519
+//	                                p99 216-261 ms
+//	compensated, concurrency 64     317-346 sagas/s, p50 181-197 ms  368 sagas/s, p50 161 ms
 //
-// (three runs on PostgreSQL and one on SQLite. The previous round's
-// figures, 210-213 committed sagas/s at concurrency 64 and 80-82 at 1, rose
-// with three changes: on PostgreSQL every log write is one statement and
-// a shared log transaction one round trip; the participants' outbox
-// inserts and new Idempotency-Keys travel with their COMMITs
-// ([sqldb.ExecAtCommit]); and the assignment service no longer queues every
-// saga on one expert's row. Measured alternately against the build before
-// it, the log change alone moved concurrency 64 from 227-300 to 275-295
-// committed sagas/s: within the machine's noise, which is wide. Two
-// attempts to remove the cancel check before each step, 4 of the
-// statements, gained nothing and were not kept: reading the request in
-// the step's log write, and hearing of it by LISTEN/NOTIFY instead of
-// reading it, which ran at 263-292 against 294-305 sagas/s in alternated
-// runs.)
+// (three runs on PostgreSQL and one on SQLite, 5 seconds a level. Run
+// for run against the previous round's build, alternated, committed
+// sagas at concurrency 64 went from 326-389 to 436-472 a second, and the
+// two cores' busy time per saga (both scenarios, set-up included) from
+// 5.3-6.1 ms to 4.8-5.2 ms. The previous round measured 267-331 committed
+// sagas/s at concurrency 64 and 101-118 at 1. What changed, all in the
+// statements and round trips per saga:
+//
+//   - On PostgreSQL a transaction's BEGIN travels with its first
+//     statement, and a participant claims the Idempotency-Key with that
+//     statement instead of looking it up first (packages sqldb,
+//     idempotency).
+//   - The assignment service reads where experts with the skill live at
+//     most every 5 seconds and takes the least loaded expert of the
+//     nearest zips in one statement, instead of reading every expert with
+//     the skill (1,000 in the bench) at each assignment.
+//   - Steps about to start share one read of the cancel requests
+//     (cancelReader), instead of a read each.
+//   - A transaction's outbox events are one statement at its COMMIT;
+//     opening a ticket is one insert; a status change with one source, and
+//     a customer's open-ticket count, one update returning the row.
+//
+// Two attempts of the previous rounds to remove the cancel check were
+// not kept: reading the request in the step's log write, and hearing of
+// it by LISTEN/NOTIFY, which ran at 263-292 against 294-305 sagas/s in
+// alternated runs.)
 //
 // Against the target of 1,500 committed sagas/s at concurrency 64 on
-// PostgreSQL this is 4.5 to 5.5 times short, and the machine is the
-// limit: vmstat shows the two cores busy all the time (about 65% user and
-// 33% system, 40,000-46,000 context switches a second, some 150 per
-// saga), about half of it in PostgreSQL and most of the rest in the
-// services' Go code (HTTP both ways, JSON, database/sql). pg_stat_statements
-// over 5 seconds at concurrency 64 counted about 56 statements per saga
-// across the four databases (71 before this round): the orchestrator's log
-// 12 (a saga's begin, its step starts and ends, the cancel check before
-// each step, the final read), the ticket 17, the assignment 16, the
-// customer 11 — each participant call an Idempotency-Key lookup and
-// record, its business statements, its event and audit record in the
-// outbox, and the relay that publishes them. At
-// tens of microseconds of PostgreSQL CPU per statement, plus the round
-// trip and context switches on each side, 1,500 sagas/s would need well
-// under 15 statements per saga with its four participants over HTTP,
+// PostgreSQL this is 3.3 to 3.7 times short, and the machine is the
+// limit: the two cores are busy all the time, about half of it in
+// PostgreSQL and most of the rest in the services' Go code (HTTP both
+// ways, JSON, database/sql, the relays and the embedded JetStream).
+// pg_stat_statements over 10 seconds at concurrency 64 (both scenarios)
+// counted about 40 statements per saga besides BEGIN and COMMIT (56 in
+// the previous round, 71 before it): the orchestrator's log 10.7 (a
+// saga's begin, its step starts and ends, the shared cancel reads, the
+// final read), the customer 10.4, the ticket 10.1, the assignment 9.1 —
+// each participant call a key claim and its response, the business
+// statements, one outbox statement, and the relay that publishes. Their
+// execution alone is about 1.9 ms per saga; with the protocol, the round
+// trips and about 150 context switches per saga on each side, 1,500
+// sagas/s on two cores (1.33 ms of CPU per saga in all) would need a
+// handful of statements per saga with its four participants over HTTP,
 // which no design that keeps each participant's database, its outbox and
-// the orchestrator's durable log can reach on two cores.
+// the orchestrator's durable log per saga can reach. Getting there would
+// take batching across sagas: a participant applying many sagas' steps
+// in one transaction with set-based statements, and the orchestrator
+// sending them in one call.
 //
 // What it does not promise: isolation. Other requests see a saga's
 // intermediate states (a ticket created but not yet assigned); a
