@@ -260,36 +260,29 @@ func (s *Service) AdjustOpenTickets(ctx context.Context, id string, delta int, o
 	var cu Customer
 	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		if opID != "" {
-			if err := sqldb.LockKey(ctx, tx, "op/"+opID); err != nil {
+			// The op's row, inserted first, is its lock: a concurrent
+			// undo or repeat of the op waits for this transaction, and
+			// one that came first makes this insert do nothing.
+			res, err := tx.ExecContext(ctx, `INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
+				VALUES ($1, $2, $3, 'applied', $4) ON CONFLICT (op_id) DO NOTHING`, opID, id, delta, svc.Micros(time.Now()))
+			if err != nil {
 				return err
 			}
-			var state string
-			err := tx.QueryRowContext(ctx, `SELECT state FROM open_tickets_op WHERE op_id = $1`, opID).Scan(&state)
-			switch {
-			case err == nil && state == "voided":
-				return sysops.Errorf(sysops.EConflict, "operation %q was undone before it arrived", opID)
-			case err == nil:
+			if n, _ := res.RowsAffected(); n == 0 {
+				var state string
+				if err := tx.QueryRowContext(ctx, `SELECT state FROM open_tickets_op WHERE op_id = $1`, opID).Scan(&state); err != nil {
+					return err
+				}
+				if state == "voided" {
+					return sysops.Errorf(sysops.EConflict, "operation %q was undone before it arrived", opID)
+				}
 				var gerr error
 				cu, gerr = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
 				return gerr // applied before: nothing more to do
-			case !errors.Is(err, sql.ErrNoRows):
-				return err
 			}
 		}
 		var err error
-		if cu, err = s.adjust(ctx, tx, id, delta); err != nil {
-			return err
-		}
-		if opID != "" {
-			// Under the op's lock, and read absent above: nothing in this
-			// transaction reads it, so it can travel with the COMMIT.
-			const q = `INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
-				VALUES ($1, $2, $3, 'applied', $4)`
-			args := []any{opID, id, delta, svc.Micros(time.Now())}
-			if !sqldb.ExecAtCommit(tx, q, args...) {
-				_, err = tx.ExecContext(ctx, q, args...)
-			}
-		}
+		cu, err = s.adjust(ctx, tx, id, delta)
 		return err
 	})
 	return cu, err
@@ -301,33 +294,37 @@ func (s *Service) AdjustOpenTickets(ctx context.Context, id string, delta int, o
 func (s *Service) UndoOpenTickets(ctx context.Context, id, opID string) (Customer, error) {
 	var cu Customer
 	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
-		if err := sqldb.LockKey(ctx, tx, "op/"+opID); err != nil {
+		now := svc.Micros(time.Now())
+		current := func() error {
+			var err error
+			cu, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
+			if errors.Is(err, sql.ErrNoRows) {
+				cu, err = Customer{ID: id}, nil
+			}
 			return err
+		}
+		// An op that never arrived is voided, so that it is refused if it
+		// arrives later; inserting the void first is also the op's lock
+		// (see AdjustOpenTickets).
+		res, err := tx.ExecContext(ctx, `INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
+			VALUES ($1, $2, 0, 'voided', $3) ON CONFLICT (op_id) DO NOTHING`, opID, id, now)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return current()
 		}
 		var state string
 		var delta int
-		err := tx.QueryRowContext(ctx, `SELECT state, delta FROM open_tickets_op WHERE op_id = $1`, opID).Scan(&state, &delta)
-		now := svc.Micros(time.Now())
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			_, err = tx.ExecContext(ctx, `INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
-				VALUES ($1, $2, 0, 'voided', $3)`, opID, id, now)
-			if err != nil {
-				return err
-			}
-			cu, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
-			if errors.Is(err, sql.ErrNoRows) {
-				cu, err = Customer{ID: id}, nil
-			}
+		lock := ""
+		if s.db.Dialect() == sqldb.Postgres {
+			lock = " FOR UPDATE" // a concurrent undo waits, then finds it undone
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT state, delta FROM open_tickets_op WHERE op_id = $1`+lock, opID).Scan(&state, &delta); err != nil {
 			return err
-		case err != nil:
-			return err
-		case state != "applied":
-			cu, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
-			if errors.Is(err, sql.ErrNoRows) {
-				cu, err = Customer{ID: id}, nil
-			}
-			return err
+		}
+		if state != "applied" {
+			return current()
 		}
 		if cu, err = s.adjust(ctx, tx, id, -delta); err != nil {
 			return err

@@ -1,8 +1,12 @@
 package customer_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sysops-squad/sysops/internal/svctest"
@@ -120,5 +124,61 @@ func TestSagaParticipant(t *testing.T) {
 		}
 		svctest.WantError(t, "register after close", svctest.Do(t, "POST", base+"/customers",
 			map[string]any{"id": "cu-2", "name": "Bo", "email": "bo@example.com", "zip": "10001"}), 409, "closed before it was registered")
+	})
+}
+
+// TestConcurrentOpsAndUndos: an op, its repeat and its undo racing each
+// other leave the count as if the op never happened — applied once and
+// undone once, or voided and then refused — however they interleave.
+func TestConcurrentOpsAndUndos(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, customer.Spec())
+		base := env.URL(customer.Name)
+		body := map[string]any{"id": "cu-r", "name": "Ada", "email": "ada@example.com", "zip": "10001"}
+		if r := svctest.Do(t, "POST", base+"/customers", body); r.Status != 201 {
+			t.Fatalf("register: %d %s", r.Status, r.Body)
+		}
+		post := func(path string, body any) (int, error) {
+			b, _ := json.Marshal(body)
+			resp, err := http.Post(base+path, "application/json", bytes.NewReader(b))
+			if err != nil {
+				return 0, err
+			}
+			resp.Body.Close()
+			return resp.StatusCode, nil
+		}
+		// 10 ops applied for good, so that an undo applied twice shows.
+		for i := range 10 {
+			if st, err := post("/customers/cu-r/open-tickets", map[string]any{"delta": 1, "op_id": fmt.Sprint("keep-", i)}); err != nil || st != 200 {
+				t.Fatalf("op keep-%d: %d %v", i, st, err)
+			}
+		}
+		var wg sync.WaitGroup
+		for i := range 20 {
+			id := fmt.Sprint("race-", i)
+			for k := range 4 {
+				wg.Go(func() {
+					var st int
+					var err error
+					if k%2 == 0 {
+						st, err = post("/customers/cu-r/open-tickets", map[string]any{"delta": 1, "op_id": id})
+						if st == http.StatusConflict {
+							st = 200 // refused: its undo came first
+						}
+					} else {
+						st, err = post("/customers/cu-r/open-tickets/"+id+"/undo", nil)
+					}
+					if err != nil || st != 200 {
+						t.Errorf("%s request %d: %d %v", id, k, st, err)
+					}
+				})
+			}
+		}
+		wg.Wait()
+		var cu customer.Customer
+		svctest.Do(t, "GET", base+"/customers/cu-r", nil).Decode(t, &cu)
+		if cu.OpenTickets != 10 {
+			t.Errorf("open tickets = %d after 20 ops raced with their repeats and undos, want 10", cu.OpenTickets)
+		}
 	})
 }
