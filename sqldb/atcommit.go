@@ -186,17 +186,23 @@ func (c *pgConn) ExecContext(ctx context.Context, query string, argsV []driver.N
 		}
 	}
 	c.owed = nil
-	var b pgx.Batch
-	b.Queue("begin")
-	b.Queue(query, args...)
-	res := c.Conn.Conn().SendBatch(ctx, &b)
-	_, err := res.Exec()
 	var tag pgconn.CommandTag
-	if err == nil {
-		tag, err = res.Exec()
-	}
-	if cerr := res.Close(); err == nil {
-		err = cerr
+	var err error
+	if len(args) == 0 {
+		// Without arguments pgx sends the text as a simple query, which
+		// may hold several statements: BEGIN goes in front of them.
+		tag, err = c.Conn.Conn().Exec(ctx, "begin;\n"+query)
+	} else {
+		var b pgx.Batch
+		b.Queue("begin")
+		b.Queue(query, args...)
+		res := c.Conn.Conn().SendBatch(ctx, &b)
+		if _, err = res.Exec(); err == nil {
+			tag, err = res.Exec()
+		}
+		if cerr := res.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err != nil && pgconn.SafeToRetry(err) {
 		// Nothing reached the server: the connection is gone.

@@ -220,6 +220,10 @@ func TestBeginWithFirstStatement(t *testing.T) {
 			_, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES (1, 'first')`)
 			return err
 		},
+		"exec of several statements": func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES (1, 'first'); INSERT INTO at_commit (n, tag) VALUES (3, 'third')`)
+			return err
+		},
 		"exec with a per-query option": func(tx *sql.Tx) error {
 			_, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES ($1, 'first')`, sqldb.PlanPerCall, 1)
 			return err
