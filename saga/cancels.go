@@ -3,6 +3,7 @@ package saga
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // cancelReader answers "has this saga been asked to cancel?" for every
@@ -18,6 +19,10 @@ type cancelReader struct {
 	waiting []*cancelAsk
 	busy    bool
 }
+
+// cancelReadTimeout bounds a read, so that a database that hangs fails
+// the steps waiting for it instead of holding them.
+const cancelReadTimeout = 10 * time.Second
 
 type cancelAsk struct {
 	id     string
@@ -59,7 +64,9 @@ func (c *cancelReader) run() {
 			return
 		}
 		c.mu.Unlock()
-		reasons, err := c.read(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), cancelReadTimeout)
+		reasons, err := c.read(ctx)
+		cancel()
 		for _, a := range batch {
 			a.reason, a.err = reasons[a.id], err
 			close(a.done)
