@@ -93,10 +93,10 @@
 // PostgreSQL and most of the rest in the services' Go code (HTTP both
 // ways, JSON, database/sql, the relays and the embedded JetStream).
 // pg_stat_statements over 10 seconds at concurrency 64 (both scenarios)
-// counted about 40 statements per saga besides BEGIN and COMMIT (56 in
-// the previous round, 71 before it): the orchestrator's log 10.7 (a
+// counted about 38 statements per saga besides BEGIN and COMMIT (56 in
+// the previous round, 71 before it): the orchestrator's log 10.5 (a
 // saga's begin, its step starts and ends, the shared cancel reads, the
-// final read), the customer 10.4, the ticket 10.1, the assignment 9.1 —
+// final read), the ticket 10.2, the assignment 9.1, the customer 8.6 —
 // each participant call a key claim and its response, the business
 // statements, one outbox statement, and the relay that publishes. Their
 // execution alone is about 1.9 ms per saga; with the protocol, the round
