@@ -99,7 +99,7 @@
 // final read), the ticket 10.2, the assignment 9.1, the customer 8.6 —
 // each participant call a key claim and its response, the business
 // statements, one outbox statement, and the relay that publishes. Their
-// execution alone is about 1.9 ms per saga; with the protocol, the round
+// execution alone is about 2.2 ms per saga; with the protocol, the round
 // trips and about 150 context switches per saga on each side, 1,500
 // sagas/s on two cores (1.33 ms of CPU per saga in all) would need a
 // handful of statements per saga with its four participants over HTTP,
