@@ -80,7 +80,9 @@
 //     (cancelReader), instead of a read each.
 //   - A transaction's outbox events are one statement at its COMMIT;
 //     opening a ticket is one insert; a status change with one source, and
-//     a customer's open-ticket count, one update returning the row.
+//     a customer's open-ticket count, one update returning the row; a
+//     customer's open-ticket op is locked by inserting its own row first,
+//     instead of an advisory lock and a read.
 //
 // Two attempts of the previous rounds to remove the cancel check were
 // not kept: reading the request in the step's log write, and hearing of
