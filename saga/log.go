@@ -53,42 +53,52 @@ func rawOrNil(s string) json.RawMessage {
 
 // Get reads one saga and its steps from the log in db.
 func Get(ctx context.Context, db *sqldb.DB, id string) (Saga, error) {
-	var s Saga
-	var input string
-	var deadline, created, updated int64
-	var finished sql.NullInt64
-	err := db.QueryRowContext(ctx, `SELECT id, definition, version, input, state, reason, last_error, cancel_reason,
-		deadline_at, created_at, updated_at, finished_at, lease_owner FROM saga WHERE id = $1`, id).Scan(&s.ID, &s.Definition,
-		&s.Version, &input, &s.State, &s.Reason, &s.LastError, &s.CancelReason, &deadline, &created, &updated, &finished, &s.LeaseOwner)
-	if errors.Is(err, sql.ErrNoRows) {
-		return s, fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
+	// One query: the saga's columns on each of its steps' rows (a saga
+	// without steps yet has one row of NULL steps).
+	rows, err := db.QueryContext(ctx, `SELECT s.id, s.definition, s.version, s.input, s.state, s.reason, s.last_error,
+		s.cancel_reason, s.deadline_at, s.created_at, s.updated_at, s.finished_at, s.lease_owner,
+		st.idx, st.name, st.status, st.attempts, st.comp_attempts, st.output, st.last_error, st.updated_at
+		FROM saga s LEFT JOIN saga_step st ON st.saga_id = s.id WHERE s.id = $1 ORDER BY st.idx`, id)
 	if err != nil {
-		return s, fmt.Errorf("saga: read %s: %w", id, err)
-	}
-	s.Input = rawOrNil(input)
-	s.DeadlineAt, s.CreatedAt, s.UpdatedAt = fromUS(deadline), fromUS(created), fromUS(updated)
-	if finished.Valid {
-		t := fromUS(finished.Int64)
-		s.FinishedAt = &t
-	}
-	rows, err := db.QueryContext(ctx, `SELECT idx, name, status, attempts, comp_attempts, output, last_error, updated_at
-		FROM saga_step WHERE saga_id = $1 ORDER BY idx`, id)
-	if err != nil {
-		return s, fmt.Errorf("saga: read %s: %w", id, err)
+		return Saga{}, fmt.Errorf("saga: read %s: %w", id, err)
 	}
 	defer rows.Close()
+	var s Saga
+	found := false
 	for rows.Next() {
-		var st StepRecord
-		var out string
-		var at int64
-		if err := rows.Scan(&st.Index, &st.Name, &st.Status, &st.Attempts, &st.CompensationAttempts, &out, &st.LastError, &at); err != nil {
-			return s, fmt.Errorf("saga: read %s: %w", id, err)
+		var input string
+		var deadline, created, updated int64
+		var finished sql.NullInt64
+		var idx, attempts, compAttempts sql.NullInt32
+		var name, status, out, lastError sql.NullString
+		var at sql.NullInt64
+		if err := rows.Scan(&s.ID, &s.Definition, &s.Version, &input, &s.State, &s.Reason, &s.LastError, &s.CancelReason,
+			&deadline, &created, &updated, &finished, &s.LeaseOwner,
+			&idx, &name, &status, &attempts, &compAttempts, &out, &lastError, &at); err != nil {
+			return Saga{}, fmt.Errorf("saga: read %s: %w", id, err)
 		}
-		st.Output, st.UpdatedAt = rawOrNil(out), fromUS(at)
-		s.Steps = append(s.Steps, st)
+		if !found {
+			found = true
+			s.Input = rawOrNil(input)
+			s.DeadlineAt, s.CreatedAt, s.UpdatedAt = fromUS(deadline), fromUS(created), fromUS(updated)
+			if finished.Valid {
+				t := fromUS(finished.Int64)
+				s.FinishedAt = &t
+			}
+		}
+		if idx.Valid {
+			s.Steps = append(s.Steps, StepRecord{Index: int(idx.Int32), Name: name.String, Status: StepStatus(status.String),
+				Attempts: int(attempts.Int32), CompensationAttempts: int(compAttempts.Int32), Output: rawOrNil(out.String),
+				LastError: lastError.String, UpdatedAt: fromUS(at.Int64)})
+		}
 	}
-	return s, rows.Err()
+	if err := rows.Err(); err != nil {
+		return Saga{}, fmt.Errorf("saga: read %s: %w", id, err)
+	}
+	if !found {
+		return Saga{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return s, nil
 }
 
 // Filter selects sagas for [List].

@@ -131,6 +131,14 @@ func TestCommitAndCompensate(t *testing.T) {
 		if got := rec.got(); fmt.Sprint(got) != "[reserve charge ship]" {
 			t.Errorf("calls = %v", got)
 		}
+		// Get reads the saga and its steps, in order, as Run returned it.
+		if got, err := saga.Get(context.Background(), db, s.ID); err != nil || got.ID != s.ID || len(got.Steps) != 3 ||
+			got.Steps[2].Name != "ship" || string(got.Steps[0].Output) != string(s.Steps[0].Output) || got.State != saga.Committed {
+			t.Errorf("Get = %+v, %v; want %+v", got, err, s)
+		}
+		if _, err := saga.Get(context.Background(), db, "no-such-saga"); !errors.Is(err, saga.ErrNotFound) {
+			t.Errorf("Get of an unknown saga: %v, want ErrNotFound", err)
+		}
 
 		rec.calls = nil
 		failCharge.Store(true)
