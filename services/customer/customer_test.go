@@ -73,17 +73,25 @@ func TestCustomerAPI(t *testing.T) {
 	})
 }
 
+// withCustomer starts the service and registers customer id with it; it
+// returns the service's URL and the registration's body.
+func withCustomer(t *testing.T, d sqldb.Dialect, id string) (string, map[string]any) {
+	t.Helper()
+	env := svctest.New(t, d, customer.Spec())
+	base := env.URL(customer.Name)
+	body := map[string]any{"id": id, "name": "Ada", "email": "ada@example.com", "zip": "10001"}
+	if r := svctest.Do(t, "POST", base+"/customers", body); r.Status != 201 {
+		t.Fatalf("register with id: %d %s", r.Status, r.Body)
+	}
+	return base, body
+}
+
 // TestSagaParticipant: changes keyed by an op id apply once and undo once;
 // an undo that overtakes its change voids it; a profile closed before it
 // was registered stays unregistered.
 func TestSagaParticipant(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
-		env := svctest.New(t, d, customer.Spec())
-		base := env.URL(customer.Name)
-		body := map[string]any{"id": "cu-1", "name": "Ada", "email": "ada@example.com", "zip": "10001"}
-		if r := svctest.Do(t, "POST", base+"/customers", body); r.Status != 201 {
-			t.Fatalf("register with id: %d %s", r.Status, r.Body)
-		}
+		base, body := withCustomer(t, d, "cu-1")
 		if r := svctest.Do(t, "POST", base+"/customers", body); r.Status != 200 {
 			t.Errorf("register again: %d %s", r.Status, r.Body)
 		}
@@ -132,12 +140,7 @@ func TestSagaParticipant(t *testing.T) {
 // undone once, or voided and then refused — however they interleave.
 func TestConcurrentOpsAndUndos(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
-		env := svctest.New(t, d, customer.Spec())
-		base := env.URL(customer.Name)
-		body := map[string]any{"id": "cu-r", "name": "Ada", "email": "ada@example.com", "zip": "10001"}
-		if r := svctest.Do(t, "POST", base+"/customers", body); r.Status != 201 {
-			t.Fatalf("register: %d %s", r.Status, r.Body)
-		}
+		base, _ := withCustomer(t, d, "cu-r")
 		post := func(path string, body any) (int, error) {
 			b, _ := json.Marshal(body)
 			resp, err := http.Post(base+path, "application/json", bytes.NewReader(b))
