@@ -47,8 +47,12 @@ type Config struct {
 	BreakerFailures uint32
 	BreakerCooldown time.Duration
 	// LogWriters is how many shared log transactions may be in flight at
-	// once. Default 1 on SQLite (one writer), 4 on PostgreSQL (whose own
-	// group commit then shares fsyncs between them).
+	// once. Default 1: the writes that arrive while one commits go
+	// together in the next. (On PostgreSQL a shared log transaction is one
+	// round trip; with 4 writers, the earlier default, the bench committed
+	// 1.7 writes per transaction against 3.3 with one, and in 5 alternated
+	// runs at concurrency 64 one writer drove 398-523 committed sagas/s
+	// against 403-478.)
 	LogWriters int
 	Logger     *slog.Logger
 }
@@ -101,12 +105,7 @@ func New(db *sqldb.DB, cfg Config, defs ...Definition) (*Orchestrator, error) {
 	cfg.ParticipantConcurrency = cmp.Or(cfg.ParticipantConcurrency, 64)
 	cfg.BreakerFailures = cmp.Or(cfg.BreakerFailures, 5)
 	cfg.BreakerCooldown = cmp.Or(cfg.BreakerCooldown, time.Second)
-	if cfg.LogWriters <= 0 {
-		cfg.LogWriters = 1
-		if db.Dialect() == sqldb.Postgres {
-			cfg.LogWriters = 4
-		}
-	}
+	cfg.LogWriters = cmp.Or(max(cfg.LogWriters, 0), 1)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
