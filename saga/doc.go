@@ -53,14 +53,14 @@
 //	go run ./cmd/sysops bench saga
 //
 //	                                PostgreSQL (fsync on)            SQLite (synchronous=FULL)
-//	committed,   concurrency 1      140-160 sagas/s, p50 6.1-7.0 ms, 206 sagas/s, p50 4.8 ms, p99 7.0
-//	                                p99 10-12
-//	committed,   concurrency 16     322-373 sagas/s, p50 42-49 ms    357 sagas/s, p50 42 ms
-//	committed,   concurrency 64     401-456 sagas/s, p50 136-155 ms, 341 sagas/s, p50 165 ms, p99 519
-//	                                p99 216-261 ms
-//	compensated, concurrency 64     317-346 sagas/s, p50 181-197 ms  368 sagas/s, p50 161 ms
+//	committed,   concurrency 1      139-150 sagas/s, p50 6.4-7.0 ms, 183-206 sagas/s, p50 4.8-5.4 ms,
+//	                                p99 10.7-11.7                    p99 7.0-7.8
+//	committed,   concurrency 16     300-378 sagas/s, p50 42-53 ms    345-357 sagas/s, p50 42-43 ms
+//	committed,   concurrency 64     385-476 sagas/s, p50 132-162 ms, 341-357 sagas/s, p50 155-165 ms,
+//	                                p99 196-243 ms                   p99 518-519
+//	compensated, concurrency 64     308-318 sagas/s, p50 198-206 ms  342-368 sagas/s, p50 161-175 ms
 //
-// (three runs on PostgreSQL and one on SQLite, 5 seconds a level. Run
+// (three runs on PostgreSQL and two on SQLite, 5 seconds a level. Run
 // for run against the previous round's build, alternated, committed
 // sagas at concurrency 64 went from 326-389 to 436-472 a second, and the
 // two cores' busy time per saga (both scenarios, set-up included) from
