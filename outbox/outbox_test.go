@@ -369,6 +369,48 @@ func TestRelayDeadRowsAndOperatorActions(t *testing.T) {
 	})
 }
 
+func TestStoppedRoundCountsNoAttempt(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		write(t, db, event("s1", "S"))
+		roundCtx, stop := context.WithCancel(ctx)
+		// The broker never answers; the relay is stopped while it waits.
+		hung := publisherFuncs{func(ctx context.Context, msgs []natsjs.Message) ([]natsjs.PubAck, []error) {
+			stop()
+			<-ctx.Done()
+			errs := make([]error, len(msgs))
+			for i := range errs {
+				errs[i] = ctx.Err()
+			}
+			return make([]natsjs.PubAck, len(msgs)), errs
+		}}
+		r := newRelay(t, db, hung, outbox.RelayConfig{MaxAttempts: 1, Backoff: func(int) time.Duration { return time.Hour }})
+		res, err := r.RunOnce(roundCtx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Interrupted != 1 || res.Failed != 0 || res.Dead != 0 {
+			t.Fatalf("round = %+v, want the row interrupted, not failed", res)
+		}
+		rows, err := outbox.List(ctx, db, outbox.ListOptions{Status: outbox.StatusPending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != 1 || rows[0].Attempts != 0 || rows[0].LastError != "" {
+			t.Fatalf("pending rows = %+v, want s1 with no attempt counted", rows)
+		}
+		// No backoff either: the next relay publishes it at once.
+		pub := &recorder{}
+		next := newRelay(t, db, pub, outbox.RelayConfig{})
+		r.Stop()
+		runOnce(t, next)
+		if got := fmt.Sprint(pub.ids()); got != "[s1]" {
+			t.Errorf("next relay published %s, want [s1]", got)
+		}
+	})
+}
+
 func TestRelayRetention(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		db := newDB(t, d)

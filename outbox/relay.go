@@ -206,6 +206,12 @@ type Round struct {
 	Published int  // rows acknowledged by the broker and marked sent
 	Failed    int  // rows whose publish failed (retried later, or now dead)
 	Dead      int  // rows that became dead in this round
+	// Interrupted counts rows whose publish was cut short because the
+	// caller's ctx ended (a relay being stopped): they stay pending as
+	// they were, with no attempt counted and no backoff, and the next
+	// round publishes them again (the broker drops the copies it already
+	// has by event id).
+	Interrupted int
 }
 
 type row struct {
@@ -267,6 +273,7 @@ func (r *Relay) RunOnce(ctx context.Context) (Round, error) {
 		perAgg[key] = append(perAgg[key], rw)
 	}
 
+	caller := ctx
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
 	var sent []int64
@@ -299,6 +306,13 @@ func (r *Relay) RunOnce(ctx context.Context) (Round, error) {
 			}
 			sent = append(sent, rw.seq)
 		}
+	}
+	if caller.Err() != nil {
+		// Stopping is not the broker failing: counting it as an attempt
+		// would delay these rows by a backoff on the next start, and
+		// enough stops would make them dead.
+		round.Interrupted = len(failed)
+		failed = nil
 	}
 	round.Published = len(sent)
 	round.Failed = len(failed)
