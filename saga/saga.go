@@ -77,13 +77,25 @@ type Step struct {
 	// Participant is the service the step calls: steps of one participant
 	// share its circuit breaker and concurrency limit. Default Name.
 	Participant string
-	// Action applies the step. Required.
+	// Action applies the step. Required, unless ActionBatch is set.
 	Action Func
 	// Compensate undoes the step: a business reversal (cancel, refund,
 	// release), idempotent, and harmless when the action never arrived —
 	// the participant must then refuse the late action. Nil: nothing to
 	// undo.
 	Compensate Func
+	// ActionBatch and CompensateBatch, when set, are used instead of
+	// Action and Compensate: the calls of this step made while an earlier
+	// batch of it is in flight, by all the sagas the orchestrator drives,
+	// go to the participant together, up to Config.MaxBatch at a time, in
+	// one call of the BatchFunc. A participant that applies a batch in
+	// one transaction pays one round trip and one commit for all of them.
+	// A saga driven alone goes at once, in a batch of one: batching adds
+	// no wait. Everything else — the log written before and after each
+	// call, retries, the breaker and concurrency limit (a batch is one
+	// call), idempotency keys — is as for single calls.
+	ActionBatch     BatchFunc
+	CompensateBatch BatchFunc
 	// Timeout bounds each call. Default 5 seconds.
 	Timeout time.Duration
 	// Retry is the action's retry budget; CompensationRetry the
@@ -187,7 +199,7 @@ func (d Definition) validate() error {
 	}
 	seen := map[string]bool{}
 	for i, s := range d.Steps {
-		if s.Name == "" || s.Action == nil {
+		if s.Name == "" || (s.Action == nil && s.ActionBatch == nil) {
 			return fmt.Errorf("saga: definition %s v%d: step %d needs a name and an action", d.Name, d.Version, i)
 		}
 		if seen[s.Name] {
