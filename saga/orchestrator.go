@@ -80,8 +80,8 @@ type Orchestrator struct {
 	mu       sync.Mutex
 	parts    map[string]*participant
 	batchers map[batchKey]*batcher
-	active  map[string]bool
-	waiters map[string][]chan struct{}
+	active   map[string]bool
+	waiters  map[string][]chan struct{}
 
 	slots     chan struct{}
 	ctx       context.Context
