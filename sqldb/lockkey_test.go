@@ -21,16 +21,23 @@ func TestLockKey(t *testing.T) {
 		// one key: only one may insert.
 		insertIfAbsent := func(started chan<- struct{}) error {
 			return sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
-				if err := sqldb.LockKey(ctx, tx, "k1"); err != nil {
-					return err
-				}
+				// One takes the key alone, the other with others.
 				if started != nil {
-					close(started)
-					time.Sleep(100 * time.Millisecond) // hold the lock
+					if err := sqldb.LockKey(ctx, tx, "k1"); err != nil {
+						return err
+					}
+				} else if err := sqldb.LockKeys(ctx, tx, []string{"k2", "k1", "k0"}); err != nil {
+					return err
 				}
 				var n int
 				if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM seen WHERE k = 'k1'`).Scan(&n); err != nil {
 					return err
+				}
+				if started != nil {
+					// Found it absent: hold the lock a while before acting
+					// on that.
+					close(started)
+					time.Sleep(100 * time.Millisecond)
 				}
 				if n == 0 {
 					_, err := tx.ExecContext(ctx, `INSERT INTO seen (k) VALUES ('k1')`)

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -162,6 +163,26 @@ func LockKey(ctx context.Context, tx *sql.Tx, key string) error {
 	}
 	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, key); err != nil {
 		return fmt.Errorf("sqldb: lock key %q: %w", key, err)
+	}
+	return nil
+}
+
+// LockKeys is [LockKey] for several keys in one statement. It takes them
+// in sorted order, so that transactions locking overlapping sets wait
+// for each other instead of deadlocking.
+func LockKeys(ctx context.Context, tx *sql.Tx, keys []string) error {
+	d, ok := TxDialect(tx)
+	if !ok {
+		return errors.New("sqldb: LockKeys needs a transaction run by RunInTx")
+	}
+	if d != Postgres || len(keys) == 0 {
+		return nil
+	}
+	sorted := slices.Clone(keys)
+	slices.Sort(sorted)
+	if _, err := tx.ExecContext(ctx, `SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
+		FROM (SELECT k FROM unnest(CAST($1 AS TEXT[])) AS k ORDER BY k) s`, sorted); err != nil {
+		return fmt.Errorf("sqldb: lock %d keys: %w", len(keys), err)
 	}
 	return nil
 }

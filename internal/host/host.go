@@ -203,6 +203,11 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 	idem := idempotency.New(db, idempotency.Config{Logger: logger, Transactional: spec.TransactionalKeys})
 	go idem.RunPruner(svcCtx, time.Hour)
 	mux.Handle("/", idem.Middleware(handler))
+	if b, ok := handler.(interface {
+		BatchRoutes() map[string]idempotency.BatchFunc
+	}); ok && len(b.BatchRoutes()) > 0 {
+		mux.Handle(idempotency.BatchPath, idem.BatchHandler(b.BatchRoutes()))
+	}
 
 	h = &Host{
 		name:   spec.Name,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/idempotency"
 	"github.com/sysops-squad/sysops/outbox"
 )
 
@@ -151,25 +152,7 @@ func (c *Client) once(ctx context.Context, method, base, path string, body []byt
 		return true, sysops.Errorf(sysops.EUnavailable, "%s service: read answer: %v", c.peer, err)
 	}
 	if resp.StatusCode >= 300 {
-		var eb struct {
-			Error sysops.Error `json:"error"`
-		}
-		if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
-			if resp.StatusCode == http.StatusConflict && resp.Header.Get("Retry-After") != "" {
-				// A conflict that passes (the same Idempotency-Key still in
-				// progress): transient, not a refusal.
-				return true, sysops.Errorf(sysops.EUnavailable, "%s service: %s", c.peer, eb.Error.Message)
-			}
-			if eb.Error.Code == sysops.EInternal {
-				eb.Error.Message = c.peer + " service: " + eb.Error.Message
-			}
-			return resp.StatusCode >= 500 && eb.Error.Code == sysops.EUnavailable, &eb.Error
-		}
-		code := sysops.EInternal
-		if resp.StatusCode >= 500 {
-			code = sysops.EUnavailable
-		}
-		return resp.StatusCode >= 500, sysops.Errorf(code, "%s service answered %s", c.peer, resp.Status)
+		return c.answerError(resp.StatusCode, resp.Header.Get("Retry-After") != "", b)
 	}
 	if status != nil {
 		*status = resp.StatusCode
@@ -180,4 +163,70 @@ func (c *Client) once(ctx context.Context, method, base, path string, body []byt
 		}
 	}
 	return false, nil
+}
+
+// answerError is the error a peer's answer of status (300 or more) with
+// body means, and whether the call may be retried.
+func (c *Client) answerError(status int, retryAfter bool, body []byte) (retry bool, err error) {
+	var eb struct {
+		Error sysops.Error `json:"error"`
+	}
+	if json.Unmarshal(body, &eb) == nil && eb.Error.Code != "" {
+		if status == http.StatusConflict && retryAfter {
+			// A conflict that passes (the same Idempotency-Key still in
+			// progress): transient, not a refusal.
+			return true, sysops.Errorf(sysops.EUnavailable, "%s service: %s", c.peer, eb.Error.Message)
+		}
+		if eb.Error.Code == sysops.EInternal {
+			eb.Error.Message = c.peer + " service: " + eb.Error.Message
+		}
+		return status >= 500 && eb.Error.Code == sysops.EUnavailable, &eb.Error
+	}
+	code := sysops.EInternal
+	if status >= 500 {
+		code = sysops.EUnavailable
+	}
+	return status >= 500, sysops.Errorf(code, "%s service answered %d %s", c.peer, status, http.StatusText(status))
+}
+
+// BatchCall is one POST of [Client.PostBatch]. Key is the key the call
+// would carry alone from a context with [WithIdempotencyKey]: the peer
+// sees the same key either way, so a call made in a batch and retried
+// alone (or the other way round) is applied once.
+type BatchCall struct {
+	Key  string
+	Path string
+	Body any
+}
+
+// PostBatch sends calls to the peer's POST /batch, applied there in one
+// transaction (see [idempotency.Store.BatchHandler]). It returns each
+// call's answer body, or the error Post would have returned for it; err
+// is for the batch as a whole (the peer cannot be reached, say). It is
+// sent once: callers retry with their own budget.
+func (c *Client) PostBatch(ctx context.Context, calls []BatchCall) (answers []json.RawMessage, errs []error, err error) {
+	req := idempotency.BatchRequest{Calls: make([]idempotency.BatchCall, len(calls))}
+	for i, bc := range calls {
+		body, err := json.Marshal(bc.Body)
+		if err != nil {
+			return nil, nil, fmt.Errorf("POST %s: %w", bc.Path, err)
+		}
+		req.Calls[i] = idempotency.BatchCall{Key: bc.Key + "/" + c.peer + bc.Path, Path: bc.Path, Body: body}
+	}
+	var resp idempotency.BatchResponse
+	if err := c.WithoutRetries().Post(ctx, idempotency.BatchPath, req, &resp); err != nil {
+		return nil, nil, err
+	}
+	if len(resp.Results) != len(calls) {
+		return nil, nil, sysops.Errorf(sysops.EUnavailable, "%s service answered %d results to %d calls", c.peer, len(resp.Results), len(calls))
+	}
+	answers, errs = make([]json.RawMessage, len(calls)), make([]error, len(calls))
+	for i, r := range resp.Results {
+		if r.Status >= 300 {
+			_, errs[i] = c.answerError(r.Status, false, r.Body)
+			continue
+		}
+		answers[i] = r.Body
+	}
+	return answers, errs, nil
 }

@@ -7,14 +7,16 @@ import (
 	"time"
 
 	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/idempotency"
 	"github.com/sysops-squad/sysops/internal/httpx"
 )
 
 // Router is an http.ServeMux whose handlers return errors, and whose own
 // answers — no route, method not allowed — are JSON errors like the rest.
 type Router struct {
-	mux    *http.ServeMux
-	logger *slog.Logger
+	mux     *http.ServeMux
+	logger  *slog.Logger
+	batched map[string]idempotency.BatchFunc
 }
 
 // NewRouter returns an empty router.
@@ -26,6 +28,20 @@ func NewRouter(logger *slog.Logger) *Router {
 func (rt *Router) Handle(pattern string, fn httpx.HandlerFunc) {
 	rt.mux.Handle(pattern, httpx.Handle(rt.logger, fn))
 }
+
+// HandleBatch lets calls of the POST route pattern also come in batches
+// (POST /batch, see [idempotency.Store.BatchHandler]), applied by fn.
+// The route itself is registered with Handle as usual.
+func (rt *Router) HandleBatch(pattern string, fn idempotency.BatchFunc) {
+	if rt.batched == nil {
+		rt.batched = map[string]idempotency.BatchFunc{}
+	}
+	rt.batched[pattern] = fn
+}
+
+// BatchRoutes returns the routes registered with HandleBatch; the host
+// serves them at POST /batch.
+func (rt *Router) BatchRoutes() map[string]idempotency.BatchFunc { return rt.batched }
 
 // HandleHTTP routes pattern to a plain handler.
 func (rt *Router) HandleHTTP(pattern string, h http.Handler) { rt.mux.Handle(pattern, h) }
