@@ -174,9 +174,9 @@ func TestBatchCallsFailAlone(t *testing.T) {
 			call("later", "/things/a", 500),
 			call("", "/things/a", 1),
 			call("lost", "/nowhere", 1),
-			call("ok", "/things/a", 1),         // the same call twice: one effect
-			call("ok", "/things/a", 2),         // the key with another request
-			call("k1", "/things/a", 1),         // fine
+			call("ok", "/things/a", 1), // the same call twice: one effect
+			call("ok", "/things/a", 2), // the key with another request
+			call("k1", "/things/a", 1), // fine
 			idempotency.BatchCall{Key: "bad", Path: "/things/a", Body: json.RawMessage(`{"n":"x"}`)},
 		)
 		want := []int{201, 409, 503, 400, 404, 201, 422, 201, 400}
