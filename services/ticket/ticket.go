@@ -11,6 +11,8 @@
 //	GET  /tickets?customer_id=C&status=S&limit=N
 //	POST /tickets/{id}/status       {"status": "assigned" | "completed" | "cancelled" | "open"}
 //	POST /tickets/{id}/cancel       cancel (or tombstone an id not created yet)
+//	POST /batch                     several POST /tickets and POST /tickets/{id}/status
+//	                                calls, each with its own key, in one transaction
 //
 // Every change publishes an event (sysops.ticket.*) and an audit record
 // through the service's outbox.
@@ -25,12 +27,14 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/idempotency"
 	"github.com/sysops-squad/sysops/internal/host"
 	"github.com/sysops-squad/sysops/internal/httpx"
 	"github.com/sysops-squad/sysops/internal/svc"
@@ -136,6 +140,20 @@ func New(db *sqldb.DB, zips *svc.ZipReplica, logger *slog.Logger) *Service {
 // returns it (created is false), and opening an id that was cancelled
 // before it was created is a conflict.
 func (s *Service) Open(ctx context.Context, in NewTicket) (t Ticket, created bool, err error) {
+	tk, err := s.prepare(ctx, in, time.Now())
+	if err != nil {
+		return Ticket{}, false, err
+	}
+	err = sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
+		var err error
+		t, created, err = open(ctx, tx, tk)
+		return err
+	})
+	return t, created, err
+}
+
+// prepare checks a new ticket and returns it as it would be stored.
+func (s *Service) prepare(ctx context.Context, in NewTicket, now time.Time) (Ticket, error) {
 	var c svc.Check
 	c.Optional("id", in.ID, 64)
 	c.Required("customer_id", in.CustomerID, 64)
@@ -144,51 +162,152 @@ func (s *Service) Open(ctx context.Context, in NewTicket) (t Ticket, created boo
 	c.OneOf("skill", in.Skill, svc.Skills...)
 	c.Zip("zip", in.Zip)
 	if err := c.Err(); err != nil {
-		return Ticket{}, false, err
+		return Ticket{}, err
 	}
 	if _, err := s.zips.Lookup(ctx, in.Zip); err != nil {
 		if sysops.CodeOf(err) == sysops.EInvalid {
-			return Ticket{}, false, sysops.Errorf(sysops.EInvalid, "field \"zip\": %s", sysops.MessageOf(err))
+			return Ticket{}, sysops.Errorf(sysops.EInvalid, "field \"zip\": %s", sysops.MessageOf(err))
 		}
-		return Ticket{}, false, err
+		return Ticket{}, err
 	}
-	now := time.Now().UTC().Truncate(time.Microsecond)
-	tk := Ticket{ID: cmp.Or(in.ID, outbox.NewID()), CustomerID: in.CustomerID, Description: strings.TrimSpace(in.Description),
-		Priority: in.Priority, Skill: in.Skill, Zip: in.Zip, Status: "open", CreatedAt: now, UpdatedAt: now}
-	err = sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
-		created = false
-		if err := sqldb.LockKey(ctx, tx, "ticket/"+tk.ID); err != nil {
-			return err
+	now = now.UTC().Truncate(time.Microsecond)
+	return Ticket{ID: cmp.Or(in.ID, outbox.NewID()), CustomerID: in.CustomerID, Description: strings.TrimSpace(in.Description),
+		Priority: in.Priority, Skill: in.Skill, Zip: in.Zip, Status: "open", CreatedAt: now, UpdatedAt: now}, nil
+}
+
+// insertTicket inserts tickets (the VALUES rows) unless they exist or were
+// cancelled before they were created; %s is the VALUES list.
+const insertTicket = `WITH v (id, customer_id, description, priority, skill, zip, at) AS (VALUES %s)
+	INSERT INTO ticket (id, customer_id, description, priority, skill, zip, status, created_at, updated_at)
+	SELECT v.id, v.customer_id, v.description, v.priority, v.skill, v.zip, 'open', v.at, v.at FROM v
+	WHERE NOT EXISTS (SELECT 1 FROM ticket_tombstone WHERE ticket_tombstone.id = v.id)
+	ON CONFLICT (id) DO NOTHING RETURNING id`
+
+// open opens tk in tx: the work of Open.
+func open(ctx context.Context, tx *sql.Tx, tk Ticket) (Ticket, bool, error) {
+	if err := sqldb.LockKey(ctx, tx, "ticket/"+tk.ID); err != nil {
+		return tk, false, err
+	}
+	// Insert unless it exists or was cancelled before it was created:
+	// one statement in the common case; the reads only when it inserted
+	// nothing.
+	var id string
+	err := tx.QueryRowContext(ctx, fmt.Sprintf(insertTicket, `($1, $2, $3, $4, $5, $6, CAST($7 AS BIGINT))`),
+		tk.ID, tk.CustomerID, tk.Description, tk.Priority, tk.Skill, tk.Zip, svc.Micros(tk.CreatedAt)).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		tk, err = existing(ctx, tx, tk)
+		return tk, false, err
+	}
+	if err != nil {
+		return tk, false, err
+	}
+	return tk, true, opened(ctx, tx, tk)
+}
+
+// existing answers the opening of tk when the insert inserted nothing:
+// the ticket as it exists, or why it cannot be opened.
+func existing(ctx context.Context, tx *sql.Tx, tk Ticket) (Ticket, error) {
+	t, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, tk.ID))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return tk, sysops.Errorf(sysops.EConflict, "ticket %q was cancelled before it was created", tk.ID)
+	case err != nil:
+		return tk, err
+	case t.CustomerID != tk.CustomerID:
+		return tk, sysops.Errorf(sysops.EConflict, "ticket %q exists for another customer", tk.ID)
+	}
+	return t, nil
+}
+
+// opened records a new ticket: its event and its audit record.
+func opened(ctx context.Context, tx *sql.Tx, tk Ticket) error {
+	if err := svc.Emit(ctx, tx, Name, "sysops.ticket.opened.v1", "ticket", tk.ID, tk); err != nil {
+		return err
+	}
+	return svc.Audit(ctx, tx, Name, "ticket.opened", "ticket", tk.ID, map[string]string{"customer_id": tk.CustomerID, "priority": tk.Priority})
+}
+
+// openBatch opens the tickets of a batch of POST /tickets calls with one
+// lock statement and one insert; only tickets that exist already, or
+// were cancelled first, are looked at one by one.
+func (s *Service) openBatch(ctx context.Context, tx *sql.Tx, items []*idempotency.Item) error {
+	now := time.Now()
+	var tks []Ticket
+	var todo []*idempotency.Item
+	var later []int // calls for an id an earlier call of the batch opens
+	ids := map[string]bool{}
+	for _, it := range items {
+		var in NewTicket
+		if err := httpx.Unmarshal(it.Body, &in); err != nil {
+			it.Fail(err)
+			continue
 		}
-		// Insert unless it exists or was cancelled before it was created:
-		// one statement in the common case; the reads below only when it
-		// inserted nothing.
-		res, err := tx.ExecContext(ctx, `INSERT INTO ticket (id, customer_id, description, priority, skill, zip, status, created_at, updated_at)
-			SELECT $1, $2, $3, $4, $5, $6, 'open', $7, $7 WHERE NOT EXISTS (SELECT 1 FROM ticket_tombstone WHERE id = $1)
-			ON CONFLICT (id) DO NOTHING`, tk.ID, tk.CustomerID, tk.Description, tk.Priority, tk.Skill, tk.Zip, svc.Micros(now))
+		tk, err := s.prepare(ctx, in, now)
 		if err != nil {
-			return err
+			it.Fail(err)
+			continue
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			existing, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, tk.ID))
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-				return sysops.Errorf(sysops.EConflict, "ticket %q was cancelled before it was created", tk.ID)
-			case err != nil:
-				return err
-			case existing.CustomerID != tk.CustomerID:
-				return sysops.Errorf(sysops.EConflict, "ticket %q exists for another customer", tk.ID)
-			}
-			tk = existing
-			return nil
+		if ids[tk.ID] {
+			later = append(later, len(tks))
 		}
-		created = true
-		if err := svc.Emit(ctx, tx, Name, "sysops.ticket.opened.v1", "ticket", tk.ID, tk); err != nil {
-			return err
+		ids[tk.ID] = true
+		tks, todo = append(tks, tk), append(todo, it)
+	}
+	if len(tks) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(ids))
+	for id := range ids {
+		keys = append(keys, "ticket/"+id)
+	}
+	if err := sqldb.LockKeys(ctx, tx, keys); err != nil {
+		return err
+	}
+	var values strings.Builder
+	var args []any
+	for i, tk := range tks {
+		if slices.Contains(later, i) {
+			continue
 		}
-		return svc.Audit(ctx, tx, Name, "ticket.opened", "ticket", tk.ID, map[string]string{"customer_id": tk.CustomerID, "priority": tk.Priority})
+		if len(args) > 0 {
+			values.WriteString(", ")
+		}
+		n := len(args)
+		fmt.Fprintf(&values, "($%d, $%d, $%d, $%d, $%d, $%d, CAST($%d AS BIGINT))", n+1, n+2, n+3, n+4, n+5, n+6, n+7)
+		args = append(args, tk.ID, tk.CustomerID, tk.Description, tk.Priority, tk.Skill, tk.Zip, svc.Micros(tk.CreatedAt))
+	}
+	rows, err := tx.QueryContext(ctx, fmt.Sprintf(insertTicket, values.String()), args...)
+	got, err := svc.Collect(rows, err, func(r svc.Scanner) (string, error) {
+		var id string
+		return id, r.Scan(&id)
 	})
-	return tk, created, err
+	if err != nil {
+		return err
+	}
+	inserted := map[string]bool{}
+	for _, id := range got {
+		inserted[id] = true
+	}
+	for i, tk := range tks {
+		it := todo[i]
+		if inserted[tk.ID] && !slices.Contains(later, i) {
+			if err := opened(ctx, tx, tk); err != nil {
+				return err
+			}
+			it.Reply(http.StatusCreated, "/tickets/"+tk.ID, tk)
+			continue
+		}
+		t, err := existing(ctx, tx, tk)
+		if err != nil {
+			if sysops.CodeOf(err) == sysops.EInternal {
+				return err
+			}
+			it.Fail(err)
+			continue
+		}
+		it.Reply(http.StatusOK, "/tickets/"+t.ID, t)
+	}
+	return nil
 }
 
 // Cancel cancels a ticket, open or assigned; cancelling a cancelled one
@@ -255,38 +374,124 @@ func (s *Service) List(ctx context.Context, customerID, status string, limit int
 // no-op (a repeat is safe); a move the lifecycle does not allow is a
 // conflict.
 func (s *Service) SetStatus(ctx context.Context, id, status string) (Ticket, error) {
-	var c svc.Check
-	c.OneOf("status", status, "open", "assigned", "completed", "cancelled")
-	if err := c.Err(); err != nil {
+	if err := checkStatus(status); err != nil {
 		return Ticket{}, err
 	}
 	var t Ticket
 	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
-		now := time.Now().UTC().Truncate(time.Microsecond)
-		if from := sourcesOf(status); len(from) == 1 {
-			// One status leads here: try the change in one statement.
-			var err error
-			t, err = scan(tx.QueryRowContext(ctx, `UPDATE ticket SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4
-				RETURNING `+columns, status, svc.Micros(now), id, from[0]))
-			if err == nil {
-				return changed(ctx, tx, t, from[0])
-			}
-			if !errors.Is(err, sql.ErrNoRows) {
-				return err
-			}
-			// Not found, already there, or not allowed: read it to say which.
-		}
 		var err error
-		t, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, id))
-		if errors.Is(err, sql.ErrNoRows) {
-			return sysops.Errorf(sysops.ENotFound, "ticket %q not found", id)
+		t, err = setStatus(ctx, tx, id, status, time.Now().UTC().Truncate(time.Microsecond))
+		return err
+	})
+	return t, err
+}
+
+func checkStatus(status string) error {
+	var c svc.Check
+	c.OneOf("status", status, "open", "assigned", "completed", "cancelled")
+	return c.Err()
+}
+
+// statusChange moves the tickets of the ids listed (%s) that are in
+// status $2 to status $1, and returns them.
+const statusChange = `UPDATE ticket SET status = $1, updated_at = $3 WHERE status = $2 AND id IN (%s) RETURNING ` + columns
+
+// setStatus is the work of SetStatus in tx.
+func setStatus(ctx context.Context, tx *sql.Tx, id, status string, now time.Time) (Ticket, error) {
+	if from := sourcesOf(status); len(from) == 1 {
+		// One status leads here: try the change in one statement.
+		t, err := scan(tx.QueryRowContext(ctx, `UPDATE ticket SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4
+			RETURNING `+columns, status, svc.Micros(now), id, from[0]))
+		if err == nil {
+			return t, changed(ctx, tx, t, from[0])
 		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return t, err
+		}
+		// Not found, already there, or not allowed: read it to say which.
+	}
+	t, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, sysops.Errorf(sysops.ENotFound, "ticket %q not found", id)
+	}
+	if err != nil {
+		return t, err
+	}
+	return t, change(ctx, tx, &t, status, now)
+}
+
+// statusBatch applies a batch of POST /tickets/{id}/status calls: for a
+// status that one status leads to, one statement moves every ticket of
+// the batch that can move; the rest are looked at one by one, as alone.
+func (s *Service) statusBatch(ctx context.Context, tx *sql.Tx, items []*idempotency.Item) error {
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	type call struct {
+		it     *idempotency.Item
+		id, to string
+	}
+	var calls []call
+	byStatus := map[string][]string{} // target status -> ids
+	for _, it := range items {
+		var in struct {
+			Status string `json:"status"`
+		}
+		if err := httpx.Unmarshal(it.Body, &in); err != nil {
+			it.Fail(err)
+			continue
+		}
+		if err := checkStatus(in.Status); err != nil {
+			it.Fail(err)
+			continue
+		}
+		c := call{it, it.Request.PathValue("id"), in.Status}
+		calls = append(calls, c)
+		if len(sourcesOf(c.to)) == 1 && !slices.Contains(byStatus[c.to], c.id) {
+			byStatus[c.to] = append(byStatus[c.to], c.id)
+		}
+	}
+	type move struct{ id, to string }
+	moved := map[move]Ticket{} // the tickets as each statement moved them
+	for _, to := range slices.Sorted(maps.Keys(byStatus)) {
+		ids := slices.Sorted(slices.Values(byStatus[to])) // row locks in id order
+		from := sourcesOf(to)[0]
+		var values strings.Builder
+		args := []any{to, from, svc.Micros(now)}
+		for i, id := range ids {
+			if i > 0 {
+				values.WriteString(", ")
+			}
+			args = append(args, id)
+			fmt.Fprintf(&values, "$%d", len(args))
+		}
+		rows, err := tx.QueryContext(ctx, fmt.Sprintf(statusChange, values.String()), args...)
+		ts, err := svc.Collect(rows, err, scan)
 		if err != nil {
 			return err
 		}
-		return change(ctx, tx, &t, status, now)
-	})
-	return t, err
+		for _, t := range ts {
+			if err := changed(ctx, tx, t, from); err != nil {
+				return err
+			}
+			moved[move{t.ID, to}] = t
+		}
+	}
+	for _, c := range calls {
+		if t, ok := moved[move{c.id, c.to}]; ok {
+			delete(moved, move{c.id, c.to}) // a repeat finds it there already
+			c.it.Reply(http.StatusOK, "", t)
+			continue
+		}
+		t, err := setStatus(ctx, tx, c.id, c.to, now)
+		if err != nil {
+			if sysops.CodeOf(err) == sysops.EInternal {
+				return err
+			}
+			c.it.Fail(err)
+			continue
+		}
+		c.it.Reply(http.StatusOK, "", t)
+	}
+	return nil
 }
 
 // change moves ticket t, as just read, to status (nothing if it is there
@@ -366,6 +571,8 @@ func (s *Service) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"tickets": ts})
 		return nil
 	})
+	rt.HandleBatch("POST /tickets", s.openBatch)
+	rt.HandleBatch("POST /tickets/{id}/status", s.statusBatch)
 	rt.Handle("POST /tickets/{id}/status", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
 		Status string `json:"status"`
 	}) (any, error) {

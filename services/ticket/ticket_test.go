@@ -1,10 +1,15 @@
 package ticket_test
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/idempotency"
+	"github.com/sysops-squad/sysops/internal/svc"
 	"github.com/sysops-squad/sysops/internal/svctest"
 	"github.com/sysops-squad/sysops/services/location"
 	"github.com/sysops-squad/sysops/services/ticket"
@@ -119,6 +124,85 @@ func TestChosenIDsAndEarlyCancel(t *testing.T) {
 			if r := svctest.Do(t, "POST", base+"/tickets/tk-1/cancel", nil); r.Status != 200 || r.JSON(t)["status"] != "cancelled" {
 				t.Errorf("cancel: %d %s", r.Status, r.Body)
 			}
+		}
+	})
+}
+
+func TestBatch(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, location.Spec(), ticket.SpecWith(ticket.Config{ZipRefresh: 50 * time.Millisecond}))
+		base := env.URL(ticket.Name)
+		client := svc.NewClient(svc.NewPeers(env.Peers()), ticket.Name)
+		ctx := context.Background()
+		if r := svctest.Do(t, "POST", base+"/tickets/gone/cancel", nil); r.Status != 200 {
+			t.Fatalf("tombstone: %d %s", r.Status, r.Body)
+		}
+		withID := func(id, customer string) map[string]string {
+			tk := newTicket("10001")
+			tk["id"], tk["customer_id"] = id, customer
+			return tk
+		}
+		open := []svc.BatchCall{
+			{Key: "o1", Path: "/tickets", Body: withID("t1", "c1")},
+			{Key: "o2", Path: "/tickets", Body: withID("t2", "c1")},
+			{Key: "o3", Path: "/tickets", Body: withID("t1", "c1")}, // t1 again: the ticket as opened
+			{Key: "o4", Path: "/tickets", Body: withID("t1", "c9")}, // t1 for another customer
+			{Key: "o5", Path: "/tickets", Body: newTicket("00000")},
+			{Key: "o6", Path: "/tickets", Body: withID("gone", "c1")},
+		}
+		answers, errs, err := client.PostBatch(ctx, open)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range []sysops.ErrorCode{"", "", "", sysops.EConflict, sysops.EInvalid, sysops.EConflict} {
+			if got := sysops.CodeOf(errs[i]); errs[i] != nil && got != want || errs[i] == nil && want != "" {
+				t.Errorf("open call %d: %v, want %q", i, errs[i], want)
+			}
+		}
+		var t1, t1again ticket.Ticket
+		if json.Unmarshal(answers[0], &t1) != nil || json.Unmarshal(answers[2], &t1again) != nil || t1.ID != "t1" || t1again != t1 {
+			t.Errorf("t1 opened as %s, then %s", answers[0], answers[2])
+		}
+		// Alone, a repeated key gets the batch's answer; a ticket is there
+		// once, with one event.
+		r := svctest.Do(t, "POST", base+"/tickets", withID("t2", "c1"), "Idempotency-Key", "o2/ticket/tickets")
+		if r.Status != 201 || r.Header.Get(idempotency.ReplayedHeader) != "true" {
+			t.Errorf("o2 alone: %d %s, want the batch's 201 replayed", r.Status, r.Body)
+		}
+		var list struct{ Tickets []ticket.Ticket }
+		svctest.Do(t, "GET", base+"/tickets?customer_id=c1", nil).Decode(t, &list)
+		if len(list.Tickets) != 2 {
+			t.Errorf("tickets of c1: %+v, want t1 and t2", list.Tickets)
+		}
+
+		move := func(key, id, status string) svc.BatchCall {
+			return svc.BatchCall{Key: key, Path: "/tickets/" + id + "/status", Body: map[string]string{"status": status}}
+		}
+		answers, errs, err = client.PostBatch(ctx, []svc.BatchCall{
+			move("s1", "t1", "assigned"),
+			move("s2", "t2", "assigned"),
+			move("s3", "t2", "completed"), // after the one before, in the same batch
+			move("s4", "t1", "assigned"),  // there already: a no-op
+			move("s5", "nope", "assigned"),
+			move("s6", "t1", "done"),
+			move("s7", "t1", "cancelled"), // two statuses lead there: looked at alone
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range []string{"assigned", "assigned", "completed", "assigned", "not_found", "invalid", "cancelled"} {
+			var got ticket.Ticket
+			switch {
+			case errs[i] != nil:
+				if string(sysops.CodeOf(errs[i])) != want {
+					t.Errorf("status call %d: %v, want %s", i, errs[i], want)
+				}
+			case json.Unmarshal(answers[i], &got) != nil || got.Status != want:
+				t.Errorf("status call %d: %s, want %s", i, answers[i], want)
+			}
+		}
+		if r := svctest.Do(t, "GET", base+"/tickets/t2", nil); r.JSON(t)["status"] != "completed" {
+			t.Errorf("t2 = %s", r.Body)
 		}
 	})
 }
