@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -84,6 +85,35 @@ func (it *Item) Fail(err error) {
 	}
 	b, _ := json.Marshal(httpx.ErrorBody{Error: sysops.Error{Code: code, Message: msg}})
 	it.result, it.set = BatchResult{Status: httpx.Status(err), Body: b}, true
+}
+
+// Apply answers the call with what fn returns, run in a savepoint of tx
+// so that a call refused after it wrote leaves nothing: an error with a
+// code (invalid, not found, conflict...) is the answer; any other error
+// answers 503, not kept, so that the call is retried. It returns an
+// error only if tx itself failed. For calls a BatchFunc handles one by
+// one, as alone.
+func (it *Item) Apply(ctx context.Context, tx *sql.Tx, fn func() (status int, location string, v any, err error)) error {
+	var status int
+	var location string
+	var v any
+	var ferr error
+	err := sqldb.Savepoint(ctx, tx, func() error {
+		status, location, v, ferr = fn()
+		return ferr
+	})
+	_, broken := errors.AsType[*sqldb.SavepointError](err)
+	switch {
+	case broken:
+		return err
+	case err == nil:
+		it.Reply(status, location, v)
+	case sysops.CodeOf(ferr) == sysops.EInternal:
+		it.Fail(sysops.Errorf(sysops.EUnavailable, "call failed: %v", ferr))
+	default:
+		it.Fail(ferr)
+	}
+	return nil
 }
 
 // BatchFunc applies calls of one route in tx, the transaction in which

@@ -361,3 +361,71 @@ func TestExecAtCommitMerged(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSavepoint: a piece of work that fails leaves nothing — neither its
+// writes nor what it queued for the commit — and the transaction goes
+// on, even after a failed statement on PostgreSQL.
+func TestSavepoint(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := sqldbtest.Open(t, d)
+		atCommitTable(t, db)
+		build := func(items []any) sqldb.Stmt {
+			q := `INSERT INTO at_commit (n, tag) VALUES `
+			var args []any
+			for i, it := range items {
+				if i > 0 {
+					q += ", "
+				}
+				q += fmt.Sprintf("($%d, 'merged')", i+1)
+				args = append(args, it)
+			}
+			return sqldb.Stmt{Query: q, Args: args}
+		}
+		insert := func(tx *sql.Tx, n int) error {
+			if sqldb.ExecAtCommitMerged(tx, "k", n, build) {
+				return nil
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES ($1, 'merged')`, n)
+			return err
+		}
+		refused := errors.New("refused")
+		err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES (1, 'kept')`); err != nil {
+				return err
+			}
+			if err := sqldb.Savepoint(ctx, tx, func() error { return insert(tx, 10) }); err != nil {
+				return err
+			}
+			// Refused after writing and queueing.
+			err := sqldb.Savepoint(ctx, tx, func() error {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES (2, 'undone')`); err != nil {
+					return err
+				}
+				if err := insert(tx, 11); err != nil {
+					return err
+				}
+				return refused
+			})
+			if !errors.Is(err, refused) {
+				t.Errorf("Savepoint = %v, want fn's error", err)
+			}
+			// A statement that fails.
+			err = sqldb.Savepoint(ctx, tx, func() error {
+				_, err := tx.ExecContext(ctx, `INSERT INTO at_commit (n, tag) VALUES (1, 'duplicate')`)
+				return err
+			})
+			if !sqldb.IsUniqueViolation(err) {
+				t.Errorf("Savepoint = %v, want the unique violation", err)
+			}
+			return insert(tx, 12)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[int]string{1: "kept", 10: "merged", 12: "merged"}
+		if got := atCommitRows(t, db); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("rows = %v, want %v", got, want)
+		}
+	})
+}

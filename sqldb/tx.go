@@ -187,6 +187,59 @@ func LockKeys(ctx context.Context, tx *sql.Tx, keys []string) error {
 	return nil
 }
 
+// Savepoint runs fn inside a savepoint of tx: if fn fails, what it wrote
+// is undone, with what it queued for the commit, and tx goes on as before
+// fn (on PostgreSQL, even after a failed statement). It returns fn's
+// error, or a [*SavepointError] if the savepoint itself failed.
+// For one piece of work among several sharing a transaction (a call of a
+// batch, say) that must leave nothing when it fails.
+func Savepoint(ctx context.Context, tx *sql.Tx, fn func() error) error {
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT sqldb_piece`); err != nil {
+		return &SavepointError{fmt.Errorf("sqldb: savepoint: %w", err)}
+	}
+	restore := func() {}
+	if v, ok := commitHooks.Load(tx); ok {
+		// What fn queues for the commit (ExecAtCommit, AfterCommit) goes
+		// with what it wrote.
+		h := v.(*txHooks)
+		nAt, nFns, nMerged := len(h.atCommit), len(h.fns), map[any]int{}
+		for k, m := range h.merged {
+			nMerged[k] = len(m.items)
+		}
+		restore = func() {
+			h.atCommit, h.fns = h.atCommit[:nAt], h.fns[:nFns]
+			for k, m := range h.merged {
+				if n, ok := nMerged[k]; ok {
+					m.items = m.items[:n]
+				} else {
+					delete(h.merged, k)
+				}
+			}
+		}
+	}
+	if ferr := fn(); ferr != nil {
+		restore()
+		if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT sqldb_piece`); err != nil {
+			return errors.Join(ferr, &SavepointError{fmt.Errorf("sqldb: roll back to savepoint: %w", err)})
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT sqldb_piece`); err != nil {
+			return errors.Join(ferr, &SavepointError{fmt.Errorf("sqldb: release savepoint: %w", err)})
+		}
+		return ferr
+	}
+	if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT sqldb_piece`); err != nil {
+		return &SavepointError{fmt.Errorf("sqldb: release savepoint: %w", err)}
+	}
+	return nil
+}
+
+// SavepointError is a failure of [Savepoint] itself, not of its work:
+// the transaction cannot go on.
+type SavepointError struct{ Err error }
+
+func (e *SavepointError) Error() string { return e.Err.Error() }
+func (e *SavepointError) Unwrap() error { return e.Err }
+
 // PlanPerCall, passed as the first argument of a PostgreSQL query, has
 // the server plan the query with its actual arguments at every call
 // instead of caching a generic plan on the connection. Use it for a query

@@ -65,6 +65,9 @@ type Report struct {
 	Results    []Result
 	LogWrites  int64
 	LogCommits int64
+	// Calls of batched steps, and the participant calls that carried them.
+	BatchedCalls int64
+	Batches      int64
 }
 
 // Print writes the report.
@@ -81,6 +84,10 @@ func (r Report) Print(w io.Writer) {
 	if r.LogWrites > 0 {
 		fmt.Fprintf(w, "  saga log: %d writes in %d commits (%.1f writes per commit)\n", r.LogWrites, r.LogCommits,
 			float64(r.LogWrites)/float64(max(1, r.LogCommits)))
+	}
+	if r.Batches > 0 {
+		fmt.Fprintf(w, "  batched steps: %d calls in %d participant calls (%.1f per call)\n", r.BatchedCalls, r.Batches,
+			float64(r.BatchedCalls)/float64(r.Batches))
 	}
 }
 
@@ -172,6 +179,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	st := o.Stats()
 	rep.LogWrites, rep.LogCommits = st.LogWrites, st.LogCommits
+	rep.BatchedCalls, rep.Batches = st.BatchedCalls, st.Batches
 	return rep, nil
 }
 

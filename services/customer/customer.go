@@ -20,13 +20,16 @@ import (
 	"database/sql"
 	"embed"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/idempotency"
 	"github.com/sysops-squad/sysops/internal/host"
 	"github.com/sysops-squad/sysops/internal/httpx"
 	"github.com/sysops-squad/sysops/internal/svc"
@@ -249,43 +252,198 @@ func (s *Service) SetSupportPlan(ctx context.Context, id, plan string) (Customer
 // never goes below zero. With an op id the change applies once however
 // often it is repeated, and is refused if it was undone before it arrived.
 func (s *Service) AdjustOpenTickets(ctx context.Context, id string, delta int, opID string) (Customer, error) {
-	if delta != 1 && delta != -1 {
-		return Customer{}, sysops.Errorf(sysops.EInvalid, "field \"delta\" must be 1 or -1, not %d", delta)
-	}
-	var c svc.Check
-	c.Optional("op_id", opID, 200)
-	if err := c.Err(); err != nil {
+	if err := checkAdjust(delta, opID); err != nil {
 		return Customer{}, err
 	}
 	var cu Customer
 	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
-		if opID != "" {
-			// The op's row, inserted first, is its lock: a concurrent
-			// undo or repeat of the op waits for this transaction, and
-			// one that came first makes this insert do nothing.
-			res, err := tx.ExecContext(ctx, `INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
-				VALUES ($1, $2, $3, 'applied', $4) ON CONFLICT (op_id) DO NOTHING`, opID, id, delta, svc.Micros(time.Now()))
-			if err != nil {
-				return err
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				var state string
-				if err := tx.QueryRowContext(ctx, `SELECT state FROM open_tickets_op WHERE op_id = $1`, opID).Scan(&state); err != nil {
-					return err
-				}
-				if state == "voided" {
-					return sysops.Errorf(sysops.EConflict, "operation %q was undone before it arrived", opID)
-				}
-				var gerr error
-				cu, gerr = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
-				return gerr // applied before: nothing more to do
-			}
-		}
 		var err error
-		cu, err = s.adjust(ctx, tx, id, delta)
+		cu, err = s.adjustOp(ctx, tx, id, delta, opID)
 		return err
 	})
 	return cu, err
+}
+
+func checkAdjust(delta int, opID string) error {
+	if delta != 1 && delta != -1 {
+		return sysops.Errorf(sysops.EInvalid, "field \"delta\" must be 1 or -1, not %d", delta)
+	}
+	var c svc.Check
+	c.Optional("op_id", opID, 200)
+	return c.Err()
+}
+
+// adjustOp is the work of AdjustOpenTickets in tx.
+func (s *Service) adjustOp(ctx context.Context, tx *sql.Tx, id string, delta int, opID string) (Customer, error) {
+	if opID != "" {
+		// The op's row, inserted first, is its lock: a concurrent undo or
+		// repeat of the op waits for this transaction, and one that came
+		// first makes this insert do nothing.
+		res, err := tx.ExecContext(ctx, `INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
+			VALUES ($1, $2, $3, 'applied', $4) ON CONFLICT (op_id) DO NOTHING`, opID, id, delta, svc.Micros(time.Now()))
+		if err != nil {
+			return Customer{}, err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return appliedBefore(ctx, tx, id, opID)
+		}
+	}
+	return s.adjust(ctx, tx, id, delta)
+}
+
+// appliedBefore answers an op whose row exists: the customer as it is if
+// the op was applied, a conflict if it was undone before it arrived.
+func appliedBefore(ctx context.Context, tx *sql.Tx, id, opID string) (Customer, error) {
+	var state string
+	if err := tx.QueryRowContext(ctx, `SELECT state FROM open_tickets_op WHERE op_id = $1`, opID).Scan(&state); err != nil {
+		return Customer{}, err
+	}
+	if state == "voided" {
+		return Customer{}, sysops.Errorf(sysops.EConflict, "operation %q was undone before it arrived", opID)
+	}
+	cu, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return cu, sysops.Errorf(sysops.ENotFound, "customer %q not found", id)
+	}
+	return cu, err // applied before: nothing more to do
+}
+
+// adjustBatch applies a batch of POST /customers/{id}/open-tickets calls.
+// The calls that add one with an op id (a saga counting a ticket) take
+// three statements for the whole batch: the ops' rows, one update per
+// customer adding its count, and their events with the commit. The
+// others, and ops that exist already, are applied one by one, as alone.
+func (s *Service) adjustBatch(ctx context.Context, tx *sql.Tx, items []*idempotency.Item) error {
+	type call struct {
+		it       *idempotency.Item
+		id, opID string
+		delta    int
+		inSet    bool
+		customer Customer
+		refused  error
+	}
+	var calls []*call
+	for _, it := range items {
+		var in struct {
+			Delta int    `json:"delta"`
+			OpID  string `json:"op_id"`
+		}
+		if err := httpx.Unmarshal(it.Body, &in); err != nil {
+			it.Fail(err)
+			continue
+		}
+		if err := checkAdjust(in.Delta, in.OpID); err != nil {
+			it.Fail(err)
+			continue
+		}
+		calls = append(calls, &call{it: it, id: it.Request.PathValue("id"), opID: in.OpID, delta: in.Delta})
+	}
+	now := svc.Micros(time.Now())
+	// The ops' rows, of customers that exist, in op order (they are the
+	// ops' locks).
+	var set []*call
+	seen := map[string]bool{}
+	for _, c := range calls {
+		if c.delta == 1 && c.opID != "" && !seen[c.opID] {
+			seen[c.opID] = true
+			set = append(set, c)
+		}
+	}
+	slices.SortFunc(set, func(a, b *call) int { return strings.Compare(a.opID, b.opID) })
+	if len(set) > 0 {
+		var values strings.Builder
+		args := []any{now}
+		for i, c := range set {
+			if i > 0 {
+				values.WriteString(", ")
+			}
+			fmt.Fprintf(&values, "($%d, $%d)", len(args)+1, len(args)+2)
+			args = append(args, c.opID, c.id)
+		}
+		rows, err := tx.QueryContext(ctx, `WITH v (op_id, customer_id) AS (VALUES `+values.String()+`)
+			INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
+			SELECT v.op_id, v.customer_id, 1, 'applied', $1 FROM v WHERE EXISTS (SELECT 1 FROM customer WHERE customer.id = v.customer_id)
+			ON CONFLICT (op_id) DO NOTHING RETURNING op_id`, args...)
+		got, err := svc.Collect(rows, err, func(r svc.Scanner) (string, error) {
+			var op string
+			return op, r.Scan(&op)
+		})
+		if err != nil {
+			return err
+		}
+		inserted := map[string]bool{}
+		for _, op := range got {
+			inserted[op] = true
+		}
+		// One update per customer, adding its number of new ops.
+		counts := map[string]int{}
+		var order []string
+		for _, c := range set {
+			if c.inSet = inserted[c.opID]; c.inSet {
+				if counts[c.id] == 0 {
+					order = append(order, c.id)
+				}
+				counts[c.id]++
+			}
+		}
+		if len(order) > 0 {
+			slices.Sort(order) // row locks in id order
+			var values strings.Builder
+			args := []any{now}
+			for i, id := range order {
+				if i > 0 {
+					values.WriteString(", ")
+				}
+				fmt.Fprintf(&values, "($%d, CAST($%d AS INTEGER))", len(args)+1, len(args)+2)
+				args = append(args, id, counts[id])
+			}
+			rows, err := tx.QueryContext(ctx, `WITH v (id, n) AS (VALUES `+values.String()+`)
+				UPDATE customer SET open_tickets = open_tickets + (SELECT n FROM v WHERE v.id = customer.id), updated_at = $1
+				WHERE id IN (SELECT id FROM v) RETURNING `+columns, args...)
+			cus, err := svc.Collect(rows, err, scan)
+			if err != nil {
+				return err
+			}
+			after := map[string]Customer{}
+			for _, cu := range cus {
+				after[cu.ID] = cu
+			}
+			// Each op sees the count as it left it, in op order.
+			for _, c := range set {
+				if !c.inSet {
+					continue
+				}
+				cu, ok := after[c.id]
+				if !ok {
+					return fmt.Errorf("customer %q vanished while its ops were applied", c.id)
+				}
+				counts[c.id]--
+				cu.OpenTickets -= counts[c.id]
+				c.customer = cu
+				ev := map[string]any{"customer_id": c.id, "delta": 1, "open_tickets": cu.OpenTickets}
+				if err := svc.Emit(ctx, tx, Name, "sysops.customer.open_tickets_changed.v1", "customer", c.id, ev); err != nil {
+					return err
+				}
+				if err := svc.Audit(ctx, tx, Name, "customer.open_tickets_changed", "customer", c.id, ev); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for _, c := range calls {
+		if c.inSet {
+			c.it.Reply(http.StatusOK, "", c.customer)
+			continue
+		}
+		err := c.it.Apply(ctx, tx, func() (int, string, any, error) {
+			cu, err := s.adjustOp(ctx, tx, c.id, c.delta, c.opID)
+			return http.StatusOK, "", cu, err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // UndoOpenTickets reverses the change made by op id (the compensation of
@@ -393,6 +551,7 @@ func (s *Service) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"customers": cs})
 		return nil
 	})
+	rt.HandleBatch("POST /customers/{id}/open-tickets", s.adjustBatch)
 	rt.Handle("POST /customers/{id}/open-tickets", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
 		Delta int    `json:"delta"`
 		OpID  string `json:"op_id"`

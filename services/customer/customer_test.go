@@ -2,6 +2,7 @@ package customer_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/internal/svc"
 	"github.com/sysops-squad/sysops/internal/svctest"
 	"github.com/sysops-squad/sysops/services/customer"
 	"github.com/sysops-squad/sysops/sqldb"
@@ -182,6 +185,67 @@ func TestConcurrentOpsAndUndos(t *testing.T) {
 		svctest.Do(t, "GET", base+"/customers/cu-r", nil).Decode(t, &cu)
 		if cu.OpenTickets != 10 {
 			t.Errorf("open tickets = %d after 20 ops raced with their repeats and undos, want 10", cu.OpenTickets)
+		}
+	})
+}
+
+// TestAdjustBatch: counts in a batch apply once each, in op order for
+// one customer; a call refused after it wrote leaves nothing.
+func TestAdjustBatch(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, customer.Spec())
+		base := env.URL(customer.Name)
+		for _, id := range []string{"c1", "c2"} {
+			body := map[string]any{"id": id, "name": "Ada", "email": id + "@example.com", "zip": "10001"}
+			if r := svctest.Do(t, "POST", base+"/customers", body); r.Status != 201 {
+				t.Fatalf("register %s: %d %s", id, r.Status, r.Body)
+			}
+		}
+		if r := svctest.Do(t, "POST", base+"/customers/c1/open-tickets/v/undo", nil); r.Status != 200 {
+			t.Fatalf("void op v: %d %s", r.Status, r.Body)
+		}
+		op := func(key, customer, opID string, delta int) svc.BatchCall {
+			return svc.BatchCall{Key: key, Path: "/customers/" + customer + "/open-tickets", Body: map[string]any{"delta": delta, "op_id": opID}}
+		}
+		client := svc.NewClient(svc.NewPeers(env.Peers()), customer.Name)
+		answers, errs, err := client.PostBatch(context.Background(), []svc.BatchCall{
+			op("k1", "c1", "b", 1),
+			op("k2", "c1", "a", 1),
+			op("k3", "c2", "c", 1),
+			op("k4", "c1", "a", 1),     // op a again: applied before
+			op("k5", "nobody", "d", 1), // refused: no such customer
+			op("k6", "c1", "e", -1),    // taken off, one by one
+			op("k7", "c1", "v", 1),     // undone before it arrived
+			op("k8", "c2", "f", 2),     // invalid
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range []string{"2", "1", "1", "2", "not_found", "1", "conflict", "invalid"} {
+			var cu customer.Customer
+			switch {
+			case errs[i] != nil:
+				if string(sysops.CodeOf(errs[i])) != want {
+					t.Errorf("call %d: %v, want %s", i, errs[i], want)
+				}
+			case json.Unmarshal(answers[i], &cu) != nil || fmt.Sprint(cu.OpenTickets) != want:
+				t.Errorf("call %d: %s, want open_tickets %s", i, answers[i], want)
+			}
+		}
+		for id, want := range map[string]float64{"c1": 1, "c2": 1} {
+			if got := svctest.Do(t, "GET", base+"/customers/"+id, nil).JSON(t)["open_tickets"]; got != want {
+				t.Errorf("%s open_tickets = %v, want %v", id, got, want)
+			}
+		}
+		// The refused call's op was not kept: undoing it now voids it.
+		db, err := sqldb.Open(context.Background(), env.DatabaseURL(customer.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var n int
+		if err := db.QueryRowContext(context.Background(), `SELECT count(*) FROM open_tickets_op WHERE op_id = 'd'`).Scan(&n); err != nil || n != 0 {
+			t.Errorf("op d of the refused call: %d rows, %v; want none", n, err)
 		}
 	})
 }

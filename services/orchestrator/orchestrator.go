@@ -177,11 +177,49 @@ func call(ctx context.Context, c saga.Call, client *svc.Client, path string, bod
 	ctx = svc.WithIdempotencyKey(svc.WithActor(ctx, "orchestrator"), c.Key)
 	var out json.RawMessage
 	err := client.Post(ctx, path, body, &out)
+	return out, refusal(err)
+}
+
+// refusal marks a participant's refusals (invalid, not found, conflict)
+// as business rejections, not retried.
+func refusal(err error) error {
 	switch sysops.CodeOf(err) {
 	case sysops.EInvalid, sysops.ENotFound, sysops.EConflict:
-		return nil, saga.Reject(err)
+		return saga.Reject(err)
 	}
-	return out, err
+	return err
+}
+
+// batched adapts a participant call to a batched step: the calls of many
+// sagas go in one POST /batch, each keyed as it would be alone (a call
+// retried alone, or in another batch, is applied once). req gives a
+// call's path and body.
+func batched[T any](client *svc.Client, req func(c saga.Call, in T) (path string, body any)) saga.BatchFunc {
+	return func(ctx context.Context, calls []saga.Call) ([]saga.Result, error) {
+		out := make([]saga.Result, len(calls))
+		var bcs []svc.BatchCall
+		var idx []int
+		for i, c := range calls {
+			var in T
+			if err := c.Decode(&in); err != nil {
+				out[i].Err = saga.Reject(fmt.Errorf("saga input: %w", err))
+				continue
+			}
+			path, body := req(c, in)
+			bcs, idx = append(bcs, svc.BatchCall{Key: c.Key, Path: path, Body: body}), append(idx, i)
+		}
+		if len(bcs) == 0 {
+			return out, nil
+		}
+		answers, errs, err := client.PostBatch(svc.WithActor(ctx, "orchestrator"), bcs)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range idx {
+			out[i] = saga.Result{Output: answers[j], Err: refusal(errs[j])}
+		}
+		return out, nil
+	}
 }
 
 // stepFunc is a step's action or compensation, given the saga's input
@@ -242,21 +280,24 @@ func esc(s string) string { return url.PathEscape(s) }
 
 func (s *Service) createTicket() saga.Definition {
 	opID := func(c saga.Call) string { return c.SagaID + "/count-ticket" }
-	open := newStep(s, "open-ticket", "ticket",
-		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
-			return call(ctx, c, s.ticket, "/tickets", map[string]string{"id": in.TicketID, "customer_id": in.CustomerID,
-				"description": in.Description, "priority": in.Priority, "skill": in.Skill, "zip": in.Zip})
-		},
+	// Opening tickets, counting them and marking them assigned go to the
+	// participants in batches: one transaction for the calls of many
+	// sagas.
+	open := newStep(s, "open-ticket", "ticket", nil,
 		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
 			return call(ctx, c, s.ticket, "/tickets/"+esc(in.TicketID)+"/cancel", nil)
 		})
-	count := newStep(s, "count-ticket", "customer",
-		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
-			return call(ctx, c, s.customer, "/customers/"+esc(in.CustomerID)+"/open-tickets", map[string]any{"delta": 1, "op_id": opID(c)})
-		},
+	open.ActionBatch = batched(s.ticket, func(c saga.Call, in TicketRequest) (string, any) {
+		return "/tickets", map[string]string{"id": in.TicketID, "customer_id": in.CustomerID,
+			"description": in.Description, "priority": in.Priority, "skill": in.Skill, "zip": in.Zip}
+	})
+	count := newStep(s, "count-ticket", "customer", nil,
 		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
 			return call(ctx, c, s.customer, "/customers/"+esc(in.CustomerID)+"/open-tickets/"+esc(opID(c))+"/undo", nil)
 		})
+	count.ActionBatch = batched(s.customer, func(c saga.Call, in TicketRequest) (string, any) {
+		return "/customers/" + esc(in.CustomerID) + "/open-tickets", map[string]any{"delta": 1, "op_id": opID(c)}
+	})
 	assign := newStep(s, "assign-expert", "assignment",
 		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
 			return call(ctx, c, s.assignment, "/assignments", map[string]string{"ticket_id": in.TicketID, "skill": in.Skill,
@@ -265,8 +306,9 @@ func (s *Service) createTicket() saga.Definition {
 		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
 			return call(ctx, c, s.assignment, "/assignments/"+esc(in.TicketID)+"/release", nil)
 		})
-	mark := forwardStep(s, "mark-assigned", "ticket", func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
-		return call(ctx, c, s.ticket, "/tickets/"+esc(in.TicketID)+"/status", map[string]string{"status": "assigned"})
+	mark := forwardStep[TicketRequest](s, "mark-assigned", "ticket", nil)
+	mark.ActionBatch = batched(s.ticket, func(c saga.Call, in TicketRequest) (string, any) {
+		return "/tickets/" + esc(in.TicketID) + "/status", map[string]string{"status": "assigned"}
 	})
 	return saga.Definition{Name: CreateTicket, Version: 1, Deadline: s.cfg.Deadline, Steps: []saga.Step{open, count, assign, mark}}
 }

@@ -297,15 +297,13 @@ func (s *Service) openBatch(ctx context.Context, tx *sql.Tx, items []*idempotenc
 			it.Reply(http.StatusCreated, "/tickets/"+tk.ID, tk)
 			continue
 		}
-		t, err := existing(ctx, tx, tk)
+		err := it.Apply(ctx, tx, func() (int, string, any, error) {
+			t, err := existing(ctx, tx, tk)
+			return http.StatusOK, "/tickets/" + t.ID, t, err
+		})
 		if err != nil {
-			if sysops.CodeOf(err) == sysops.EInternal {
-				return err
-			}
-			it.Fail(err)
-			continue
+			return err
 		}
-		it.Reply(http.StatusOK, "/tickets/"+t.ID, t)
 	}
 	return nil
 }
@@ -481,15 +479,13 @@ func (s *Service) statusBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 			c.it.Reply(http.StatusOK, "", t)
 			continue
 		}
-		t, err := setStatus(ctx, tx, c.id, c.to, now)
+		err := c.it.Apply(ctx, tx, func() (int, string, any, error) {
+			t, err := setStatus(ctx, tx, c.id, c.to, now)
+			return http.StatusOK, "", t, err
+		})
 		if err != nil {
-			if sysops.CodeOf(err) == sysops.EInternal {
-				return err
-			}
-			c.it.Fail(err)
-			continue
+			return err
 		}
-		c.it.Reply(http.StatusOK, "", t)
 	}
 	return nil
 }
