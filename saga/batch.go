@@ -32,9 +32,10 @@ type Result struct {
 
 // batchesInFlight is how many calls of one batched step may be in flight
 // at once: the calls that arrive meanwhile wait and go together in the
-// next. Two keep the participant busy while a batch's answer travels
-// back; more would split the waiting calls into smaller batches.
-const batchesInFlight = 2
+// next. One gathers the most: in the saga bench at concurrency 64 one
+// made batches of 5.5 calls and 217 committed sagas/s, two made batches
+// of 3.1 and 161.
+const batchesInFlight = 1
 
 // batcher gathers the calls of one batched step (action or compensation)
 // of the sagas an orchestrator drives.
