@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/idempotency"
 	"github.com/sysops-squad/sysops/internal/host"
 	"github.com/sysops-squad/sysops/internal/httpx"
 	"github.com/sysops-squad/sysops/internal/svc"
@@ -268,6 +269,56 @@ func (s *Service) Experts(ctx context.Context) ([]Expert, error) {
 // already assigned keeps its assignment (a repeat is safe); no expert
 // available is a conflict.
 func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
+	p, err := s.plan(ctx, in)
+	if err != nil {
+		return Assignment{}, err
+	}
+	var out Assignment
+	err = sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
+		if err := sqldb.LockKey(ctx, tx, "assignment/"+p.in.TicketID); err != nil {
+			return err
+		}
+		// Released before it was assigned, or assigned already? One read
+		// answers both; the whole assignment is read only for a repeat.
+		var tombstones int
+		var status sql.NullString
+		if err := tx.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM assignment_tombstone WHERE id = $1), ta.status
+			FROM (SELECT 1 AS one) x LEFT JOIN ticket_assignment ta ON ta.ticket_id = $1`, p.in.TicketID).Scan(&tombstones, &status); err != nil {
+			return err
+		}
+		a, fresh, err := s.take(ctx, tx, p, tombstones > 0, status, time.Now())
+		if err != nil || !fresh {
+			out = a
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(insertAssignments, `($1, $2, CAST($3 AS BIGINT), CAST($4 AS BIGINT))`),
+			a.TicketID, a.ExpertID, svc.Micros(a.ScheduledFor), svc.Micros(a.AssignedAt)); err != nil {
+			return err
+		}
+		out = a
+		return assigned(ctx, tx, a)
+	})
+	return out, err
+}
+
+// insertAssignments stores new assignments (the VALUES rows, %s); a
+// released one is given again.
+const insertAssignments = `WITH v (ticket_id, expert_id, scheduled_for, assigned_at) AS (VALUES %s)
+	INSERT INTO ticket_assignment (ticket_id, expert_id, status, scheduled_for, assigned_at)
+	SELECT ticket_id, expert_id, 'assigned', scheduled_for, assigned_at FROM v WHERE true
+	ON CONFLICT (ticket_id) DO UPDATE SET expert_id = excluded.expert_id, status = 'assigned',
+		scheduled_for = excluded.scheduled_for, assigned_at = excluded.assigned_at, completion_notes = '', completed_at = NULL`
+
+// plan is an assignment request, checked, with the zips to look in:
+// groups of equally near zips, nearest first.
+type plan struct {
+	in    Request
+	skill string // LIKE pattern over the expert's skills
+	areas [][]string
+}
+
+// plan checks a request and works out where to look.
+func (s *Service) plan(ctx context.Context, in Request) (plan, error) {
 	if in.Priority == "" {
 		in.Priority = "medium"
 	}
@@ -277,85 +328,196 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 	c.Zip("zip", in.Zip)
 	c.OneOf("priority", in.Priority, svc.Priorities...)
 	if err := c.Err(); err != nil {
-		return Assignment{}, err
+		return plan{}, err
 	}
 	origin, err := s.zips.Lookup(ctx, in.Zip)
 	if err != nil {
-		return Assignment{}, err
+		return plan{}, err
 	}
 	all, err := s.zips.All(ctx)
 	if err != nil {
-		return Assignment{}, err
+		return plan{}, err
 	}
 	withSkill, err := s.zipsWithSkill(ctx, in.Skill)
 	if err != nil {
-		return Assignment{}, err
+		return plan{}, err
 	}
-	skill := "%," + in.Skill + ",%"
-	var out Assignment
-	err = sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
-		if err := sqldb.LockKey(ctx, tx, "assignment/"+in.TicketID); err != nil {
-			return err
+	areas := make([]area, len(withSkill))
+	for i, z := range withSkill {
+		areas[i] = area{zip: z, km: svc.KM(origin, all[z])}
+	}
+	slices.SortFunc(areas, func(a, b area) int { return cmp.Or(cmp.Compare(a.km, b.km), cmp.Compare(a.zip, b.zip)) })
+	p := plan{in: in, skill: "%," + in.Skill + ",%"}
+	for start := 0; start < len(areas); {
+		end := start + 1
+		for end < len(areas) && areas[end].km == areas[start].km {
+			end++
 		}
-		// Released before it was assigned, or assigned already? One read
-		// answers both; the whole assignment is read only for a repeat.
-		var tombstones int
-		var status sql.NullString
-		if err := tx.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM assignment_tombstone WHERE id = $1), ta.status
-			FROM (SELECT 1 AS one) x LEFT JOIN ticket_assignment ta ON ta.ticket_id = $1`, in.TicketID).Scan(&tombstones, &status); err != nil {
-			return err
+		zips := make([]string, 0, end-start)
+		for _, a := range areas[start:end] {
+			zips = append(zips, a.zip)
 		}
-		switch {
-		case tombstones > 0:
-			return sysops.Errorf(sysops.EConflict, "ticket %q was released before it was assigned", in.TicketID)
-		case status.String == "completed":
-			return sysops.Errorf(sysops.EConflict, "ticket %q was completed already", in.TicketID)
-		case status.Valid && status.String != "released":
-			a, err := s.assignment(ctx, tx, in.TicketID)
-			out = a
-			return err
+		p.areas = append(p.areas, zips)
+		start = end
+	}
+	return p, nil
+}
+
+// take decides a planned assignment, given whether the ticket was
+// released before it was assigned and the status of its assignment, if
+// any: the assignment it has (fresh false), or a new one with the expert
+// whose capacity it took (fresh true; the caller stores it). It refuses
+// only before it writes anything.
+func (s *Service) take(ctx context.Context, tx *sql.Tx, p plan, tombstoned bool, status sql.NullString, now time.Time) (a Assignment, fresh bool, err error) {
+	id := p.in.TicketID
+	switch {
+	case tombstoned:
+		return a, false, sysops.Errorf(sysops.EConflict, "ticket %q was released before it was assigned", id)
+	case status.String == "completed":
+		return a, false, sysops.Errorf(sysops.EConflict, "ticket %q was completed already", id)
+	case status.Valid && status.String != "released":
+		a, err = s.assignment(ctx, tx, id)
+		return a, false, err
+	}
+	now = now.UTC().Truncate(time.Microsecond)
+	for _, zips := range p.areas {
+		e, ok, err := s.takeExpert(ctx, tx, p.skill, zips)
+		if err != nil {
+			return a, false, err
 		}
-		areas := make([]area, len(withSkill))
-		for i, z := range withSkill {
-			areas[i] = area{zip: z, km: svc.KM(origin, all[z])}
+		if !ok {
+			continue // all of them are full
 		}
-		slices.SortFunc(areas, func(a, b area) int { return cmp.Or(cmp.Compare(a.km, b.km), cmp.Compare(a.zip, b.zip)) })
-		now := time.Now().UTC().Truncate(time.Microsecond)
-		for start := 0; start < len(areas); {
-			end := start + 1
-			for end < len(areas) && areas[end].km == areas[start].km {
-				end++
-			}
-			zips := make([]string, 0, end-start)
-			for _, a := range areas[start:end] {
-				zips = append(zips, a.zip)
-			}
-			start = end
-			e, ok, err := s.takeExpert(ctx, tx, skill, zips)
-			if err != nil {
+		sched := now.Add(leadTime[p.in.Priority])
+		return Assignment{TicketID: id, ExpertID: e.ID, Status: "assigned", ScheduledFor: sched, AssignedAt: now, Expert: &e}, true, nil
+	}
+	return a, false, sysops.Errorf(sysops.EConflict, "no expert with skill %q has spare capacity", p.in.Skill)
+}
+
+// assigned records a new assignment: its event and its audit record.
+func assigned(ctx context.Context, tx *sql.Tx, a Assignment) error {
+	ev := map[string]any{"ticket_id": a.TicketID, "expert_id": a.ExpertID, "scheduled_for": a.ScheduledFor}
+	if err := svc.Emit(ctx, tx, Name, "sysops.assignment.assigned.v1", "ticket_assignment", a.TicketID, ev); err != nil {
+		return err
+	}
+	return svc.Audit(ctx, tx, Name, "ticket.assigned", "ticket_assignment", a.TicketID, ev)
+}
+
+// assignBatch applies a batch of POST /assignments calls: one lock
+// statement and one read for all the tickets, each expert taken as alone
+// (one statement, two if every candidate is held), and one insert for
+// all the new assignments. A ticket asked for twice gets one assignment.
+func (s *Service) assignBatch(ctx context.Context, tx *sql.Tx, items []*idempotency.Item) error {
+	type call struct {
+		it    *idempotency.Item
+		p     plan
+		first int // the call of the batch for the same ticket that came first, or itself
+	}
+	var calls []*call
+	firstOf := map[string]int{}
+	for _, it := range items {
+		var in Request
+		if err := httpx.Unmarshal(it.Body, &in); err != nil {
+			it.Fail(err)
+			continue
+		}
+		p, err := s.plan(ctx, in)
+		if err != nil {
+			it.Fail(err)
+			continue
+		}
+		c := &call{it: it, p: p, first: len(calls)}
+		if f, ok := firstOf[p.in.TicketID]; ok {
+			c.first = f
+		} else {
+			firstOf[p.in.TicketID] = len(calls)
+		}
+		calls = append(calls, c)
+	}
+	if len(calls) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(firstOf))
+	var values strings.Builder
+	var args []any
+	for id := range firstOf {
+		keys = append(keys, "assignment/"+id)
+		if len(args) > 0 {
+			values.WriteString(", ")
+		}
+		args = append(args, id)
+		fmt.Fprintf(&values, "($%d)", len(args))
+	}
+	if err := sqldb.LockKeys(ctx, tx, keys); err != nil {
+		return err
+	}
+	type state struct {
+		tombstoned bool
+		status     sql.NullString
+	}
+	states := map[string]state{}
+	rows, err := tx.QueryContext(ctx, `WITH v (id) AS (VALUES `+values.String()+`)
+		SELECT v.id, (SELECT count(*) FROM assignment_tombstone t WHERE t.id = v.id), ta.status
+		FROM v LEFT JOIN ticket_assignment ta ON ta.ticket_id = v.id`, args...)
+	if _, err := svc.Collect(rows, err, func(r svc.Scanner) (string, error) {
+		var id string
+		var st state
+		var n int
+		err := r.Scan(&id, &n, &st.status)
+		st.tombstoned = n > 0
+		states[id] = st
+		return id, err
+	}); err != nil {
+		return err
+	}
+	now := time.Now()
+	answers := make([]Assignment, len(calls))
+	refusals := make([]error, len(calls))
+	var fresh []Assignment
+	values.Reset()
+	args = args[:0]
+	for i, c := range calls {
+		if c.first != i {
+			continue
+		}
+		st := states[c.p.in.TicketID]
+		a, isNew, err := s.take(ctx, tx, c.p, st.tombstoned, st.status, now)
+		if err != nil {
+			if sysops.CodeOf(err) == sysops.EInternal {
 				return err
 			}
-			if !ok {
-				continue // all of them are full
-			}
-			sched := now.Add(leadTime[in.Priority])
-			if _, err := tx.ExecContext(ctx, `INSERT INTO ticket_assignment (ticket_id, expert_id, status, scheduled_for, assigned_at)
-				VALUES ($1, $2, 'assigned', $3, $4)
-				ON CONFLICT (ticket_id) DO UPDATE SET expert_id = $2, status = 'assigned', scheduled_for = $3, assigned_at = $4,
-					completion_notes = '', completed_at = NULL`, in.TicketID, e.ID, svc.Micros(sched), svc.Micros(now)); err != nil {
-				return err
-			}
-			out = Assignment{TicketID: in.TicketID, ExpertID: e.ID, Status: "assigned", ScheduledFor: svc.FromMicros(svc.Micros(sched)),
-				AssignedAt: svc.FromMicros(svc.Micros(now)), Expert: &e}
-			ev := map[string]any{"ticket_id": in.TicketID, "expert_id": e.ID, "scheduled_for": sched}
-			if err := svc.Emit(ctx, tx, Name, "sysops.assignment.assigned.v1", "ticket_assignment", in.TicketID, ev); err != nil {
-				return err
-			}
-			return svc.Audit(ctx, tx, Name, "ticket.assigned", "ticket_assignment", in.TicketID, ev)
+			refusals[i] = err // nothing written
+			continue
 		}
-		return sysops.Errorf(sysops.EConflict, "no expert with skill %q has spare capacity", in.Skill)
-	})
-	return out, err
+		answers[i] = a
+		if isNew {
+			fresh = append(fresh, a)
+			if len(args) > 0 {
+				values.WriteString(", ")
+			}
+			n := len(args)
+			fmt.Fprintf(&values, "($%d, $%d, CAST($%d AS BIGINT), CAST($%d AS BIGINT))", n+1, n+2, n+3, n+4)
+			args = append(args, a.TicketID, a.ExpertID, svc.Micros(a.ScheduledFor), svc.Micros(a.AssignedAt))
+		}
+	}
+	if len(fresh) > 0 {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(insertAssignments, values.String()), args...); err != nil {
+			return err
+		}
+		for _, a := range fresh {
+			if err := assigned(ctx, tx, a); err != nil {
+				return err
+			}
+		}
+	}
+	for _, c := range calls {
+		if err := refusals[c.first]; err != nil {
+			c.it.Fail(err)
+			continue
+		}
+		c.it.Reply(http.StatusCreated, "", answers[c.first])
+	}
+	return nil
 }
 
 // area is a zip where experts with the skill have spare capacity, and
@@ -567,6 +729,7 @@ func (s *Service) Handler() http.Handler {
 	rt.Handle("GET /experts/{id}", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
 		return s.Expert(r.Context(), r.PathValue("id"))
 	}))
+	rt.HandleBatch("POST /assignments", s.assignBatch)
 	rt.Handle("POST /assignments", svc.WithBody(http.StatusCreated, func(r *http.Request, in Request) (any, error) {
 		return s.Assign(r.Context(), in)
 	}))

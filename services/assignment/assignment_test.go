@@ -3,10 +3,13 @@ package assignment_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/internal/svc"
 	"github.com/sysops-squad/sysops/internal/svctest"
 	"github.com/sysops-squad/sysops/services/assignment"
 	"github.com/sysops-squad/sysops/services/location"
@@ -229,4 +232,60 @@ func TestAssignSpreadsOverEquallyNearExperts(t *testing.T) {
 	if a := <-ch; a.ExpertID != ann.ID && a.ExpertID != bob.ID {
 		t.Errorf("after the near experts were free the ticket went to %s (fay is %s), want ann or bob", a.ExpertID, far.ID)
 	}
+}
+
+// TestAssignBatch: a batch assigns each ticket once, nearest expert first
+// and capacity counted across the batch; refusals take nothing.
+func TestAssignBatch(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, location.Spec(), assignment.SpecWith(assignment.Config{ZipRefresh: 50 * time.Millisecond}))
+		base := env.URL(assignment.Name)
+		hoboken := addExpert(t, base, "hugo", "07030", 2, "printer")
+		chicago := addExpert(t, base, "cara", "60601", 5, "printer")
+		if r := svctest.Do(t, "POST", base+"/assignments/gone/release", nil); r.Status != 200 {
+			t.Fatalf("release before assigned: %d %s", r.Status, r.Body)
+		}
+		ask := func(key, ticket, skill string) svc.BatchCall {
+			return svc.BatchCall{Key: key, Path: "/assignments", Body: map[string]string{"ticket_id": ticket, "skill": skill, "zip": "10001"}}
+		}
+		client := svc.NewClient(svc.NewPeers(env.Peers()), assignment.Name)
+		answers, errs, err := client.PostBatch(context.Background(), []svc.BatchCall{
+			ask("k1", "t1", "printer"),
+			ask("k2", "t2", "printer"),
+			ask("k3", "t1", "printer"), // t1 again: its assignment
+			ask("k4", "t3", "printer"), // Hoboken is full by now
+			ask("k5", "t4", "mobile"),  // nobody
+			ask("k6", "gone", "printer"),
+			ask("k7", "t5", "plumbing"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{hoboken.ID, hoboken.ID, hoboken.ID, chicago.ID, "conflict", "conflict", "invalid"}
+		got := make([]assignment.Assignment, len(want))
+		for i, w := range want {
+			switch {
+			case errs[i] != nil:
+				if string(sysops.CodeOf(errs[i])) != w {
+					t.Errorf("call %d: %v, want %s", i, errs[i], w)
+				}
+			case json.Unmarshal(answers[i], &got[i]) != nil || got[i].ExpertID != w:
+				t.Errorf("call %d: %s, want expert %s", i, answers[i], w)
+			}
+		}
+		if !got[0].AssignedAt.Equal(got[2].AssignedAt) || got[0].ExpertID != got[2].ExpertID {
+			t.Errorf("t1 twice: %+v and %+v", got[0], got[2])
+		}
+		for _, e := range []struct {
+			expert assignment.Expert
+			open   float64
+		}{{hoboken, 2}, {chicago, 1}} {
+			if r := svctest.Do(t, "GET", base+"/experts/"+e.expert.ID, nil); r.JSON(t)["open_assignments"] != e.open {
+				t.Errorf("expert %s: %s, want %v open assignments", e.expert.Name, r.Body, e.open)
+			}
+		}
+		if r := svctest.Do(t, "GET", base+"/assignments/t3", nil); r.Status != 200 || r.JSON(t)["expert_id"] != chicago.ID {
+			t.Errorf("t3 stored as %d %s", r.Status, r.Body)
+		}
+	})
 }

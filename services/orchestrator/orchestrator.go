@@ -280,9 +280,8 @@ func esc(s string) string { return url.PathEscape(s) }
 
 func (s *Service) createTicket() saga.Definition {
 	opID := func(c saga.Call) string { return c.SagaID + "/count-ticket" }
-	// Opening tickets, counting them and marking them assigned go to the
-	// participants in batches: one transaction for the calls of many
-	// sagas.
+	// Every action goes to its participant in batches: one transaction
+	// for the calls of many sagas.
 	open := newStep(s, "open-ticket", "ticket", nil,
 		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
 			return call(ctx, c, s.ticket, "/tickets/"+esc(in.TicketID)+"/cancel", nil)
@@ -298,14 +297,13 @@ func (s *Service) createTicket() saga.Definition {
 	count.ActionBatch = batched(s.customer, func(c saga.Call, in TicketRequest) (string, any) {
 		return "/customers/" + esc(in.CustomerID) + "/open-tickets", map[string]any{"delta": 1, "op_id": opID(c)}
 	})
-	assign := newStep(s, "assign-expert", "assignment",
-		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
-			return call(ctx, c, s.assignment, "/assignments", map[string]string{"ticket_id": in.TicketID, "skill": in.Skill,
-				"zip": in.Zip, "priority": in.Priority})
-		},
+	assign := newStep(s, "assign-expert", "assignment", nil,
 		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
 			return call(ctx, c, s.assignment, "/assignments/"+esc(in.TicketID)+"/release", nil)
 		})
+	assign.ActionBatch = batched(s.assignment, func(c saga.Call, in TicketRequest) (string, any) {
+		return "/assignments", map[string]string{"ticket_id": in.TicketID, "skill": in.Skill, "zip": in.Zip, "priority": in.Priority}
+	})
 	mark := forwardStep[TicketRequest](s, "mark-assigned", "ticket", nil)
 	mark.ActionBatch = batched(s.ticket, func(c saga.Call, in TicketRequest) (string, any) {
 		return "/tickets/" + esc(in.TicketID) + "/status", map[string]string{"status": "assigned"}

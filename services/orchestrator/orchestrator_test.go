@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sysops-squad/sysops/internal/invariant"
+	"github.com/sysops-squad/sysops/idempotency"
 	"github.com/sysops-squad/sysops/internal/svc"
 	"github.com/sysops-squad/sysops/internal/svctest"
 	"github.com/sysops-squad/sysops/saga"
@@ -368,7 +369,7 @@ func TestSlowParticipantCompensates(t *testing.T) {
 		proxy := httputil.NewSingleHostReverseProxy(target)
 		proxy.ErrorLog = log.New(io.Discard, "", 0)
 		slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodPost && r.URL.Path == "/assignments" {
+			if r.Method == http.MethodPost && (r.URL.Path == "/assignments" || r.URL.Path == idempotency.BatchPath) {
 				time.Sleep(300 * time.Millisecond) // past the step's timeout
 				// The caller has given up; the call still lands.
 				r = r.WithContext(context.WithoutCancel(r.Context()))
