@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sysops-squad/sysops/internal/invariant"
 	"github.com/sysops-squad/sysops/idempotency"
+	"github.com/sysops-squad/sysops/internal/invariant"
 	"github.com/sysops-squad/sysops/internal/svc"
 	"github.com/sysops-squad/sysops/internal/svctest"
 	"github.com/sysops-squad/sysops/saga"
