@@ -116,6 +116,49 @@ func (it *Item) Apply(ctx context.Context, tx *sql.Tx, fn func() (status int, lo
 	return nil
 }
 
+// Answer answers the call with what fn returns, for a call that refuses
+// only before it writes (so needs no savepoint, see [Item.Apply]): an
+// error with a code is the answer; any other error is returned, and
+// fails the batch.
+func (it *Item) Answer(fn func() (status int, location string, v any, err error)) error {
+	status, location, v, err := fn()
+	switch {
+	case err == nil:
+		it.Reply(status, location, v)
+	case sysops.CodeOf(err) == sysops.EInternal:
+		return err
+	default:
+		it.Fail(err)
+	}
+	return nil
+}
+
+// OneByOne is a BatchFunc for a route whose calls are applied one at a
+// time, as alone, but in one transaction: the keys lock names for each
+// call (see [sqldb.LockKey]; "" for none) are locked in one statement
+// first, then apply answers each call with [Item.Answer] — so apply must
+// refuse only before it writes. The batch saves the round trips of a
+// transaction and an HTTP request per call.
+func OneByOne(lock func(it *Item) string, apply func(ctx context.Context, tx *sql.Tx, it *Item) (status int, location string, v any, err error)) BatchFunc {
+	return func(ctx context.Context, tx *sql.Tx, items []*Item) error {
+		var keys []string
+		for _, it := range items {
+			if k := lock(it); k != "" && !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+		if err := sqldb.LockKeys(ctx, tx, keys); err != nil {
+			return err
+		}
+		for _, it := range items {
+			if err := it.Answer(func() (int, string, any, error) { return apply(ctx, tx, it) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // BatchFunc applies calls of one route in tx, the transaction in which
 // their keys were claimed and their responses are stored, and answers
 // each. A call answered with a status of 400 or more must have left no

@@ -207,11 +207,14 @@ type BatchCall struct {
 func (c *Client) PostBatch(ctx context.Context, calls []BatchCall) (answers []json.RawMessage, errs []error, err error) {
 	req := idempotency.BatchRequest{Calls: make([]idempotency.BatchCall, len(calls))}
 	for i, bc := range calls {
-		body, err := json.Marshal(bc.Body)
-		if err != nil {
-			return nil, nil, fmt.Errorf("POST %s: %w", bc.Path, err)
+		req.Calls[i] = idempotency.BatchCall{Key: bc.Key + "/" + c.peer + bc.Path, Path: bc.Path}
+		if bc.Body != nil { // as Post sends it: no body at all for nil
+			body, err := json.Marshal(bc.Body)
+			if err != nil {
+				return nil, nil, fmt.Errorf("POST %s: %w", bc.Path, err)
+			}
+			req.Calls[i].Body = body
 		}
-		req.Calls[i] = idempotency.BatchCall{Key: bc.Key + "/" + c.peer + bc.Path, Path: bc.Path, Body: body}
 	}
 	var resp idempotency.BatchResponse
 	if err := c.WithoutRetries().Post(ctx, idempotency.BatchPath, req, &resp); err != nil {

@@ -642,64 +642,75 @@ func (s *Service) Complete(ctx context.Context, ticketID, notes string) (Assignm
 // not assigned yet is tombstoned, so that assigning it later is refused (a
 // saga's compensation may overtake its action).
 func (s *Service) Release(ctx context.Context, ticketID string) (Assignment, error) {
-	tombstoned := false
+	var out Assignment
 	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
-		tombstoned = false
 		if err := sqldb.LockKey(ctx, tx, "assignment/"+ticketID); err != nil {
 			return err
 		}
-		_, err := s.assignment(ctx, tx, ticketID)
-		if sysops.CodeOf(err) != sysops.ENotFound {
-			return err
-		}
-		tombstoned = true
-		return svc.Tombstone(ctx, tx, "assignment_tombstone", ticketID)
+		var err error
+		out, err = s.release(ctx, tx, ticketID)
+		return err
 	})
+	return out, err
+}
+
+// release is the work of Release in tx, the ticket's key locked. It
+// refuses only before it writes.
+func (s *Service) release(ctx context.Context, tx *sql.Tx, ticketID string) (Assignment, error) {
+	_, err := s.assignment(ctx, tx, ticketID)
+	if sysops.CodeOf(err) == sysops.ENotFound {
+		return Assignment{TicketID: ticketID, Status: "released"}, svc.Tombstone(ctx, tx, "assignment_tombstone", ticketID)
+	}
 	if err != nil {
 		return Assignment{}, err
 	}
-	if tombstoned {
-		return Assignment{TicketID: ticketID, Status: "released"}, nil
-	}
-	return s.finish(ctx, ticketID, "released", "")
+	return s.finishIn(ctx, tx, ticketID, "released", "")
 }
 
 func (s *Service) finish(ctx context.Context, ticketID, status, notes string) (Assignment, error) {
 	var out Assignment
 	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
-		a, err := s.assignment(ctx, tx, ticketID)
-		if err != nil {
-			return err
-		}
-		if a.Status == status && a.CompletionNotes == notes {
-			out = a
-			return nil
-		}
-		if a.Status != "assigned" {
-			return sysops.Errorf(sysops.EConflict, "assignment of ticket %q is %s, not assigned", ticketID, a.Status)
-		}
-		now := time.Now().UTC().Truncate(time.Microsecond)
-		var completed any
-		if status == "completed" {
-			completed = svc.Micros(now)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE ticket_assignment SET status = $1, completion_notes = $2, completed_at = $3
-			WHERE ticket_id = $4`, status, notes, completed, ticketID); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE expert SET open_assignments = open_assignments - 1 WHERE id = $1`, a.ExpertID); err != nil {
-			return err
-		}
-		if out, err = s.assignment(ctx, tx, ticketID); err != nil {
-			return err
-		}
-		ev := map[string]any{"ticket_id": ticketID, "expert_id": a.ExpertID}
-		if err := svc.Emit(ctx, tx, Name, "sysops.assignment."+status+".v1", "ticket_assignment", ticketID, ev); err != nil {
-			return err
-		}
-		return svc.Audit(ctx, tx, Name, "ticket_assignment."+status, "ticket_assignment", ticketID, ev)
+		var err error
+		out, err = s.finishIn(ctx, tx, ticketID, status, notes)
+		return err
 	})
 	return out, err
+}
+
+// finishIn moves an assignment to status in tx, freeing its expert. It
+// refuses only before it writes.
+func (s *Service) finishIn(ctx context.Context, tx *sql.Tx, ticketID, status, notes string) (Assignment, error) {
+	a, err := s.assignment(ctx, tx, ticketID)
+	if err != nil {
+		return a, err
+	}
+	if a.Status == status && a.CompletionNotes == notes {
+		return a, nil
+	}
+	if a.Status != "assigned" {
+		return a, sysops.Errorf(sysops.EConflict, "assignment of ticket %q is %s, not assigned", ticketID, a.Status)
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	var completed any
+	if status == "completed" {
+		completed = svc.Micros(now)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE ticket_assignment SET status = $1, completion_notes = $2, completed_at = $3
+		WHERE ticket_id = $4`, status, notes, completed, ticketID); err != nil {
+		return a, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE expert SET open_assignments = open_assignments - 1 WHERE id = $1`, a.ExpertID); err != nil {
+		return a, err
+	}
+	out, err := s.assignment(ctx, tx, ticketID)
+	if err != nil {
+		return out, err
+	}
+	ev := map[string]any{"ticket_id": ticketID, "expert_id": a.ExpertID}
+	if err := svc.Emit(ctx, tx, Name, "sysops.assignment."+status+".v1", "ticket_assignment", ticketID, ev); err != nil {
+		return out, err
+	}
+	return out, svc.Audit(ctx, tx, Name, "ticket_assignment."+status, "ticket_assignment", ticketID, ev)
 }
 
 // Handler returns the service's HTTP API.
@@ -730,6 +741,12 @@ func (s *Service) Handler() http.Handler {
 		return s.Expert(r.Context(), r.PathValue("id"))
 	}))
 	rt.HandleBatch("POST /assignments", s.assignBatch)
+	rt.HandleBatch("POST /assignments/{ticket_id}/release", idempotency.OneByOne(
+		func(it *idempotency.Item) string { return "assignment/" + it.Request.PathValue("ticket_id") },
+		func(ctx context.Context, tx *sql.Tx, it *idempotency.Item) (int, string, any, error) {
+			a, err := s.release(ctx, tx, it.Request.PathValue("ticket_id"))
+			return http.StatusOK, "", a, err
+		}))
 	rt.Handle("POST /assignments", svc.WithBody(http.StatusCreated, func(r *http.Request, in Request) (any, error) {
 		return s.Assign(r.Context(), in)
 	}))

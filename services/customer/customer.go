@@ -452,44 +452,52 @@ func (s *Service) adjustBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 func (s *Service) UndoOpenTickets(ctx context.Context, id, opID string) (Customer, error) {
 	var cu Customer
 	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
-		now := svc.Micros(time.Now())
-		current := func() error {
-			var err error
-			cu, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
-			if errors.Is(err, sql.ErrNoRows) {
-				cu, err = Customer{ID: id}, nil
-			}
-			return err
-		}
-		// An op that never arrived is voided, so that it is refused if it
-		// arrives later; inserting the void first is also the op's lock
-		// (see AdjustOpenTickets).
-		res, err := tx.ExecContext(ctx, `INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
-			VALUES ($1, $2, 0, 'voided', $3) ON CONFLICT (op_id) DO NOTHING`, opID, id, now)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			return current()
-		}
-		var state string
-		var delta int
-		lock := ""
-		if s.db.Dialect() == sqldb.Postgres {
-			lock = " FOR UPDATE" // a concurrent undo waits, then finds it undone
-		}
-		if err := tx.QueryRowContext(ctx, `SELECT state, delta FROM open_tickets_op WHERE op_id = $1`+lock, opID).Scan(&state, &delta); err != nil {
-			return err
-		}
-		if state != "applied" {
-			return current()
-		}
-		if cu, err = s.adjust(ctx, tx, id, -delta); err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE open_tickets_op SET state = 'undone', updated_at = $1 WHERE op_id = $2`, now, opID)
+		var err error
+		cu, err = s.undo(ctx, tx, id, opID)
 		return err
 	})
+	return cu, err
+}
+
+// undo is the work of UndoOpenTickets in tx. It refuses only before it
+// writes.
+func (s *Service) undo(ctx context.Context, tx *sql.Tx, id, opID string) (Customer, error) {
+	now := svc.Micros(time.Now())
+	current := func() (Customer, error) {
+		cu, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM customer WHERE id = $1`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return Customer{ID: id}, nil
+		}
+		return cu, err
+	}
+	// An op that never arrived is voided, so that it is refused if it
+	// arrives later; inserting the void first is also the op's lock (see
+	// AdjustOpenTickets).
+	res, err := tx.ExecContext(ctx, `INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
+		VALUES ($1, $2, 0, 'voided', $3) ON CONFLICT (op_id) DO NOTHING`, opID, id, now)
+	if err != nil {
+		return Customer{}, err
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return current()
+	}
+	var state string
+	var delta int
+	lock := ""
+	if s.db.Dialect() == sqldb.Postgres {
+		lock = " FOR UPDATE" // a concurrent undo waits, then finds it undone
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT state, delta FROM open_tickets_op WHERE op_id = $1`+lock, opID).Scan(&state, &delta); err != nil {
+		return Customer{}, err
+	}
+	if state != "applied" {
+		return current()
+	}
+	cu, err := s.adjust(ctx, tx, id, -delta)
+	if err != nil {
+		return cu, err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE open_tickets_op SET state = 'undone', updated_at = $1 WHERE op_id = $2`, now, opID)
 	return cu, err
 }
 
@@ -552,6 +560,12 @@ func (s *Service) Handler() http.Handler {
 		return nil
 	})
 	rt.HandleBatch("POST /customers/{id}/open-tickets", s.adjustBatch)
+	rt.HandleBatch("POST /customers/{id}/open-tickets/{op_id}/undo", idempotency.OneByOne(
+		func(*idempotency.Item) string { return "" }, // the op's row is its lock
+		func(ctx context.Context, tx *sql.Tx, it *idempotency.Item) (int, string, any, error) {
+			cu, err := s.undo(ctx, tx, it.Request.PathValue("id"), it.Request.PathValue("op_id"))
+			return http.StatusOK, "", cu, err
+		}))
 	rt.Handle("POST /customers/{id}/open-tickets", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
 		Delta int    `json:"delta"`
 		OpID  string `json:"op_id"`

@@ -280,29 +280,29 @@ func esc(s string) string { return url.PathEscape(s) }
 
 func (s *Service) createTicket() saga.Definition {
 	opID := func(c saga.Call) string { return c.SagaID + "/count-ticket" }
-	// Every action goes to its participant in batches: one transaction
-	// for the calls of many sagas.
-	open := newStep(s, "open-ticket", "ticket", nil,
-		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
-			return call(ctx, c, s.ticket, "/tickets/"+esc(in.TicketID)+"/cancel", nil)
-		})
+	// Every call goes to its participant in batches: one transaction for
+	// the calls of many sagas.
+	open := newStep[TicketRequest](s, "open-ticket", "ticket", nil, nil)
 	open.ActionBatch = batched(s.ticket, func(c saga.Call, in TicketRequest) (string, any) {
 		return "/tickets", map[string]string{"id": in.TicketID, "customer_id": in.CustomerID,
 			"description": in.Description, "priority": in.Priority, "skill": in.Skill, "zip": in.Zip}
 	})
-	count := newStep(s, "count-ticket", "customer", nil,
-		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
-			return call(ctx, c, s.customer, "/customers/"+esc(in.CustomerID)+"/open-tickets/"+esc(opID(c))+"/undo", nil)
-		})
+	open.CompensateBatch = batched(s.ticket, func(c saga.Call, in TicketRequest) (string, any) {
+		return "/tickets/" + esc(in.TicketID) + "/cancel", nil
+	})
+	count := newStep[TicketRequest](s, "count-ticket", "customer", nil, nil)
 	count.ActionBatch = batched(s.customer, func(c saga.Call, in TicketRequest) (string, any) {
 		return "/customers/" + esc(in.CustomerID) + "/open-tickets", map[string]any{"delta": 1, "op_id": opID(c)}
 	})
-	assign := newStep(s, "assign-expert", "assignment", nil,
-		func(ctx context.Context, c saga.Call, in TicketRequest) (json.RawMessage, error) {
-			return call(ctx, c, s.assignment, "/assignments/"+esc(in.TicketID)+"/release", nil)
-		})
+	count.CompensateBatch = batched(s.customer, func(c saga.Call, in TicketRequest) (string, any) {
+		return "/customers/" + esc(in.CustomerID) + "/open-tickets/" + esc(opID(c)) + "/undo", nil
+	})
+	assign := newStep[TicketRequest](s, "assign-expert", "assignment", nil, nil)
 	assign.ActionBatch = batched(s.assignment, func(c saga.Call, in TicketRequest) (string, any) {
 		return "/assignments", map[string]string{"ticket_id": in.TicketID, "skill": in.Skill, "zip": in.Zip, "priority": in.Priority}
+	})
+	assign.CompensateBatch = batched(s.assignment, func(c saga.Call, in TicketRequest) (string, any) {
+		return "/assignments/" + esc(in.TicketID) + "/release", nil
 	})
 	mark := forwardStep[TicketRequest](s, "mark-assigned", "ticket", nil)
 	mark.ActionBatch = batched(s.ticket, func(c saga.Call, in TicketRequest) (string, any) {

@@ -1,6 +1,7 @@
 package orchestrator_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -369,7 +370,11 @@ func TestSlowParticipantCompensates(t *testing.T) {
 		proxy := httputil.NewSingleHostReverseProxy(target)
 		proxy.ErrorLog = log.New(io.Discard, "", 0)
 		slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodPost && (r.URL.Path == "/assignments" || r.URL.Path == idempotency.BatchPath) {
+			// Assigning is slow, alone or in a batch; releasing is not.
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if r.Method == http.MethodPost && (r.URL.Path == "/assignments" ||
+				r.URL.Path == idempotency.BatchPath && bytes.Contains(body, []byte(`"path":"/assignments"`))) {
 				time.Sleep(300 * time.Millisecond) // past the step's timeout
 				// The caller has given up; the call still lands.
 				r = r.WithContext(context.WithoutCancel(r.Context()))

@@ -11,8 +11,9 @@
 //	GET  /tickets?customer_id=C&status=S&limit=N
 //	POST /tickets/{id}/status       {"status": "assigned" | "completed" | "cancelled" | "open"}
 //	POST /tickets/{id}/cancel       cancel (or tombstone an id not created yet)
-//	POST /batch                     several POST /tickets and POST /tickets/{id}/status
-//	                                calls, each with its own key, in one transaction
+//	POST /batch                     several POST /tickets, /tickets/{id}/status and
+//	                                /tickets/{id}/cancel calls, each with its own key,
+//	                                in one transaction
 //
 // Every change publishes an event (sysops.ticket.*) and an audit record
 // through the service's outbox.
@@ -319,17 +320,23 @@ func (s *Service) Cancel(ctx context.Context, id string) (Ticket, error) {
 			return err
 		}
 		var err error
-		t, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, id))
-		if errors.Is(err, sql.ErrNoRows) {
-			t = Ticket{ID: id, Status: "cancelled"}
-			return svc.Tombstone(ctx, tx, "ticket_tombstone", id)
-		}
-		if err != nil {
-			return err
-		}
-		return change(ctx, tx, &t, "cancelled", time.Now().UTC().Truncate(time.Microsecond))
+		t, err = cancel(ctx, tx, id)
+		return err
 	})
 	return t, err
+}
+
+// cancel is the work of Cancel in tx, the ticket's key locked. It refuses
+// only before it writes.
+func cancel(ctx context.Context, tx *sql.Tx, id string) (Ticket, error) {
+	t, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Ticket{ID: id, Status: "cancelled"}, svc.Tombstone(ctx, tx, "ticket_tombstone", id)
+	}
+	if err != nil {
+		return t, err
+	}
+	return t, change(ctx, tx, &t, "cancelled", time.Now().UTC().Truncate(time.Microsecond))
 }
 
 const columns = `id, customer_id, description, priority, skill, zip, status, created_at, updated_at`
@@ -569,6 +576,12 @@ func (s *Service) Handler() http.Handler {
 	})
 	rt.HandleBatch("POST /tickets", s.openBatch)
 	rt.HandleBatch("POST /tickets/{id}/status", s.statusBatch)
+	rt.HandleBatch("POST /tickets/{id}/cancel", idempotency.OneByOne(
+		func(it *idempotency.Item) string { return "ticket/" + it.Request.PathValue("id") },
+		func(ctx context.Context, tx *sql.Tx, it *idempotency.Item) (int, string, any, error) {
+			t, err := cancel(ctx, tx, it.Request.PathValue("id"))
+			return http.StatusOK, "", t, err
+		}))
 	rt.Handle("POST /tickets/{id}/status", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
 		Status string `json:"status"`
 	}) (any, error) {

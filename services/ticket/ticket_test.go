@@ -204,5 +204,17 @@ func TestBatch(t *testing.T) {
 		if r := svctest.Do(t, "GET", base+"/tickets/t2", nil); r.JSON(t)["status"] != "completed" {
 			t.Errorf("t2 = %s", r.Body)
 		}
+
+		// A call without a body (a cancel) has the key of the same call
+		// made alone: repeated alone, it is replayed, not refused as
+		// another request.
+		_, errs, err = client.PostBatch(ctx, []svc.BatchCall{{Key: "c1", Path: "/tickets/t9/cancel"}})
+		if err != nil || errs[0] != nil {
+			t.Fatalf("cancel t9 in a batch: %v %v", err, errs)
+		}
+		if r := svctest.Do(t, "POST", base+"/tickets/t9/cancel", nil, "Idempotency-Key", "c1/ticket/tickets/t9/cancel"); r.Status != 200 ||
+			r.Header.Get(idempotency.ReplayedHeader) != "true" {
+			t.Errorf("the same cancel alone: %d %s, want the batch's answer replayed", r.Status, r.Body)
+		}
 	})
 }
