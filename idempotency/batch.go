@@ -134,21 +134,32 @@ func (it *Item) Answer(fn func() (status int, location string, v any, err error)
 }
 
 // OneByOne is a BatchFunc for a route whose calls are applied one at a
-// time, as alone, but in one transaction: the keys lock names for each
-// call (see [sqldb.LockKey]; "" for none) are locked in one statement
-// first, then apply answers each call with [Item.Answer] — so apply must
-// refuse only before it writes. The batch saves the round trips of a
-// transaction and an HTTP request per call.
-func OneByOne(lock func(it *Item) string, apply func(ctx context.Context, tx *sql.Tx, it *Item) (status int, location string, v any, err error)) BatchFunc {
+// time, as alone, but in one transaction, which saves a transaction's
+// round trips and an HTTP request per call. key names what a call
+// locks; the calls are applied in key order, so that batches touching
+// the same rows take their locks in one order instead of deadlocking.
+// With lockKeys the keys are also taken first, in one statement, as
+// [sqldb.LockKey] locks. apply answers each call through [Item.Answer],
+// so it must refuse only before it writes.
+func OneByOne(key func(it *Item) string, lockKeys bool,
+	apply func(ctx context.Context, tx *sql.Tx, it *Item) (status int, location string, v any, err error)) BatchFunc {
 	return func(ctx context.Context, tx *sql.Tx, items []*Item) error {
-		var keys []string
+		items = slices.Clone(items)
+		keys := make(map[*Item]string, len(items))
 		for _, it := range items {
-			if k := lock(it); k != "" && !slices.Contains(keys, k) {
-				keys = append(keys, k)
-			}
+			keys[it] = key(it)
 		}
-		if err := sqldb.LockKeys(ctx, tx, keys); err != nil {
-			return err
+		slices.SortStableFunc(items, func(a, b *Item) int { return strings.Compare(keys[a], keys[b]) })
+		if lockKeys {
+			var locks []string
+			for _, it := range items {
+				if k := keys[it]; len(locks) == 0 || locks[len(locks)-1] != k {
+					locks = append(locks, k)
+				}
+			}
+			if err := sqldb.LockKeys(ctx, tx, locks); err != nil {
+				return err
+			}
 		}
 		for _, it := range items {
 			if err := it.Answer(func() (int, string, any, error) { return apply(ctx, tx, it) }); err != nil {

@@ -38,6 +38,22 @@
 // transaction failed has its 4xx answer kept with no effect; a transient
 // conflict (serialization failure, deadlock, busy SQLite) runs the
 // handler again, up to five times.
+//
+// # Batches
+//
+// [Store.BatchHandler] serves POST /batch: several POSTs, each with its
+// own key, path and body, applied in one transaction — one round trip
+// and one commit for all of them instead of one each, and, for routes
+// whose [BatchFunc] applies its calls with set-based statements, one
+// statement for all of them. Each call is keyed exactly as the same
+// request alone: its key is claimed in the batch's transaction (all the
+// batch's new keys in one statement), its response is stored with the
+// COMMIT, a repeat alone or in another batch gets the stored response,
+// and a key reused for another request gets 422. A call refused (4xx)
+// leaves no effect and keeps its answer; a 5xx is not kept, so the call
+// runs again when retried. A batch whose function fails commits nothing
+// and answers 503 for each of its calls. The saga orchestrator sends the
+// calls of many sagas' steps this way (see saga.Step.ActionBatch).
 package idempotency
 
 import (

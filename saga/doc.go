@@ -41,6 +41,16 @@
 //     lease fence and its step records together), and a shared
 //     transaction goes to the server in one round trip, its BEGIN, writes
 //     and COMMIT pipelined.
+//   - Calls of concurrent sagas can share a participant call: a step with
+//     an ActionBatch (or CompensateBatch) gets, in one call, the calls of
+//     that step that all the sagas of this instance made while its
+//     previous batch was in flight (at most [Config.MaxBatch]). A lone
+//     saga's call goes at once, in a batch of one. Each call keeps its
+//     own key, log writes, outcome and retries; a batch is one call for
+//     the breaker and the concurrency limit ([Stats] counts both). A
+//     participant that applies a batch in one transaction (see package
+//     idempotency, POST /batch) pays one round trip, one commit and, with
+//     set-based statements, one statement for all of them.
 //
 // # Measured
 //

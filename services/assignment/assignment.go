@@ -13,6 +13,8 @@
 //	GET  /assignments?expert_id=E
 //	POST /assignments/{ticket_id}/complete  {"notes": "..."}
 //	POST /assignments/{ticket_id}/release   give the ticket back (frees capacity)
+//	POST /batch                           several assign and release calls, each with its
+//	                                      own key, in one transaction
 //
 // Every change publishes an event (sysops.assignment.*) and an audit
 // record through the service's outbox.
@@ -742,7 +744,7 @@ func (s *Service) Handler() http.Handler {
 	}))
 	rt.HandleBatch("POST /assignments", s.assignBatch)
 	rt.HandleBatch("POST /assignments/{ticket_id}/release", idempotency.OneByOne(
-		func(it *idempotency.Item) string { return "assignment/" + it.Request.PathValue("ticket_id") },
+		func(it *idempotency.Item) string { return "assignment/" + it.Request.PathValue("ticket_id") }, true,
 		func(ctx context.Context, tx *sql.Tx, it *idempotency.Item) (int, string, any, error) {
 			a, err := s.release(ctx, tx, it.Request.PathValue("ticket_id"))
 			return http.StatusOK, "", a, err

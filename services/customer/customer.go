@@ -9,6 +9,8 @@
 //	POST /customers/{id}/open-tickets/{op_id}/undo   undo (or void) that change
 //	POST /customers/{id}/close          close the profile (or tombstone an id not registered yet)
 //	POST /customers/{id}/support-plan   {"plan": "basic" | "standard" | "premium" | ""}: the plan the profile shows
+//	POST /batch                         several open-tickets and undo calls, each with its
+//	                                    own key, in one transaction
 //
 // Every change publishes an event (sysops.customer.*) and an audit record
 // through the service's outbox.
@@ -308,6 +310,15 @@ func appliedBefore(ctx context.Context, tx *sql.Tx, id, opID string) (Customer, 
 	return cu, err // applied before: nothing more to do
 }
 
+// forUpdate is the row lock clause of the dialect (SQLite runs one writer
+// at a time and has none).
+func (s *Service) forUpdate() string {
+	if s.db.Dialect() == sqldb.Postgres {
+		return " FOR UPDATE"
+	}
+	return ""
+}
+
 // adjustBatch applies a batch of POST /customers/{id}/open-tickets calls.
 // The calls that add one with an op id (a saga counting a ticket) take
 // three statements for the whole batch: the ops' rows, one update per
@@ -397,9 +408,13 @@ func (s *Service) adjustBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 				fmt.Fprintf(&values, "($%d, CAST($%d AS INTEGER))", len(args)+1, len(args)+2)
 				args = append(args, id, counts[id])
 			}
-			rows, err := tx.QueryContext(ctx, `WITH v (id, n) AS (VALUES `+values.String()+`)
+			// The rows are locked in id order first, as every batch
+			// takes them, so that two batches sharing customers wait
+			// for each other instead of deadlocking.
+			rows, err := tx.QueryContext(ctx, `WITH v (id, n) AS (VALUES `+values.String()+`),
+				locked AS MATERIALIZED (SELECT id FROM customer WHERE id IN (SELECT id FROM v) ORDER BY id`+s.forUpdate()+`)
 				UPDATE customer SET open_tickets = open_tickets + (SELECT n FROM v WHERE v.id = customer.id), updated_at = $1
-				WHERE id IN (SELECT id FROM v) RETURNING `+columns, args...)
+				WHERE id IN (SELECT id FROM locked) RETURNING `+columns, args...)
 			cus, err := svc.Collect(rows, err, scan)
 			if err != nil {
 				return err
@@ -561,7 +576,9 @@ func (s *Service) Handler() http.Handler {
 	})
 	rt.HandleBatch("POST /customers/{id}/open-tickets", s.adjustBatch)
 	rt.HandleBatch("POST /customers/{id}/open-tickets/{op_id}/undo", idempotency.OneByOne(
-		func(*idempotency.Item) string { return "" }, // the op's row is its lock
+		// The op's row is its lock; the customer's row is taken in
+		// customer order, as the batches that count take it.
+		func(it *idempotency.Item) string { return it.Request.PathValue("id") }, false,
 		func(ctx context.Context, tx *sql.Tx, it *idempotency.Item) (int, string, any, error) {
 			cu, err := s.undo(ctx, tx, it.Request.PathValue("id"), it.Request.PathValue("op_id"))
 			return http.StatusOK, "", cu, err

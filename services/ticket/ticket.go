@@ -577,7 +577,7 @@ func (s *Service) Handler() http.Handler {
 	rt.HandleBatch("POST /tickets", s.openBatch)
 	rt.HandleBatch("POST /tickets/{id}/status", s.statusBatch)
 	rt.HandleBatch("POST /tickets/{id}/cancel", idempotency.OneByOne(
-		func(it *idempotency.Item) string { return "ticket/" + it.Request.PathValue("id") },
+		func(it *idempotency.Item) string { return "ticket/" + it.Request.PathValue("id") }, true,
 		func(ctx context.Context, tx *sql.Tx, it *idempotency.Item) (int, string, any, error) {
 			t, err := cancel(ctx, tx, it.Request.PathValue("id"))
 			return http.StatusOK, "", t, err
