@@ -332,7 +332,9 @@ func TestCancelAndDeadline(t *testing.T) {
 			s.Retry = saga.RetryPolicy{MaxAttempts: 1000, Initial: 5 * time.Millisecond, Max: 10 * time.Millisecond}
 			return saga.Definition{Name: name, Version: 1, Deadline: deadline, Steps: []saga.Step{rec.step("first", nil), s}}
 		}
-		o := start(t, db, saga.Config{BreakerFailures: 10000}, mk("short", 100*time.Millisecond), mk("long", time.Hour))
+		// Long enough for the first step to run on a busy machine; the
+		// second fails until the deadline passes.
+		o := start(t, db, saga.Config{BreakerFailures: 10000}, mk("short", time.Second), mk("long", time.Hour))
 		s := run(t, o, "short", nil)
 		if s.State != saga.Compensated || s.Reason != "deadline exceeded" || s.Steps[0].Status != saga.StepCompensated {
 			t.Errorf("past the deadline: %+v", s)
