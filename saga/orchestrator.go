@@ -541,8 +541,15 @@ func outputs(s *Saga) map[string]json.RawMessage {
 // are rare and a saga turns back soon after one, so the index this reads
 // (saga_cancel_requested) is nearly always empty.
 func (o *Orchestrator) readCancels(ctx context.Context) (map[string]string, error) {
+	// Planned at each read on PostgreSQL: a plan cached on a connection
+	// while the log was nearly empty scans the whole table (1.2 ms a read
+	// at 10,000 sagas in the bench) instead of the index.
+	var args []any
+	if o.db.Dialect() == sqldb.Postgres {
+		args = append(args, sqldb.PlanPerCall)
+	}
 	rows, err := o.db.QueryContext(ctx, `SELECT id, cancel_reason FROM saga
-		WHERE cancel_reason <> '' AND state = 'running'`)
+		WHERE cancel_reason <> '' AND state = 'running'`, args...)
 	if err != nil {
 		return nil, err
 	}
