@@ -62,67 +62,61 @@
 //	go run ./cmd/sysops bench saga --postgres 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'
 //	go run ./cmd/sysops bench saga
 //
+// Figures of 2026-11-25 (two runs on PostgreSQL, one on SQLite, 5 seconds
+// a level). The machine was about three times slower that day than the
+// day before: the previous build, run in the same hour, gave 44-55
+// committed sagas/s at concurrency 1 (139-150 the day before) and 127-157
+// at 64 (385-476), so only figures of one hour compare.
+//
 //	                                PostgreSQL (fsync on)            SQLite (synchronous=FULL)
-//	committed,   concurrency 1      139-150 sagas/s, p50 6.4-7.0 ms, 183-206 sagas/s, p50 4.8-5.4 ms,
-//	                                p99 10.7-11.7                    p99 7.0-7.8
-//	committed,   concurrency 16     300-378 sagas/s, p50 42-53 ms    345-357 sagas/s, p50 42-43 ms
-//	committed,   concurrency 64     385-476 sagas/s, p50 132-162 ms, 341-357 sagas/s, p50 155-165 ms,
-//	                                p99 196-243 ms                   p99 518-519
-//	compensated, concurrency 64     308-318 sagas/s, p50 198-206 ms  342-368 sagas/s, p50 161-175 ms
+//	committed,   concurrency 1      43-46 sagas/s, p50 20-22 ms,     61 sagas/s, p50 16 ms,
+//	                                p99 37-40                        p99 25
+//	committed,   concurrency 16     125-142 sagas/s, p50 109-122 ms  161 sagas/s, p50 99 ms
+//	committed,   concurrency 64     245-254 sagas/s, p50 257-269 ms, 301 sagas/s, p50 207 ms,
+//	                                p99 359-374 ms                   p99 335 ms
+//	compensated, concurrency 64     201-218 sagas/s, p99 420-463 ms  243 sagas/s, p99 365 ms
 //
-// (three runs on PostgreSQL and two on SQLite, 5 seconds a level. Run
-// for run against the previous round's build, alternated (five pairs),
-// committed sagas at concurrency 64 went from 326-389 to 436-494 a
-// second, and the two cores' busy time per saga (both scenarios, set-up
-// included) from 5.3-6.1 ms to 4.6-5.2 ms. The previous round measured 267-331 committed
-// sagas/s at concurrency 64 and 101-118 at 1. What changed, all in the
-// statements and round trips per saga:
+// Run for run against the previous round's build, alternated (two pairs,
+// concurrency 64, 10 seconds a scenario), committed sagas went from
+// 132-157 to 273-291 a second and compensated ones from 127-130 to
+// 212-214; the two cores' busy time per saga (both scenarios, set-up
+// included) from 16.2-17.4 ms to 8.0-8.5 ms, PostgreSQL's share of it from
+// 9.7-9.9 ms to 4.7-4.9 ms. What changed:
 //
-//   - On PostgreSQL a transaction's BEGIN travels with its first
-//     statement, and a participant claims the Idempotency-Key with that
-//     statement instead of looking it up first (packages sqldb,
-//     idempotency).
-//   - The assignment service reads where experts with the skill live at
-//     most every 5 seconds and takes the least loaded expert of the
-//     nearest zips in one statement, instead of reading every expert with
-//     the skill (1,000 in the bench) at each assignment.
-//   - Steps about to start share one read of the cancel requests
-//     (cancelReader), instead of a read each.
-//   - A transaction's outbox events are one statement at its COMMIT;
-//     opening a ticket is one insert; a status change with one source, and
-//     a customer's open-ticket count, one update returning the row; a
-//     customer's open-ticket op is locked by inserting its own row first,
-//     instead of an advisory lock and a read.
-//   - One log writer by default instead of four on PostgreSQL: 3.4 log
-//     writes per commit instead of 1.7 (the figures above are with one;
-//     the alternated pairs before it were with four).
+//   - Every call of the create-ticket saga goes in a batch (ActionBatch,
+//     CompensateBatch; 5 to 6 calls a batch at concurrency 64), and the
+//     participants apply a batch in one transaction: one key claim and
+//     one response statement for all its calls, and set-based statements
+//     for opening tickets, counting them, marking them assigned and
+//     checking and storing assignments. pg_stat_statements counted 19.5
+//     statements per saga besides BEGIN and COMMIT, against about 37; the
+//     orchestrator's log is now about half of them (its writes, one
+//     statement each, 6.2 per saga).
+//   - One batch in flight per step: in one alternated pair, two gave
+//     batches of 3.1 calls and 161 committed sagas/s against 5.5 and 217.
+//   - Batches take their row locks in one order (customers by id, the
+//     one-by-one routes by key): count and undo batches deadlocked, and
+//     each deadlock held its compensations for PostgreSQL's 1 s
+//     deadlock_timeout (compensated p99 1.5-2.5 s, now 0.4-0.5 s).
+//   - The shared cancel read is planned at each read: a plan cached while
+//     the log was small scanned the saga table, 1.2 ms a read at 10,000
+//     sagas, now 0.055 ms.
 //
-// Two attempts of the previous rounds to remove the cancel check were
-// not kept: reading the request in the step's log write, and hearing of
-// it by LISTEN/NOTIFY, which ran at 263-292 against 294-305 sagas/s in
-// alternated runs.)
+// Merging a commit's log writes into one statement per kind (the sagas
+// begun, the sagas saved, as arrays) was built and measured: it cost
+// PostgreSQL more per saga (11 ms against 10 in the set-up-included
+// figure) than the dozen prepared statements it replaced, sent in one
+// round trip already, so it was not kept.
 //
 // Against the target of 1,500 committed sagas/s at concurrency 64 on
-// PostgreSQL this is 3.3 to 3.7 times short, and the machine is the
-// limit: the two cores are busy all the time, about half of it in
-// PostgreSQL and most of the rest in the services' Go code (HTTP both
-// ways, JSON, database/sql, the relays and the embedded JetStream).
-// pg_stat_statements over 10 seconds at concurrency 64 (both scenarios)
-// counted about 38 statements per saga besides BEGIN and COMMIT (56 in
-// the previous round, 71 before it): the orchestrator's log 10.5 (a
-// saga's begin, its step starts and ends, the shared cancel reads, the
-// final read: two statements then, one since), the ticket 10.2, the assignment 9.1, the customer 8.6 —
-// each participant call a key claim and its response, the business
-// statements, one outbox statement, and the relay that publishes. Their
-// execution alone is about 2.2 ms per saga; with the protocol, the round
-// trips and about 150 context switches per saga on each side, 1,500
-// sagas/s on two cores (1.33 ms of CPU per saga in all) would need a
-// handful of statements per saga with its four participants over HTTP,
-// which no design that keeps each participant's database, its outbox and
-// the orchestrator's durable log per saga can reach. Getting there would
-// take batching across sagas: a participant applying many sagas' steps
-// in one transaction with set-based statements, and the orchestrator
-// sending them in one call.
+// PostgreSQL this is short, and the machine is the limit: the two cores
+// are busy all the time, a little over half of it in PostgreSQL. At the
+// previous day's machine speed the build would be expected near 800-900
+// sagas/s (the previous build's ratio between the two days), not
+// measured. What is left per saga is the orchestrator's log (a begin and
+// about six saves, each its own statement), the final read, the
+// participants' outbox rows and relays, and the Go side: HTTP, JSON, the
+// relays and the embedded JetStream.
 //
 // What it does not promise: isolation. Other requests see a saga's
 // intermediate states (a ticket created but not yet assigned); a
