@@ -316,19 +316,9 @@ func (s *Store) batchTx(ctx context.Context, tx *sql.Tx, calls []BatchCall, hash
 	// instead of deadlocking.
 	order := slices.Clone(todo)
 	slices.SortFunc(order, func(a, b int) int { return strings.Compare(calls[a].Key, calls[b].Key) })
-	var q strings.Builder
-	q.WriteString(`INSERT INTO idempotency_key (idem_key, request_hash, created_at, locked_until) VALUES `)
-	args := make([]any, 0, 2*len(order)+1)
-	args = append(args, time.Now().UnixMicro())
-	for n, i := range order {
-		if n > 0 {
-			q.WriteString(", ")
-		}
-		fmt.Fprintf(&q, "($%d, $%d, $1, 0)", len(args)+1, len(args)+2)
-		args = append(args, calls[i].Key, hashes[i])
-	}
-	q.WriteString(` ON CONFLICT (idem_key) DO NOTHING RETURNING idem_key`)
-	rows, err := tx.QueryContext(ctx, q.String(), args...)
+	values, args := sqldb.Rows(1, "(?, ?, $1, 0)", len(order), func(n int) []any { return []any{calls[order[n]].Key, hashes[order[n]]} })
+	rows, err := tx.QueryContext(ctx, `INSERT INTO idempotency_key (idem_key, request_hash, created_at, locked_until) VALUES `+values+`
+		ON CONFLICT (idem_key) DO NOTHING RETURNING idem_key`, append([]any{time.Now().UnixMicro()}, args...)...)
 	if err != nil {
 		return fmt.Errorf("claim keys: %w", err)
 	}
@@ -396,18 +386,8 @@ func (s *Store) batchTx(ctx context.Context, tx *sql.Tx, calls []BatchCall, hash
 		}
 	}
 	if len(forget) > 0 {
-		var q strings.Builder
-		args := make([]any, 0, len(forget))
-		q.WriteString(`DELETE FROM idempotency_key WHERE idem_key IN (`)
-		for n, i := range forget {
-			if n > 0 {
-				q.WriteString(", ")
-			}
-			args = append(args, calls[i].Key)
-			fmt.Fprintf(&q, "$%d", len(args))
-		}
-		q.WriteString(`)`)
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+		list, args := sqldb.Rows(0, "?", len(forget), func(n int) []any { return []any{calls[forget[n]].Key} })
+		if _, err := tx.ExecContext(ctx, `DELETE FROM idempotency_key WHERE idem_key IN (`+list+`)`, args...); err != nil {
 			return fmt.Errorf("forget keys: %w", err)
 		}
 	}
@@ -416,18 +396,9 @@ func (s *Store) batchTx(ctx context.Context, tx *sql.Tx, calls []BatchCall, hash
 
 // replayBatch answers the calls whose keys exist from what is stored.
 func (s *Store) replayBatch(ctx context.Context, tx *sql.Tx, calls []BatchCall, hashes []string, items []*Item, known []int) error {
-	var q strings.Builder
-	args := make([]any, 0, len(known))
-	q.WriteString(`SELECT idem_key, request_hash, status, content_type, location, body, locked_until FROM idempotency_key WHERE idem_key IN (`)
-	for n, i := range known {
-		if n > 0 {
-			q.WriteString(", ")
-		}
-		args = append(args, calls[i].Key)
-		fmt.Fprintf(&q, "$%d", len(args))
-	}
-	q.WriteString(`)`)
-	rows, err := tx.QueryContext(ctx, q.String(), args...)
+	list, args := sqldb.Rows(0, "?", len(known), func(n int) []any { return []any{calls[known[n]].Key} })
+	rows, err := tx.QueryContext(ctx, `SELECT idem_key, request_hash, status, content_type, location, body, locked_until
+		FROM idempotency_key WHERE idem_key IN (`+list+`)`, args...)
 	if err != nil {
 		return fmt.Errorf("read keys: %w", err)
 	}
@@ -486,23 +457,16 @@ func (s *Store) respondBatch(ctx context.Context, tx *sql.Tx, calls []BatchCall,
 		}
 		return nil
 	}
-	var q strings.Builder
-	args := make([]any, 0, 4*len(store))
-	q.WriteString(`UPDATE idempotency_key SET status = v.status, content_type = 'application/json', location = v.location, body = v.body
-		FROM (VALUES `)
-	for n, i := range store {
-		r := items[i].result
-		if n > 0 {
-			q.WriteString(", ")
-		}
-		fmt.Fprintf(&q, "($%d::text, $%d::int, $%d::text, $%d::text)", len(args)+1, len(args)+2, len(args)+3, len(args)+4)
-		args = append(args, calls[i].Key, r.Status, r.Location, string(r.Body)+"\n")
-	}
-	q.WriteString(`) v (idem_key, status, location, body) WHERE idempotency_key.idem_key = v.idem_key`)
-	if sqldb.ExecAtCommit(tx, q.String(), args...) {
+	values, args := sqldb.Rows(0, "(CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS TEXT), CAST(? AS TEXT))", len(store), func(n int) []any {
+		r := items[store[n]].result
+		return []any{calls[store[n]].Key, r.Status, r.Location, string(r.Body) + "\n"}
+	})
+	q := `UPDATE idempotency_key SET status = v.status, content_type = 'application/json', location = v.location, body = v.body
+		FROM (VALUES ` + values + `) v (idem_key, status, location, body) WHERE idempotency_key.idem_key = v.idem_key`
+	if sqldb.ExecAtCommit(tx, q, args...) {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, q.String(), args...)
+	_, err := tx.ExecContext(ctx, q, args...)
 	return err
 }
 

@@ -83,6 +83,20 @@ func Collect[T any](rows *sql.Rows, err error, scan func(Scanner) (T, error)) ([
 	return out, rows.Err()
 }
 
+// Returned collects the values of a one-column query (the ids a
+// statement's RETURNING gave back, say) as a set.
+func Returned(rows *sql.Rows, err error) (map[string]bool, error) {
+	got, err := Collect(rows, err, func(r Scanner) (string, error) {
+		var v string
+		return v, r.Scan(&v)
+	})
+	set := make(map[string]bool, len(got))
+	for _, v := range got {
+		set[v] = true
+	}
+	return set, err
+}
+
 // Tombstone tables have the columns id and created_at.
 
 // Tombstoned reports whether id is in the tombstone table: an entity whose

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -293,8 +294,10 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 			out = a
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf(insertAssignments, `($1, $2, CAST($3 AS BIGINT), CAST($4 AS BIGINT))`),
-			a.TicketID, a.ExpertID, svc.Micros(a.ScheduledFor), svc.Micros(a.AssignedAt)); err != nil {
+		values, args := sqldb.Rows(0, assignmentRow, 1, func(int) []any {
+			return []any{a.TicketID, a.ExpertID, svc.Micros(a.ScheduledFor), svc.Micros(a.AssignedAt)}
+		})
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(insertAssignments, values), args...); err != nil {
 			return err
 		}
 		out = a
@@ -302,6 +305,10 @@ func (s *Service) Assign(ctx context.Context, in Request) (Assignment, error) {
 	})
 	return out, err
 }
+
+// assignmentRow is a row of insertAssignments: ticket, expert, when
+// scheduled, when assigned.
+const assignmentRow = `(?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT))`
 
 // insertAssignments stores new assignments (the VALUES rows, %s); a
 // released one is given again.
@@ -439,17 +446,12 @@ func (s *Service) assignBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 	if len(calls) == 0 {
 		return nil
 	}
-	keys := make([]string, 0, len(firstOf))
-	var values strings.Builder
-	var args []any
-	for id := range firstOf {
-		keys = append(keys, "assignment/"+id)
-		if len(args) > 0 {
-			values.WriteString(", ")
-		}
-		args = append(args, id)
-		fmt.Fprintf(&values, "($%d)", len(args))
+	ids := slices.Sorted(maps.Keys(firstOf))
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = "assignment/" + id
 	}
+	values, args := sqldb.Rows(0, "(?)", len(ids), func(i int) []any { return []any{ids[i]} })
 	if err := sqldb.LockKeys(ctx, tx, keys); err != nil {
 		return err
 	}
@@ -458,7 +460,7 @@ func (s *Service) assignBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 		status     sql.NullString
 	}
 	states := map[string]state{}
-	rows, err := tx.QueryContext(ctx, `WITH v (id) AS (VALUES `+values.String()+`)
+	rows, err := tx.QueryContext(ctx, `WITH v (id) AS (VALUES `+values+`)
 		SELECT v.id, (SELECT count(*) FROM assignment_tombstone t WHERE t.id = v.id), ta.status
 		FROM v LEFT JOIN ticket_assignment ta ON ta.ticket_id = v.id`, args...)
 	if _, err := svc.Collect(rows, err, func(r svc.Scanner) (string, error) {
@@ -476,8 +478,6 @@ func (s *Service) assignBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 	answers := make([]Assignment, len(calls))
 	refusals := make([]error, len(calls))
 	var fresh []Assignment
-	values.Reset()
-	args = args[:0]
 	for i, c := range calls {
 		if c.first != i {
 			continue
@@ -494,16 +494,14 @@ func (s *Service) assignBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 		answers[i] = a
 		if isNew {
 			fresh = append(fresh, a)
-			if len(args) > 0 {
-				values.WriteString(", ")
-			}
-			n := len(args)
-			fmt.Fprintf(&values, "($%d, $%d, CAST($%d AS BIGINT), CAST($%d AS BIGINT))", n+1, n+2, n+3, n+4)
-			args = append(args, a.TicketID, a.ExpertID, svc.Micros(a.ScheduledFor), svc.Micros(a.AssignedAt))
 		}
 	}
 	if len(fresh) > 0 {
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf(insertAssignments, values.String()), args...); err != nil {
+		values, args := sqldb.Rows(0, assignmentRow, len(fresh), func(i int) []any {
+			a := fresh[i]
+			return []any{a.TicketID, a.ExpertID, svc.Micros(a.ScheduledFor), svc.Micros(a.AssignedAt)}
+		})
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(insertAssignments, values), args...); err != nil {
 			return err
 		}
 		for _, a := range fresh {

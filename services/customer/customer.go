@@ -362,29 +362,13 @@ func (s *Service) adjustBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 	}
 	slices.SortFunc(set, func(a, b *call) int { return strings.Compare(a.opID, b.opID) })
 	if len(set) > 0 {
-		var values strings.Builder
-		args := []any{now}
-		for i, c := range set {
-			if i > 0 {
-				values.WriteString(", ")
-			}
-			fmt.Fprintf(&values, "($%d, $%d)", len(args)+1, len(args)+2)
-			args = append(args, c.opID, c.id)
-		}
-		rows, err := tx.QueryContext(ctx, `WITH v (op_id, customer_id) AS (VALUES `+values.String()+`)
+		values, args := sqldb.Rows(1, "(?, ?)", len(set), func(i int) []any { return []any{set[i].opID, set[i].id} })
+		inserted, err := svc.Returned(tx.QueryContext(ctx, `WITH v (op_id, customer_id) AS (VALUES `+values+`)
 			INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
 			SELECT v.op_id, v.customer_id, 1, 'applied', $1 FROM v WHERE EXISTS (SELECT 1 FROM customer WHERE customer.id = v.customer_id)
-			ON CONFLICT (op_id) DO NOTHING RETURNING op_id`, args...)
-		got, err := svc.Collect(rows, err, func(r svc.Scanner) (string, error) {
-			var op string
-			return op, r.Scan(&op)
-		})
+			ON CONFLICT (op_id) DO NOTHING RETURNING op_id`, append([]any{now}, args...)...))
 		if err != nil {
 			return err
-		}
-		inserted := map[string]bool{}
-		for _, op := range got {
-			inserted[op] = true
 		}
 		// One update per customer, adding its number of new ops.
 		counts := map[string]int{}
@@ -399,22 +383,14 @@ func (s *Service) adjustBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 		}
 		if len(order) > 0 {
 			slices.Sort(order) // row locks in id order
-			var values strings.Builder
-			args := []any{now}
-			for i, id := range order {
-				if i > 0 {
-					values.WriteString(", ")
-				}
-				fmt.Fprintf(&values, "($%d, CAST($%d AS INTEGER))", len(args)+1, len(args)+2)
-				args = append(args, id, counts[id])
-			}
+			values, args := sqldb.Rows(1, "(?, CAST(? AS INTEGER))", len(order), func(i int) []any { return []any{order[i], counts[order[i]]} })
 			// The rows are locked in id order first, as every batch
 			// takes them, so that two batches sharing customers wait
 			// for each other instead of deadlocking.
-			rows, err := tx.QueryContext(ctx, `WITH v (id, n) AS (VALUES `+values.String()+`),
+			rows, err := tx.QueryContext(ctx, `WITH v (id, n) AS (VALUES `+values+`),
 				locked AS MATERIALIZED (SELECT id FROM customer WHERE id IN (SELECT id FROM v) ORDER BY id`+s.forUpdate()+`)
 				UPDATE customer SET open_tickets = open_tickets + (SELECT n FROM v WHERE v.id = customer.id), updated_at = $1
-				WHERE id IN (SELECT id FROM locked) RETURNING `+columns, args...)
+				WHERE id IN (SELECT id FROM locked) RETURNING `+columns, append([]any{now}, args...)...)
 			cus, err := svc.Collect(rows, err, scan)
 			if err != nil {
 				return err

@@ -184,6 +184,13 @@ const insertTicket = `WITH v (id, customer_id, description, priority, skill, zip
 	WHERE NOT EXISTS (SELECT 1 FROM ticket_tombstone WHERE ticket_tombstone.id = v.id)
 	ON CONFLICT (id) DO NOTHING RETURNING id`
 
+// ticketRow is a row of insertTicket's VALUES, and ticketArgs its values.
+const ticketRow = `(?, ?, ?, ?, ?, ?, CAST(? AS BIGINT))`
+
+func ticketArgs(tk Ticket) []any {
+	return []any{tk.ID, tk.CustomerID, tk.Description, tk.Priority, tk.Skill, tk.Zip, svc.Micros(tk.CreatedAt)}
+}
+
 // open opens tk in tx: the work of Open.
 func open(ctx context.Context, tx *sql.Tx, tk Ticket) (Ticket, bool, error) {
 	if err := sqldb.LockKey(ctx, tx, "ticket/"+tk.ID); err != nil {
@@ -193,8 +200,8 @@ func open(ctx context.Context, tx *sql.Tx, tk Ticket) (Ticket, bool, error) {
 	// one statement in the common case; the reads only when it inserted
 	// nothing.
 	var id string
-	err := tx.QueryRowContext(ctx, fmt.Sprintf(insertTicket, `($1, $2, $3, $4, $5, $6, CAST($7 AS BIGINT))`),
-		tk.ID, tk.CustomerID, tk.Description, tk.Priority, tk.Skill, tk.Zip, svc.Micros(tk.CreatedAt)).Scan(&id)
+	values, args := sqldb.Rows(0, ticketRow, 1, func(int) []any { return ticketArgs(tk) })
+	err := tx.QueryRowContext(ctx, fmt.Sprintf(insertTicket, values), args...).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		tk, err = existing(ctx, tx, tk)
 		return tk, false, err
@@ -264,30 +271,16 @@ func (s *Service) openBatch(ctx context.Context, tx *sql.Tx, items []*idempotenc
 	if err := sqldb.LockKeys(ctx, tx, keys); err != nil {
 		return err
 	}
-	var values strings.Builder
-	var args []any
+	var first []Ticket // the batch's first call for each ticket
 	for i, tk := range tks {
-		if slices.Contains(later, i) {
-			continue
+		if !slices.Contains(later, i) {
+			first = append(first, tk)
 		}
-		if len(args) > 0 {
-			values.WriteString(", ")
-		}
-		n := len(args)
-		fmt.Fprintf(&values, "($%d, $%d, $%d, $%d, $%d, $%d, CAST($%d AS BIGINT))", n+1, n+2, n+3, n+4, n+5, n+6, n+7)
-		args = append(args, tk.ID, tk.CustomerID, tk.Description, tk.Priority, tk.Skill, tk.Zip, svc.Micros(tk.CreatedAt))
 	}
-	rows, err := tx.QueryContext(ctx, fmt.Sprintf(insertTicket, values.String()), args...)
-	got, err := svc.Collect(rows, err, func(r svc.Scanner) (string, error) {
-		var id string
-		return id, r.Scan(&id)
-	})
+	values, args := sqldb.Rows(0, ticketRow, len(first), func(i int) []any { return ticketArgs(first[i]) })
+	inserted, err := svc.Returned(tx.QueryContext(ctx, fmt.Sprintf(insertTicket, values), args...))
 	if err != nil {
 		return err
-	}
-	inserted := map[string]bool{}
-	for _, id := range got {
-		inserted[id] = true
 	}
 	for i, tk := range tks {
 		it := todo[i]
@@ -459,16 +452,8 @@ func (s *Service) statusBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 	for _, to := range slices.Sorted(maps.Keys(byStatus)) {
 		ids := slices.Sorted(slices.Values(byStatus[to])) // row locks in id order
 		from := sourcesOf(to)[0]
-		var values strings.Builder
-		args := []any{to, from, svc.Micros(now)}
-		for i, id := range ids {
-			if i > 0 {
-				values.WriteString(", ")
-			}
-			args = append(args, id)
-			fmt.Fprintf(&values, "$%d", len(args))
-		}
-		rows, err := tx.QueryContext(ctx, fmt.Sprintf(statusChange, values.String()), args...)
+		list, idArgs := sqldb.Rows(3, "?", len(ids), func(i int) []any { return []any{ids[i]} })
+		rows, err := tx.QueryContext(ctx, fmt.Sprintf(statusChange, list), append([]any{to, from, svc.Micros(now)}, idArgs...)...)
 		ts, err := svc.Collect(rows, err, scan)
 		if err != nil {
 			return err
