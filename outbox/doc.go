@@ -65,6 +65,15 @@
 //	                                  p99 1.95-2.86 ms            p99 1.28-1.33 ms
 //	backlog drain (100,000 rows)      82,405-91,283 events/s      36,547-43,379 events/s
 //
+// On 2026-11-25 the same machine kind ran about three times slower (a
+// system call took about 1.4 microseconds), and both the previous build
+// and this one, run in the same hour, missed two targets there: no
+// outbox 3,835-4,327 tx/s, end to end 1,752-2,129 events/s (46-49%), p99
+// at 1,000 events/s 40-57 ms (p50 5.4-6.3 ms), drain 33,889-39,239
+// events/s. At 1,000 events/s that machine was half busy, so the
+// commit-to-effect chain queued; the figures above are of the faster
+// day.
+//
 // (the bench recreates its tables each run, as a churned outbox carries
 // dead tuples that slow the relay's scan until autovacuum has run, which
 // is why the PostgreSQL migrations vacuum the outbox early.)
