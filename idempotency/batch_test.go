@@ -235,3 +235,33 @@ func TestBatchRejectsBadBatches(t *testing.T) {
 		}
 	}
 }
+
+// TestOneByOne: calls are applied in the order of their keys, whatever
+// their order in the batch, so that batches lock what they share in one
+// order; each gets its own answer, and a refusal only its own.
+func TestOneByOne(t *testing.T) {
+	db := sqldbtest.Open(t, sqldb.SQLite)
+	if _, err := sqldb.Migrate(context.Background(), db, idempotency.MigrationSet, idempotency.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	var applied []string
+	fn := idempotency.OneByOne(func(it *idempotency.Item) string { return it.Request.PathValue("id") }, true,
+		func(ctx context.Context, tx *sql.Tx, it *idempotency.Item) (int, string, any, error) {
+			id := it.Request.PathValue("id")
+			applied = append(applied, id)
+			if id == "b" {
+				return 0, "", nil, sysops.Errorf(sysops.EConflict, "b is busy")
+			}
+			return http.StatusOK, "", map[string]string{"id": id}, nil
+		})
+	srv := httptest.NewServer(idempotency.New(db, idempotency.Config{Transactional: true}).BatchHandler(
+		map[string]idempotency.BatchFunc{"POST /locks/{id}": fn}))
+	t.Cleanup(srv.Close)
+	got := summary(postBatch(t, srv.URL, call("k1", "/locks/c", 1), call("k2", "/locks/a", 1), call("k3", "/locks/b", 1)))
+	if want := `200 {"id":"c"}; 200 {"id":"a"}; 409 {"error":{"code":"conflict","message":"b is busy"}}`; got != want {
+		t.Errorf("answers %s, want %s", got, want)
+	}
+	if fmt.Sprint(applied) != "[a b c]" {
+		t.Errorf("applied in the order %v, want [a b c]", applied)
+	}
+}
