@@ -109,7 +109,8 @@ func (it *Item) Apply(ctx context.Context, tx *sql.Tx, fn func() (status int, lo
 	case err == nil:
 		it.Reply(status, location, v)
 	case sysops.CodeOf(ferr) == sysops.EInternal:
-		it.Fail(sysops.Errorf(sysops.EUnavailable, "call failed: %v", ferr))
+		// Its detail stays here: it may name the database's insides.
+		it.Fail(sysops.Errorf(sysops.EUnavailable, "the call failed on an internal error; retry it"))
 	default:
 		it.Fail(ferr)
 	}
@@ -273,6 +274,9 @@ func (s *Store) runBatch(ctx context.Context, calls []BatchCall, items []*Item, 
 		first[c.Key] = i
 		todo = append(todo, i)
 	}
+	if len(todo) == 0 {
+		return // every call was answered already (a bad key or path)
+	}
 	var err error
 	for attempt := 1; attempt <= maxScopeAttempts; attempt++ {
 		for _, i := range todo {
@@ -288,7 +292,7 @@ func (s *Store) runBatch(ctx context.Context, calls []BatchCall, items []*Item, 
 	if err != nil {
 		s.cfg.Logger.WarnContext(ctx, "idempotency: batch failed", "calls", len(todo), "error", err)
 		for _, i := range todo {
-			items[i].Fail(sysops.Errorf(sysops.EUnavailable, "batch failed: %v", err))
+			items[i].Fail(sysops.Errorf(sysops.EUnavailable, "the batch failed (logged by the service); retry the call"))
 		}
 	}
 	// A key repeated within the batch gets its first call's answer, or

@@ -93,7 +93,8 @@ type Step struct {
 	// A saga driven alone goes at once, in a batch of one: batching adds
 	// no wait. Everything else — the log written before and after each
 	// call, retries, the breaker and concurrency limit (a batch is one
-	// call), idempotency keys — is as for single calls.
+	// call, and Timeout bounds the batch), idempotency keys — is as for
+	// single calls.
 	ActionBatch     BatchFunc
 	CompensateBatch BatchFunc
 	// Timeout bounds each call. Default 5 seconds.
