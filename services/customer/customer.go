@@ -331,7 +331,6 @@ func (s *Service) adjustBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 		delta    int
 		inSet    bool
 		customer Customer
-		refused  error
 	}
 	var calls []*call
 	for _, it := range items {
@@ -411,11 +410,7 @@ func (s *Service) adjustBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 				counts[c.id]--
 				cu.OpenTickets -= counts[c.id]
 				c.customer = cu
-				ev := map[string]any{"customer_id": c.id, "delta": 1, "open_tickets": cu.OpenTickets}
-				if err := svc.Emit(ctx, tx, Name, "sysops.customer.open_tickets_changed.v1", "customer", c.id, ev); err != nil {
-					return err
-				}
-				if err := svc.Audit(ctx, tx, Name, "customer.open_tickets_changed", "customer", c.id, ev); err != nil {
+				if err := counted(ctx, tx, c.id, 1, cu.OpenTickets); err != nil {
 					return err
 				}
 			}
@@ -510,11 +505,17 @@ func (s *Service) adjust(ctx context.Context, tx *sql.Tx, id string, delta int) 
 	if err != nil {
 		return cu, err
 	}
-	ev := map[string]any{"customer_id": id, "delta": delta, "open_tickets": cu.OpenTickets}
+	return cu, counted(ctx, tx, id, delta, cu.OpenTickets)
+}
+
+// counted records a change of a customer's open-ticket count: its event
+// and its audit record.
+func counted(ctx context.Context, tx *sql.Tx, id string, delta, openTickets int) error {
+	ev := map[string]any{"customer_id": id, "delta": delta, "open_tickets": openTickets}
 	if err := svc.Emit(ctx, tx, Name, "sysops.customer.open_tickets_changed.v1", "customer", id, ev); err != nil {
-		return cu, err
+		return err
 	}
-	return cu, svc.Audit(ctx, tx, Name, "customer.open_tickets_changed", "customer", id, ev)
+	return svc.Audit(ctx, tx, Name, "customer.open_tickets_changed", "customer", id, ev)
 }
 
 // Handler returns the service's HTTP API.

@@ -213,7 +213,7 @@ func open(ctx context.Context, tx *sql.Tx, tk Ticket) (Ticket, bool, error) {
 }
 
 // existing answers the opening of tk when the insert inserted nothing:
-// the ticket as it exists, or why it cannot be opened.
+// the ticket as it exists, or why it cannot be opened. It only reads.
 func existing(ctx context.Context, tx *sql.Tx, tk Ticket) (Ticket, error) {
 	t, err := scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM ticket WHERE id = $1`, tk.ID))
 	switch {
@@ -240,10 +240,15 @@ func opened(ctx context.Context, tx *sql.Tx, tk Ticket) error {
 // were cancelled first, are looked at one by one.
 func (s *Service) openBatch(ctx context.Context, tx *sql.Tx, items []*idempotency.Item) error {
 	now := time.Now()
-	var tks []Ticket
-	var todo []*idempotency.Item
-	var later []int // calls for an id an earlier call of the batch opens
-	ids := map[string]bool{}
+	type call struct {
+		it    *idempotency.Item
+		tk    Ticket
+		first bool // the batch's first call for the ticket: it goes in the insert
+	}
+	var calls []call
+	var first []Ticket
+	var keys []string
+	seen := map[string]bool{}
 	for _, it := range items {
 		var in NewTicket
 		if err := httpx.Unmarshal(it.Body, &in); err != nil {
@@ -255,44 +260,34 @@ func (s *Service) openBatch(ctx context.Context, tx *sql.Tx, items []*idempotenc
 			it.Fail(err)
 			continue
 		}
-		if ids[tk.ID] {
-			later = append(later, len(tks))
+		c := call{it: it, tk: tk, first: !seen[tk.ID]}
+		if c.first {
+			seen[tk.ID] = true
+			first, keys = append(first, tk), append(keys, "ticket/"+tk.ID)
 		}
-		ids[tk.ID] = true
-		tks, todo = append(tks, tk), append(todo, it)
+		calls = append(calls, c)
 	}
-	if len(tks) == 0 {
+	if len(calls) == 0 {
 		return nil
-	}
-	keys := make([]string, 0, len(ids))
-	for id := range ids {
-		keys = append(keys, "ticket/"+id)
 	}
 	if err := sqldb.LockKeys(ctx, tx, keys); err != nil {
 		return err
-	}
-	var first []Ticket // the batch's first call for each ticket
-	for i, tk := range tks {
-		if !slices.Contains(later, i) {
-			first = append(first, tk)
-		}
 	}
 	values, args := sqldb.Rows(0, ticketRow, len(first), func(i int) []any { return ticketArgs(first[i]) })
 	inserted, err := svc.Returned(tx.QueryContext(ctx, fmt.Sprintf(insertTicket, values), args...))
 	if err != nil {
 		return err
 	}
-	for i, tk := range tks {
-		it := todo[i]
-		if inserted[tk.ID] && !slices.Contains(later, i) {
-			if err := opened(ctx, tx, tk); err != nil {
+	for _, c := range calls {
+		if c.first && inserted[c.tk.ID] {
+			if err := opened(ctx, tx, c.tk); err != nil {
 				return err
 			}
-			it.Reply(http.StatusCreated, "/tickets/"+tk.ID, tk)
+			c.it.Reply(http.StatusCreated, "/tickets/"+c.tk.ID, c.tk)
 			continue
 		}
-		err := it.Apply(ctx, tx, func() (int, string, any, error) {
-			t, err := existing(ctx, tx, tk)
+		err := c.it.Answer(func() (int, string, any, error) {
+			t, err := existing(ctx, tx, c.tk)
 			return http.StatusOK, "/tickets/" + t.ID, t, err
 		})
 		if err != nil {
@@ -394,7 +389,8 @@ func checkStatus(status string) error {
 // status $2 to status $1, and returns them.
 const statusChange = `UPDATE ticket SET status = $1, updated_at = $3 WHERE status = $2 AND id IN (%s) RETURNING ` + columns
 
-// setStatus is the work of SetStatus in tx.
+// setStatus is the work of SetStatus in tx. It refuses only before it
+// writes.
 func setStatus(ctx context.Context, tx *sql.Tx, id, status string, now time.Time) (Ticket, error) {
 	if from := sourcesOf(status); len(from) == 1 {
 		// One status leads here: try the change in one statement.
@@ -471,7 +467,7 @@ func (s *Service) statusBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 			c.it.Reply(http.StatusOK, "", t)
 			continue
 		}
-		err := c.it.Apply(ctx, tx, func() (int, string, any, error) {
+		err := c.it.Answer(func() (int, string, any, error) {
 			t, err := setStatus(ctx, tx, c.id, c.to, now)
 			return http.StatusOK, "", t, err
 		})
