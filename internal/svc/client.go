@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/sysops-squad/sysops"
@@ -205,6 +206,17 @@ type BatchCall struct {
 // is for the batch as a whole (the peer cannot be reached, say). It is
 // sent once: callers retry with their own budget.
 func (c *Client) PostBatch(ctx context.Context, calls []BatchCall) (answers []json.RawMessage, errs []error, err error) {
+	if len(calls) > idempotency.MaxBatchCalls {
+		// More than the peer takes at once: in parts, in order.
+		for part := range slices.Chunk(calls, idempotency.MaxBatchCalls) {
+			a, e, err := c.PostBatch(ctx, part)
+			if err != nil {
+				return nil, nil, err
+			}
+			answers, errs = append(answers, a...), append(errs, e...)
+		}
+		return answers, errs, nil
+	}
 	req := idempotency.BatchRequest{Calls: make([]idempotency.BatchCall, len(calls))}
 	for i, bc := range calls {
 		req.Calls[i] = idempotency.BatchCall{Key: bc.Key + "/" + c.peer + bc.Path, Path: bc.Path}
