@@ -375,7 +375,7 @@ func TestSlowParticipantCompensates(t *testing.T) {
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			if r.Method == http.MethodPost && (r.URL.Path == "/assignments" ||
 				r.URL.Path == idempotency.BatchPath && bytes.Contains(body, []byte(`"path":"/assignments"`))) {
-				time.Sleep(300 * time.Millisecond) // past the step's timeout
+				time.Sleep(900 * time.Millisecond) // well past the step's timeout
 				// The caller has given up; the call still lands.
 				r = r.WithContext(context.WithoutCancel(r.Context()))
 			}
@@ -388,7 +388,7 @@ func TestSlowParticipantCompensates(t *testing.T) {
 		if _, err := sqldb.Migrate(context.Background(), db, orchestrator.Name, saga.Migrations()); err != nil {
 			t.Fatal(err)
 		}
-		s, err := orchestrator.New(db, svc.NewPeers(peers), orchestrator.Config{StepTimeout: 100 * time.Millisecond,
+		s, err := orchestrator.New(db, svc.NewPeers(peers), orchestrator.Config{StepTimeout: 300 * time.Millisecond,
 			Retry: saga.RetryPolicy{MaxAttempts: 2, Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -408,7 +408,7 @@ func TestSlowParticipantCompensates(t *testing.T) {
 		if sg.State != saga.Compensated || !strings.Contains(sg.Reason, "assign-expert") {
 			t.Fatalf("saga = %s %s", sg.State, sg.Reason)
 		}
-		time.Sleep(400 * time.Millisecond) // the slow calls land after their timeouts
+		time.Sleep(1200 * time.Millisecond) // the slow calls land after their timeouts
 		checkInvariants(t, env)
 		if r := svctest.Do(t, "GET", env.URL("assignment")+"/assignments/tk-slow", nil); r.Status == 200 && r.JSON(t)["status"] == "assigned" {
 			t.Errorf("the late assignment stayed: %s", r.Body)
