@@ -321,16 +321,8 @@ func TestExecAtCommitMerged(t *testing.T) {
 	built := 0
 	build := func(items []any) sqldb.Stmt {
 		built++
-		q := `INSERT INTO at_commit (n, tag) VALUES `
-		var args []any
-		for i, it := range items {
-			if i > 0 {
-				q += ", "
-			}
-			q += fmt.Sprintf("($%d, $%d)", 2*i+1, 2*i+2)
-			args = append(args, it, fmt.Sprint("merged ", len(items)))
-		}
-		return sqldb.Stmt{Query: q, Args: args}
+		values, args := sqldb.Rows(0, "(?, ?)", len(items), func(i int) []any { return []any{items[i], fmt.Sprint("merged ", len(items))} })
+		return sqldb.Stmt{Query: `INSERT INTO at_commit (n, tag) VALUES ` + values, Args: args}
 	}
 	err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
 		sqldb.ExecAtCommit(tx, `INSERT INTO at_commit (n, tag) VALUES (1, 'before')`)
@@ -371,16 +363,8 @@ func TestSavepoint(t *testing.T) {
 		db := sqldbtest.Open(t, d)
 		atCommitTable(t, db)
 		build := func(items []any) sqldb.Stmt {
-			q := `INSERT INTO at_commit (n, tag) VALUES `
-			var args []any
-			for i, it := range items {
-				if i > 0 {
-					q += ", "
-				}
-				q += fmt.Sprintf("($%d, 'merged')", i+1)
-				args = append(args, it)
-			}
-			return sqldb.Stmt{Query: q, Args: args}
+			values, args := sqldb.Rows(0, "(?, 'merged')", len(items), func(i int) []any { return []any{items[i]} })
+			return sqldb.Stmt{Query: `INSERT INTO at_commit (n, tag) VALUES ` + values, Args: args}
 		}
 		insert := func(tx *sql.Tx, n int) error {
 			if sqldb.ExecAtCommitMerged(tx, "k", n, build) {
