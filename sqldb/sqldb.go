@@ -40,6 +40,7 @@ var ErrUnknownScheme = errors.New("sqldb: unknown database URL scheme (want sqli
 type DB struct {
 	dialect Dialect
 	url     string
+	public  string // url without its password
 	writer  *sql.DB
 	reader  *sql.DB
 }
@@ -166,7 +167,7 @@ func openSQLite(rawURL string, o Options) (*DB, error) {
 	}
 	reader.SetMaxOpenConns(o.MaxReaders)
 	reader.SetMaxIdleConns(o.MaxReaders)
-	return &DB{dialect: SQLite, url: rawURL, writer: writer, reader: reader}, nil
+	return &DB{dialect: SQLite, url: rawURL, public: Redact(rawURL), writer: writer, reader: reader}, nil
 }
 
 func openPostgres(rawURL string, o Options) (*DB, error) {
@@ -181,14 +182,14 @@ func openPostgres(rawURL string, o Options) (*DB, error) {
 	db.SetMaxOpenConns(o.MaxReaders)
 	db.SetMaxIdleConns(o.MaxReaders)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	return &DB{dialect: Postgres, url: rawURL, writer: db, reader: db}, nil
+	return &DB{dialect: Postgres, url: rawURL, public: Redact(rawURL), writer: db, reader: db}, nil
 }
 
 // Dialect reports which kind of database db is.
 func (db *DB) Dialect() Dialect { return db.dialect }
 
 // URL returns the URL db was opened with, with any password removed.
-func (db *DB) URL() string { return Redact(db.url) }
+func (db *DB) URL() string { return db.public }
 
 // Writer returns the pool that writes go to: one connection on SQLite. Use
 // it to hand the database to libraries that need a *sql.DB.

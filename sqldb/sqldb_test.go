@@ -1,9 +1,11 @@
 package sqldb_test
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -303,4 +305,28 @@ func TestRunInTxRetriesRealConflicts(t *testing.T) {
 			t.Errorf("count = %d, want 2", n)
 		}
 	})
+}
+
+// URL names the database without its password; the connection itself
+// (LISTEN uses the URL) still has it.
+func TestURLHidesThePassword(t *testing.T) {
+	raw := sqldbtest.PostgresURL(t)
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(cmp.Or(u.User.Username(), "postgres"), "s3cret-pw") // trust auth takes any
+	db, err := sqldb.Open(context.Background(), u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got := db.URL(); strings.Contains(got, "s3cret-pw") || !strings.Contains(got, u.Host) {
+		t.Errorf("URL() = %q: want the server without the password", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := sqldb.Listen(ctx, db, "url_test"); err != nil {
+		t.Fatalf("listen with the full URL: %v", err)
+	}
 }
