@@ -21,6 +21,7 @@ import (
 
 	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/inbox"
+	"github.com/sysops-squad/sysops/lab/cpu"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/outbox"
 	"github.com/sysops-squad/sysops/sqldb"
@@ -71,17 +72,30 @@ type Report struct {
 	Max      time.Duration
 	Latency  int // events in the latency phase
 	Drain    float64
+	// The whole machine's CPU time (writers, relay, consumer, database
+	// server, broker) per transaction or event of each throughput phase,
+	// and its share of the cores; zero where the machine cannot be read.
+	BaselineCPU, WritesCPU, EndToEndCPU    time.Duration
+	BaselineBusy, WritesBusy, EndToEndBusy float64
+}
+
+// cpuNote is a phase's CPU figures as the report prints them.
+func cpuNote(per time.Duration, busy float64) string {
+	if busy <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("  cpu %.3fms each, machine %.0f%% busy", float64(per)/float64(time.Millisecond), 100*busy)
 }
 
 // Print writes the report as the bench's output.
 func (r Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "%s\n", r.Setup)
 	if r.Baseline > 0 {
-		fmt.Fprintf(w, "  throughput, no outbox (business row only):      %9.0f tx/s\n", r.Baseline)
-		fmt.Fprintf(w, "  throughput, outbox writes alone (no relay):     %9.0f tx/s      (%.0f%% of no-outbox: the writers' own ceiling)\n",
-			r.Writes, 100*r.Writes/r.Baseline)
-		fmt.Fprintf(w, "  throughput, end to end (commit -> effect):     %9.0f events/s  (%d events, %.0f%% of no-outbox)\n",
-			r.EndToEnd, r.Events, 100*r.EndToEnd/r.Baseline)
+		fmt.Fprintf(w, "  throughput, no outbox (business row only):      %9.0f tx/s%s\n", r.Baseline, cpuNote(r.BaselineCPU, r.BaselineBusy))
+		fmt.Fprintf(w, "  throughput, outbox writes alone (no relay):     %9.0f tx/s      (%.0f%% of no-outbox: the writers' own ceiling)%s\n",
+			r.Writes, 100*r.Writes/r.Baseline, cpuNote(r.WritesCPU, r.WritesBusy))
+		fmt.Fprintf(w, "  throughput, end to end (commit -> effect):     %9.0f events/s  (%d events, %.0f%% of no-outbox)%s\n",
+			r.EndToEnd, r.Events, 100*r.EndToEnd/r.Baseline, cpuNote(r.EndToEndCPU, r.EndToEndBusy))
 	}
 	if r.Latency > 0 {
 		fmt.Fprintf(w, "  latency commit -> effect committed:            p50 %v  p99 %v  max %v  (%d events)\n",
@@ -136,15 +150,20 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	for _, phase := range cfg.Phases {
 		switch phase {
 		case "throughput":
-			if rep.Baseline, err = b.baseline(ctx); err != nil {
+			var use cpu.Usage
+			var n int
+			if rep.Baseline, n, use, err = b.baseline(ctx); err != nil {
 				return rep, err
 			}
-			if rep.Writes, err = b.writesAlone(ctx); err != nil {
+			rep.BaselineCPU, rep.BaselineBusy = use.Per(n), use.Share
+			if rep.Writes, n, use, err = b.writesAlone(ctx); err != nil {
 				return rep, err
 			}
-			if rep.EndToEnd, rep.Events, err = b.endToEnd(ctx); err != nil {
+			rep.WritesCPU, rep.WritesBusy = use.Per(n), use.Share
+			if rep.EndToEnd, rep.Events, use, err = b.endToEnd(ctx); err != nil {
 				return rep, err
 			}
+			rep.EndToEndCPU, rep.EndToEndBusy = use.Per(rep.Events), use.Share
 		case "latency":
 			if err := b.latency(ctx, &rep); err != nil {
 				return rep, err
@@ -284,40 +303,40 @@ func (b *bench) writers(ctx context.Context, aggType string, pace int, onCommit 
 	return int(count.Load()), firstErr
 }
 
-func (b *bench) baseline(ctx context.Context) (float64, error) {
+func (b *bench) baseline(ctx context.Context) (float64, int, cpu.Usage, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Duration)
 	defer cancel()
-	start := time.Now()
+	start, used := time.Now(), cpu.Read()
 	n, err := b.writers(ctx, "", 0, nil)
-	return float64(n) / time.Since(start).Seconds(), err
+	return float64(n) / time.Since(start).Seconds(), n, used.Since(), err
 }
 
 // writesAlone runs the writers with the outbox and nothing relaying it:
 // what the outbox costs the writers themselves. Its events belong to
 // aggregates of their own type, so that removing them afterwards leaves no
 // gap in the numbers of the aggregates that are relayed.
-func (b *bench) writesAlone(ctx context.Context) (float64, error) {
+func (b *bench) writesAlone(ctx context.Context) (float64, int, cpu.Usage, error) {
 	wctx, cancel := context.WithTimeout(ctx, b.cfg.Duration)
 	defer cancel()
-	start := time.Now()
+	start, used := time.Now(), cpu.Read()
 	n, err := b.writers(wctx, unrelayed, 0, nil)
 	if err != nil {
-		return 0, err
+		return 0, 0, cpu.Usage{}, err
 	}
-	rate := float64(n) / time.Since(start).Seconds()
+	rate, use := float64(n)/time.Since(start).Seconds(), used.Since()
 	for _, q := range []string{`DELETE FROM outbox WHERE aggregate_type = $1`, `DELETE FROM outbox_aggregate WHERE aggregate_type = $1`} {
 		if _, err := b.producer.ExecContext(ctx, q, unrelayed); err != nil {
-			return 0, fmt.Errorf("outboxbench: remove the unrelayed events: %w", err)
+			return 0, 0, cpu.Usage{}, fmt.Errorf("outboxbench: remove the unrelayed events: %w", err)
 		}
 	}
 	if b.producer.Dialect() == sqldb.Postgres {
 		// The deleted rows' index entries would slow the next phase's relay
 		// until autovacuum came by.
 		if _, err := b.producer.ExecContext(ctx, `VACUUM outbox`); err != nil {
-			return 0, fmt.Errorf("outboxbench: vacuum: %w", err)
+			return 0, 0, cpu.Usage{}, fmt.Errorf("outboxbench: vacuum: %w", err)
 		}
 	}
-	return rate, nil
+	return rate, n, use, nil
 }
 
 // pipeline starts a relay and a consumer, which carries on where the
@@ -377,23 +396,23 @@ func (b *bench) waitEffects(ctx context.Context, n int64) error {
 	return nil
 }
 
-func (b *bench) endToEnd(ctx context.Context) (float64, int, error) {
+func (b *bench) endToEnd(ctx context.Context) (float64, int, cpu.Usage, error) {
 	stop, err := b.pipeline(ctx)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, cpu.Usage{}, err
 	}
 	defer stop()
 	wctx, cancel := context.WithTimeout(ctx, b.cfg.Duration)
 	defer cancel()
-	start := time.Now()
+	start, used := time.Now(), cpu.Read()
 	n, err := b.writers(wctx, relayed, 0, nil)
 	if err != nil {
-		return 0, n, err
+		return 0, n, cpu.Usage{}, err
 	}
 	if err := b.waitEffects(ctx, int64(n)); err != nil {
-		return 0, n, err
+		return 0, n, cpu.Usage{}, err
 	}
-	return float64(n) / time.Since(start).Seconds(), n, nil
+	return float64(n) / time.Since(start).Seconds(), n, used.Since(), nil
 }
 
 func (b *bench) latency(ctx context.Context, rep *Report) error {

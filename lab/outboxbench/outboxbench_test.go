@@ -1,7 +1,10 @@
 package outboxbench_test
 
 import (
+	"bytes"
 	"context"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +35,23 @@ func TestRunSmall(t *testing.T) {
 		}
 		if rep.Baseline <= 0 || rep.Writes <= 0 || rep.EndToEnd <= 0 || rep.Events == 0 || rep.Latency == 0 || rep.P99 < rep.P50 || rep.Drain <= 0 {
 			t.Errorf("incomplete report: %+v", rep)
+		}
+		// The machine's CPU per transaction or event is read where it can
+		// be (Linux), and printed.
+		if runtime.GOOS == "linux" {
+			for _, c := range []struct {
+				per  time.Duration
+				busy float64
+			}{{rep.BaselineCPU, rep.BaselineBusy}, {rep.WritesCPU, rep.WritesBusy}, {rep.EndToEndCPU, rep.EndToEndBusy}} {
+				if c.per <= 0 || c.busy <= 0 || c.busy > 1 {
+					t.Errorf("CPU figures missing: %+v", rep)
+				}
+			}
+			var out bytes.Buffer
+			rep.Print(&out)
+			if n := strings.Count(out.String(), "ms each, machine "); n != 3 {
+				t.Errorf("report prints %d CPU figures, want 3:\n%s", n, out.String())
+			}
 		}
 	})
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sysops-squad/sysops/internal/host"
 	"github.com/sysops-squad/sysops/internal/svc"
+	"github.com/sysops-squad/sysops/lab/cpu"
 	"github.com/sysops-squad/sysops/outbox"
 	"github.com/sysops-squad/sysops/saga"
 	"github.com/sysops-squad/sysops/services/assignment"
@@ -57,6 +58,11 @@ type Result struct {
 	PerSecond   float64
 	P50, P99    time.Duration
 	Unexpected  int // sagas that ended otherwise than the scenario expects
+	// CPU is the whole machine's CPU time (services, database server,
+	// broker) per saga, and Busy its share of the cores, while the level
+	// ran; Busy is 0 where the machine cannot be read.
+	CPU  time.Duration
+	Busy float64
 }
 
 // Report is a run's setup and figures.
@@ -79,7 +85,11 @@ func (r Report) Print(w io.Writer) {
 		if res.Unexpected > 0 {
 			fmt.Fprintf(w, ", %d unexpected", res.Unexpected)
 		}
-		fmt.Fprintln(w, ")")
+		fmt.Fprint(w, ")")
+		if res.Busy > 0 {
+			fmt.Fprintf(w, "  cpu %.2fms/saga, machine %.0f%% busy", ms(res.CPU), 100*res.Busy)
+		}
+		fmt.Fprintln(w)
 	}
 	if r.LogWrites > 0 {
 		fmt.Fprintf(w, "  saga log: %d writes in %d commits (%.1f writes per commit)\n", r.LogWrites, r.LogCommits,
@@ -245,7 +255,7 @@ func level(ctx context.Context, o *saga.Orchestrator, customers []string, skill 
 	var unexpected atomic.Int64
 	var firstErr atomic.Pointer[error]
 	deadline := time.Now().Add(d)
-	start := time.Now()
+	start, used := time.Now(), cpu.Read()
 	var wg sync.WaitGroup
 	var n atomic.Int64
 	for w := range c {
@@ -274,8 +284,11 @@ func level(ctx context.Context, o *saga.Orchestrator, customers []string, skill 
 	if p := firstErr.Load(); p != nil && !errors.Is(*p, context.Canceled) {
 		return res, *p
 	}
-	elapsed := time.Since(start)
+	elapsed, u := time.Since(start), used.Since()
 	res.Sagas, res.Unexpected = len(lat), int(unexpected.Load())
+	if u.OK {
+		res.CPU, res.Busy = u.Per(len(lat)), u.Share
+	}
 	res.PerSecond = float64(len(lat)) / elapsed.Seconds()
 	if len(lat) > 0 {
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })

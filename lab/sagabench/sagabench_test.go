@@ -3,6 +3,7 @@ package sagabench_test
 import (
 	"bytes"
 	"context"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -38,10 +39,15 @@ func TestRun(t *testing.T) {
 			if r.Sagas == 0 || r.Unexpected != 0 || r.P99 < r.P50 {
 				t.Errorf("result %+v", r)
 			}
+			// The machine's CPU per saga is read where it can be (Linux).
+			if runtime.GOOS == "linux" && (r.CPU <= 0 || r.Busy <= 0 || r.Busy > 1) {
+				t.Errorf("result %+v: no CPU figures", r)
+			}
 		}
 		var out bytes.Buffer
 		rep.Print(&out)
-		if !strings.Contains(out.String(), "saga bench: ") || !strings.Contains(out.String(), "assignment refused") {
+		if !strings.Contains(out.String(), "saga bench: ") || !strings.Contains(out.String(), "assignment refused") ||
+			runtime.GOOS == "linux" && !strings.Contains(out.String(), "ms/saga, machine ") {
 			t.Errorf("report:\n%s", out.String())
 		}
 	})
