@@ -197,11 +197,6 @@ func sequenced(ev sysops.Event) bool { return ev.AggregateID != "" && ev.Sequenc
 
 func aggregateOf(ev sysops.Event) aggregate { return aggregate{ev.AggregateType, ev.AggregateID} }
 
-// claimRunsSQL advances, in one statement, every aggregate whose run of
-// events (first..last) follows its last applied sequence with nothing
-// parked, and starts those whose run begins at 1; it returns the
-// aggregates it advanced or started. The row locks it takes order
-// concurrent instances as apply's do.
 // minClaim is the smallest batch claimRuns records in one statement. The
 // statement is planned at each call (see sqldb.PlanPerCall), which on a
 // busy 2-core machine costs as much as 5-40 round trips: it pays off for
@@ -209,12 +204,28 @@ func aggregateOf(ev sysops.Event) aggregate { return aggregate{ev.AggregateType,
 // a consumer keeping up, whose latency it would raise.
 const minClaim = 32
 
+// claimRunsSQL advances, in one statement, every aggregate whose run of
+// events (first..last) follows its last applied sequence with nothing
+// parked, and starts those whose run begins at 1; it returns the
+// aggregates it advanced or started. The row locks it takes order
+// concurrent instances as apply's do.
+//
+// Each aggregate's row is found by its key, one lookup per aggregate of
+// the batch (a LATERAL subquery on the whole primary key), and updated by
+// its row id: a plain join of the batch to the table can be planned, on a
+// table without statistics (new, or grown since autovacuum last analyzed
+// it), as a pass over the whole table per aggregate — 648 ms for a batch
+// of 64 over 50,000 aggregates in psql, 1.6 ms this way.
 const claimRunsSQL = `WITH v AS (
 		SELECT * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS v(agg_type, agg_id, first_seq, last_seq)
+	), due AS MATERIALIZED (
+		SELECT a.tid, v.last_seq FROM v CROSS JOIN LATERAL (
+			SELECT ctid AS tid FROM inbox_aggregate
+			WHERE consumer = $1 AND aggregate_type = v.agg_type AND aggregate_id = v.agg_id
+				AND last_seq = v.first_seq - 1 AND parked = 0
+			FOR UPDATE) a
 	), advanced AS (
-		UPDATE inbox_aggregate a SET last_seq = v.last_seq FROM v
-		WHERE a.consumer = $1 AND a.aggregate_type = v.agg_type AND a.aggregate_id = v.agg_id
-			AND a.last_seq = v.first_seq - 1 AND a.parked = 0
+		UPDATE inbox_aggregate a SET last_seq = due.last_seq FROM due WHERE a.ctid = due.tid
 		RETURNING a.aggregate_type, a.aggregate_id
 	), started AS (
 		INSERT INTO inbox_aggregate (consumer, aggregate_type, aggregate_id, last_seq)
