@@ -6,8 +6,8 @@
 // What it guarantees:
 //
 //   - Durability: every saga is logged in the orchestrator's own database
-//     (tables saga and saga_step, see [Migrations]) before each step is
-//     called and after it returns. An orchestrator that crashes loses
+//     (table saga, one row per saga with its steps, see [Migrations])
+//     before each step is called and after it returns. An orchestrator that crashes loses
 //     nothing: on [Orchestrator.Start] an instance resumes every
 //     unfinished saga, and several instances share the work through
 //     leases in the database — a dead instance's sagas are taken over when
@@ -36,11 +36,15 @@
 //     pivot), after which it only goes forward.
 //   - Log writes of concurrent sagas share commits: a write joins the
 //     transaction being assembled while the previous one commits, so one
-//     fsync covers many sagas' steps ([Orchestrator.Stats]). On
-//     PostgreSQL every log write is one statement (a saga's state, its
-//     lease fence and its step records together), and a shared
-//     transaction goes to the server in one round trip, its BEGIN, writes
-//     and COMMIT pipelined.
+//     fsync covers many sagas' steps ([Orchestrator.Stats]). Every log
+//     write is one statement on one row (a saga's state, its lease fence
+//     and its steps, which the row holds as a JSON array), and on
+//     PostgreSQL a shared transaction goes to the server in one round
+//     trip, its BEGIN, writes and COMMIT pipelined. A saga takes one
+//     write per step plus one: [Orchestrator.Begin] logs the first step's
+//     start with the saga, each later step's start carries the success
+//     of the one before, and the last write its end. [Orchestrator.Wait]
+//     hands back the driver's copy of the saga, with no read.
 //   - Calls of concurrent sagas can share a participant call: a step with
 //     an ActionBatch (or CompensateBatch) gets, in one call, the calls of
 //     that step that all the sagas of this instance made while its
@@ -62,63 +66,76 @@
 //	go run ./cmd/sysops bench saga --postgres 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'
 //	go run ./cmd/sysops bench saga
 //
-// Figures of 2026-11-25 (two runs on PostgreSQL, one on SQLite, 5 seconds
-// a level). The machine was about three times slower that day than the
-// day before: the previous build, run in the same hour, gave 44-55
-// committed sagas/s at concurrency 1 (139-150 the day before) and 127-157
-// at 64 (385-476), so only figures of one hour compare.
+// Figures of 2026-11-25, taken on a machine about three times slower
+// than the day before (a system call took about 1.4 microseconds; the
+// build of two rounds ago gave 127-157 committed sagas/s at concurrency
+// 64 that day against 385-476 the day before), so only figures of one
+// hour compare. Two full runs on PostgreSQL and one on SQLite, 5 seconds
+// a level:
 //
 //	                                PostgreSQL (fsync on)            SQLite (synchronous=FULL)
-//	committed,   concurrency 1      43-46 sagas/s, p50 20-22 ms,     61 sagas/s, p50 16 ms,
-//	                                p99 37-40                        p99 25
-//	committed,   concurrency 16     125-142 sagas/s, p50 109-122 ms  161 sagas/s, p50 99 ms
-//	committed,   concurrency 64     245-254 sagas/s, p50 257-269 ms, 301 sagas/s, p50 207 ms,
-//	                                p99 359-374 ms                   p99 335 ms
-//	compensated, concurrency 64     201-218 sagas/s, p99 420-463 ms  243 sagas/s, p99 365 ms
+//	committed,   concurrency 1      38-47 sagas/s, p50 20-25 ms,     86 sagas/s, p50 11 ms,
+//	                                p99 44-50                        p99 20
+//	committed,   concurrency 16     157-167 sagas/s, p50 96-101 ms   226 sagas/s, p50 72 ms
+//	committed,   concurrency 64     306-341 sagas/s, p50 192-211 ms, 358 sagas/s, p50 168 ms,
+//	                                p99 271-303 ms                   p99 310 ms
+//	compensated, concurrency 64     229-278 sagas/s, p99 332-371 ms  337 sagas/s, p99 258 ms
 //
-// Run for run against the previous round's build, alternated (two pairs,
-// concurrency 64, 10 seconds a scenario), committed sagas went from
+// This round, run for run against the previous round's build (three
+// alternated pairs on PostgreSQL, concurrency 64, 10 seconds a
+// scenario): committed 256-272 sagas/s before, 337-354 after in two
+// pairs (247 in a third, whose machine did less work in all); compensated
+// 198-209 before, 273-280 (222). The two cores' busy time per saga (both
+// scenarios, set-up included) went from 8.2-8.7 ms to 6.1-6.3 ms, and the
+// orchestrator database's share from 1.6-1.8 ms to 0.7-0.8 ms. On
+// SQLite, two pairs: committed 335-342 before, 370-393 after; compensated
+// 294-300, 312-377. What changed:
+//
+//   - The log keeps a saga's steps in its row (migration 3): a write is
+//     one single-row update instead of an update of the saga and its
+//     steps' rows, a begin one insert instead of a saga and four step
+//     rows, and a read one row.
+//   - One log write fewer per saga (Begin logs the first step's start)
+//     and no final read (Wait hands back the driver's copy).
+//   - Compensations are set-based in the participants too (cancels,
+//     undos, releases: a few statements for a whole batch).
+//   - The participants' batch statements find rows by key. A statement
+//     that joined a batch's VALUES to a table was planned, on a table
+//     without statistics (a fresh one, or one that grew since autovacuum
+//     last analyzed it), as a scan of the whole table per row: 30-80 ms
+//     for an undo batch of 50 calls here, and a whole-table scan per
+//     batch to read assignments.
+//
+// The previous round (batching across sagas) took committed sagas from
 // 132-157 to 273-291 a second and compensated ones from 127-130 to
-// 212-214; the two cores' busy time per saga (both scenarios, set-up
-// included) from 16.2-17.4 ms to 8.0-8.5 ms, PostgreSQL's share of it from
-// 9.7-9.9 ms to 4.7-4.9 ms. On SQLite, two pairs the same way: committed
-// 142-169 to 316-325 a second, compensated 134-159 to 265-268. What
-// changed:
+// 212-214, alternated the same way: every call of create-ticket goes in
+// a batch (5 to 6 calls at concurrency 64), and the participants apply a
+// batch in one transaction, with one key claim and one response
+// statement for all its calls. One batch in flight per step: two gave
+// batches of 3.1 calls and 161 committed sagas/s against 5.5 and 217.
+// Batches take their row locks in one order (customers by id, the others
+// by key): count and undo batches deadlocked, each holding its
+// compensations for PostgreSQL's 1 s deadlock_timeout. The shared cancel
+// read is planned at each read: a plan cached while the log was small
+// scanned the saga table, 1.2 ms a read at 10,000 sagas.
 //
-//   - Every call of the create-ticket saga goes in a batch (ActionBatch,
-//     CompensateBatch; 5 to 6 calls a batch at concurrency 64), and the
-//     participants apply a batch in one transaction: one key claim and
-//     one response statement for all its calls, and set-based statements
-//     for opening tickets, counting them, marking them assigned and
-//     checking and storing assignments. pg_stat_statements counted 19.5
-//     statements per saga besides BEGIN and COMMIT, against about 37; the
-//     orchestrator's log is now about half of them (its writes, one
-//     statement each, 6.2 per saga).
-//   - One batch in flight per step: in one alternated pair, two gave
-//     batches of 3.1 calls and 161 committed sagas/s against 5.5 and 217.
-//   - Batches take their row locks in one order (customers by id, the
-//     one-by-one routes by key): count and undo batches deadlocked, and
-//     each deadlock held its compensations for PostgreSQL's 1 s
-//     deadlock_timeout (compensated p99 1.5-2.5 s, now 0.4-0.5 s).
-//   - The shared cancel read is planned at each read: a plan cached while
-//     the log was small scanned the saga table, 1.2 ms a read at 10,000
-//     sagas, now 0.055 ms.
-//
-// Merging a commit's log writes into one statement per kind (the sagas
-// begun, the sagas saved, as arrays) was built and measured: it cost
-// PostgreSQL more per saga (11 ms against 10 in the set-up-included
-// figure) than the dozen prepared statements it replaced, sent in one
-// round trip already, so it was not kept.
+// Tried and not kept: merging a commit's log writes into one statement
+// per kind (arrays of sagas begun and saved) cost PostgreSQL more per
+// saga than the prepared statements it replaced, already sent in one
+// round trip — with the steps in their own table last round, and again
+// this round with one row per saga (one UPDATE ... FROM unnest of the
+// commit's saves: 4.85-7.23 ms of machine CPU per committed saga against
+// 4.75-5.45, three alternated pairs); a second log writer in flight (one commit assembling while
+// another commits) gave the same throughput within the noise (244 and
+// 310 committed sagas/s with one, 241 and 304 with two).
 //
 // Against the target of 1,500 committed sagas/s at concurrency 64 on
 // PostgreSQL this is short, and the machine is the limit: the two cores
-// are busy all the time, a little over half of it in PostgreSQL. At the
-// previous day's machine speed the build would be expected near 800-900
-// sagas/s (the previous build's ratio between the two days), not
-// measured. What is left per saga is the orchestrator's log (a begin and
-// about six saves, each its own statement), the final read, the
-// participants' outbox rows and relays, and the Go side: HTTP, JSON, the
-// relays and the embedded JetStream.
+// are 86-93% busy while the bench measures (sampled each second from
+// /proc/stat), at 6.1-6.3 ms of CPU per saga (set-up included), about
+// 40% of it the Go process (HTTP, JSON, the relays, the embedded
+// JetStream) and the rest PostgreSQL, spread over the four databases.
+// 1,500 sagas/s on two cores would need 1.3 ms a saga.
 //
 // What it does not promise: isolation. Other requests see a saga's
 // intermediate states (a ticket created but not yet assigned); a

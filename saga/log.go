@@ -51,52 +51,76 @@ func rawOrNil(s string) json.RawMessage {
 	return json.RawMessage(s)
 }
 
+// stepRow is a step as the saga row's steps column stores it: a JSON
+// array of these, in step order. The output is kept as a string, so
+// whatever a participant returned round-trips as it was.
+type stepRow struct {
+	Index        int        `json:"index"`
+	Name         string     `json:"name"`
+	Status       StepStatus `json:"status"`
+	Attempts     int        `json:"attempts"`
+	CompAttempts int        `json:"comp_attempts"`
+	Output       string     `json:"output,omitempty"`
+	LastError    string     `json:"last_error,omitempty"`
+	UpdatedAt    int64      `json:"updated_at"`
+}
+
+// encodeSteps is the steps column of a saga with these steps.
+func encodeSteps(steps []StepRecord) (string, error) {
+	rows := make([]stepRow, len(steps))
+	for i, r := range steps {
+		rows[i] = stepRow{Index: r.Index, Name: r.Name, Status: r.Status, Attempts: r.Attempts, CompAttempts: r.CompensationAttempts,
+			Output: string(r.Output), LastError: r.LastError, UpdatedAt: us(r.UpdatedAt)}
+	}
+	b, err := json.Marshal(rows)
+	return string(b), err
+}
+
+// decodeSteps reads a steps column.
+func decodeSteps(col string) ([]StepRecord, error) {
+	var rows []stepRow
+	if err := json.Unmarshal([]byte(col), &rows); err != nil {
+		return nil, fmt.Errorf("steps column: %w", err)
+	}
+	var steps []StepRecord
+	for _, r := range rows {
+		steps = append(steps, StepRecord{Index: r.Index, Name: r.Name, Status: r.Status, Attempts: r.Attempts,
+			CompensationAttempts: r.CompAttempts, Output: rawOrNil(r.Output), LastError: r.LastError, UpdatedAt: fromUS(r.UpdatedAt)})
+	}
+	return steps, nil
+}
+
 // Get reads one saga and its steps from the log in db.
 func Get(ctx context.Context, db *sqldb.DB, id string) (Saga, error) {
-	// One query: the saga's columns on each of its steps' rows (a saga
-	// without steps yet has one row of NULL steps).
-	rows, err := db.QueryContext(ctx, `SELECT s.id, s.definition, s.version, s.input, s.state, s.reason, s.last_error,
-		s.cancel_reason, s.deadline_at, s.created_at, s.updated_at, s.finished_at, s.lease_owner,
-		st.idx, st.name, st.status, st.attempts, st.comp_attempts, st.output, st.last_error, st.updated_at
-		FROM saga s LEFT JOIN saga_step st ON st.saga_id = s.id WHERE s.id = $1 ORDER BY st.idx`, id)
+	return get(ctx, db, id)
+}
+
+// get reads one saga, with db or inside a transaction.
+func get(ctx context.Context, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}, id string) (Saga, error) {
+	var s Saga
+	var input, steps string
+	var deadline, created, updated int64
+	var finished sql.NullInt64
+	err := q.QueryRowContext(ctx, `SELECT id, definition, version, input, state, reason, last_error, cancel_reason,
+		deadline_at, created_at, updated_at, finished_at, lease_owner, steps FROM saga WHERE id = $1`, id).Scan(
+		&s.ID, &s.Definition, &s.Version, &input, &s.State, &s.Reason, &s.LastError, &s.CancelReason,
+		&deadline, &created, &updated, &finished, &s.LeaseOwner, &steps)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Saga{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
 	if err != nil {
 		return Saga{}, fmt.Errorf("saga: read %s: %w", id, err)
 	}
-	defer rows.Close()
-	var s Saga
-	found := false
-	for rows.Next() {
-		var input string
-		var deadline, created, updated int64
-		var finished sql.NullInt64
-		var idx, attempts, compAttempts sql.NullInt32
-		var name, status, out, lastError sql.NullString
-		var at sql.NullInt64
-		if err := rows.Scan(&s.ID, &s.Definition, &s.Version, &input, &s.State, &s.Reason, &s.LastError, &s.CancelReason,
-			&deadline, &created, &updated, &finished, &s.LeaseOwner,
-			&idx, &name, &status, &attempts, &compAttempts, &out, &lastError, &at); err != nil {
-			return Saga{}, fmt.Errorf("saga: read %s: %w", id, err)
-		}
-		if !found {
-			found = true
-			s.Input = rawOrNil(input)
-			s.DeadlineAt, s.CreatedAt, s.UpdatedAt = fromUS(deadline), fromUS(created), fromUS(updated)
-			if finished.Valid {
-				t := fromUS(finished.Int64)
-				s.FinishedAt = &t
-			}
-		}
-		if idx.Valid {
-			s.Steps = append(s.Steps, StepRecord{Index: int(idx.Int32), Name: name.String, Status: StepStatus(status.String),
-				Attempts: int(attempts.Int32), CompensationAttempts: int(compAttempts.Int32), Output: rawOrNil(out.String),
-				LastError: lastError.String, UpdatedAt: fromUS(at.Int64)})
-		}
+	s.Input = rawOrNil(input)
+	s.DeadlineAt, s.CreatedAt, s.UpdatedAt = fromUS(deadline), fromUS(created), fromUS(updated)
+	if finished.Valid {
+		t := fromUS(finished.Int64)
+		s.FinishedAt = &t
 	}
-	if err := rows.Err(); err != nil {
+	if s.Steps, err = decodeSteps(steps); err != nil {
 		return Saga{}, fmt.Errorf("saga: read %s: %w", id, err)
-	}
-	if !found {
-		return Saga{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	return s, nil
 }

@@ -49,15 +49,13 @@ func Retry(ctx context.Context, db *sqldb.DB, id string) error {
 		}
 		state, idx := resumeState(s)
 		if idx >= 0 {
-			col := "attempts"
 			if state == Compensating {
-				col = "comp_attempts"
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE saga_step SET `+col+` = 0 WHERE saga_id = $1 AND idx = $2`, id, idx); err != nil {
-				return err
+				s.Steps[idx].CompensationAttempts = 0
+			} else {
+				s.Steps[idx].Attempts = 0
 			}
 		}
-		return handBack(ctx, tx, id, state)
+		return handBack(ctx, tx, s, state)
 	})
 }
 
@@ -73,11 +71,8 @@ func Skip(ctx context.Context, db *sqldb.DB, id string) error {
 		if idx < 0 {
 			return fmt.Errorf("%w: saga %s has no step to skip", ErrWrongState, id)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE saga_step SET status = 'skipped', updated_at = $1 WHERE saga_id = $2 AND idx = $3`,
-			us(time.Now()), id, idx); err != nil {
-			return err
-		}
-		return handBack(ctx, tx, id, state)
+		s.Steps[idx].Status, s.Steps[idx].UpdatedAt = StepSkipped, time.Now()
+		return handBack(ctx, tx, s, state)
 	})
 }
 
@@ -115,25 +110,43 @@ func resumeState(s Saga) (State, int) {
 	return Running, -1
 }
 
-func handBack(ctx context.Context, tx *sql.Tx, id string, state State) error {
+// handBack writes s's steps and state, and leaves the saga to whichever
+// orchestrator polls next.
+func handBack(ctx context.Context, tx *sql.Tx, s Saga, state State) error {
+	steps, err := encodeSteps(s.Steps)
+	if err != nil {
+		return err
+	}
 	now := us(time.Now())
-	_, err := tx.ExecContext(ctx, `UPDATE saga SET state = $1, last_error = '', next_run_at = $2, updated_at = $2,
-		lease_owner = '', lease_until = 0 WHERE id = $3`, string(state), now, id)
+	_, err = tx.ExecContext(ctx, `UPDATE saga SET state = $1, last_error = '', next_run_at = $2, updated_at = $2,
+		lease_owner = '', lease_until = 0, steps = $4 WHERE id = $3`, string(state), now, s.ID, steps)
 	return err
 }
 
+// change runs fn on the saga as it is, in a transaction that keeps
+// anyone else from writing it meanwhile, and fails if a write changed
+// it since the saga was last read, rather than act on what a person
+// did not see.
 func change(ctx context.Context, db *sqldb.DB, id string, fn func(tx *sql.Tx, s Saga) error) error {
-	s, err := Get(ctx, db, id)
+	seen, err := Get(ctx, db, id)
 	if err != nil {
 		return err
 	}
 	return sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+		lock := ""
+		if db.Dialect() == sqldb.Postgres {
+			lock = " FOR UPDATE"
+		}
 		var updated int64
-		if err := tx.QueryRowContext(ctx, `SELECT updated_at FROM saga WHERE id = $1`, id).Scan(&updated); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT updated_at FROM saga WHERE id = $1`+lock, id).Scan(&updated); err != nil {
 			return err
 		}
-		if updated != us(s.UpdatedAt) {
+		if updated != us(seen.UpdatedAt) {
 			return fmt.Errorf("%w: saga %s changed meanwhile; look again", ErrWrongState, id)
+		}
+		s, err := get(ctx, tx, id)
+		if err != nil {
+			return err
 		}
 		return fn(tx, s)
 	})

@@ -3,13 +3,12 @@ package saga
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -81,7 +80,7 @@ type Orchestrator struct {
 	parts    map[string]*participant
 	batchers map[batchKey]*batcher
 	active   map[string]bool
-	waiters  map[string][]chan struct{}
+	waiters  map[string][]*waiter
 
 	slots     chan struct{}
 	ctx       context.Context
@@ -115,7 +114,7 @@ func New(db *sqldb.DB, cfg Config, defs ...Definition) (*Orchestrator, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	o := &Orchestrator{db: db, cfg: cfg, defs: map[defKey]Definition{}, latest: map[string]Definition{},
-		log: newCommitter(db), parts: map[string]*participant{}, batchers: map[batchKey]*batcher{}, active: map[string]bool{}, waiters: map[string][]chan struct{}{},
+		log: newCommitter(db), parts: map[string]*participant{}, batchers: map[batchKey]*batcher{}, active: map[string]bool{}, waiters: map[string][]*waiter{},
 		slots: make(chan struct{}, cfg.MaxSagas)}
 	o.cancels.read = o.readCancels
 	for _, d := range defs {
@@ -273,21 +272,32 @@ func (o *Orchestrator) launch(id string, begun *Saga) {
 		select {
 		case o.slots <- struct{}{}:
 		case <-o.ctx.Done():
-			o.finish(id, false)
+			o.finish(id, false, nil)
 			return
 		}
 		defer func() { <-o.slots }()
-		err := o.drive(o.ctx, id, begun)
+		s, err := o.drive(o.ctx, id, begun)
 		if err != nil && o.ctx.Err() == nil {
 			o.cfg.Logger.ErrorContext(o.ctx, "saga: drive", "saga", id, "error", err)
 		}
-		o.finish(id, err == nil)
+		if err != nil {
+			s = nil
+		}
+		o.finish(id, err == nil, s)
 	}()
 }
 
+// waiter is a Wait for a saga this instance drives. s is the saga as its
+// driver last logged it, if the driver took it to its end.
+type waiter struct {
+	done chan struct{}
+	s    *Saga
+}
+
 // finish releases the saga's lease (unless its last log write did) and
-// wakes its waiters.
-func (o *Orchestrator) finish(id string, released bool) {
+// wakes its waiters, handing them the saga as last logged (s, nil if its
+// driver stopped before the end).
+func (o *Orchestrator) finish(id string, released bool, s *Saga) {
 	if !released {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -299,7 +309,12 @@ func (o *Orchestrator) finish(id string, released bool) {
 	delete(o.waiters, id)
 	o.mu.Unlock()
 	for _, w := range ws {
-		close(w)
+		if s != nil {
+			c := *s
+			c.Steps = slices.Clone(s.Steps)
+			w.s = &c
+		}
+		close(w.done)
 	}
 }
 
@@ -327,51 +342,27 @@ func (o *Orchestrator) Begin(ctx context.Context, definition, id string, input a
 	begun := &Saga{ID: id, Definition: def.Name, Version: def.Version, Input: rawOrNil(string(in)), State: Running,
 		DeadlineAt: fromUS(us(now.Add(def.Deadline))), CreatedAt: fromUS(us(now)), UpdatedAt: fromUS(us(now)),
 		LeaseOwner: o.cfg.Owner}
-	const insertSaga = `INSERT INTO saga (id, definition, version, input, state, deadline_at, next_run_at,
-		lease_owner, lease_until, created_at, updated_at) VALUES ($1, $3, $4, $5, 'running', $6, $2, $7, $8, $2, $2)
-		ON CONFLICT (id) DO NOTHING`
-	args := []any{id, us(now), def.Name, def.Version, string(in), us(now.Add(def.Deadline)), o.cfg.Owner, us(now.Add(o.cfg.LeaseTTL))}
-	nSaga := len(args)
-	// Every step's row in one statement.
-	var values strings.Builder
 	for i, s := range def.Steps {
-		if i > 0 {
-			values.WriteString(", ")
-		}
-		fmt.Fprintf(&values, "($1, CAST($%d AS INTEGER), CAST($%d AS TEXT), 'pending', CAST($2 AS BIGINT))", len(args)+1, len(args)+2)
-		args = append(args, i, s.Name)
-		begun.Steps = append(begun.Steps, StepRecord{Index: i, Name: s.Name, Status: StepPending, UpdatedAt: fromUS(us(now))})
+		begun.Steps = append(begun.Steps, StepRecord{Index: i, Name: s.Name, Status: StepPending, UpdatedAt: begun.CreatedAt})
+	}
+	// The first step's start is logged with the saga: the driver calls it
+	// without a write of its own.
+	begun.Steps[0].Status, begun.Steps[0].Attempts = StepRunning, 1
+	steps, err := encodeSteps(begun.Steps)
+	if err != nil {
+		return "", fmt.Errorf("saga: begin %s: %w", definition, err)
 	}
 	var created *Saga
-	if o.db.Dialect() == sqldb.Postgres {
-		// One statement: the steps are inserted only if the saga was.
-		err = o.log.exec(ctx, sqldb.Stmt{Query: `WITH s AS (` + insertSaga + ` RETURNING id)
-			INSERT INTO saga_step (saga_id, idx, name, status, updated_at)
-			SELECT v.* FROM (VALUES ` + values.String() + `) v WHERE EXISTS (SELECT 1 FROM s)`, Args: args},
-			func(rows int64) error {
-				if created = nil; rows > 0 {
-					created = begun
-				}
-				return nil
-			})
-	} else {
-		err = o.log.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-			created = nil
-			res, err := tx.ExecContext(ctx, insertSaga, args[:nSaga]...)
-			if err != nil {
-				return err
+	err = o.log.exec(ctx, sqldb.Stmt{Query: `INSERT INTO saga (id, definition, version, input, state, deadline_at, next_run_at,
+		lease_owner, lease_until, created_at, updated_at, steps) VALUES ($1, $3, $4, $5, 'running', $6, $2, $7, $8, $2, $2, $9)
+		ON CONFLICT (id) DO NOTHING`,
+		Args: []any{id, us(now), def.Name, def.Version, string(in), us(now.Add(def.Deadline)), o.cfg.Owner, us(now.Add(o.cfg.LeaseTTL)), steps}},
+		func(rows int64) error {
+			if created = nil; rows > 0 {
+				created = begun
 			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				return nil // begun before
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO saga_step (saga_id, idx, name, status, updated_at) VALUES `+values.String(),
-				args...); err != nil {
-				return err
-			}
-			created = begun
 			return nil
 		})
-	}
 	if err != nil {
 		return "", fmt.Errorf("saga: begin %s: %w", definition, err)
 	}
@@ -382,16 +373,19 @@ func (o *Orchestrator) Begin(ctx context.Context, definition, id string, input a
 }
 
 // Wait blocks until the saga is final or needs attention, or ctx ends,
-// and returns it as the log has it.
+// and returns it as the log has it. For a saga this instance drove to
+// its end, that is the driver's copy of what it last wrote, with no read
+// of the log — except for a cancel request that came too late to act on
+// (the saga had passed its last check), which only [Get] shows.
 func (o *Orchestrator) Wait(ctx context.Context, id string) (Saga, error) {
 	for {
-		ch := make(chan struct{})
+		w := &waiter{done: make(chan struct{})}
 		o.mu.Lock()
-		o.waiters[id] = append(o.waiters[id], ch)
+		o.waiters[id] = append(o.waiters[id], w)
 		driving := o.active[id]
 		o.mu.Unlock()
-		// A saga this instance is driving is not final yet: read it once
-		// its driver is done with it.
+		// A saga this instance is driving is not final yet: its driver
+		// hands it over when done with it.
 		var s Saga
 		if !driving {
 			var err error
@@ -410,7 +404,10 @@ func (o *Orchestrator) Wait(ctx context.Context, id string) (Saga, error) {
 				cancel()
 			}
 			return s, ctx.Err()
-		case <-ch:
+		case <-w.done:
+			if w.s != nil && (w.s.State.Final() || w.s.State == NeedsAttention) {
+				return *w.s, nil
+			}
 		case <-time.After(250 * time.Millisecond): // driven by another instance
 		}
 	}
@@ -425,106 +422,72 @@ func (o *Orchestrator) Run(ctx context.Context, definition, id string, input any
 	return o.Wait(ctx, id)
 }
 
-// saveStepAndSaga logs the saga's state and the given steps (nil ones are
-// skipped) in a shared log transaction, if this instance still holds the
-// saga's lease, and renews the lease. With one step on PostgreSQL it is
-// one statement (one round trip inside the shared transaction).
+// saveStepAndSaga logs the saga's state and its steps in a shared log
+// transaction, if this instance still holds the saga's lease, and renews
+// the lease. The given steps (nil ones are skipped) are the ones that
+// changed: their times move. It is one statement, one row.
 func (o *Orchestrator) saveStepAndSaga(ctx context.Context, s *Saga, steps ...*StepRecord) error {
-	var rs []*StepRecord
+	now := time.Now()
+	at := fromUS(us(now))
 	for _, r := range steps {
 		if r != nil {
-			rs = append(rs, r)
+			r.UpdatedAt = at
 		}
 	}
+	s.UpdatedAt = at
 	var finished any
 	if s.State.Final() {
-		t := time.Now()
-		s.FinishedAt = &t
-		finished = us(t)
+		s.FinishedAt = &at
+		finished = us(at)
 	}
-	now := time.Now()
-	args := []any{us(now.Add(o.cfg.LeaseTTL)), us(now), s.ID, o.cfg.Owner, string(s.State), s.Reason, s.LastError, finished}
 	// A saga that stops here (final, or needing attention) gives its
 	// lease up in the same write: lease_until 0 clears the owner.
+	lease := us(now.Add(o.cfg.LeaseTTL))
 	if s.State.Final() || s.State == NeedsAttention {
-		args[0] = int64(0)
+		lease, s.LeaseOwner = 0, ""
 	}
-	const fence = `UPDATE saga SET lease_owner = CASE WHEN CAST($1 AS BIGINT) = 0 THEN '' ELSE lease_owner END, lease_until = $1,
-		updated_at = $2, state = $5, reason = $6, last_error = $7, finished_at = $8 WHERE id = $3 AND lease_owner = $4`
-	fenced := func(rows int64) error {
-		if rows == 0 {
-			return ErrLeaseLost
-		}
-		return nil
+	cols, err := encodeSteps(s.Steps)
+	if err != nil {
+		return fmt.Errorf("saga: log %s: %w", s.ID, err)
 	}
-	if o.db.Dialect() == sqldb.Postgres {
-		// One statement: the steps are written only if the fence held.
-		if len(rs) == 0 {
-			return o.log.exec(ctx, sqldb.Stmt{Query: fence, Args: args}, fenced)
-		}
-		var values strings.Builder
-		for i, r := range rs {
-			if i > 0 {
-				values.WriteString(", ")
+	return o.log.exec(ctx, sqldb.Stmt{Query: `UPDATE saga SET lease_owner = CASE WHEN CAST($1 AS BIGINT) = 0 THEN '' ELSE lease_owner END,
+		lease_until = $1, updated_at = $2, state = $5, reason = $6, last_error = $7, finished_at = $8, steps = $9
+		WHERE id = $3 AND lease_owner = $4`,
+		Args: []any{lease, us(at), s.ID, o.cfg.Owner, string(s.State), s.Reason, s.LastError, finished, cols}},
+		func(rows int64) error {
+			if rows == 0 {
+				return ErrLeaseLost
 			}
-			n := len(args)
-			fmt.Fprintf(&values, "(CAST($%d AS INTEGER), CAST($%d AS TEXT), CAST($%d AS INTEGER), CAST($%d AS INTEGER), "+
-				"CAST($%d AS TEXT), CAST($%d AS TEXT))", n+1, n+2, n+3, n+4, n+5, n+6)
-			args = append(args, r.Index, string(r.Status), r.Attempts, r.CompensationAttempts, string(r.Output), r.LastError)
-		}
-		return o.log.exec(ctx, sqldb.Stmt{Query: `WITH fenced AS (` + fence + ` RETURNING id)
-			UPDATE saga_step SET status = v.status, attempts = v.attempts, comp_attempts = v.comp_attempts, output = v.output,
-				last_error = v.last_error, updated_at = $2
-			FROM (VALUES ` + values.String() + `) v (idx, status, attempts, comp_attempts, output, last_error)
-			WHERE saga_step.saga_id = (SELECT id FROM fenced) AND saga_step.idx = v.idx`, Args: args}, fenced)
-	}
-	return o.log.do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, fence, args...)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrLeaseLost
-		}
-		for _, r := range rs {
-			if _, err := tx.ExecContext(ctx, `UPDATE saga_step SET status = $1, attempts = $2, comp_attempts = $3, output = $4,
-				last_error = $5, updated_at = $6 WHERE saga_id = $7 AND idx = $8`, string(r.Status), r.Attempts, r.CompensationAttempts,
-				string(r.Output), r.LastError, us(now), s.ID, r.Index); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+			return nil
+		})
 }
 
 // drive moves a saga this instance leases until it is final, needs
 // attention, or the instance stops.
-func (o *Orchestrator) drive(ctx context.Context, id string, begun *Saga) error {
+func (o *Orchestrator) drive(ctx context.Context, id string, begun *Saga) (*Saga, error) {
 	var s Saga
 	if begun != nil {
 		s = *begun
 	} else {
 		var err error
 		if s, err = Get(ctx, o.db, id); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	def, ok := o.defs[defKey{s.Definition, s.Version}]
-	if !ok {
+	switch {
+	case !ok:
 		s.State, s.LastError = NeedsAttention, fmt.Sprintf("definition %s v%d is not registered with this orchestrator", s.Definition, s.Version)
-		return o.saveStepAndSaga(ctx, &s, nil)
-	}
-	if len(s.Steps) != len(def.Steps) {
+		return &s, o.saveStepAndSaga(ctx, &s, nil)
+	case len(s.Steps) != len(def.Steps):
 		s.State, s.LastError = NeedsAttention, fmt.Sprintf("the log has %d steps, definition %s v%d has %d", len(s.Steps), s.Definition, s.Version, len(def.Steps))
-		return o.saveStepAndSaga(ctx, &s, nil)
+		return &s, o.saveStepAndSaga(ctx, &s, nil)
+	case s.State == Running:
+		return &s, o.forward(ctx, &s, def, begun != nil)
+	case s.State == Compensating:
+		return &s, o.compensate(ctx, &s, def)
 	}
-	switch s.State {
-	case Running:
-		return o.forward(ctx, &s, def)
-	case Compensating:
-		return o.compensate(ctx, &s, def)
-	}
-	return nil
+	return &s, nil
 }
 
 func outputs(s *Saga) map[string]json.RawMessage {
@@ -574,6 +537,7 @@ func (o *Orchestrator) stopReason(ctx context.Context, s *Saga, def Definition) 
 		}
 	}
 	if cancel, err := o.cancels.reason(ctx, s.ID); err == nil && cancel != "" {
+		s.CancelReason = cancel
 		return "cancelled: " + cancel
 	}
 	if time.Now().After(s.DeadlineAt) {
@@ -582,7 +546,9 @@ func (o *Orchestrator) stopReason(ctx context.Context, s *Saga, def Definition) 
 	return ""
 }
 
-func (o *Orchestrator) forward(ctx context.Context, s *Saga, def Definition) error {
+// forward drives s forward from its first step not done. begun says s is
+// as Begin logged it: its first step's start is logged already.
+func (o *Orchestrator) forward(ctx context.Context, s *Saga, def Definition, begun bool) error {
 	// done is a step whose success is not logged yet: it goes in the same
 	// write as the next step's start (nothing happens in between).
 	var done *StepRecord
@@ -592,19 +558,28 @@ func (o *Orchestrator) forward(ctx context.Context, s *Saga, def Definition) err
 			continue
 		}
 		for {
+			// A step Begin logged as started is not called yet: it is
+			// looked at as pending (even a Forward one can turn back).
+			var reset *StepRecord
+			if begun {
+				r.Status, r.Attempts, reset = StepPending, 0, r
+			}
 			if reason := o.stopReason(ctx, s, def); reason != "" {
 				s.State, s.Reason = Compensating, reason
-				if err := o.saveStepAndSaga(ctx, s, done); err != nil {
+				if err := o.saveStepAndSaga(ctx, s, done, reset); err != nil {
 					return err
 				}
 				return o.compensate(ctx, s, def)
 			}
 			r.Status = StepRunning
 			r.Attempts++
-			if err := o.saveStepAndSaga(ctx, s, done, r); err != nil { // before the call
-				return err
+			if !begun {
+				if err := o.saveStepAndSaga(ctx, s, done, r); err != nil { // before the call
+					return err
+				}
+				done = nil
 			}
-			done = nil
+			begun = false
 			out, err, refused := o.invoke(ctx, s, def, i, false, r.Attempts)
 			if err == nil {
 				r.Status, r.Output, r.LastError = StepDone, out, ""

@@ -14,11 +14,12 @@ import (
 // database.
 const MigrationSet = "saga"
 
-//go:embed migrations/*.sql
+//go:embed migrations/postgres/*.sql migrations/sqlite/*.sql
 var migrations embed.FS
 
-// Migrations returns the schema of the saga log (tables saga and
-// saga_step).
+// Migrations returns the schema of the saga log: table saga, one row per
+// saga, its steps a JSON array in column steps. It has a directory per
+// dialect (postgres, sqlite), as [sqldb.Migrate] expects.
 func Migrations() fs.FS {
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {

@@ -2,7 +2,7 @@
 // Squad's cross-service workflows — create ticket, register customer,
 // complete ticket, cancel support plan, cancel ticket — as orchestrated
 // sagas (package saga), and owns their
-// durable log (tables saga and saga_step) in its own database. The step
+// durable log (table saga) in its own database. The step
 // tables of each workflow are in docs/saga.md.
 //
 //	POST /sagas/create-ticket       {"customer_id", "description", "priority", "skill", "zip"}
