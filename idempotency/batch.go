@@ -145,22 +145,14 @@ func (it *Item) Answer(fn func() (status int, location string, v any, err error)
 func OneByOne(key func(it *Item) string, lockKeys bool,
 	apply func(ctx context.Context, tx *sql.Tx, it *Item) (status int, location string, v any, err error)) BatchFunc {
 	return func(ctx context.Context, tx *sql.Tx, items []*Item) error {
-		items = slices.Clone(items)
-		keys := make(map[*Item]string, len(items))
-		for _, it := range items {
-			keys[it] = key(it)
-		}
-		slices.SortStableFunc(items, func(a, b *Item) int { return strings.Compare(keys[a], keys[b]) })
 		if lockKeys {
-			var locks []string
-			for _, it := range items {
-				if k := keys[it]; len(locks) == 0 || locks[len(locks)-1] != k {
-					locks = append(locks, k)
-				}
-			}
-			if err := sqldb.LockKeys(ctx, tx, locks); err != nil {
+			var err error
+			if items, _, err = InKeyOrder(ctx, tx, items, key, ""); err != nil {
 				return err
 			}
+		} else {
+			items = slices.Clone(items)
+			slices.SortStableFunc(items, func(a, b *Item) int { return strings.Compare(key(a), key(b)) })
 		}
 		for _, it := range items {
 			if err := it.Answer(func() (int, string, any, error) { return apply(ctx, tx, it) }); err != nil {
@@ -169,6 +161,27 @@ func OneByOne(key func(it *Item) string, lockKeys bool,
 		}
 		return nil
 	}
+}
+
+// InKeyOrder sorts a batch's items by key(it) and takes the locks of their
+// distinct keys, prefix+key, in one statement ([sqldb.LockKeys]), in that
+// order: batches that touch the same keys then wait for each other instead
+// of deadlocking. It returns the items in key order and the distinct keys.
+func InKeyOrder(ctx context.Context, tx *sql.Tx, items []*Item, key func(it *Item) string, prefix string) ([]*Item, []string, error) {
+	items = slices.Clone(items)
+	keys := make(map[*Item]string, len(items))
+	for _, it := range items {
+		keys[it] = key(it)
+	}
+	slices.SortStableFunc(items, func(a, b *Item) int { return strings.Compare(keys[a], keys[b]) })
+	var distinct, locks []string
+	for _, it := range items {
+		if k := keys[it]; len(distinct) == 0 || distinct[len(distinct)-1] != k {
+			distinct = append(distinct, k)
+			locks = append(locks, prefix+k)
+		}
+	}
+	return items, distinct, sqldb.LockKeys(ctx, tx, locks)
 }
 
 // BatchFunc applies calls of one route in tx, the transaction in which

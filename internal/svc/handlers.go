@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sysops-squad/sysops/internal/httpx"
+	"github.com/sysops-squad/sysops/sqldb"
 )
 
 // Migrations returns the "migrations" directory of a service's embedded
@@ -111,5 +112,36 @@ func Tombstoned(ctx context.Context, tx *sql.Tx, table, id string) (bool, error)
 // Tombstone records id in the tombstone table (again is a no-op).
 func Tombstone(ctx context.Context, tx *sql.Tx, table, id string) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO `+table+` (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, id, Micros(time.Now()))
+	return err
+}
+
+// TombstoneAbsent reads which of ids are in column of table, records the
+// others in the tombstone table (a compensation that came before the
+// action that would have created them), one statement each, and returns
+// the ids present. Call it under the ids' keys' locks.
+func TombstoneAbsent(ctx context.Context, tx *sql.Tx, table, column string, ids []string, tombstones string) (map[string]bool, error) {
+	list, args := sqldb.Rows(0, "?", len(ids), func(i int) []any { return []any{ids[i]} })
+	present, err := Returned(tx.QueryContext(ctx, `SELECT `+column+` FROM `+table+` WHERE `+column+` IN (`+list+`)`, args...))
+	if err != nil {
+		return nil, err
+	}
+	var absent []string
+	for _, id := range ids {
+		if !present[id] {
+			absent = append(absent, id)
+		}
+	}
+	return present, Tombstones(ctx, tx, tombstones, absent)
+}
+
+// Tombstones records ids in the tombstone table in one statement (again is
+// a no-op); nothing for no ids.
+func Tombstones(ctx context.Context, tx *sql.Tx, table string, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	values, args := sqldb.Rows(1, "(?, CAST($1 AS BIGINT))", len(ids), func(i int) []any { return []any{ids[i]} })
+	_, err := tx.ExecContext(ctx, `INSERT INTO `+table+` (id, created_at) VALUES `+values+` ON CONFLICT (id) DO NOTHING`,
+		append([]any{Micros(time.Now())}, args...)...)
 	return err
 }

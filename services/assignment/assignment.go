@@ -451,7 +451,7 @@ func (s *Service) assignBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 	for i, id := range ids {
 		keys[i] = "assignment/" + id
 	}
-	values, args := sqldb.Rows(0, "(?)", len(ids), func(i int) []any { return []any{ids[i]} })
+	list, args := sqldb.Rows(0, "?", len(ids), func(i int) []any { return []any{ids[i]} })
 	if err := sqldb.LockKeys(ctx, tx, keys); err != nil {
 		return err
 	}
@@ -460,15 +460,21 @@ func (s *Service) assignBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 		status     sql.NullString
 	}
 	states := map[string]state{}
-	rows, err := tx.QueryContext(ctx, `WITH v (id) AS (VALUES `+values+`)
-		SELECT v.id, (SELECT count(*) FROM assignment_tombstone t WHERE t.id = v.id), ta.status
-		FROM v LEFT JOIN ticket_assignment ta ON ta.ticket_id = v.id`, args...)
+	// Both tables looked up by key (an IN list), never joined to the
+	// batch's rows: a join can be planned as a scan of a whole table
+	// (fresh tables have no statistics), which grows with the table.
+	rows, err := tx.QueryContext(ctx, `SELECT ticket_id, status FROM ticket_assignment WHERE ticket_id IN (`+list+`)
+		UNION ALL SELECT id, NULL FROM assignment_tombstone WHERE id IN (`+list+`)`, args...)
 	if _, err := svc.Collect(rows, err, func(r svc.Scanner) (string, error) {
 		var id string
-		var st state
-		var n int
-		err := r.Scan(&id, &n, &st.status)
-		st.tombstoned = n > 0
+		var status sql.NullString
+		err := r.Scan(&id, &status)
+		st := states[id]
+		if status.Valid {
+			st.status = status
+		} else {
+			st.tombstoned = true
+		}
 		states[id] = st
 		return id, err
 	}); err != nil {
@@ -667,6 +673,37 @@ func (s *Service) release(ctx context.Context, tx *sql.Tx, ticketID string) (Ass
 	return s.finishIn(ctx, tx, ticketID, "released", "")
 }
 
+// releaseBatch releases a batch's assignments under their tickets' keys
+// (one statement, in key order, as assign takes them): one read finds
+// which tickets have an assignment, and one insert records the
+// tombstones of those that have none (a release that came before its
+// assign, or after a refused one); the assignments there are released one
+// by one, as alone.
+func (s *Service) releaseBatch(ctx context.Context, tx *sql.Tx, items []*idempotency.Item) error {
+	id := func(it *idempotency.Item) string { return it.Request.PathValue("ticket_id") }
+	items, ids, err := idempotency.InKeyOrder(ctx, tx, items, id, "assignment/")
+	if err != nil {
+		return err
+	}
+	assigned, err := svc.TombstoneAbsent(ctx, tx, "ticket_assignment", "ticket_id", ids, "assignment_tombstone")
+	if err != nil {
+		return err
+	}
+	for _, it := range items {
+		if !assigned[id(it)] {
+			it.Reply(http.StatusOK, "", Assignment{TicketID: id(it), Status: "released"})
+			continue
+		}
+		if err := it.Answer(func() (int, string, any, error) {
+			a, err := s.finishIn(ctx, tx, id(it), "released", "")
+			return http.StatusOK, "", a, err
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (s *Service) finish(ctx context.Context, ticketID, status, notes string) (Assignment, error) {
 	var out Assignment
 	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
@@ -741,12 +778,7 @@ func (s *Service) Handler() http.Handler {
 		return s.Expert(r.Context(), r.PathValue("id"))
 	}))
 	rt.HandleBatch("POST /assignments", s.assignBatch)
-	rt.HandleBatch("POST /assignments/{ticket_id}/release", idempotency.OneByOne(
-		func(it *idempotency.Item) string { return "assignment/" + it.Request.PathValue("ticket_id") }, true,
-		func(ctx context.Context, tx *sql.Tx, it *idempotency.Item) (int, string, any, error) {
-			a, err := s.release(ctx, tx, it.Request.PathValue("ticket_id"))
-			return http.StatusOK, "", a, err
-		}))
+	rt.HandleBatch("POST /assignments/{ticket_id}/release", s.releaseBatch)
 	rt.Handle("POST /assignments", svc.WithBody(http.StatusCreated, func(r *http.Request, in Request) (any, error) {
 		return s.Assign(r.Context(), in)
 	}))

@@ -287,5 +287,40 @@ func TestAssignBatch(t *testing.T) {
 		if r := svctest.Do(t, "GET", base+"/assignments/t3", nil); r.Status != 200 || r.JSON(t)["expert_id"] != chicago.ID {
 			t.Errorf("t3 stored as %d %s", r.Status, r.Body)
 		}
+
+		// Releases in a batch: assigned ones (one twice), one with no
+		// assignment (a refused assign), one that came before its assign,
+		// one released already.
+		release := func(key, ticket string) svc.BatchCall {
+			return svc.BatchCall{Key: key, Path: "/assignments/" + ticket + "/release"}
+		}
+		answers, errs, err = client.PostBatch(context.Background(), []svc.BatchCall{
+			release("r1", "t3"),
+			release("r2", "t1"),
+			release("r3", "t1"),
+			release("r4", "t4"), // its assign was refused
+			release("r5", "t8"), // not assigned yet
+			release("r6", "gone"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 6 {
+			var a assignment.Assignment
+			if errs[i] != nil || json.Unmarshal(answers[i], &a) != nil || a.Status != "released" {
+				t.Errorf("release %d: %s %v, want released", i, answers[i], errs[i])
+			}
+		}
+		for _, e := range []struct {
+			expert assignment.Expert
+			open   float64
+		}{{hoboken, 1}, {chicago, 0}} {
+			if r := svctest.Do(t, "GET", base+"/experts/"+e.expert.ID, nil); r.JSON(t)["open_assignments"] != e.open {
+				t.Errorf("after the releases, expert %s: %s, want %v open assignments", e.expert.Name, r.Body, e.open)
+			}
+		}
+		for _, tk := range []string{"t4", "t8"} {
+			svctest.WantError(t, "assign "+tk+" after its release", assign(t, base, tk, "printer", "10001"), 409, "released before it was assigned")
+		}
 	})
 }

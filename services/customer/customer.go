@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -362,10 +363,11 @@ func (s *Service) adjustBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 	slices.SortFunc(set, func(a, b *call) int { return strings.Compare(a.opID, b.opID) })
 	if len(set) > 0 {
 		values, args := sqldb.Rows(1, "(?, ?)", len(set), func(i int) []any { return []any{set[i].opID, set[i].id} })
+		list, idArgs := sqldb.Rows(1+len(args), "?", len(set), func(i int) []any { return []any{set[i].id} })
 		inserted, err := svc.Returned(tx.QueryContext(ctx, `WITH v (op_id, customer_id) AS (VALUES `+values+`)
 			INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
-			SELECT v.op_id, v.customer_id, 1, 'applied', $1 FROM v WHERE EXISTS (SELECT 1 FROM customer WHERE customer.id = v.customer_id)
-			ON CONFLICT (op_id) DO NOTHING RETURNING op_id`, append([]any{now}, args...)...))
+			SELECT v.op_id, v.customer_id, 1, 'applied', $1 FROM v WHERE v.customer_id IN (SELECT id FROM customer WHERE id IN (`+list+`))
+			ON CONFLICT (op_id) DO NOTHING RETURNING op_id`, append(append([]any{now}, args...), idArgs...)...))
 		if err != nil {
 			return err
 		}
@@ -381,22 +383,9 @@ func (s *Service) adjustBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 			}
 		}
 		if len(order) > 0 {
-			slices.Sort(order) // row locks in id order
-			values, args := sqldb.Rows(1, "(?, CAST(? AS INTEGER))", len(order), func(i int) []any { return []any{order[i], counts[order[i]]} })
-			// The rows are locked in id order first, as every batch
-			// takes them, so that two batches sharing customers wait
-			// for each other instead of deadlocking.
-			rows, err := tx.QueryContext(ctx, `WITH v (id, n) AS (VALUES `+values+`),
-				locked AS MATERIALIZED (SELECT id FROM customer WHERE id IN (SELECT id FROM v) ORDER BY id`+s.forUpdate()+`)
-				UPDATE customer SET open_tickets = open_tickets + (SELECT n FROM v WHERE v.id = customer.id), updated_at = $1
-				WHERE id IN (SELECT id FROM locked) RETURNING `+columns, append([]any{now}, args...)...)
-			cus, err := svc.Collect(rows, err, scan)
+			after, err := s.addCounts(ctx, tx, counts, now)
 			if err != nil {
 				return err
-			}
-			after := map[string]Customer{}
-			for _, cu := range cus {
-				after[cu.ID] = cu
 			}
 			// Each op sees the count as it left it, in op order.
 			for _, c := range set {
@@ -427,6 +416,195 @@ func (s *Service) adjustBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 		})
 		if err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// addCounts adds counts[id] to each customer's open_tickets in one
+// statement, except where the count would go below zero, and returns the
+// customers it changed, as changed. The rows are locked in id order
+// first, as every batch takes them, so that two batches sharing customers
+// wait for each other instead of deadlocking.
+func (s *Service) addCounts(ctx context.Context, tx *sql.Tx, counts map[string]int, now int64) (map[string]Customer, error) {
+	ids := slices.Sorted(maps.Keys(counts))
+	values, args := sqldb.Rows(1, "(?, CAST(? AS INTEGER))", len(ids), func(i int) []any { return []any{ids[i], counts[ids[i]]} })
+	list, idArgs := sqldb.Rows(1+len(args), "?", len(ids), func(i int) []any { return []any{ids[i]} })
+	// The rows are found by key (an IN list), never by a join with the
+	// batch's rows, which can be planned as a scan of the whole table.
+	rows, err := tx.QueryContext(ctx, `WITH v (id, n) AS (VALUES `+values+`),
+		locked AS MATERIALIZED (SELECT id FROM customer WHERE id IN (`+list+`) ORDER BY id`+s.forUpdate()+`)
+		UPDATE customer SET open_tickets = open_tickets + (SELECT n FROM v WHERE v.id = customer.id), updated_at = $1
+		WHERE id IN (`+list+`) AND id IN (SELECT id FROM locked) AND open_tickets + (SELECT n FROM v WHERE v.id = customer.id) >= 0
+		RETURNING `+columns, append(append([]any{now}, args...), idArgs...)...)
+	cus, err := svc.Collect(rows, err, scan)
+	if err != nil {
+		return nil, err
+	}
+	after := make(map[string]Customer, len(cus))
+	for _, cu := range cus {
+		after[cu.ID] = cu
+	}
+	return after, nil
+}
+
+// undoBatch applies a batch of undo calls. In the common case — the op
+// added one to this customer's count — the ops are marked undone in one
+// statement and the counts taken down in one more; the ops that never
+// arrived are voided in one insert, so that they are refused if they
+// arrive later (the void is also the op's lock, as alone). The ops' rows
+// are taken in op order, then the customers' in id order, as the batches
+// that count take them. The rest — undone already, or an op of another
+// kind — are undone one by one, as alone.
+func (s *Service) undoBatch(ctx context.Context, tx *sql.Tx, items []*idempotency.Item) error {
+	type call struct {
+		it        *idempotency.Item
+		id, opID  string
+		undone    bool // by the set statements; customer is its answer
+		customer  Customer
+		asCurrent bool // answered with the customer as the batch leaves it
+	}
+	calls := make([]*call, len(items))
+	for i, it := range items {
+		calls[i] = &call{it: it, id: it.Request.PathValue("id"), opID: it.Request.PathValue("op_id")}
+	}
+	slices.SortStableFunc(calls, func(a, b *call) int { return strings.Compare(a.opID, b.opID) })
+	var ops []*call // the first call of each op
+	for _, c := range calls {
+		if len(ops) == 0 || ops[len(ops)-1].opID != c.opID {
+			ops = append(ops, c)
+		} else {
+			c.asCurrent = true // a repeat finds its op undone or voided
+		}
+	}
+	now := svc.Micros(time.Now())
+	values, args := sqldb.Rows(1, "(?, ?)", len(ops), func(i int) []any { return []any{ops[i].opID, ops[i].id} })
+	voided, err := svc.Returned(tx.QueryContext(ctx, `WITH v (op_id, customer_id) AS (VALUES `+values+`)
+		INSERT INTO open_tickets_op (op_id, customer_id, delta, state, updated_at)
+		SELECT op_id, customer_id, 0, 'voided', $1 FROM v ORDER BY op_id ON CONFLICT (op_id) DO NOTHING RETURNING op_id`,
+		append([]any{now}, args...)...))
+	if err != nil {
+		return err
+	}
+	var rest []*call
+	for _, c := range ops {
+		if voided[c.opID] {
+			c.asCurrent = true
+		} else {
+			rest = append(rest, c)
+		}
+	}
+	if len(rest) > 0 {
+		// Found by key (an IN list), never by a join with the batch's
+		// rows, which can be planned as a scan of the whole table.
+		list, args := sqldb.Rows(1, "?", len(rest), func(i int) []any { return []any{rest[i].opID} })
+		rows, err := tx.QueryContext(ctx, `UPDATE open_tickets_op SET state = 'undone', updated_at = $1
+			WHERE op_id IN (`+list+`) AND state = 'applied' AND delta = 1 RETURNING op_id, customer_id`, append([]any{now}, args...)...)
+		type undoneOp struct{ opID, customerID string }
+		found, err := svc.Collect(rows, err, func(r svc.Scanner) (undoneOp, error) {
+			var o undoneOp
+			return o, r.Scan(&o.opID, &o.customerID)
+		})
+		if err != nil {
+			return err
+		}
+		undone := map[string]string{}
+		for _, o := range found {
+			undone[o.opID] = o.customerID
+		}
+		counts := map[string]int{}
+		var back []string // ops of another customer than the call's: undone alone
+		for _, c := range rest {
+			customer, ok := undone[c.opID]
+			switch {
+			case !ok:
+			case customer != c.id:
+				back = append(back, c.opID)
+			default:
+				c.undone = true
+				counts[c.id]--
+			}
+		}
+		after := map[string]Customer{}
+		if len(counts) > 0 {
+			if after, err = s.addCounts(ctx, tx, counts, now); err != nil {
+				return err
+			}
+		}
+		// A customer whose count would go below zero (or who is
+		// gone) keeps it: its ops go back to applied and are undone
+		// alone, which refuses them as alone.
+		for _, c := range rest {
+			if c.undone && after[c.id].ID == "" {
+				c.undone = false
+				back = append(back, c.opID)
+			}
+		}
+		if len(back) > 0 {
+			list, args := sqldb.Rows(0, "?", len(back), func(i int) []any { return []any{back[i]} })
+			if _, err := tx.ExecContext(ctx, `UPDATE open_tickets_op SET state = 'applied' WHERE op_id IN (`+list+`)`, args...); err != nil {
+				return err
+			}
+		}
+		// Each op sees the count as it left it, in op order.
+		left := map[string]int{}
+		for _, c := range rest {
+			if c.undone {
+				left[c.id]++
+			}
+		}
+		for _, c := range rest {
+			if !c.undone {
+				continue
+			}
+			left[c.id]--
+			c.customer = after[c.id]
+			c.customer.OpenTickets += left[c.id]
+			if err := counted(ctx, tx, c.id, -1, c.customer.OpenTickets); err != nil {
+				return err
+			}
+		}
+	}
+	for _, c := range calls {
+		if c.undone || c.asCurrent {
+			continue
+		}
+		if err := c.it.Answer(func() (int, string, any, error) {
+			cu, err := s.undo(ctx, tx, c.id, c.opID)
+			return http.StatusOK, "", cu, err
+		}); err != nil {
+			return err
+		}
+	}
+	// The others answer with their customer as the batch leaves it.
+	var ids []string
+	for _, c := range calls {
+		if c.asCurrent && !slices.Contains(ids, c.id) {
+			ids = append(ids, c.id)
+		}
+	}
+	current := map[string]Customer{}
+	if len(ids) > 0 {
+		list, args := sqldb.Rows(0, "?", len(ids), func(i int) []any { return []any{ids[i]} })
+		rows, err := tx.QueryContext(ctx, `SELECT `+columns+` FROM customer WHERE id IN (`+list+`)`, args...)
+		cus, err := svc.Collect(rows, err, scan)
+		if err != nil {
+			return err
+		}
+		for _, cu := range cus {
+			current[cu.ID] = cu
+		}
+	}
+	for _, c := range calls {
+		switch {
+		case c.undone:
+			c.it.Reply(http.StatusOK, "", c.customer)
+		case c.asCurrent:
+			cu, ok := current[c.id]
+			if !ok {
+				cu = Customer{ID: c.id}
+			}
+			c.it.Reply(http.StatusOK, "", cu)
 		}
 	}
 	return nil
@@ -552,14 +730,7 @@ func (s *Service) Handler() http.Handler {
 		return nil
 	})
 	rt.HandleBatch("POST /customers/{id}/open-tickets", s.adjustBatch)
-	rt.HandleBatch("POST /customers/{id}/open-tickets/{op_id}/undo", idempotency.OneByOne(
-		// The op's row is its lock; the customer's row is taken in
-		// customer order, as the batches that count take it.
-		func(it *idempotency.Item) string { return it.Request.PathValue("id") }, false,
-		func(ctx context.Context, tx *sql.Tx, it *idempotency.Item) (int, string, any, error) {
-			cu, err := s.undo(ctx, tx, it.Request.PathValue("id"), it.Request.PathValue("op_id"))
-			return http.StatusOK, "", cu, err
-		}))
+	rt.HandleBatch("POST /customers/{id}/open-tickets/{op_id}/undo", s.undoBatch)
 	rt.Handle("POST /customers/{id}/open-tickets", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
 		Delta int    `json:"delta"`
 		OpID  string `json:"op_id"`

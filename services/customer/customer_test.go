@@ -195,7 +195,7 @@ func TestAdjustBatch(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		env := svctest.New(t, d, customer.Spec())
 		base := env.URL(customer.Name)
-		for _, id := range []string{"c1", "c2"} {
+		for _, id := range []string{"c1", "c2", "c3"} {
 			body := map[string]any{"id": id, "name": "Ada", "email": id + "@example.com", "zip": "10001"}
 			if r := svctest.Do(t, "POST", base+"/customers", body); r.Status != 201 {
 				t.Fatalf("register %s: %d %s", id, r.Status, r.Body)
@@ -246,6 +246,74 @@ func TestAdjustBatch(t *testing.T) {
 		var n int
 		if err := db.QueryRowContext(context.Background(), `SELECT count(*) FROM open_tickets_op WHERE op_id = 'd'`).Scan(&n); err != nil || n != 0 {
 			t.Errorf("op d of the refused call: %d rows, %v; want none", n, err)
+		}
+
+		// Undos in a batch. c3 gets two ops, undone together; c1 has 1
+		// open ticket and two +1 ops (a, b) and a -1 op (e): a and b
+		// together would take it below zero, so they are undone one by
+		// one in op order, and b is refused as it would be alone.
+		if _, errs, err := client.PostBatch(context.Background(), []svc.BatchCall{op("k9", "c3", "g", 1), op("k10", "c3", "h", 1)}); err != nil ||
+			errs[0] != nil || errs[1] != nil {
+			t.Fatalf("count c3 twice: %v %v", err, errs)
+		}
+		events := func() map[string]int {
+			out := map[string]int{}
+			for _, id := range []string{"c1", "c2", "c3"} {
+				var n int
+				if err := db.QueryRowContext(context.Background(), `SELECT last_seq FROM outbox_aggregate
+					WHERE aggregate_type = 'customer' AND aggregate_id = $1`, id).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				out[id] = n
+			}
+			return out
+		}
+		before := events()
+		undo := func(key, customer, opID string) svc.BatchCall {
+			return svc.BatchCall{Key: key, Path: "/customers/" + customer + "/open-tickets/" + opID + "/undo"}
+		}
+		answers, errs, err = client.PostBatch(context.Background(), []svc.BatchCall{
+			undo("u1", "c2", "c"),
+			undo("u2", "c1", "b"),
+			undo("u3", "c1", "a"),
+			undo("u4", "c3", "h"),
+			undo("u5", "c1", "a"), // again: finds it undone
+			undo("u6", "c1", "e"),
+			undo("u7", "c2", "z"), // never arrived: voided
+			undo("u8", "c3", "g"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range []string{"0", "conflict", "0", "0", "1", "1", "0", "1"} {
+			var cu customer.Customer
+			switch {
+			case errs[i] != nil:
+				if string(sysops.CodeOf(errs[i])) != want {
+					t.Errorf("undo %d: %v, want %s", i, errs[i], want)
+				}
+			case json.Unmarshal(answers[i], &cu) != nil || fmt.Sprint(cu.OpenTickets) != want:
+				t.Errorf("undo %d: %s, want open_tickets %s", i, answers[i], want)
+			}
+		}
+		for id, want := range map[string]float64{"c1": 1, "c2": 0, "c3": 0} {
+			if got := svctest.Do(t, "GET", base+"/customers/"+id, nil).JSON(t)["open_tickets"]; got != want {
+				t.Errorf("after the undos, %s open_tickets = %v, want %v", id, got, want)
+			}
+		}
+		// One event per change: c1's a and e, c2's c, c3's g and h.
+		after := events()
+		for id, want := range map[string]int{"c1": 2, "c2": 1, "c3": 2} {
+			if got := after[id] - before[id]; got != want {
+				t.Errorf("%s: %d events from the undos, want %d", id, got, want)
+			}
+		}
+		svctest.WantError(t, "count after its undo", svctest.Do(t, "POST", base+"/customers/c2/open-tickets",
+			map[string]any{"delta": 1, "op_id": "z"}), 409, "undone before it arrived")
+		var state string
+		if err := db.QueryRowContext(context.Background(), `SELECT state FROM open_tickets_op WHERE op_id = 'b'`).Scan(&state); err != nil ||
+			state != "applied" {
+			t.Errorf("op b, whose undo was refused: %s %v, want applied", state, err)
 		}
 	})
 }

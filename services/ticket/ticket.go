@@ -181,7 +181,7 @@ func (s *Service) prepare(ctx context.Context, in NewTicket, now time.Time) (Tic
 const insertTicket = `WITH v (id, customer_id, description, priority, skill, zip, at) AS (VALUES %s)
 	INSERT INTO ticket (id, customer_id, description, priority, skill, zip, status, created_at, updated_at)
 	SELECT v.id, v.customer_id, v.description, v.priority, v.skill, v.zip, 'open', v.at, v.at FROM v
-	WHERE NOT EXISTS (SELECT 1 FROM ticket_tombstone WHERE ticket_tombstone.id = v.id)
+	WHERE v.id NOT IN (SELECT id FROM ticket_tombstone WHERE id IN (%s))
 	ON CONFLICT (id) DO NOTHING RETURNING id`
 
 // ticketRow is a row of insertTicket's VALUES, and ticketArgs its values.
@@ -201,7 +201,7 @@ func open(ctx context.Context, tx *sql.Tx, tk Ticket) (Ticket, bool, error) {
 	// nothing.
 	var id string
 	values, args := sqldb.Rows(0, ticketRow, 1, func(int) []any { return ticketArgs(tk) })
-	err := tx.QueryRowContext(ctx, fmt.Sprintf(insertTicket, values), args...).Scan(&id)
+	err := tx.QueryRowContext(ctx, fmt.Sprintf(insertTicket, values, "$1"), args...).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		tk, err = existing(ctx, tx, tk)
 		return tk, false, err
@@ -274,7 +274,8 @@ func (s *Service) openBatch(ctx context.Context, tx *sql.Tx, items []*idempotenc
 		return err
 	}
 	values, args := sqldb.Rows(0, ticketRow, len(first), func(i int) []any { return ticketArgs(first[i]) })
-	inserted, err := svc.Returned(tx.QueryContext(ctx, fmt.Sprintf(insertTicket, values), args...))
+	list, idArgs := sqldb.Rows(len(args), "?", len(first), func(i int) []any { return []any{first[i].ID} })
+	inserted, err := svc.Returned(tx.QueryContext(ctx, fmt.Sprintf(insertTicket, values, list), append(args, idArgs...)...))
 	if err != nil {
 		return err
 	}
@@ -447,17 +448,11 @@ func (s *Service) statusBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 	moved := map[move]Ticket{} // the tickets as each statement moved them
 	for _, to := range slices.Sorted(maps.Keys(byStatus)) {
 		ids := slices.Sorted(slices.Values(byStatus[to])) // row locks in id order
-		from := sourcesOf(to)[0]
-		list, idArgs := sqldb.Rows(3, "?", len(ids), func(i int) []any { return []any{ids[i]} })
-		rows, err := tx.QueryContext(ctx, fmt.Sprintf(statusChange, list), append([]any{to, from, svc.Micros(now)}, idArgs...)...)
-		ts, err := svc.Collect(rows, err, scan)
+		ts, err := moveAll(ctx, tx, ids, sourcesOf(to)[0], to, now)
 		if err != nil {
 			return err
 		}
 		for _, t := range ts {
-			if err := changed(ctx, tx, t, from); err != nil {
-				return err
-			}
 			moved[move{t.ID, to}] = t
 		}
 	}
@@ -476,6 +471,71 @@ func (s *Service) statusBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 		}
 	}
 	return nil
+}
+
+// cancelBatch cancels a batch's tickets under their keys' locks (taken in
+// one statement, in key order, as open takes them): one statement per
+// status a ticket is cancelled from, and one insert of the tombstones of
+// tickets that do not exist (a cancel that came before its open). The
+// rest — already cancelled, or past cancelling — are answered one by one,
+// as alone.
+func (s *Service) cancelBatch(ctx context.Context, tx *sql.Tx, items []*idempotency.Item) error {
+	id := func(it *idempotency.Item) string { return it.Request.PathValue("id") }
+	items, ids, err := idempotency.InKeyOrder(ctx, tx, items, id, "ticket/")
+	if err != nil {
+		return err
+	}
+	exists, err := svc.TombstoneAbsent(ctx, tx, "ticket", "id", ids, "ticket_tombstone")
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	moved := map[string]Ticket{}
+	for _, from := range slices.Sorted(slices.Values(sourcesOf("cancelled"))) {
+		ts, err := moveAll(ctx, tx, ids, from, "cancelled", now)
+		if err != nil {
+			return err
+		}
+		for _, t := range ts {
+			moved[t.ID] = t
+		}
+	}
+	for _, it := range items {
+		if !exists[id(it)] {
+			it.Reply(http.StatusOK, "", Ticket{ID: id(it), Status: "cancelled"})
+			continue
+		}
+		if t, ok := moved[id(it)]; ok {
+			delete(moved, id(it)) // a repeat finds it cancelled
+			it.Reply(http.StatusOK, "", t)
+			continue
+		}
+		if err := it.Answer(func() (int, string, any, error) {
+			t, err := cancel(ctx, tx, id(it))
+			return http.StatusOK, "", t, err
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// moveAll moves the tickets of ids (sorted: row locks in id order) that
+// are in status from to status to, in one statement, records each change,
+// and returns the tickets it moved, as moved.
+func moveAll(ctx context.Context, tx *sql.Tx, ids []string, from, to string, now time.Time) ([]Ticket, error) {
+	list, idArgs := sqldb.Rows(3, "?", len(ids), func(i int) []any { return []any{ids[i]} })
+	rows, err := tx.QueryContext(ctx, fmt.Sprintf(statusChange, list), append([]any{to, from, svc.Micros(now)}, idArgs...)...)
+	ts, err := svc.Collect(rows, err, scan)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range ts {
+		if err := changed(ctx, tx, t, from); err != nil {
+			return nil, err
+		}
+	}
+	return ts, nil
 }
 
 // change moves ticket t, as just read, to status (nothing if it is there
@@ -557,12 +617,7 @@ func (s *Service) Handler() http.Handler {
 	})
 	rt.HandleBatch("POST /tickets", s.openBatch)
 	rt.HandleBatch("POST /tickets/{id}/status", s.statusBatch)
-	rt.HandleBatch("POST /tickets/{id}/cancel", idempotency.OneByOne(
-		func(it *idempotency.Item) string { return "ticket/" + it.Request.PathValue("id") }, true,
-		func(ctx context.Context, tx *sql.Tx, it *idempotency.Item) (int, string, any, error) {
-			t, err := cancel(ctx, tx, it.Request.PathValue("id"))
-			return http.StatusOK, "", t, err
-		}))
+	rt.HandleBatch("POST /tickets/{id}/cancel", s.cancelBatch)
 	rt.Handle("POST /tickets/{id}/status", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
 		Status string `json:"status"`
 	}) (any, error) {

@@ -216,5 +216,56 @@ func TestBatch(t *testing.T) {
 			r.Header.Get(idempotency.ReplayedHeader) != "true" {
 			t.Errorf("the same cancel alone: %d %s, want the batch's answer replayed", r.Status, r.Body)
 		}
+
+		// Cancels in a batch: from each status that allows it, twice in
+		// one batch, one that came before its open, one too late.
+		if _, errs, err := client.PostBatch(ctx, []svc.BatchCall{
+			{Key: "o7", Path: "/tickets", Body: withID("t3", "c1")},
+			{Key: "o8", Path: "/tickets", Body: withID("t4", "c1")},
+		}); err != nil || errs[0] != nil || errs[1] != nil {
+			t.Fatalf("open t3, t4: %v %v", err, errs)
+		}
+		if _, errs, err := client.PostBatch(ctx, []svc.BatchCall{move("s8", "t4", "assigned")}); err != nil || errs[0] != nil {
+			t.Fatalf("assign t4: %v %v", err, errs)
+		}
+		cancelCall := func(key, id string) svc.BatchCall { return svc.BatchCall{Key: key, Path: "/tickets/" + id + "/cancel"} }
+		answers, errs, err = client.PostBatch(ctx, []svc.BatchCall{
+			cancelCall("x1", "t4"),  // assigned
+			cancelCall("x2", "t3"),  // open
+			cancelCall("x3", "t3"),  // the same ticket, another call
+			cancelCall("x4", "t10"), // not opened yet
+			cancelCall("x5", "t2"),  // completed: too late
+			cancelCall("x6", "t9"),  // cancelled already
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range []string{"cancelled", "cancelled", "cancelled", "cancelled", "conflict", "cancelled"} {
+			var got ticket.Ticket
+			switch {
+			case errs[i] != nil:
+				if string(sysops.CodeOf(errs[i])) != want {
+					t.Errorf("cancel call %d: %v, want %s", i, errs[i], want)
+				}
+			case json.Unmarshal(answers[i], &got) != nil || got.Status != want:
+				t.Errorf("cancel call %d: %s, want %s", i, answers[i], want)
+			}
+		}
+		svctest.WantError(t, "open after a batch's cancel", svctest.Do(t, "POST", base+"/tickets", withID("t10", "c1")), 409,
+			"cancelled before it was created")
+		db, err := sqldb.Open(ctx, env.DatabaseURL(ticket.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		// One event per change: t3 opened and cancelled once, t4 opened,
+		// assigned and cancelled, t2 (past cancelling) no more than it had.
+		for id, want := range map[string]int{"t3": 2, "t4": 3, "t2": 3} {
+			var n int
+			if err := db.QueryRowContext(ctx, `SELECT last_seq FROM outbox_aggregate WHERE aggregate_type = 'ticket' AND aggregate_id = $1`,
+				id).Scan(&n); err != nil || n != want {
+				t.Errorf("events of %s: %d (%v), want %d", id, n, err, want)
+			}
+		}
 	})
 }
