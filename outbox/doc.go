@@ -74,6 +74,19 @@
 // commit-to-effect chain queued; the figures above are of the faster
 // day.
 //
+// Later that day, with the bench printing the whole machine's CPU time
+// per operation (read from /proc/stat), three runs on PostgreSQL gave end
+// to end at 49%, 53% and 61% of no-outbox — the 61% beside the lowest
+// baseline of the three, 3,057 tx/s against 2,895-4,343: the ratio moves
+// with the machine's noise by more than any change measured here. Per
+// operation, the whole machine spent 0.35-0.59 ms of CPU on a no-outbox
+// transaction, 0.57-0.87 ms on one with the outbox and no relay, and
+// 0.81-1.12 ms per event end to end, with the cores 77-88% busy in every
+// phase: the writers wait on commits as much as they compute, so the
+// relay, JetStream and the consumer take the idle share first and then
+// slow the writers down. On SQLite: 42% end to end, the cores 35-46% busy
+// (one writer at a time).
+//
 // (the bench recreates its tables each run, as a churned outbox carries
 // dead tuples that slow the relay's scan until autovacuum has run, which
 // is why the PostgreSQL migrations vacuum the outbox early.)
