@@ -125,9 +125,24 @@
 // round trip — with the steps in their own table last round, and again
 // this round with one row per saga (one UPDATE ... FROM unnest of the
 // commit's saves: 4.85-7.23 ms of machine CPU per committed saga against
-// 4.75-5.45, three alternated pairs); a second log writer in flight (one commit assembling while
-// another commits) gave the same throughput within the noise (244 and
-// 310 committed sagas/s with one, 241 and 304 with two).
+// 4.75-5.45, three alternated pairs); a second log writer in flight (one
+// commit assembling while another commits) gave the same throughput
+// within the noise (244 and 310 committed sagas/s with one, 241 and 304
+// with two).
+//
+// In a later session of the same day the machine ran at about its usual
+// speed again. The same build, PostgreSQL, a full run: committed 75
+// sagas/s at concurrency 1 (p50 13 ms), 287 at 16, 525 at 64 (p50 122 ms,
+// p99 178 ms); compensated 527 at 64. Five more 10-second runs at
+// concurrency 64: committed 477-656 sagas/s at 2.63-3.75 ms of machine
+// CPU per saga, compensated 453-566 at 3.16-3.87 ms, the cores 88-91%
+// busy. Where the CPU of a committed level went (a /proc sampler, 8 s):
+// the Go process 43%, the databases of ticket 16%, assignment 15%, the
+// orchestrator's log 13% and customer 10%. At concurrency 1 a saga costs
+// 11-16 ms of machine CPU with the cores 60% busy: no batching (one call
+// per participant transaction), and each of its sequential round trips
+// wakes a process; the system idle (sysops up, no requests) uses 2% of
+// one core.
 //
 // Against the target of 1,500 committed sagas/s at concurrency 64 on
 // PostgreSQL this is short, and the machine is the limit: the two cores
@@ -135,7 +150,7 @@
 // /proc/stat), at 6.1-6.3 ms of CPU per saga (set-up included), about
 // 40% of it the Go process (HTTP, JSON, the relays, the embedded
 // JetStream) and the rest PostgreSQL, spread over the four databases.
-// 1,500 sagas/s on two cores would need 1.3 ms a saga.
+// 1,500 sagas/s on two cores 90% busy would need 1.2 ms a saga.
 //
 // What it does not promise: isolation. Other requests see a saga's
 // intermediate states (a ticket created but not yet assigned); a
