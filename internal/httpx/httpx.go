@@ -64,6 +64,19 @@ func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	WriteJSON(w, Status(err), ErrorBody{Error: sysops.Error{Code: code, Message: sysops.MessageOf(err)}})
 }
 
+// NoRouteHeader marks a service's answer that no route matched the
+// request, so that a proxy in front of it (the gateway's ops endpoints)
+// can tell "this service does not serve that path" from a 404 about a
+// resource.
+const NoRouteHeader = "Sysops-No-Route"
+
+// NoRoute answers that no route matches r: a 404 JSON error, marked with
+// [NoRouteHeader].
+func NoRoute(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(NoRouteHeader, "1")
+	WriteError(w, r, nil, sysops.Errorf(sysops.ENotFound, "no route for %s %s", r.Method, r.URL.Path))
+}
+
 // HandlerFunc is an HTTP handler that returns an error instead of writing
 // it.
 type HandlerFunc func(w http.ResponseWriter, r *http.Request) error

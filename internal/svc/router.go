@@ -60,7 +60,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Message: fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, probe.header.Get("Allow"))}})
 		return
 	}
-	httpx.WriteError(w, r, rt.logger, sysops.Errorf(sysops.ENotFound, "no route for %s %s", r.Method, r.URL.Path))
+	httpx.NoRoute(w, r)
 }
 
 // statusProbe learns what the mux would answer without writing it.

@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -511,6 +512,9 @@ func (g *Gateway) Handler() http.Handler {
 			return nil
 		})
 	}
+	rt.Handle("POST /api/ops/sagas/{id}/{action}", func(w http.ResponseWriter, r *http.Request) error {
+		return sysops.Errorf(sysops.EInvalid, "unknown saga action %q: retry, skip, resolve or cancel", r.PathValue("action"))
+	})
 	rt.Handle("GET /api/tickets/{id}", ok(func(r *http.Request) (map[string]any, error) {
 		return g.ticket(r.Context(), r.PathValue("id"))
 	}))
@@ -613,6 +617,10 @@ func (g *Gateway) Handler() http.Handler {
 	return rt
 }
 
+// errNotServed: the service behind an ops proxy has no route for the
+// request.
+var errNotServed = errors.New("not served")
+
 // opsProxy passes /api/ops/{kind}/{service}/... to that service's
 // /ops/{kind}/... endpoints (kind: outbox or inbox).
 func (g *Gateway) opsProxy(kind string) func(w http.ResponseWriter, r *http.Request) error {
@@ -639,7 +647,24 @@ func (g *Gateway) proxyOps(w http.ResponseWriter, r *http.Request, kind string) 
 			pr.Out.URL.Path = strings.TrimSuffix("/ops/"+kind+"/"+rest, "/")
 			pr.Out.URL.RawPath = ""
 		},
+		// A service that has no such endpoint (no inbox, say) answers
+		// with its router's "no route", which names its own path; say
+		// what that means here instead.
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode == http.StatusNotFound && resp.Header.Get(httpx.NoRouteHeader) != "" {
+				return errNotServed
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, errNotServed) {
+				msg := fmt.Sprintf("service %q does not serve %s /ops/%s", name, r.Method, strings.TrimSuffix(kind+"/"+rest, "/"))
+				if kind == "inbox" {
+					msg += " (only a service that consumes events has an inbox)"
+				}
+				httpx.WriteError(w, r, g.logger, sysops.Errorf(sysops.ENotFound, "%s", msg))
+				return
+			}
 			httpx.WriteError(w, r, g.logger, sysops.Errorf(sysops.EUnavailable, "%s service unavailable: %v", name, err))
 		},
 	}

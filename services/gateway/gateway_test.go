@@ -252,6 +252,15 @@ func TestPublicAPI(t *testing.T) {
 		c.do("POST", "/api/ops/outbox/customer/purge", `{"seqs":[]}`, false)
 		svctest.WantError(t, "unknown service", c.do("GET", "/api/ops/outbox/nothing/stats", nil, false), 404, "nothing")
 		c.do("GET", "/api/ops/inbox/audit/parked", nil, false)
+		// Customer consumes nothing: the gateway says so, not customer's
+		// router's "no route" for its own path.
+		noInbox := c.do("GET", "/api/ops/inbox/customer/parked", nil, false)
+		svctest.WantError(t, "inbox of a service without one", noInbox, 404, `"customer"`, "GET /ops/inbox/parked", "has an inbox")
+		if strings.Contains(noInbox.ErrorMessage(), "no route") || noInbox.Header.Get("Sysops-No-Route") != "" {
+			t.Errorf("inbox of a service without one: %s %v", noInbox.Body, noInbox.Header)
+		}
+		svctest.WantError(t, "unknown saga action", c.do("POST", "/api/ops/sagas/some-saga/explode", nil, true), 400,
+			`"explode"`, "retry, skip, resolve or cancel")
 		svctest.WantError(t, "skip with nothing parked", c.do("POST", "/api/ops/inbox/audit/skip",
 			`{"aggregate_type":"audit","aggregate_id":"none"}`, false), 404, "nothing parked")
 

@@ -20,9 +20,7 @@ func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /zipcodes/{zip}", httpx.Handle(s.logger, s.handleGet))
 	mux.Handle("GET /zipcodes", httpx.Handle(s.logger, s.handleList))
-	mux.Handle("/", httpx.Handle(s.logger, func(w http.ResponseWriter, r *http.Request) error {
-		return sysops.Errorf(sysops.ENotFound, "no route for %s %s", r.Method, r.URL.Path)
-	}))
+	mux.HandleFunc("/", httpx.NoRoute)
 	return mux
 }
 
