@@ -31,8 +31,13 @@ func (c *Check) Optional(field, value string, max int) {
 	}
 }
 
-// OneOf fails when value is not one of allowed.
+// OneOf fails when value is not one of allowed; an empty value that is
+// not allowed is reported as missing.
 func (c *Check) OneOf(field, value string, allowed ...string) {
+	if value == "" && !slices.Contains(allowed, "") {
+		c.problems = append(c.problems, fmt.Sprintf("field %q is required: one of %s", field, strings.Join(allowed, ", ")))
+		return
+	}
 	if !slices.Contains(allowed, value) {
 		c.problems = append(c.problems, fmt.Sprintf("field %q must be one of %s, not %q", field, strings.Join(allowed, ", "), value))
 	}
@@ -40,6 +45,10 @@ func (c *Check) OneOf(field, value string, allowed ...string) {
 
 // Email fails when value is not an e-mail address.
 func (c *Check) Email(field, value string) {
+	if value == "" {
+		c.problems = append(c.problems, fmt.Sprintf("field %q is required: an e-mail address", field))
+		return
+	}
 	if a, err := mail.ParseAddress(value); err != nil || a.Address != value {
 		c.problems = append(c.problems, fmt.Sprintf("field %q must be an e-mail address, not %q", field, value))
 	}
@@ -49,6 +58,10 @@ var zipPattern = regexp.MustCompile(`^[0-9]{5}$`)
 
 // Zip fails when value is not five digits.
 func (c *Check) Zip(field, value string) {
+	if value == "" {
+		c.problems = append(c.problems, fmt.Sprintf("field %q is required: a 5-digit zip code", field))
+		return
+	}
 	if !zipPattern.MatchString(value) {
 		c.problems = append(c.problems, fmt.Sprintf("field %q must be a 5-digit zip code, not %q", field, value))
 	}
