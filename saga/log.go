@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/sqldb"
 )
 
@@ -134,7 +137,15 @@ type Filter struct {
 
 // List returns sagas from the log, most recently updated first, without
 // their steps.
+// A state that is none of [States] is a [sysops.EInvalid] error.
 func List(ctx context.Context, db *sqldb.DB, f Filter) ([]Saga, error) {
+	if f.State != "" && !slices.Contains(States, f.State) {
+		names := make([]string, len(States))
+		for i, st := range States {
+			names[i] = string(st)
+		}
+		return nil, sysops.Errorf(sysops.EInvalid, "unknown saga state %q (%s)", f.State, strings.Join(names, ", "))
+	}
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}

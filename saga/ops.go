@@ -173,11 +173,6 @@ func Handler(prefix string, db *sqldb.DB, logger *slog.Logger) http.Handler {
 			}
 			f.Limit = n
 		}
-		switch f.State {
-		case "", Running, Compensating, Committed, Compensated, NeedsAttention, Resolved:
-		default:
-			return sysops.Errorf(sysops.EInvalid, "query parameter state: unknown state %q", f.State)
-		}
 		list, err := List(r.Context(), db, f)
 		if err != nil {
 			return err

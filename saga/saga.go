@@ -41,6 +41,9 @@ const (
 	Resolved       State = "resolved"        // a person closed it
 )
 
+// States lists every state a saga can be in.
+var States = []State{Running, Compensating, Committed, Compensated, NeedsAttention, Resolved}
+
 // Final reports whether s is a final state.
 func (s State) Final() bool { return s == Committed || s == Compensated || s == Resolved }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/saga"
 	"github.com/sysops-squad/sysops/sqldb"
 	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
@@ -456,8 +457,11 @@ func TestHandler(t *testing.T) {
 		if code, _ := get("/ops/sagas/nope"); code != 404 {
 			t.Errorf("unknown saga: %d", code)
 		}
-		if code, _ := get("/ops/sagas?state=weird"); code != 400 {
-			t.Errorf("bad state: %d", code)
+		if code, body := get("/ops/sagas?state=weird"); code != 400 || !strings.Contains(body, `unknown saga state \"weird\" (running, compensating`) {
+			t.Errorf("bad state: %d %s", code, body)
+		}
+		if _, err := saga.List(context.Background(), db, saga.Filter{State: "weird"}); sysops.CodeOf(err) != sysops.EInvalid {
+			t.Errorf("List of an unknown state: %v, want an invalid error", err)
 		}
 		if code := post("/ops/sagas/"+s.ID+"/resolve", `{}`); code != 400 {
 			t.Errorf("resolve without note: %d", code)

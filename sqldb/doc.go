@@ -44,7 +44,11 @@
 //     migrations keep one directory per dialect; see [Migrate].
 //   - [Provision] gives each service its own SQLite file, or its own
 //     PostgreSQL database owned by its own login role, with CONNECT revoked
-//     from everyone else.
+//     from everyone else. A tool that works on a service's database from
+//     outside it (an operator's command line) uses [Locate], which finds
+//     that database and creates nothing, and [CheckVersion], which says
+//     whether its schema is the one this build migrates to, migrating
+//     nothing under a service that may be running.
 //
 // # What it does not promise
 //

@@ -33,30 +33,9 @@ type MigrationResult struct {
 // A failing migration is rolled back and reported with its file name; the
 // caller should stop.
 func Migrate(ctx context.Context, db *DB, set string, fsys fs.FS) (MigrationResult, error) {
-	if !namePattern.MatchString(set) {
-		return MigrationResult{}, fmt.Errorf("sqldb: migration set name %q must match %s", set, namePattern)
-	}
-	if sub, err := fs.Sub(fsys, string(db.dialect)); err == nil {
-		if files, err := fs.Glob(sub, "*.sql"); err == nil && len(files) > 0 {
-			fsys = sub
-		}
-	}
-	opts := []goose.ProviderOption{
-		goose.WithTableName(set + "_schema"),
-		goose.WithDisableGlobalRegistry(true),
-	}
-	dialect := goose.DialectSQLite3
-	if db.dialect == Postgres {
-		dialect = goose.DialectPostgres
-		locker, err := lock.NewPostgresSessionLocker()
-		if err != nil {
-			return MigrationResult{}, fmt.Errorf("sqldb: migrate %s: %w", set, err)
-		}
-		opts = append(opts, goose.WithSessionLocker(locker))
-	}
-	p, err := goose.NewProvider(dialect, db.writer, fsys, opts...)
+	p, err := newProvider(db, set, fsys, true)
 	if err != nil {
-		return MigrationResult{}, fmt.Errorf("sqldb: migrate %s: %w", set, oneLine(err))
+		return MigrationResult{}, err
 	}
 	results, err := p.Up(ctx)
 	var res MigrationResult
@@ -74,4 +53,81 @@ func Migrate(ctx context.Context, db *DB, set string, fsys fs.FS) (MigrationResu
 		return res, fmt.Errorf("sqldb: migrate %s: read version: %w", set, oneLine(err))
 	}
 	return res, nil
+}
+
+// newProvider returns goose's provider of set's migrations in fsys (its
+// dialect's directory if it has one) on db, taking PostgreSQL's advisory
+// lock around runs if locked.
+func newProvider(db *DB, set string, fsys fs.FS, locked bool) (*goose.Provider, error) {
+	if !namePattern.MatchString(set) {
+		return nil, fmt.Errorf("sqldb: migration set name %q must match %s", set, namePattern)
+	}
+	if sub, err := fs.Sub(fsys, string(db.dialect)); err == nil {
+		if files, err := fs.Glob(sub, "*.sql"); err == nil && len(files) > 0 {
+			fsys = sub
+		}
+	}
+	opts := []goose.ProviderOption{
+		goose.WithTableName(set + "_schema"),
+		goose.WithDisableGlobalRegistry(true),
+	}
+	dialect := goose.DialectSQLite3
+	if db.dialect == Postgres {
+		dialect = goose.DialectPostgres
+		if locked {
+			locker, err := lock.NewPostgresSessionLocker()
+			if err != nil {
+				return nil, fmt.Errorf("sqldb: migrate %s: %w", set, err)
+			}
+			opts = append(opts, goose.WithSessionLocker(locker))
+		}
+	}
+	p, err := goose.NewProvider(dialect, db.writer, fsys, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("sqldb: migrate %s: %w", set, oneLine(err))
+	}
+	return p, nil
+}
+
+// ErrSchemaVersion: a database's schema is not the one a build's
+// migrations make. See [CheckVersion].
+var ErrSchemaVersion = errors.New("sqldb: schema version")
+
+// CheckVersion reports whether db's schema of the migration set is at the
+// last of the migrations in fsys, changing nothing: no table is created
+// and no migration runs. A tool that reads or repairs a service's database
+// while the service may be running (an operator's command line) checks
+// this instead of calling [Migrate], which would change the schema under a
+// running service of another build. The error wraps [ErrSchemaVersion]
+// and says which side is behind.
+func CheckVersion(ctx context.Context, db *DB, set string, fsys fs.FS) error {
+	p, err := newProvider(db, set, fsys, false)
+	if err != nil {
+		return err
+	}
+	table := set + "_schema"
+	var exists bool
+	q := `SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)`
+	if db.dialect == Postgres {
+		q = `SELECT to_regclass($1) IS NOT NULL`
+	}
+	if err := db.reader.QueryRowContext(ctx, q, table).Scan(&exists); err != nil {
+		return fmt.Errorf("sqldb: check %s schema: %w", set, oneLine(err))
+	}
+	if !exists {
+		return fmt.Errorf("%w: the database has no %s schema: the service that owns it has not run on it", ErrSchemaVersion, set)
+	}
+	current, target, err := p.GetVersions(ctx)
+	if err != nil {
+		return fmt.Errorf("sqldb: check %s schema: %w", set, oneLine(err))
+	}
+	switch {
+	case current < target:
+		return fmt.Errorf("%w: the %s schema is at version %d and this build's at %d: start the service of this build (it migrates as it starts), then try again",
+			ErrSchemaVersion, set, current, target)
+	case current > target:
+		return fmt.Errorf("%w: the %s schema is at version %d, newer than this build's %d: use the build the service runs",
+			ErrSchemaVersion, set, current, target)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package sqldb_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -117,4 +118,53 @@ func TestMigrateRejectsBadSetName(t *testing.T) {
 	if _, err := sqldb.Migrate(context.Background(), db, "Robert'); DROP", fstest.MapFS{}); err == nil {
 		t.Fatal("Migrate accepted a set name that is not an identifier")
 	}
+}
+
+// TestCheckVersion checks that CheckVersion tells a schema behind, at and
+// ahead of a build's migrations apart, and changes nothing.
+func TestCheckVersion(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := sqldbtest.Open(t, d)
+		v1 := fstest.MapFS{
+			"00001_widget.sql": migration("CREATE TABLE widget (id INTEGER PRIMARY KEY);", "DROP TABLE widget;"),
+		}
+		v2 := fstest.MapFS{
+			"00001_widget.sql": v1["00001_widget.sql"],
+			"00002_colour.sql": migration("ALTER TABLE widget ADD COLUMN colour TEXT;", "ALTER TABLE widget DROP COLUMN colour;"),
+		}
+		want := func(what string, err error, words ...string) {
+			t.Helper()
+			if !errors.Is(err, sqldb.ErrSchemaVersion) {
+				t.Errorf("%s: %v, want ErrSchemaVersion", what, err)
+				return
+			}
+			for _, w := range words {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%s: %q does not mention %q", what, err, w)
+				}
+			}
+		}
+		want("never migrated", sqldb.CheckVersion(ctx, db, "widgets", v2), "no widgets schema")
+		// The check created no version table: the first Migrate applies
+		// everything, as on a fresh database.
+		res, err := sqldb.Migrate(ctx, db, "widgets", v1)
+		if err != nil || len(res.Applied) != 1 {
+			t.Fatalf("migrate to 1 after the check: %+v, %v", res, err)
+		}
+		want("behind", sqldb.CheckVersion(ctx, db, "widgets", v2), "version 1", "this build's at 2", "start the service")
+		if _, err := db.ExecContext(ctx, "INSERT INTO widget (id, colour) VALUES (1, 'red')"); err == nil {
+			t.Error("the check migrated the schema: column colour exists")
+		}
+		if _, err := sqldb.Migrate(ctx, db, "widgets", v2); err != nil {
+			t.Fatal(err)
+		}
+		if err := sqldb.CheckVersion(ctx, db, "widgets", v2); err != nil {
+			t.Errorf("at the build's version: %v", err)
+		}
+		want("ahead", sqldb.CheckVersion(ctx, db, "widgets", v1), "version 2", "newer than this build's 1")
+		if err := sqldb.CheckVersion(ctx, db, "Bad-Name", v1); err == nil || errors.Is(err, sqldb.ErrSchemaVersion) {
+			t.Errorf("bad set name: %v", err)
+		}
+	})
 }

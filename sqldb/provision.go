@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -39,24 +40,46 @@ type ProvisionConfig struct {
 // disk; without one, the role gets no password and the server's
 // authentication rules (trust, peer, pg_hba.conf) apply.
 func Provision(ctx context.Context, base, service string, cfg ...ProvisionConfig) (string, error) {
+	where, err := placeOf(base, service, cfg)
+	if err != nil {
+		return "", err
+	}
+	if where.postgres {
+		return provisionPostgres(ctx, base, where.name)
+	}
+	if err := EnsureDir(where.dir); err != nil {
+		return "", err
+	}
+	return "sqlite:" + where.file(), nil
+}
+
+// place is where a service's database lives under a base: the PostgreSQL
+// database and role name, or the SQLite directory and file name.
+type place struct {
+	postgres bool
+	name     string // database and role, or file name without ".db"
+	dir      string // SQLite only
+}
+
+func (p place) file() string { return filepath.Join(p.dir, p.name+".db") }
+
+// placeOf reads base, service and the optional config of [Provision] and
+// [Locate].
+func placeOf(base, service string, cfg []ProvisionConfig) (place, error) {
 	var c ProvisionConfig
 	if len(cfg) > 0 {
 		c = cfg[0]
 	}
 	if !namePattern.MatchString(service) {
-		return "", fmt.Errorf("sqldb: service name %q must match %s", service, namePattern)
+		return place{}, fmt.Errorf("sqldb: service name %q must match %s", service, namePattern)
 	}
 	if strings.HasPrefix(base, "postgres://") || strings.HasPrefix(base, "postgresql://") {
-		return provisionPostgres(ctx, base, cmp.Or(c.Prefix, "sysops_")+service)
+		return place{postgres: true, name: cmp.Or(c.Prefix, "sysops_") + service}, nil
 	}
 	if strings.Contains(base, "://") {
-		return "", fmt.Errorf("%w: %q", ErrUnknownScheme, Redact(base))
+		return place{}, fmt.Errorf("%w: %q", ErrUnknownScheme, Redact(base))
 	}
-	dir := strings.TrimPrefix(base, "sqlite:")
-	if err := EnsureDir(dir); err != nil {
-		return "", err
-	}
-	return "sqlite:" + filepath.Join(dir, c.Prefix+service+".db"), nil
+	return place{name: c.Prefix + service, dir: strings.TrimPrefix(base, "sqlite:")}, nil
 }
 
 // EnsureDir creates dir if needed and checks that files can be created in
@@ -81,26 +104,44 @@ func pathCause(err error) error {
 	return err
 }
 
-func provisionPostgres(ctx context.Context, base, name string) (string, error) {
-	cfg, err := pgx.ParseConfig(base)
+// connectError is a failed connection to a PostgreSQL URL: one line naming
+// the server, that unwraps to the driver's error (and its SQLSTATE).
+type connectError struct {
+	url string
+	err error
+}
+
+func (e *connectError) Error() string {
+	return fmt.Sprintf("sqldb: cannot connect to postgres %s: %v", Redact(e.url), oneLine(rootCause(e.err)))
+}
+
+func (e *connectError) Unwrap() error { return e.err }
+
+// pgConnect opens one connection to the PostgreSQL URL u, with the default
+// connect timeout unless u sets one.
+func pgConnect(ctx context.Context, u string) (*pgx.Conn, *pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(u)
 	if err != nil {
-		return "", fmt.Errorf("sqldb: parse %s: %w", Redact(base), oneLine(err))
+		return nil, nil, fmt.Errorf("sqldb: parse %s: %w", Redact(u), oneLine(err))
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = defaultConnectTimeout
 	}
-	admin, err := pgx.ConnectConfig(ctx, cfg)
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return "", fmt.Errorf("sqldb: cannot connect to postgres %s: %w", Redact(base), oneLine(rootCause(err)))
+		return nil, nil, &connectError{url: u, err: err}
+	}
+	return conn, cfg, nil
+}
+
+func provisionPostgres(ctx context.Context, base, name string) (string, error) {
+	admin, cfg, err := pgConnect(ctx, base)
+	if err != nil {
+		return "", err
 	}
 	defer admin.Close(context.WithoutCancel(ctx))
 
-	password := ""
-	if cfg.Password != "" {
-		mac := hmac.New(sha256.New, []byte(cfg.Password))
-		mac.Write([]byte(name))
-		password = hex.EncodeToString(mac.Sum(nil))
-	}
+	password := rolePassword(cfg.Password, name)
 	// Role and database DDL from concurrent provisioners collides ("tuple
 	// concurrently updated"); one at a time. The lock goes with the session.
 	if _, err := admin.Exec(ctx, "SELECT pg_advisory_lock($1)", provisionLockID); err != nil {
@@ -134,7 +175,11 @@ func provisionPostgres(ctx context.Context, base, name string) (string, error) {
 	if _, err := admin.Exec(ctx, "REVOKE ALL ON DATABASE "+ident+" FROM PUBLIC"); err != nil {
 		return "", fmt.Errorf("sqldb: provision %s: revoke: %w", name, err)
 	}
+	return roleURL(base, name, password)
+}
 
+// roleURL is base logging in as the service's role to its database.
+func roleURL(base, name, password string) (string, error) {
 	u, err := url.Parse(base)
 	if err != nil {
 		return "", fmt.Errorf("sqldb: parse %s: %w", Redact(base), err)
@@ -146,6 +191,62 @@ func provisionPostgres(ctx context.Context, base, name string) (string, error) {
 	}
 	u.Path = "/" + name
 	return u.String(), nil
+}
+
+// rolePassword is the password Provision gives the role name under a base
+// whose login has password basePassword: none if it has none.
+func rolePassword(basePassword, name string) string {
+	if basePassword == "" {
+		return ""
+	}
+	mac := hmac.New(sha256.New, []byte(basePassword))
+	mac.Write([]byte(name))
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
+// ErrNoDatabase: the service has no database under the base. See
+// [Locate].
+var ErrNoDatabase = errors.New("sqldb: no database")
+
+// Locate returns the URL of the database [Provision] made for service
+// under base, creating nothing. Where there is none — no file in the
+// directory, no such database or role on the server — the error wraps
+// [ErrNoDatabase] and names where it looked: most often a data directory
+// or server other than the one the system runs with.
+func Locate(ctx context.Context, base, service string, cfg ...ProvisionConfig) (string, error) {
+	where, err := placeOf(base, service, cfg)
+	if err != nil {
+		return "", err
+	}
+	if !where.postgres {
+		file := where.file()
+		if _, err := os.Stat(file); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return "", fmt.Errorf("%w: %s has no %s for service %s", ErrNoDatabase, where.dir, filepath.Base(file), service)
+			}
+			return "", fmt.Errorf("sqldb: %s: %w", file, pathCause(err))
+		}
+		return "sqlite:" + file, nil
+	}
+	admin, err := pgx.ParseConfig(base)
+	if err != nil {
+		return "", fmt.Errorf("sqldb: parse %s: %w", Redact(base), oneLine(err))
+	}
+	u, err := roleURL(base, where.name, rolePassword(admin.Password, where.name))
+	if err != nil {
+		return "", err
+	}
+	conn, _, err := pgConnect(ctx, u)
+	if err != nil {
+		// 3D000: no such database; 28000: no such role (or one that may
+		// not log in).
+		if isPgCode(err, "3D000", "28000") {
+			return "", fmt.Errorf("%w: %s has no database %s for service %s", ErrNoDatabase, Redact(base), where.name, service)
+		}
+		return "", err
+	}
+	conn.Close(context.WithoutCancel(ctx))
+	return u, nil
 }
 
 // provisionLockID is the advisory lock that serializes [Provision] calls.

@@ -2,6 +2,7 @@ package sqldb_test
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -146,5 +147,80 @@ func TestProvisionPostgresPassword(t *testing.T) {
 	again, err := sqldb.Provision(ctx, u.String(), "gamma", sqldb.ProvisionConfig{Prefix: prefix})
 	if err != nil || again != got {
 		t.Errorf("second Provision = %q, %v; want the same URL and password", again, err)
+	}
+}
+
+// TestLocateSQLite checks that Locate finds what Provision made and
+// creates nothing where there is nothing.
+func TestLocateSQLite(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	_, err := sqldb.Locate(ctx, dir, "alpha")
+	if !errors.Is(err, sqldb.ErrNoDatabase) || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "alpha.db") {
+		t.Fatalf("Locate in a missing directory: %v, want ErrNoDatabase naming %s and alpha.db", err, dir)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Locate created %s (%v)", dir, err)
+	}
+	made, err := sqldb.Provision(ctx, dir, "alpha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sqldb.Open(ctx, made)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	for _, base := range []string{dir, "sqlite:" + dir} {
+		if got, err := sqldb.Locate(ctx, base, "alpha"); err != nil || got != made {
+			t.Errorf("Locate(%s) = %q, %v; want %q", base, got, err, made)
+		}
+	}
+	if _, err := sqldb.Locate(ctx, dir, "beta"); !errors.Is(err, sqldb.ErrNoDatabase) {
+		t.Errorf("Locate of a service never provisioned: %v", err)
+	}
+	if _, err := sqldb.Locate(ctx, "mysql://x", "alpha"); !errors.Is(err, sqldb.ErrUnknownScheme) {
+		t.Errorf("unknown scheme: %v", err)
+	}
+}
+
+// TestLocatePostgres checks that Locate returns the URL Provision did,
+// password included, and creates no role or database where there is none.
+func TestLocatePostgres(t *testing.T) {
+	base := sqldbtest.PostgresURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	prefix := sqldbtest.RandomName("l") + "_"
+	cfg := sqldb.ProvisionConfig{Prefix: prefix}
+	t.Cleanup(func() { sqldbtest.DropProvisioned(t, base, prefix, "delta") })
+
+	_, err := sqldb.Locate(ctx, base, "delta", cfg)
+	if !errors.Is(err, sqldb.ErrNoDatabase) || !strings.Contains(err.Error(), prefix+"delta") {
+		t.Fatalf("Locate before Provision: %v, want ErrNoDatabase naming %sdelta", err, prefix)
+	}
+	admin, err := sqldb.Open(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	var roles, dbs int
+	if err := admin.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM pg_roles WHERE rolname = $1),
+		(SELECT count(*) FROM pg_database WHERE datname = $1)`, prefix+"delta").Scan(&roles, &dbs); err != nil {
+		t.Fatal(err)
+	}
+	if roles != 0 || dbs != 0 {
+		t.Errorf("Locate created %d roles and %d databases", roles, dbs)
+	}
+
+	u, _ := url.Parse(base)
+	u.User = url.UserPassword(u.User.Username(), "admin-secret")
+	for _, b := range []string{base, u.String()} {
+		made, err := sqldb.Provision(ctx, b, "delta", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := sqldb.Locate(ctx, b, "delta", cfg); err != nil || got != made {
+			t.Errorf("Locate = %q, %v; want Provision's %q", sqldb.Redact(got), err, sqldb.Redact(made))
+		}
 	}
 }

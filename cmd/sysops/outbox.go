@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -25,7 +26,6 @@ behind them until they are retried or purged.`,
 	}
 	cmd.PersistentFlags().StringVar(&service, "service", "", "the service whose outbox to use (required)")
 	open := func(ctx context.Context) (*sqldb.DB, error) {
-		// A service that never ran has no outbox yet; it gets an empty one.
 		return o.openServiceDB(ctx, service, outbox.MigrationSet, outbox.Migrations())
 	}
 	seqArgs := func(args []string) ([]int64, error) {
@@ -111,8 +111,11 @@ func printRows(w io.Writer, rows []outbox.Row) {
 }
 
 // openServiceDB opens a service's own database, straight (the service need
-// not be running), and applies the named migrations, so that a service
-// that never ran has the tables to inspect.
+// not be running). It creates and migrates nothing: a database that does
+// not exist (a --data-dir or --postgres other than the system's) or whose
+// schema of the set is not this build's (a system of another version,
+// perhaps running) is an error that says so, and the command changes
+// nothing.
 func (o *options) openServiceDB(ctx context.Context, service, set string, migrations fs.FS) (*sqldb.DB, error) {
 	if service == "" {
 		return nil, fmt.Errorf("--service is required (one of: %s)", knownServices())
@@ -120,19 +123,30 @@ func (o *options) openServiceDB(ctx context.Context, service, set string, migrat
 	if !isService(service) {
 		return nil, fmt.Errorf("unknown service %q (known: %s)", service, knownServices())
 	}
-	url, err := sqldb.Provision(ctx, o.databaseBase(), service, sqldb.ProvisionConfig{Prefix: o.dbPrefixFor()})
+	url, err := sqldb.Locate(ctx, o.databaseBase(), service, sqldb.ProvisionConfig{Prefix: o.dbPrefixFor()})
 	if err != nil {
+		if errors.Is(err, sqldb.ErrNoDatabase) {
+			return nil, fmt.Errorf("%w (has the system run with this %s?)", err, o.baseFlag())
+		}
 		return nil, err
 	}
 	db, err := sqldb.Open(ctx, url)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := sqldb.Migrate(ctx, db, set, migrations); err != nil {
+	if err := sqldb.CheckVersion(ctx, db, set, migrations); err != nil {
 		db.Close()
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", service, err)
 	}
 	return db, nil
+}
+
+// baseFlag names the flag that chose where the databases are.
+func (o *options) baseFlag() string {
+	if o.postgres != "" {
+		return "--postgres"
+	}
+	return "--data-dir"
 }
 
 func isService(name string) bool {

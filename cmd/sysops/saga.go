@@ -25,20 +25,7 @@ participant recovers), skips the stuck step, or resolves it by hand.
 Running orchestrators pick up a retried or skipped saga within a second.`,
 	}
 	open := func(ctx context.Context) (*sqldb.DB, error) {
-		url, err := sqldb.Provision(ctx, o.databaseBase(), orchestrator.Name, sqldb.ProvisionConfig{Prefix: o.dbPrefixFor()})
-		if err != nil {
-			return nil, err
-		}
-		db, err := sqldb.Open(ctx, url)
-		if err != nil {
-			return nil, err
-		}
-		// An orchestrator that never ran has no log yet; give it an empty one.
-		if _, err := sqldb.Migrate(ctx, db, orchestrator.Name, saga.Migrations()); err != nil {
-			db.Close()
-			return nil, err
-		}
-		return db, nil
+		return o.openServiceDB(ctx, orchestrator.Name, orchestrator.Name, saga.Migrations())
 	}
 	withDB := func(fn func(ctx context.Context, db *sqldb.DB, out io.Writer, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
@@ -58,6 +45,9 @@ Running orchestrators pick up a retried or skipped saga within a second.`,
 		Short: "List sagas, most recently updated first",
 		Args:  cobra.NoArgs,
 		RunE: withDB(func(ctx context.Context, db *sqldb.DB, out io.Writer, _ []string) error {
+			if f.Limit < 1 {
+				return fmt.Errorf("--limit %d: want at least 1", f.Limit)
+			}
 			f.State = saga.State(state)
 			sagas, err := saga.List(ctx, db, f)
 			if err != nil {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -84,4 +87,43 @@ func TestSagaCommands(t *testing.T) {
 	if out, err := run("saga", "show", "nope"); err == nil || !strings.Contains(out, "not found") {
 		t.Errorf("show unknown: %v\n%s", err, out)
 	}
+	if out, err := run("saga", "list", "--state", "stuck"); err == nil || !strings.Contains(out, `unknown saga state "stuck"`) {
+		t.Errorf("list of an unknown state: %v\n%s", err, out)
+	}
+	if out, err := run("saga", "list", "--limit", "0"); err == nil || !strings.Contains(out, "--limit 0") {
+		t.Errorf("list --limit 0: %v\n%s", err, out)
+	}
+
+	// Pointed at a data directory where the system never ran, the
+	// commands say so and create nothing there.
+	elsewhere := filepath.Join(t.TempDir(), "typo")
+	out, err := exec.Command(binary, "saga", "list", "--data-dir", elsewhere).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "has no orchestrator.db") || !strings.Contains(string(out), "--data-dir") {
+		t.Errorf("list in a data dir where nothing ran: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(elsewhere); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the command created %s (%v)", elsewhere, err)
+	}
+
+	// A log one migration behind this build (the system runs an older
+	// build) is refused, and left as it is.
+	if _, err := db.ExecContext(ctx, `DELETE FROM orchestrator_schema WHERE version_id = (SELECT max(version_id) FROM orchestrator_schema)`); err != nil {
+		t.Fatal(err)
+	}
+	before, err := schemaVersion(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run("saga", "list"); err == nil || !strings.Contains(out, fmt.Sprintf("at version %d and this build's at %d", before, before+1)) {
+		t.Errorf("list on an older log: %v\n%s", err, out)
+	}
+	if after, err := schemaVersion(ctx, db); err != nil || after != before {
+		t.Errorf("the log's schema went from version %d to %d (%v)", before, after, err)
+	}
+}
+
+// schemaVersion is the orchestrator's schema version.
+func schemaVersion(ctx context.Context, db *sqldb.DB) (version int64, err error) {
+	err = db.QueryRowContext(ctx, `SELECT max(version_id) FROM orchestrator_schema`).Scan(&version)
+	return version, err
 }
