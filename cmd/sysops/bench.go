@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -51,6 +52,12 @@ JetStream is embedded unless --nats names a server.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if phases != "" {
+				cfg.Phases = strings.Split(phases, ",")
+			}
+			if err := cfg.Validate(); err != nil {
+				return benchFlagError(err)
+			}
 			tmp, err := os.MkdirTemp("", "sysops-bench")
 			if err != nil {
 				return err
@@ -76,9 +83,6 @@ JetStream is embedded unless --nats names a server.`,
 				defer srv.Shutdown()
 				cfg.NATSURL = srv.ClientURL()
 			}
-			if phases != "" {
-				cfg.Phases = strings.Split(phases, ",")
-			}
 			rep, err := outboxbench.Run(ctx, cfg)
 			rep.Print(cmd.OutOrStdout())
 			return err
@@ -93,6 +97,13 @@ JetStream is embedded unless --nats names a server.`,
 	f.StringVar(&phases, "phases", "", "comma-separated subset of throughput,latency,drain (default all)")
 	cmd.AddCommand(ob, newSagaBenchCmd(o))
 	return cmd
+}
+
+// benchFlagError is an error of [outboxbench.Config.Validate] in the
+// words of the command's flags.
+func benchFlagError(err error) error {
+	return errors.New(strings.NewReplacer("outboxbench: ", "", "LatencyDuration", "--latency-duration",
+		"Writers", "--writers", "Duration", "--duration", "Rate", "--rate", "Backlog", "--backlog").Replace(err.Error()))
 }
 
 // startCPUProfile starts a CPU profile written to path, if path is set,
@@ -134,6 +145,9 @@ JetStream is embedded unless --nats names a server.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if cfg.Duration <= 0 {
+				return fmt.Errorf("--duration %v: want a positive length", cfg.Duration)
+			}
 			tmp, err := os.MkdirTemp("", "sysops-bench")
 			if err != nil {
 				return err

@@ -296,6 +296,11 @@ func TestBadConfiguration(t *testing.T) {
 		{"bad peer", []string{"serve", "location", "--nats", "nats://127.0.0.1:1", "--peer", "ticket"}, "--peer", nil},
 		{"unknown flag", []string{"up", "--colour", "red"}, "unknown flag", nil},
 		{"unknown command", []string{"launch"}, "unknown command", nil},
+		{"unknown subcommand", []string{"bench", "bogus"}, `unknown command "bogus" for "sysops bench" (one of: outbox, saga)`, nil},
+		{"unknown saga subcommand", []string{"saga", "frob"}, `unknown command "frob" for "sysops saga"`, nil},
+		{"negative writers", []string{"bench", "outbox", "--writers", "-1"}, "--writers must not be negative", nil},
+		{"unknown bench phase", []string{"bench", "outbox", "--phases", "warmup"}, `unknown phase "warmup"`, nil},
+		{"zero saga bench duration", []string{"bench", "saga", "--duration", "0s"}, "--duration 0s", nil},
 		// The environment equivalents reach the same checks.
 		{"SYSOPS_POSTGRES", []string{"up"}, "unknown database URL scheme", []string{"SYSOPS_POSTGRES=mysql://root@127.0.0.1/x"}},
 		{"SYSOPS_DATA_DIR", []string{"up"}, filepath.Join(file, "env"), []string{"SYSOPS_DATA_DIR=" + filepath.Join(file, "env")}},

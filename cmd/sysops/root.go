@@ -87,7 +87,30 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&o.logLevel, "log-level", envOr("SYSOPS_LOG_LEVEL", "info"), "debug, info, warn or error (SYSOPS_LOG_LEVEL)")
 
 	root.AddCommand(newUpCmd(&o), newServeCmd(&o), newOutboxCmd(&o), newInboxCmd(&o), newBenchCmd(&o), newSeedCmd(&o), newSagaCmd(&o), newVersionCmd())
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every group under cmd (bench, saga...)
+// answer an unknown subcommand with an error, as the root does, instead of
+// printing its help and exiting 0; called alone, a group prints its help.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+			c.Args = cobra.ArbitraryArgs
+			c.RunE = func(c *cobra.Command, args []string) error {
+				if len(args) == 0 {
+					return c.Help()
+				}
+				var names []string
+				for _, sub := range c.Commands() {
+					names = append(names, sub.Name())
+				}
+				return fmt.Errorf("unknown command %q for %q (one of: %s)", args[0], c.CommandPath(), strings.Join(names, ", "))
+			}
+		}
+		refuseUnknownSubcommands(c)
+	}
 }
 
 // logger checks the options that running a service needs and returns the

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,9 +57,37 @@ func (c *Config) defaults() {
 	c.LatencyDuration = cmp.Or(c.LatencyDuration, 5*time.Second)
 	c.Backlog = cmp.Or(c.Backlog, 100_000)
 	if len(c.Phases) == 0 {
-		c.Phases = []string{"throughput", "latency", "drain"}
+		c.Phases = phases
 	}
 }
+
+// Validate reports the first setting that cannot run, naming it. Zero
+// values are fine: they take the defaults.
+func (c Config) Validate() error {
+	for _, f := range []struct {
+		name string
+		bad  bool
+	}{
+		{"Writers", c.Writers < 0},
+		{"Duration", c.Duration < 0},
+		{"Rate", c.Rate < 0},
+		{"LatencyDuration", c.LatencyDuration < 0},
+		{"Backlog", c.Backlog < 0},
+	} {
+		if f.bad {
+			return fmt.Errorf("outboxbench: %s must not be negative", f.name)
+		}
+	}
+	for _, p := range c.Phases {
+		if !slices.Contains(phases, p) {
+			return fmt.Errorf("outboxbench: unknown phase %q (%s)", p, strings.Join(phases, ", "))
+		}
+	}
+	return nil
+}
+
+// phases are the bench's phases, in the order they run by default.
+var phases = []string{"throughput", "latency", "drain"}
 
 // Report holds the measured figures.
 type Report struct {
@@ -128,6 +157,9 @@ const (
 
 // Run runs the configured phases and returns the figures.
 func Run(ctx context.Context, cfg Config) (Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return Report{}, err
+	}
 	cfg.defaults()
 	b := &bench{cfg: cfg, committed: map[string]time.Time{}}
 	var err error
@@ -172,8 +204,6 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			if rep.Drain, err = b.drain(ctx); err != nil {
 				return rep, err
 			}
-		default:
-			return rep, fmt.Errorf("outboxbench: unknown phase %q (throughput, latency, drain)", phase)
 		}
 	}
 	return rep, nil

@@ -82,3 +82,34 @@ func BenchmarkOutbox(b *testing.B) {
 		})
 	}
 }
+
+// TestValidate: a setting that cannot run is refused before anything
+// starts, naming the setting; zero values take the defaults.
+func TestValidate(t *testing.T) {
+	if err := (outboxbench.Config{}).Validate(); err != nil {
+		t.Errorf("zero config: %v", err)
+	}
+	if err := (outboxbench.Config{Phases: []string{"drain", "throughput"}}).Validate(); err != nil {
+		t.Errorf("known phases: %v", err)
+	}
+	for _, tc := range []struct {
+		cfg  outboxbench.Config
+		want string
+	}{
+		{outboxbench.Config{Writers: -1}, "Writers must not be negative"},
+		{outboxbench.Config{Duration: -time.Second}, "Duration must not be negative"},
+		{outboxbench.Config{Rate: -5}, "Rate must not be negative"},
+		{outboxbench.Config{LatencyDuration: -time.Second}, "LatencyDuration must not be negative"},
+		{outboxbench.Config{Backlog: -1}, "Backlog must not be negative"},
+		{outboxbench.Config{Phases: []string{"latency", "warmup"}}, `unknown phase "warmup" (throughput, latency, drain)`},
+	} {
+		err := tc.cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.cfg, err, tc.want)
+		}
+		// Run refuses it too, before opening anything (the URLs are empty).
+		if _, err := outboxbench.Run(context.Background(), tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Run(%+v): %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}
