@@ -136,8 +136,8 @@ type Filter struct {
 }
 
 // List returns sagas from the log, most recently updated first, without
-// their steps.
-// A state that is none of [States] is a [sysops.EInvalid] error.
+// their steps. A state that is none of [States] is a [sysops.EInvalid]
+// error.
 func List(ctx context.Context, db *sqldb.DB, f Filter) ([]Saga, error) {
 	if f.State != "" && !slices.Contains(States, f.State) {
 		names := make([]string, len(States))
