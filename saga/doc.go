@@ -144,6 +144,26 @@
 // wakes a process; the system idle (sysops up, no requests) uses 2% of
 // one core.
 //
+// Why batching cannot close the gap at concurrency 64: a participant's
+// transaction costs about the same whether it carries one call or six
+// (the ticket database spent 0.9 ms of CPU per transaction at concurrency
+// 1 and 0.85 ms per batch of 6.2 at 64), so the batch size sets the cost
+// of a saga. With one batch in flight per step, a saga waits about one
+// and a half batch periods at each of its four steps, which caps a batch
+// near 64/6, about 10 calls, at concurrency 64. More sagas in flight
+// show where that leads (PostgreSQL, 8 s a level, same run):
+//
+//	concurrency   committed/s   calls per batch   log writes per commit   machine CPU per saga
+//	 64            616            6.3               7.8                     2.52 ms
+//	128            800           11.7              14.6                     2.03 ms
+//	256            898           18.3              24.9                     1.87 ms
+//
+// The cost per saga levels off near 1.8 ms, the work each saga does
+// whatever the batch: its rows, events, audit records and relaying in
+// four databases, its share of HTTP and JSON. On two cores 90% busy that
+// is about 1,000 sagas/s at any concurrency, against 1,200 needed for
+// the target's 1,500 at 1.2 ms a saga.
+//
 // Against the target of 1,500 committed sagas/s at concurrency 64 on
 // PostgreSQL this is short, and the machine is the limit: the two cores
 // are 86-93% busy while the bench measures (sampled each second from
