@@ -160,9 +160,9 @@
 //
 // The cost per saga levels off near 1.8 ms, the work each saga does
 // whatever the batch: its rows, events, audit records and relaying in
-// four databases, its share of HTTP and JSON. On two cores 90% busy that
-// is about 1,000 sagas/s at any concurrency, against 1,200 needed for
-// the target's 1,500 at 1.2 ms a saga.
+// four databases, its share of HTTP and JSON. On two cores 90% busy, a
+// floor of 1.8 ms allows about 1,000 sagas/s at any concurrency; the
+// target's 1,500 would need 1.2 ms a saga.
 //
 // Against the target of 1,500 committed sagas/s at concurrency 64 on
 // PostgreSQL this is short, and the machine is the limit: the two cores
