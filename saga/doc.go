@@ -144,11 +144,11 @@
 // wakes a process; the system idle (sysops up, no requests) uses 2% of
 // one core.
 //
-// Why batching cannot close the gap at concurrency 64: a participant's
-// transaction costs about the same whether it carries one call or six
-// (the ticket database spent 0.9 ms of CPU per transaction at concurrency
-// 1 and 0.85 ms per batch of 6.2 at 64), so the batch size sets the cost
-// of a saga. With one batch in flight per step, a saga waits about one
+// Why batching cannot close the gap at concurrency 64: most of what a
+// participant's transaction costs is per transaction, not per call (the
+// ticket database spent 0.9 ms of CPU on a transaction of one call at
+// concurrency 1, and 1.3 ms on a batch of 6.2 calls at 64), so the batch
+// size sets much of the cost of a saga. With one batch in flight per step, a saga waits about one
 // and a half batch periods at each of its four steps, which caps a batch
 // near 64/6, about 10 calls, at concurrency 64. More sagas in flight
 // show where that leads (PostgreSQL, 8 s a level, same run):
