@@ -98,7 +98,7 @@
 //	producer's PostgreSQL   0.203 ms   (0.118 in a no-outbox transaction)
 //	the Go process          0.172 ms   (0.068): writers, relay, JetStream, consumer
 //	consumer's PostgreSQL   0.047 ms
-//	kernel threads          0.015 ms
+//	kernel threads          0.013 ms
 //
 // pgbench, pipelined as the writers send (BEGIN with the business insert,
 // the event with the COMMIT), put the event's statement at about 0.075 ms
