@@ -102,8 +102,16 @@ JetStream is embedded unless --nats names a server.`,
 // benchFlagError is an error of [outboxbench.Config.Validate] in the
 // words of the command's flags.
 func benchFlagError(err error) error {
-	return errors.New(strings.NewReplacer("outboxbench: ", "", "LatencyDuration", "--latency-duration",
-		"Writers", "--writers", "Duration", "--duration", "Rate", "--rate", "Backlog", "--backlog").Replace(err.Error()))
+	se, ok := errors.AsType[*outboxbench.SettingError](err)
+	if !ok {
+		return err
+	}
+	flag := map[string]string{"Writers": "--writers", "Duration": "--duration", "Rate": "--rate",
+		"LatencyDuration": "--latency-duration", "Backlog": "--backlog", "Phases": "--phases"}[se.Setting]
+	if flag == "" {
+		return err
+	}
+	return fmt.Errorf("%s %s", flag, se.Problem)
 }
 
 // startCPUProfile starts a CPU profile written to path, if path is set,

@@ -57,12 +57,20 @@ func (c *Config) defaults() {
 	c.LatencyDuration = cmp.Or(c.LatencyDuration, 5*time.Second)
 	c.Backlog = cmp.Or(c.Backlog, 100_000)
 	if len(c.Phases) == 0 {
-		c.Phases = phases
+		c.Phases = slices.Clone(phases)
 	}
 }
 
-// Validate reports the first setting that cannot run, naming it. Zero
-// values are fine: they take the defaults.
+// SettingError is a [Config] setting that cannot run.
+type SettingError struct {
+	Setting string // the Config field: Writers, Duration, Phases...
+	Problem string
+}
+
+func (e *SettingError) Error() string { return "outboxbench: " + e.Setting + " " + e.Problem }
+
+// Validate reports the first setting that cannot run, as a
+// [*SettingError]. Zero values are fine: they take the defaults.
 func (c Config) Validate() error {
 	for _, f := range []struct {
 		name string
@@ -75,12 +83,12 @@ func (c Config) Validate() error {
 		{"Backlog", c.Backlog < 0},
 	} {
 		if f.bad {
-			return fmt.Errorf("outboxbench: %s must not be negative", f.name)
+			return &SettingError{Setting: f.name, Problem: "must not be negative"}
 		}
 	}
 	for _, p := range c.Phases {
 		if !slices.Contains(phases, p) {
-			return fmt.Errorf("outboxbench: unknown phase %q (%s)", p, strings.Join(phases, ", "))
+			return &SettingError{Setting: "Phases", Problem: fmt.Sprintf("has an unknown phase %q (%s)", p, strings.Join(phases, ", "))}
 		}
 	}
 	return nil

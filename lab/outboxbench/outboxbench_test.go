@@ -3,6 +3,7 @@ package outboxbench_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"runtime"
 	"strings"
 	"testing"
@@ -101,11 +102,14 @@ func TestValidate(t *testing.T) {
 		{outboxbench.Config{Rate: -5}, "Rate must not be negative"},
 		{outboxbench.Config{LatencyDuration: -time.Second}, "LatencyDuration must not be negative"},
 		{outboxbench.Config{Backlog: -1}, "Backlog must not be negative"},
-		{outboxbench.Config{Phases: []string{"latency", "warmup"}}, `unknown phase "warmup" (throughput, latency, drain)`},
+		{outboxbench.Config{Phases: []string{"latency", "warmup"}}, `Phases has an unknown phase "warmup" (throughput, latency, drain)`},
 	} {
 		err := tc.cfg.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.cfg, err, tc.want)
+		}
+		if _, ok := errors.AsType[*outboxbench.SettingError](err); !ok {
+			t.Errorf("%+v: %T, want a *SettingError", tc.cfg, err)
 		}
 		// Run refuses it too, before opening anything (the URLs are empty).
 		if _, err := outboxbench.Run(context.Background(), tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
