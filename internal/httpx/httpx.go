@@ -100,8 +100,9 @@ func Handle(logger *slog.Logger, fn HandlerFunc) http.Handler {
 }
 
 // DecodeJSON reads r's body, at most [MaxBodyBytes], into dst. Unknown
-// fields, wrong types, trailing data and oversized bodies are
-// [sysops.EInvalid] errors that name the field or the problem.
+// fields, wrong types, a member name twice in one object, trailing data
+// and oversized bodies are [sysops.EInvalid] errors that name the field
+// or the problem.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return sysops.Errorf(sysops.EInvalid, "Content-Type must be application/json, not %q", ct)
@@ -130,7 +131,114 @@ func Unmarshal(b []byte, dst any) error {
 	if dec.More() {
 		return sysops.Errorf(sysops.EInvalid, "request body has data after the JSON value")
 	}
+	// encoding/json keeps the last of a repeated member name; what a
+	// client meant by two is anyone's guess (RFC 8259 leaves it open).
+	if f := duplicateField(b); f != "" {
+		return sysops.Errorf(sysops.EInvalid, "field %q appears more than once", f)
+	}
 	return nil
+}
+
+// duplicateField returns the path (a.b[2].c) of the first member name that
+// appears twice in one object of b, or "". b must be valid JSON (it has
+// just been decoded): this only walks its bytes, without allocating on
+// the common path.
+func duplicateField(b []byte) string {
+	type frame struct {
+		object bool
+		names  [][]byte            // an object's names so far (escapes resolved)
+		index  map[string]struct{} // the same, once there are many
+		name   bool                // an object's next string is a member name
+		n      int                 // an array's current element
+		member []byte              // an object's current member
+	}
+	var stack []frame
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '{', '[':
+			stack = append(stack, frame{object: b[i] == '{', name: b[i] == '{'})
+		case '}', ']':
+			stack = stack[:len(stack)-1]
+		case ',':
+			if top := &stack[len(stack)-1]; top.object {
+				top.name = true
+			} else {
+				top.n++
+			}
+		case '"':
+			j := i + 1
+			for b[j] != '"' {
+				if b[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			raw := b[i+1 : j]
+			i = j
+			if len(stack) == 0 {
+				continue
+			}
+			top := &stack[len(stack)-1]
+			if !top.object || !top.name {
+				continue
+			}
+			top.name = false
+			if bytes.IndexByte(raw, '\\') >= 0 {
+				var name string
+				if json.Unmarshal(b[i-len(raw)-1:i+1], &name) == nil {
+					raw = []byte(name)
+				}
+			}
+			top.member = raw
+			if seen(top.names, top.index, raw) {
+				return fieldPath(len(stack), func(k int) (bool, []byte, int) {
+					return stack[k].object, stack[k].member, stack[k].n
+				})
+			}
+			if top.index != nil {
+				top.index[string(raw)] = struct{}{}
+			} else if top.names = append(top.names, raw); len(top.names) > 16 {
+				top.index = make(map[string]struct{}, 32)
+				for _, n := range top.names {
+					top.index[string(n)] = struct{}{}
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// seen reports whether name is among names, or in index once there is one.
+func seen(names [][]byte, index map[string]struct{}, name []byte) bool {
+	if index != nil {
+		_, ok := index[string(name)]
+		return ok
+	}
+	for _, n := range names {
+		if bytes.Equal(n, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// fieldPath writes the path of the member being read, from the frames
+// (object, its current member, an array's current element) outermost
+// first.
+func fieldPath(depth int, frame func(k int) (object bool, member []byte, n int)) string {
+	var p strings.Builder
+	for k := range depth {
+		object, member, n := frame(k)
+		if !object {
+			fmt.Fprintf(&p, "[%d]", n)
+			continue
+		}
+		if p.Len() > 0 {
+			p.WriteByte('.')
+		}
+		p.Write(member)
+	}
+	return p.String()
 }
 
 func describeJSONError(err error) string {

@@ -3,6 +3,7 @@ package httpx_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -60,6 +61,7 @@ func TestDecodeJSON(t *testing.T) {
 		{"not an object", `[1,2]`, "", 400, "body must be an object, not array"},
 		{"oversized", `{"item":"` + strings.Repeat("x", httpx.MaxBodyBytes) + `"}`, "", 400, "exceeds"},
 		{"form post", `item=disk`, "application/x-www-form-urlencoded", 400, "Content-Type"},
+		{"repeated field", `{"item":"disk","quantity":2,"item":"tape"}`, "", 400, `field \"item\" appears more than once`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,4 +103,46 @@ func TestHandleHidesInternalErrors(t *testing.T) {
 			t.Errorf("GET %s = %d %s", path, resp.StatusCode, b)
 		}
 	}
+}
+
+// TestUnmarshalRefusesRepeatedNames: a member name twice in one object is
+// refused, naming its path; the same name in different objects is not.
+func TestUnmarshalRefusesRepeatedNames(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{`{"a":1,"b":2}`, ""},
+		{`{"a":{"a":{"a":1}},"b":[{"a":1},{"a":2}]}`, ""},
+		{`{"a":[1,{"x":[]},"s"],"b":{"c":null},"d":true}`, ""},
+		{`{"a":1,"a":1}`, `field "a" appears more than once`},
+		{`{"x":{"b":1,"c":{},"b":2}}`, `field "x.b" appears more than once`},
+		{`{"l":[0,{"k":1},[{"k":1,"k":2}]]}`, `field "l[2][0].k" appears more than once`},
+		{`{"l":[{"k":[1,2]},{"k":{"z":1},"m":[],"k":3}]}`, `field "l[1].k" appears more than once`},
+		{`{"a":{},"a":{}}`, `field "a" appears more than once`},
+		{`{"a\"b":1,"a":{"q":"\"a\":","r":2}}`, ""},
+		{`{"a":1,"\u0061":2}`, `field "a" appears more than once`},
+		{many(20) + `}`, ""},
+		{many(20) + `,"k3":true}`, `field "k3" appears more than once`},
+		{`{"deep":` + many(17) + `,"k16":0}}`, `field "deep.k16" appears more than once`},
+	} {
+		var v any
+		err := httpx.Unmarshal([]byte(tc.body), &v)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.body, err)
+		case tc.want != "" && (err == nil || sysops.MessageOf(err) != tc.want):
+			t.Errorf("%s: %v, want %q", tc.body, err, tc.want)
+		}
+	}
+}
+
+// many is an object of n members k0, k1... left open.
+func many(n int) string {
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `"k%d":%d`, i, i)
+	}
+	return b.String()
 }
