@@ -144,19 +144,11 @@ func Unmarshal(b []byte, dst any) error {
 // just been decoded): this only walks its bytes, without allocating on
 // the common path.
 func duplicateField(b []byte) string {
-	type frame struct {
-		object bool
-		names  [][]byte            // an object's names so far (escapes resolved)
-		index  map[string]struct{} // the same, once there are many
-		name   bool                // an object's next string is a member name
-		n      int                 // an array's current element
-		member []byte              // an object's current member
-	}
-	var stack []frame
+	var stack []jsonFrame
 	for i := 0; i < len(b); i++ {
 		switch b[i] {
 		case '{', '[':
-			stack = append(stack, frame{object: b[i] == '{', name: b[i] == '{'})
+			stack = append(stack, jsonFrame{object: b[i] == '{', name: b[i] == '{'})
 		case '}', ']':
 			stack = stack[:len(stack)-1]
 		case ',':
@@ -191,9 +183,7 @@ func duplicateField(b []byte) string {
 			}
 			top.member = raw
 			if seen(top.names, top.index, raw) {
-				return fieldPath(len(stack), func(k int) (bool, []byte, int) {
-					return stack[k].object, stack[k].member, stack[k].n
-				})
+				return fieldPath(stack)
 			}
 			if top.index != nil {
 				top.index[string(raw)] = struct{}{}
@@ -206,6 +196,16 @@ func duplicateField(b []byte) string {
 		}
 	}
 	return ""
+}
+
+// jsonFrame is an object or array that duplicateField is inside.
+type jsonFrame struct {
+	object bool
+	names  [][]byte            // an object's names so far (escapes resolved)
+	index  map[string]struct{} // the same, once there are many
+	name   bool                // an object's next string is a member name
+	n      int                 // an array's current element
+	member []byte              // an object's current member
 }
 
 // seen reports whether name is among names, or in index once there is one.
@@ -222,21 +222,19 @@ func seen(names [][]byte, index map[string]struct{}, name []byte) bool {
 	return false
 }
 
-// fieldPath writes the path of the member being read, from the frames
-// (object, its current member, an array's current element) outermost
-// first.
-func fieldPath(depth int, frame func(k int) (object bool, member []byte, n int)) string {
+// fieldPath is the path of the member being read, from the frames
+// outermost first.
+func fieldPath(stack []jsonFrame) string {
 	var p strings.Builder
-	for k := range depth {
-		object, member, n := frame(k)
-		if !object {
-			fmt.Fprintf(&p, "[%d]", n)
+	for _, f := range stack {
+		if !f.object {
+			fmt.Fprintf(&p, "[%d]", f.n)
 			continue
 		}
 		if p.Len() > 0 {
 			p.WriteByte('.')
 		}
-		p.Write(member)
+		p.Write(f.member)
 	}
 	return p.String()
 }
