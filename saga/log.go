@@ -194,7 +194,6 @@ type committer struct {
 // the write's outcome.
 type op struct {
 	ctx   context.Context
-	fn    func(ctx context.Context, tx *sql.Tx) error
 	stmt  sqldb.Stmt
 	check func(rows int64) error
 	done  chan error
@@ -204,12 +203,6 @@ const maxBatch = 256
 
 func newCommitter(db *sqldb.DB) *committer {
 	return &committer{db: db, ops: make(chan *op, maxBatch)}
-}
-
-// do runs fn in a transaction shared with other writers and returns its
-// error once that transaction has committed (or fn's own error).
-func (c *committer) do(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	return c.submit(ctx, &op{ctx: ctx, fn: fn, done: make(chan error, 1)})
 }
 
 // exec runs one statement in a transaction shared with other writers and
@@ -259,40 +252,17 @@ func (c *committer) run(ctx context.Context) {
 
 func (c *committer) commit(ctx context.Context, batch []*op) {
 	results := make([]error, len(batch))
-	var err error
-	if c.statements(batch) {
-		stmts := make([]sqldb.Stmt, len(batch))
+	stmts := make([]sqldb.Stmt, len(batch))
+	for i, o := range batch {
+		stmts[i] = o.stmt
+	}
+	rows, err := sqldb.ExecBatch(ctx, c.db, stmts)
+	if err == nil {
 		for i, o := range batch {
-			stmts[i] = o.stmt
+			results[i] = o.check(rows[i])
 		}
-		var rows []int64
-		if rows, err = sqldb.ExecBatch(ctx, c.db, stmts); err == nil {
-			for i, o := range batch {
-				results[i] = o.check(rows[i])
-			}
-		} else if be, ok := errors.AsType[*sqldb.BatchError](err); ok && len(batch) == 1 {
-			err = be.Err
-		}
-	} else {
-		err = sqldb.RunInTx(ctx, c.db, func(tx *sql.Tx) error {
-			for i, o := range batch {
-				if o.fn == nil {
-					res, err := tx.ExecContext(o.ctx, o.stmt.Query, o.stmt.Args...)
-					if err != nil {
-						results[i] = err
-						return errBatchMember
-					}
-					n, _ := res.RowsAffected()
-					results[i] = o.check(n)
-				} else {
-					results[i] = o.fn(o.ctx, tx)
-				}
-				if results[i] != nil && !errors.Is(results[i], ErrLeaseLost) {
-					return errBatchMember
-				}
-			}
-			return nil
-		})
+	} else if be, ok := errors.AsType[*sqldb.BatchError](err); ok && len(batch) == 1 {
+		err = be.Err
 	}
 	c.writes.Add(int64(len(batch)))
 	if err == nil {
@@ -303,9 +273,6 @@ func (c *committer) commit(ctx context.Context, batch []*op) {
 		return
 	}
 	if len(batch) == 1 {
-		if errors.Is(err, errBatchMember) {
-			err = results[0]
-		}
 		batch[0].done <- err
 		return
 	}
@@ -315,17 +282,4 @@ func (c *committer) commit(ctx context.Context, batch []*op) {
 	for _, o := range batch {
 		c.commit(ctx, []*op{o})
 	}
-}
-
-var errBatchMember = errors.New("saga: a write of the batch failed")
-
-// statements reports whether every write of batch is a single statement,
-// so that the batch can go to the server in one round trip.
-func (c *committer) statements(batch []*op) bool {
-	for _, o := range batch {
-		if o.fn != nil {
-			return false
-		}
-	}
-	return true
 }
