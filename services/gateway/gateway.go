@@ -1,9 +1,14 @@
 // Package gateway is the public API of the Sysops Squad, under /api, as
 // described by api/openapi.yaml. It owns no business table: it validates
 // requests, then runs each workflow as calls to the services that own the
-// data (in this version plain sequential calls; every call carries an
-// Idempotency-Key derived from the client's, so a client retrying a
-// workflow with its key repeats no step that was applied).
+// data, in one of two ways ([Config.Consistency]): as a saga in the
+// orchestrator service (the default), or as plain sequential calls from
+// the gateway, the baseline with no recovery from a failure part way. In
+// the sequential way every call carries an Idempotency-Key derived from
+// the client's, so a client retrying a failed workflow with its key
+// repeats no step that was applied; creating a ticket, registering and
+// completing then finish the rest, cancelling a ticket or a plan does not
+// (the retry finds the ticket or the contract already cancelled).
 //
 // Under `sysops up` it listens on 127.0.0.1:8080.
 package gateway
@@ -243,31 +248,6 @@ func (g *Gateway) checkRegistration(ctx context.Context, in Registration) error 
 	return g.checkZip(ctx, "zip", in.Zip)
 }
 
-// createTicketSaga runs create-ticket as a saga in the orchestrator: 201
-// with the ticket and its assignment when it commits, the orchestrator's
-// 409 naming the reason when it compensates, 202 with the saga id while it
-// runs on.
-func (g *Gateway) createTicketSaga(w http.ResponseWriter, r *http.Request, in NewTicket) error {
-	var out struct {
-		SagaID string         `json:"saga_id"`
-		State  string         `json:"state"`
-		Reason string         `json:"reason,omitempty"`
-		Result map[string]any `json:"result"`
-	}
-	status, err := g.c("orchestrator").PostStatus(r.Context(), "/sagas/create-ticket", in, &out)
-	if err != nil {
-		return err
-	}
-	if status == http.StatusAccepted {
-		w.Header().Set("Location", "/api/sagas/"+out.SagaID)
-		httpx.WriteJSON(w, http.StatusAccepted, map[string]any{"saga_id": out.SagaID, "state": out.State, "reason": out.Reason})
-		return nil
-	}
-	httpx.WriteJSON(w, http.StatusCreated, map[string]any{"ticket": out.Result["ticket"], "assignment": out.Result["assignment"],
-		"saga_id": out.SagaID, "state": out.State})
-	return nil
-}
-
 // checkTicket validates a new ticket at the edge, the customer included.
 func (g *Gateway) checkTicket(ctx context.Context, in NewTicket) error {
 	var c svc.Check
@@ -490,7 +470,9 @@ func (g *Gateway) Handler() http.Handler {
 			if err := g.checkTicket(r.Context(), in); err != nil {
 				return err
 			}
-			return g.createTicketSaga(w, r, in)
+			return g.runSaga(w, r, "/sagas/create-ticket", in, http.StatusCreated, func(res map[string]any, id, state string) any {
+				return map[string]any{"ticket": res["ticket"], "assignment": res["assignment"], "saga_id": id, "state": state}
+			})
 		}
 		return created(func(r *http.Request) (map[string]any, error) { return g.createTicket(r.Context(), in) })(w, r)
 	})

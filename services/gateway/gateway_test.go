@@ -292,3 +292,141 @@ func operations(t *testing.T) []string {
 	}
 	return ops
 }
+
+// TestSequentialConsistency runs the public workflows with
+// --consistency sequential, the baseline: the gateway calls the owners
+// one after another itself, and a failure part way is left for the
+// client to retry with its Idempotency-Key.
+func TestSequentialConsistency(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		fast := 50 * time.Millisecond
+		env := svctest.New(t, d, location.Spec(), customer.Spec(), contract.Spec(), billing.Spec(),
+			ticket.SpecWith(ticket.Config{ZipRefresh: fast}), assignment.SpecWith(assignment.Config{ZipRefresh: fast}),
+			completion.Spec(), survey.Spec(), audit.Spec(), reporting.Spec(), orchestrator.Spec(),
+			gateway.SpecWith(gateway.Config{Consistency: gateway.Sequential}))
+		c := newChecker(t, env.URL(gateway.Name))
+		openTickets := func(cust string) int {
+			var cv struct {
+				OpenTickets int `json:"open_tickets"`
+			}
+			c.do("GET", "/api/customers/"+cust, nil, false).Decode(t, &cv)
+			return cv.OpenTickets
+		}
+
+		reg := `{"name":"Grace Hopper","email":"grace@example.com","zip":"10001","plan":"standard"}`
+		r := c.do("POST", "/api/customers", reg, false, "Idempotency-Key", "reg-grace")
+		if r.Status != 201 {
+			t.Fatalf("register: %d %s", r.Status, r.Body)
+		}
+		var res struct {
+			Customer       struct{ ID string }
+			Contract       struct{ Plan, Status string }
+			BillingAccount struct{ Status string } `json:"billing_account"`
+			SagaID         string                  `json:"saga_id"`
+		}
+		r.Decode(t, &res)
+		cust := res.Customer.ID
+		if cust == "" || res.Contract.Plan != "standard" || res.Contract.Status != "active" || res.BillingAccount.Status != "open" || res.SagaID != "" {
+			t.Fatalf("registration = %s, want a profile, an active standard contract and an open account, and no saga", r.Body)
+		}
+		if again := c.do("POST", "/api/customers", reg, false, "Idempotency-Key", "reg-grace"); again.Status != 201 || !bytes.Equal(again.Body, r.Body) {
+			t.Errorf("repeated registration: %d %s", again.Status, again.Body)
+		}
+		svctest.WantError(t, "unknown zip", c.do("POST", "/api/customers", `{"name":"B","email":"b@example.com","zip":"00000","plan":"basic"}`, true), 400, `"zip"`)
+
+		if r := c.do("POST", "/api/experts", `{"name":"Expert","email":"x@sysops.example","skills":["printer"],"zip":"07030","capacity":3}`, false); r.Status != 201 {
+			t.Fatalf("add expert: %d %s", r.Status, r.Body)
+		}
+		var tv struct {
+			Ticket     struct{ ID, Status string }
+			Assignment *struct {
+				Expert struct{ Zip string }
+			}
+			Note   string
+			SagaID string `json:"saga_id"`
+		}
+		r = c.do("POST", "/api/tickets", fmt.Sprintf(`{"customer_id":%q,"description":"jammed","priority":"high","skill":"printer","zip":"10002"}`, cust), false)
+		r.Decode(t, &tv)
+		if r.Status != 201 || tv.Ticket.Status != "assigned" || tv.Assignment == nil || tv.Assignment.Expert.Zip != "07030" || tv.SagaID != "" {
+			t.Fatalf("create ticket: %d %s, want it assigned to the Hoboken expert without a saga", r.Status, r.Body)
+		}
+		assigned := tv.Ticket.ID
+
+		// No expert with the skill: the ticket stays open, waiting, and the
+		// answer says why.
+		tv.Assignment = nil
+		r = c.do("POST", "/api/tickets", fmt.Sprintf(`{"customer_id":%q,"description":"phone","priority":"low","skill":"mobile","zip":"10001"}`, cust), false)
+		r.Decode(t, &tv)
+		if r.Status != 201 || tv.Ticket.Status != "open" || tv.Assignment != nil || !strings.Contains(tv.Note, "mobile") {
+			t.Fatalf("ticket no expert can take: %d %s, want it open with a note naming the skill", r.Status, r.Body)
+		}
+		waiting := tv.Ticket.ID
+		if n := openTickets(cust); n != 2 {
+			t.Errorf("open_tickets = %d, want 2", n)
+		}
+
+		// Cancelled twice, counted down once.
+		for i := range 2 {
+			var cv struct{ Ticket struct{ Status string } }
+			r = c.do("POST", "/api/tickets/"+waiting+"/cancel", nil, false)
+			r.Decode(t, &cv)
+			if r.Status != 200 || cv.Ticket.Status != "cancelled" {
+				t.Errorf("cancel #%d: %d %s", i+1, r.Status, r.Body)
+			}
+		}
+		if n := openTickets(cust); n != 1 {
+			t.Errorf("open_tickets after cancelling = %d, want 1", n)
+		}
+
+		// A failure part way: assignment is down after the ticket was
+		// opened and counted. The client sees an error and the work done
+		// so far stays; its retry with the same key repeats none of it.
+		env.Stop(assignment.Name)
+		body := fmt.Sprintf(`{"customer_id":%q,"description":"toner","priority":"medium","skill":"printer","zip":"10001"}`, cust)
+		if r := c.do("POST", "/api/tickets", body, false, "Idempotency-Key", "toner-1"); r.Status < 500 {
+			t.Fatalf("create ticket with assignment down: %d %s, want a 5xx", r.Status, r.Body)
+		}
+		if n := openTickets(cust); n != 2 {
+			t.Errorf("open_tickets with the workflow half done = %d, want 2 (the baseline does not undo)", n)
+		}
+		env.Restart(assignment.Name)
+		r = c.do("POST", "/api/tickets", body, false, "Idempotency-Key", "toner-1")
+		r.Decode(t, &tv)
+		if r.Status != 201 || tv.Ticket.Status != "assigned" {
+			t.Fatalf("retry with the same key: %d %s", r.Status, r.Body)
+		}
+		var list struct{ Tickets []struct{ ID string } }
+		c.do("GET", "/api/customers/"+cust+"/tickets?status=assigned", nil, false).Decode(t, &list)
+		if n := openTickets(cust); n != 2 || len(list.Tickets) != 2 {
+			t.Errorf("after the retry: open_tickets %d, %d assigned tickets; want 2 and 2 (no step repeated)", n, len(list.Tickets))
+		}
+
+		r = c.do("POST", "/api/tickets/"+assigned+"/complete", `{"notes":"cleared the jam"}`, false)
+		if r.Status != 200 {
+			t.Fatalf("complete: %d %s", r.Status, r.Body)
+		}
+		var surveys struct {
+			Surveys []struct {
+				TicketID string `json:"ticket_id"`
+			}
+		}
+		c.do("GET", "/api/surveys?customer_id="+cust, nil, false).Decode(t, &surveys)
+		if len(surveys.Surveys) != 1 || surveys.Surveys[0].TicketID != assigned {
+			t.Errorf("surveys = %+v, want one for %s", surveys, assigned)
+		}
+		if n := openTickets(cust); n != 1 {
+			t.Errorf("open_tickets after completing = %d, want 1", n)
+		}
+
+		r = c.do("POST", "/api/customers/"+cust+"/cancel-plan", `{"reason":"budget"}`, false)
+		var cancel struct {
+			Contract       struct{ Status string }
+			BillingAccount billing.Account `json:"billing_account"`
+		}
+		r.Decode(t, &cancel)
+		if r.Status != 200 || cancel.Contract.Status != "cancelled" || cancel.BillingAccount.Status != "closed" {
+			t.Errorf("cancel plan: %d %s", r.Status, r.Body)
+		}
+		svctest.WantError(t, "cancel again", c.do("POST", "/api/customers/"+cust+"/cancel-plan", `{}`, false), 409, "no active support plan")
+	})
+}
