@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -93,11 +94,11 @@ func Connect(ctx context.Context, cfg Config) (*Broker, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	nc, err := nats.Connect(cfg.URL,
+	opts := []nats.Option{
 		nats.Name(cmp.Or(cfg.Name, "sysops")),
 		nats.Timeout(cfg.ConnectTimeout),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				logger.Warn("nats disconnected", "error", err)
@@ -106,7 +107,9 @@ func Connect(ctx context.Context, cfg Config) (*Broker, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
-	)
+		nats.SetCustomDialer(&dialer{net: net.Dialer{Timeout: cfg.ConnectTimeout}}),
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: connect %s: %w", redactURL(cfg.URL), err)
 	}
@@ -144,6 +147,11 @@ func (b *Broker) Close() { b.nc.Close() }
 
 // ConnectedURL returns the URL of the server the broker is connected to.
 func (b *Broker) ConnectedURL() string { return b.nc.ConnectedUrlRedacted() }
+
+// InProcess reports whether the broker reaches its server in process: the
+// server is embedded in this process ([RunServer]), so the connection is
+// a pipe instead of TCP.
+func (b *Broker) InProcess() bool { return b.nc.ConnectedAddr() == "pipe" }
 
 // StreamSpec describes a stream.
 type StreamSpec struct {
