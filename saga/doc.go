@@ -66,12 +66,29 @@
 //	go run ./cmd/sysops bench saga --postgres 'postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'
 //	go run ./cmd/sysops bench saga
 //
-// Figures of 2026-11-25, taken on a machine about three times slower
-// than the day before (a system call took about 1.4 microseconds; the
-// build of two rounds ago gave 127-157 committed sagas/s at concurrency
-// 64 that day against 385-476 the day before), so only figures of one
-// hour compare. Two full runs on PostgreSQL and one on SQLite, 5 seconds
-// a level:
+// (add --concurrency 64 --duration 10s for one level). The machine's speed
+// varies from day to day by up to three times (a system call took 0.5 µs
+// on a usual day, 1.4-2.6 µs on a slow one), so only figures of one hour
+// compare. On a usual day (2026-11-25), PostgreSQL with fsync on, one full
+// run, 5 seconds a level:
+//
+//	committed,   concurrency 1      75 sagas/s, p50 13 ms
+//	committed,   concurrency 16     287 sagas/s
+//	committed,   concurrency 64     525 sagas/s, p50 122 ms, p99 178 ms
+//	compensated, concurrency 64     527 sagas/s
+//
+// Five more 10-second runs at concurrency 64: committed 477-656 sagas/s
+// at 2.63-3.75 ms of machine CPU per saga, compensated 453-566 at
+// 3.16-3.87 ms, the cores 88-91% busy. Where the CPU of a committed
+// level went (a /proc sampler, 8 s): the Go process 43%, the databases
+// of ticket 16%, assignment 15%, the orchestrator's log 13% and customer
+// 10%. At concurrency 1 a saga costs 11-16 ms of machine CPU with the
+// cores 60% busy: no batching (one call per participant transaction), and
+// each of its sequential round trips wakes a process; the system idle
+// (sysops up, no requests) uses 2% of one core.
+//
+// On a slow day (the same date, earlier), two full runs on PostgreSQL and
+// one on SQLite, 5 seconds a level:
 //
 //	                                PostgreSQL (fsync on)            SQLite (synchronous=FULL)
 //	committed,   concurrency 1      38-47 sagas/s, p50 20-25 ms,     86 sagas/s, p50 11 ms,
@@ -81,8 +98,45 @@
 //	                                p99 271-303 ms                   p99 310 ms
 //	compensated, concurrency 64     229-278 sagas/s, p99 332-371 ms  337 sagas/s, p99 258 ms
 //
-// This round, run for run against the previous round's build (three
-// alternated pairs on PostgreSQL, concurrency 64, 10 seconds a
+// # Why 1,500 sagas/s is out of reach here
+//
+// Batching cannot close the gap at concurrency 64. Most of what a
+// participant's transaction costs is per transaction, not per call (the
+// ticket database spent 0.9 ms of CPU on a transaction of one call at
+// concurrency 1, and 1.3 ms on a batch of 6.2 calls at 64), so the batch
+// size sets much of the cost of a saga. With one batch in flight per
+// step, a saga waits about one and a half batch periods at each of its
+// four steps, which caps a batch near 64/6, about 10 calls, at
+// concurrency 64. More sagas in flight
+// show where that leads (PostgreSQL, 8 s a level, same run):
+//
+//	concurrency   committed/s   calls per batch   log writes per commit   machine CPU per saga
+//	 64            616            6.3               7.8                     2.52 ms
+//	128            800           11.7              14.6                     2.03 ms
+//	256            898           18.3              24.9                     1.87 ms
+//
+// The cost per saga levels off near 1.8 ms, the work each saga does
+// whatever the batch: its rows, events, audit records and relaying in
+// four databases, its share of HTTP and JSON. On two cores 90% busy, a
+// floor of 1.8 ms allows about 1,000 sagas/s at any concurrency; the
+// target's 1,500 would need 1.2 ms a saga.
+//
+// Audit records are about an eighth of it. A build whose participants
+// queued none (measured only, never kept: the seeds' audit scenario is a
+// dedicated owner fed through a persistent queue), three alternated pairs
+// at concurrency 64: committed 714-788 sagas/s at 2.23-2.33 ms of machine
+// CPU per saga, against 633-675 at 2.47-2.65 ms; compensated 558-618
+// against 527-599.
+//
+// The target is 1,500 committed sagas/s at concurrency 64 on PostgreSQL;
+// this is short of it, and the machine is the limit: the two cores are
+// 86-93% busy while the bench measures, and 1,500 sagas/s on two cores
+// 90% busy would need 1.2 ms of CPU a saga.
+//
+// # How it got here
+//
+// The round that moved a saga's steps into its row, run for run against
+// the build before it (three alternated pairs on PostgreSQL, concurrency 64, 10 seconds a
 // scenario): committed 256-272 sagas/s before, 337-354 after in two
 // pairs (247 in a third, whose machine did less work in all); compensated
 // 198-209 before, 273-280 (222). The two cores' busy time per saga (both
@@ -106,7 +160,7 @@
 //     for an undo batch of 50 calls here, and a whole-table scan per
 //     batch to read assignments.
 //
-// The previous round (batching across sagas) took committed sagas from
+// The round before it (batching across sagas) took committed sagas from
 // 132-157 to 273-291 a second and compensated ones from 127-130 to
 // 212-214, alternated the same way: every call of create-ticket goes in
 // a batch (5 to 6 calls at concurrency 64), and the participants apply a
@@ -122,62 +176,13 @@
 // Tried and not kept: merging a commit's log writes into one statement
 // per kind (arrays of sagas begun and saved) cost PostgreSQL more per
 // saga than the prepared statements it replaced, already sent in one
-// round trip — with the steps in their own table last round, and again
-// this round with one row per saga (one UPDATE ... FROM unnest of the
+// round trip — with the steps in their own table, and again with one
+// row per saga (one UPDATE ... FROM unnest of the
 // commit's saves: 4.85-7.23 ms of machine CPU per committed saga against
 // 4.75-5.45, three alternated pairs); a second log writer in flight (one
 // commit assembling while another commits) gave the same throughput
 // within the noise (244 and 310 committed sagas/s with one, 241 and 304
 // with two).
-//
-// In a later session of the same day the machine ran at about its usual
-// speed again. The same build, PostgreSQL, a full run: committed 75
-// sagas/s at concurrency 1 (p50 13 ms), 287 at 16, 525 at 64 (p50 122 ms,
-// p99 178 ms); compensated 527 at 64. Five more 10-second runs at
-// concurrency 64: committed 477-656 sagas/s at 2.63-3.75 ms of machine
-// CPU per saga, compensated 453-566 at 3.16-3.87 ms, the cores 88-91%
-// busy. Where the CPU of a committed level went (a /proc sampler, 8 s):
-// the Go process 43%, the databases of ticket 16%, assignment 15%, the
-// orchestrator's log 13% and customer 10%. At concurrency 1 a saga costs
-// 11-16 ms of machine CPU with the cores 60% busy: no batching (one call
-// per participant transaction), and each of its sequential round trips
-// wakes a process; the system idle (sysops up, no requests) uses 2% of
-// one core.
-//
-// Why batching cannot close the gap at concurrency 64: most of what a
-// participant's transaction costs is per transaction, not per call (the
-// ticket database spent 0.9 ms of CPU on a transaction of one call at
-// concurrency 1, and 1.3 ms on a batch of 6.2 calls at 64), so the batch
-// size sets much of the cost of a saga. With one batch in flight per step, a saga waits about one
-// and a half batch periods at each of its four steps, which caps a batch
-// near 64/6, about 10 calls, at concurrency 64. More sagas in flight
-// show where that leads (PostgreSQL, 8 s a level, same run):
-//
-//	concurrency   committed/s   calls per batch   log writes per commit   machine CPU per saga
-//	 64            616            6.3               7.8                     2.52 ms
-//	128            800           11.7              14.6                     2.03 ms
-//	256            898           18.3              24.9                     1.87 ms
-//
-// The cost per saga levels off near 1.8 ms, the work each saga does
-// whatever the batch: its rows, events, audit records and relaying in
-// four databases, its share of HTTP and JSON. On two cores 90% busy, a
-// floor of 1.8 ms allows about 1,000 sagas/s at any concurrency; the
-// target's 1,500 would need 1.2 ms a saga.
-//
-// Audit records are about an eighth of it. A build whose participants
-// queued none (measured only, never kept: the seeds' audit scenario is a
-// dedicated owner fed through a persistent queue), three alternated pairs
-// at concurrency 64: committed 714-788 sagas/s at 2.23-2.33 ms of machine
-// CPU per saga, against 633-675 at 2.47-2.65 ms; compensated 558-618
-// against 527-599.
-//
-// Against the target of 1,500 committed sagas/s at concurrency 64 on
-// PostgreSQL this is short, and the machine is the limit: the two cores
-// are 86-93% busy while the bench measures (sampled each second from
-// /proc/stat), at 6.1-6.3 ms of CPU per saga (set-up included), about
-// 40% of it the Go process (HTTP, JSON, the relays, the embedded
-// JetStream) and the rest PostgreSQL, spread over the four databases.
-// 1,500 sagas/s on two cores 90% busy would need 1.2 ms a saga.
 //
 // What it does not promise: isolation. Other requests see a saga's
 // intermediate states (a ticket created but not yet assigned); a
