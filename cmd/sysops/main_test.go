@@ -301,6 +301,9 @@ func TestBadConfiguration(t *testing.T) {
 		{"negative writers", []string{"bench", "outbox", "--writers", "-1"}, "--writers must not be negative", nil},
 		{"unknown bench phase", []string{"bench", "outbox", "--phases", "Duration"}, `--phases has an unknown phase "Duration"`, nil},
 		{"zero saga bench duration", []string{"bench", "saga", "--duration", "0s"}, "--duration 0s", nil},
+		// seed goes where --addr says the gateway is (nothing listens there).
+		{"seed on --addr", []string{"seed", "--addr", "127.0.0.1:1"}, "http://127.0.0.1:1/api/", nil},
+		{"seed on SYSOPS_ADDR", []string{"seed"}, "http://127.0.0.1:2/api/", []string{"SYSOPS_ADDR=127.0.0.1:2"}},
 		// The environment equivalents reach the same checks.
 		{"SYSOPS_POSTGRES", []string{"up"}, "unknown database URL scheme", []string{"SYSOPS_POSTGRES=mysql://root@127.0.0.1/x"}},
 		{"SYSOPS_DATA_DIR", []string{"up"}, filepath.Join(file, "env"), []string{"SYSOPS_DATA_DIR=" + filepath.Join(file, "env")}},

@@ -20,10 +20,13 @@ through the public API only, so every row is written by the service that
 owns it; every request carries an Idempotency-Key, so seeding twice adds
 nothing the second time.
 
-The API is the gateway's URL in the data directory's topology file, or
---api.`,
+The API is --api; else the gateway on --addr, where ` + "`sysops up --addr`" + `
+put it; else the gateway's URL in the data directory's topology file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if api == "" && o.addr != "" {
+				api = "http://" + o.addr
+			}
 			if api == "" {
 				topo, err := readTopology(o.dataDir)
 				if err != nil {
@@ -42,6 +45,6 @@ The API is the gateway's URL in the data directory's topology file, or
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&api, "api", "", "the public API's base URL (default: the gateway of the topology in --data-dir, else http://"+defaultAddr+")")
+	cmd.Flags().StringVar(&api, "api", "", "the public API's base URL (default: the gateway on --addr, else the one of the topology in --data-dir, else http://"+defaultAddr+")")
 	return cmd
 }
