@@ -3,7 +3,6 @@ package inbox
 import (
 	"errors"
 	"net/http"
-	"strconv"
 
 	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/internal/httpx"
@@ -19,13 +18,13 @@ func (c *Consumer) Handler(prefix string) http.Handler {
 	logger := c.cfg.Logger
 	mux := http.NewServeMux()
 	mux.Handle("GET "+prefix+"/parked", httpx.Handle(logger, func(w http.ResponseWriter, r *http.Request) error {
-		limit := 100
-		if l := r.URL.Query().Get("limit"); l != "" {
-			n, err := strconv.Atoi(l)
-			if err != nil || n < 1 || n > 10000 {
-				return sysops.Errorf(sysops.EInvalid, "limit must be a number from 1 to 10000, not %q", l)
-			}
-			limit = n
+		q, err := httpx.Query(r, "limit")
+		if err != nil {
+			return err
+		}
+		limit, err := httpx.Limit(q, 100, 10000)
+		if err != nil {
+			return err
 		}
 		parked, err := ListParked(r.Context(), c.db, limit)
 		if err != nil {

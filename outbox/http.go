@@ -3,9 +3,7 @@ package outbox
 import (
 	"log/slog"
 	"net/http"
-	"strconv"
 
-	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/internal/httpx"
 	"github.com/sysops-squad/sysops/sqldb"
 )
@@ -20,13 +18,13 @@ import (
 func Handler(prefix string, db *sqldb.DB, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET "+prefix, httpx.Handle(logger, func(w http.ResponseWriter, r *http.Request) error {
-		opts := ListOptions{Status: Status(r.URL.Query().Get("status"))}
-		if l := r.URL.Query().Get("limit"); l != "" {
-			n, err := strconv.Atoi(l)
-			if err != nil || n < 1 || n > 10000 {
-				return sysops.Errorf(sysops.EInvalid, "limit must be a number from 1 to 10000, not %q", l)
-			}
-			opts.Limit = n
+		q, err := httpx.Query(r, "status", "limit")
+		if err != nil {
+			return err
+		}
+		opts := ListOptions{Status: Status(q.Get("status"))}
+		if opts.Limit, err = httpx.Limit(q, 0, 10000); err != nil {
+			return err
 		}
 		rows, err := List(r.Context(), db, opts)
 		if err != nil {
@@ -36,6 +34,9 @@ func Handler(prefix string, db *sqldb.DB, logger *slog.Logger) http.Handler {
 		return nil
 	}))
 	mux.Handle("GET "+prefix+"/stats", httpx.Handle(logger, func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := httpx.Query(r); err != nil {
+			return err
+		}
 		s, err := GetStats(r.Context(), db)
 		if err != nil {
 			return err

@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -64,6 +65,13 @@ func TestOpsEndpoints(t *testing.T) {
 	}
 	if code, _ = call("GET", "/ops/outbox?limit=many", ""); code != 400 {
 		t.Errorf("bad limit = %d, want 400", code)
+	}
+	// A mistyped filter is refused, not answered with every dead row.
+	if code, body = call("GET", "/ops/outbox?state=pending", ""); code != 400 || !strings.Contains(fmt.Sprint(body), `"state"`) {
+		t.Errorf("unknown parameter = %d %v, want 400 naming it", code, body)
+	}
+	if code, _ = call("GET", "/ops/outbox/stats?verbose=1", ""); code != 400 {
+		t.Errorf("stats with a parameter = %d, want 400", code)
 	}
 }
 

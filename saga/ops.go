@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/sysops-squad/sysops"
@@ -164,14 +163,13 @@ func change(ctx context.Context, db *sqldb.DB, id string, fn func(tx *sql.Tx, s 
 func Handler(prefix string, db *sqldb.DB, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET "+prefix, httpx.Handle(logger, func(w http.ResponseWriter, r *http.Request) error {
-		q := r.URL.Query()
+		q, err := httpx.Query(r, "state", "definition", "limit")
+		if err != nil {
+			return err
+		}
 		f := Filter{State: State(q.Get("state")), Definition: q.Get("definition")}
-		if v := q.Get("limit"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 1000 {
-				return sysops.Errorf(sysops.EInvalid, "query parameter limit must be from 1 to 1000, not %q", v)
-			}
-			f.Limit = n
+		if f.Limit, err = httpx.Limit(q, 0, 1000); err != nil {
+			return err
 		}
 		list, err := List(r.Context(), db, f)
 		if err != nil {
@@ -181,6 +179,9 @@ func Handler(prefix string, db *sqldb.DB, logger *slog.Logger) http.Handler {
 		return nil
 	}))
 	mux.Handle("GET "+prefix+"/{id}", httpx.Handle(logger, func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := httpx.Query(r); err != nil {
+			return err
+		}
 		s, err := Get(r.Context(), db, r.PathValue("id"))
 		if err != nil {
 			return opsError(err)

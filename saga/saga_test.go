@@ -460,6 +460,12 @@ func TestHandler(t *testing.T) {
 		if code, body := get("/ops/sagas?state=weird"); code != 400 || !strings.Contains(body, `unknown saga state \"weird\" (running, compensating`) {
 			t.Errorf("bad state: %d %s", code, body)
 		}
+		if code, body := get("/ops/sagas?status=committed"); code != 400 || !strings.Contains(body, `unknown query parameter \"status\" (known: state, definition, limit)`) {
+			t.Errorf("mistyped filter: %d %s, want 400 naming it", code, body)
+		}
+		if code, body := get("/ops/sagas?limit=0"); code != 400 || !strings.Contains(body, "from 1 to 1000") {
+			t.Errorf("limit 0: %d %s", code, body)
+		}
 		if _, err := saga.List(context.Background(), db, saga.Filter{State: "weird"}); sysops.CodeOf(err) != sysops.EInvalid {
 			t.Errorf("List of an unknown state: %v, want an invalid error", err)
 		}

@@ -146,3 +146,50 @@ func many(n int) string {
 	}
 	return b.String()
 }
+
+func TestQuery(t *testing.T) {
+	for _, tc := range []struct {
+		query string
+		known []string
+		want  string // "" for accepted, else words of the error
+	}{
+		{"", nil, ""},
+		{"state=committed&limit=5", []string{"state", "limit"}, ""},
+		{"state=", []string{"state"}, ""},
+		{"x=1", nil, `"x": this endpoint takes none`},
+		{"status=dead", []string{"state", "limit"}, `unknown query parameter "status" (known: state, limit)`},
+		{"b=1&a=1", []string{"c"}, `"a"`}, // the first in name order, every time
+		{"state=a&state=b", []string{"state"}, `"state" is given 2 times`},
+		{"state=%zz", []string{"state"}, "malformed query string"},
+	} {
+		r := httptest.NewRequest("GET", "/x?"+tc.query, nil)
+		q, err := httpx.Query(r, tc.known...)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("?%s: %v", tc.query, err)
+		case tc.want == "" && q.Encode() != r.URL.Query().Encode():
+			t.Errorf("?%s: got %v", tc.query, q)
+		case tc.want != "" && (sysops.CodeOf(err) != sysops.EInvalid || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("?%s: err = %v, want an invalid error with %q", tc.query, err, tc.want)
+		}
+	}
+}
+
+func TestLimit(t *testing.T) {
+	for _, tc := range []struct {
+		query string
+		want  int // -1 for refused
+	}{
+		{"", 100}, {"limit=1", 1}, {"limit=1000", 1000}, {"limit=0", -1}, {"limit=1001", -1},
+		{"limit=-3", -1}, {"limit=ten", -1}, {"limit=05", -1}, {"limit=+5", -1},
+	} {
+		r := httptest.NewRequest("GET", "/x?"+tc.query, nil)
+		n, err := httpx.Limit(r.URL.Query(), 100, 1000)
+		switch {
+		case tc.want < 0 && (err == nil || !strings.Contains(err.Error(), "from 1 to 1000")):
+			t.Errorf("?%s: %d, %v; want it refused naming the range", tc.query, n, err)
+		case tc.want >= 0 && (err != nil || n != tc.want):
+			t.Errorf("?%s: %d, %v; want %d", tc.query, n, err, tc.want)
+		}
+	}
+}

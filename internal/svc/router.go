@@ -24,8 +24,22 @@ func NewRouter(logger *slog.Logger) *Router {
 	return &Router{mux: http.NewServeMux(), logger: logger}
 }
 
-// Handle routes pattern ("POST /customers/{id}", say) to fn.
-func (rt *Router) Handle(pattern string, fn httpx.HandlerFunc) {
+// Handle routes pattern ("POST /customers/{id}", say) to fn. The route
+// takes the query parameters named in params and answers any other, or
+// one given twice, with a 400 naming it ([httpx.Query]): a mistyped filter
+// is an error, not an unfiltered answer.
+func (rt *Router) Handle(pattern string, fn httpx.HandlerFunc, params ...string) {
+	rt.mux.Handle(pattern, httpx.Handle(rt.logger, func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := httpx.Query(r, params...); err != nil {
+			return err
+		}
+		return fn(w, r)
+	}))
+}
+
+// HandleForward routes pattern to fn, which passes the query string on to
+// the service that answers; that service checks it.
+func (rt *Router) HandleForward(pattern string, fn httpx.HandlerFunc) {
 	rt.mux.Handle(pattern, httpx.Handle(rt.logger, fn))
 }
 
@@ -79,30 +93,3 @@ func Micros(t time.Time) int64 { return t.UnixMicro() }
 
 // FromMicros is the inverse of [Micros], in UTC.
 func FromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
-
-// Limit parses a "limit" query parameter: default def, at most max.
-func Limit(r *http.Request, def, max int) (int, error) {
-	s := r.URL.Query().Get("limit")
-	if s == "" {
-		return def, nil
-	}
-	var n int
-	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 1 || n > max || fmt.Sprint(n) != s {
-		return 0, sysops.Errorf(sysops.EInvalid, "query parameter limit must be a whole number from 1 to %d, not %q", max, s)
-	}
-	return n, nil
-}
-
-// KnownParams fails when the request has a query parameter not in known.
-func KnownParams(r *http.Request, known ...string) error {
-	for k := range r.URL.Query() {
-		ok := false
-		for _, n := range known {
-			ok = ok || n == k
-		}
-		if !ok {
-			return sysops.Errorf(sysops.EInvalid, "unknown query parameter %q (known: %v)", k, known)
-		}
-	}
-	return nil
-}

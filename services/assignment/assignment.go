@@ -786,9 +786,6 @@ func (s *Service) Handler() http.Handler {
 		return s.Assignment(r.Context(), r.PathValue("ticket_id"))
 	}))
 	rt.Handle("GET /assignments", func(w http.ResponseWriter, r *http.Request) error {
-		if err := svc.KnownParams(r, "expert_id"); err != nil {
-			return err
-		}
 		id := r.URL.Query().Get("expert_id")
 		if id == "" {
 			return sysops.Errorf(sysops.EInvalid, "query parameter expert_id is required")
@@ -799,7 +796,7 @@ func (s *Service) Handler() http.Handler {
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"assignments": as})
 		return nil
-	})
+	}, "expert_id")
 	rt.Handle("POST /assignments/{ticket_id}/complete", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
 		Notes string `json:"notes"`
 	}) (any, error) {

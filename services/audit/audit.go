@@ -153,10 +153,7 @@ func (s *Service) Records(ctx context.Context, q Query) ([]svc.AuditRecord, erro
 func (s *Service) Handler() http.Handler {
 	rt := svc.NewRouter(s.logger)
 	rt.Handle("GET /audit", func(w http.ResponseWriter, r *http.Request) error {
-		if err := svc.KnownParams(r, "entity_type", "entity_id", "service", "actor", "request_id", "limit"); err != nil {
-			return err
-		}
-		limit, err := svc.Limit(r, 100, 1000)
+		limit, err := httpx.Limit(r.URL.Query(), 100, 1000)
 		if err != nil {
 			return err
 		}
@@ -168,6 +165,6 @@ func (s *Service) Handler() http.Handler {
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"records": recs})
 		return nil
-	})
+	}, "entity_type", "entity_id", "service", "actor", "request_id", "limit")
 	return rt
 }

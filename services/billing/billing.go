@@ -302,9 +302,6 @@ func (s *Service) Handler() http.Handler {
 		return s.Get(r.Context(), r.PathValue("id"))
 	}))
 	rt.Handle("GET /accounts", func(w http.ResponseWriter, r *http.Request) error {
-		if err := svc.KnownParams(r, "customer_id"); err != nil {
-			return err
-		}
 		id := r.URL.Query().Get("customer_id")
 		if id == "" {
 			return sysops.Errorf(sysops.EInvalid, "query parameter customer_id is required")
@@ -315,7 +312,7 @@ func (s *Service) Handler() http.Handler {
 		}
 		httpx.WriteJSON(w, http.StatusOK, a)
 		return nil
-	})
+	}, "customer_id")
 	rt.Handle("POST /accounts/{id}/close", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
 		return s.Close(r.Context(), r.PathValue("id"))
 	}))

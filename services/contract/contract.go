@@ -251,9 +251,6 @@ func (s *Service) Handler() http.Handler {
 		return s.Get(r.Context(), r.PathValue("id"))
 	}))
 	rt.Handle("GET /contracts", func(w http.ResponseWriter, r *http.Request) error {
-		if err := svc.KnownParams(r, "customer_id"); err != nil {
-			return err
-		}
 		id := r.URL.Query().Get("customer_id")
 		if id == "" {
 			return sysops.Errorf(sysops.EInvalid, "query parameter customer_id is required")
@@ -264,7 +261,7 @@ func (s *Service) Handler() http.Handler {
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"contracts": ks})
 		return nil
-	})
+	}, "customer_id")
 	rt.Handle("POST /contracts/{id}/reinstate", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
 		return s.Reinstate(r.Context(), r.PathValue("id"))
 	}))

@@ -715,10 +715,7 @@ func (s *Service) Handler() http.Handler {
 		return s.Get(r.Context(), r.PathValue("id"))
 	}))
 	rt.Handle("GET /customers", func(w http.ResponseWriter, r *http.Request) error {
-		if err := svc.KnownParams(r, "email", "limit"); err != nil {
-			return err
-		}
-		limit, err := svc.Limit(r, 100, 1000)
+		limit, err := httpx.Limit(r.URL.Query(), 100, 1000)
 		if err != nil {
 			return err
 		}
@@ -728,7 +725,7 @@ func (s *Service) Handler() http.Handler {
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"customers": cs})
 		return nil
-	})
+	}, "email", "limit")
 	rt.HandleBatch("POST /customers/{id}/open-tickets", s.adjustBatch)
 	rt.HandleBatch("POST /customers/{id}/open-tickets/{op_id}/undo", s.undoBatch)
 	rt.Handle("POST /customers/{id}/open-tickets", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {

@@ -446,9 +446,6 @@ func (g *Gateway) Handler() http.Handler {
 		})(w, r)
 	})
 	rt.Handle("GET /api/customers/{id}/tickets", func(w http.ResponseWriter, r *http.Request) error {
-		if err := svc.KnownParams(r, "status", "limit"); err != nil {
-			return err
-		}
 		if err := g.c("customer").Get(r.Context(), "/customers/"+url.PathEscape(r.PathValue("id")), nil); err != nil {
 			return err
 		}
@@ -460,7 +457,7 @@ func (g *Gateway) Handler() http.Handler {
 		}
 		httpx.WriteJSON(w, http.StatusOK, raw)
 		return nil
-	})
+	}, "status", "limit")
 	rt.Handle("POST /api/tickets", func(w http.ResponseWriter, r *http.Request) error {
 		var in NewTicket
 		if err := decode(w, r, &in); err != nil {
@@ -476,8 +473,8 @@ func (g *Gateway) Handler() http.Handler {
 		}
 		return created(func(r *http.Request) (map[string]any, error) { return g.createTicket(r.Context(), in) })(w, r)
 	})
-	rt.Handle("GET /api/sagas/{id}", g.forward("orchestrator", "/sagas/{id}"))
-	rt.Handle("GET /api/ops/sagas", g.forward("orchestrator", "/ops/sagas"))
+	rt.HandleForward("GET /api/sagas/{id}", g.forward("orchestrator", "/sagas/{id}"))
+	rt.HandleForward("GET /api/ops/sagas", g.forward("orchestrator", "/ops/sagas"))
 	for _, action := range []string{"retry", "skip", "resolve", "cancel"} {
 		rt.Handle("POST /api/ops/sagas/{id}/"+action, func(w http.ResponseWriter, r *http.Request) error {
 			body := map[string]string{}
@@ -549,9 +546,9 @@ func (g *Gateway) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, out)
 		return nil
 	})
-	rt.Handle("GET /api/zipcodes/{zip}", g.forward("location", "/zipcodes/{zip}"))
-	rt.Handle("GET /api/zipcodes", g.forward("location", "/zipcodes"))
-	rt.Handle("GET /api/experts", g.forward("assignment", "/experts"))
+	rt.HandleForward("GET /api/zipcodes/{zip}", g.forward("location", "/zipcodes/{zip}"))
+	rt.HandleForward("GET /api/zipcodes", g.forward("location", "/zipcodes"))
+	rt.HandleForward("GET /api/experts", g.forward("assignment", "/experts"))
 	rt.Handle("POST /api/experts", func(w http.ResponseWriter, r *http.Request) error {
 		var in struct {
 			Name     string   `json:"name"`
@@ -570,8 +567,8 @@ func (g *Gateway) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusCreated, out)
 		return nil
 	})
-	rt.Handle("GET /api/audit", g.forward("audit", "/audit"))
-	rt.Handle("GET /api/surveys", g.forward("survey", "/surveys"))
+	rt.HandleForward("GET /api/audit", g.forward("audit", "/audit"))
+	rt.HandleForward("GET /api/surveys", g.forward("survey", "/surveys"))
 	rt.Handle("POST /api/surveys/{id}/response", func(w http.ResponseWriter, r *http.Request) error {
 		var in struct {
 			Rating  int    `json:"rating"`
@@ -587,15 +584,15 @@ func (g *Gateway) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, out)
 		return nil
 	})
-	rt.Handle("GET /api/reports/summary", g.forward("reporting", "/reports/summary"))
-	rt.Handle("GET /api/reports/customers/{id}", g.forward("reporting", "/reports/customers/{id}"))
+	rt.HandleForward("GET /api/reports/summary", g.forward("reporting", "/reports/summary"))
+	rt.HandleForward("GET /api/reports/customers/{id}", g.forward("reporting", "/reports/customers/{id}"))
 	rt.Handle("GET /api/ops/services", func(w http.ResponseWriter, r *http.Request) error {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"services": g.services(r.Context())})
 		return nil
 	})
-	rt.Handle("/api/ops/outbox/{service}/{rest...}", g.opsProxy("outbox"))
-	rt.Handle("/api/ops/outbox/{service}", g.opsProxy("outbox"))
-	rt.Handle("/api/ops/inbox/{service}/{rest...}", g.opsProxy("inbox"))
+	rt.HandleForward("/api/ops/outbox/{service}/{rest...}", g.opsProxy("outbox"))
+	rt.HandleForward("/api/ops/outbox/{service}", g.opsProxy("outbox"))
+	rt.HandleForward("/api/ops/inbox/{service}/{rest...}", g.opsProxy("inbox"))
 	return rt
 }
 

@@ -244,6 +244,32 @@ func TestPublicAPI(t *testing.T) {
 		svctest.WantError(t, "cancel again", c.do("POST", "/api/customers/"+cust+"/cancel-plan", `{}`, false), 409, "no active support plan")
 
 		c.do("GET", "/api/zipcodes/94103", nil, false)
+		var near struct {
+			Zipcodes []struct {
+				Zip        string
+				DistanceKM float64 `json:"distance_km"`
+			}
+		}
+		c.do("GET", "/api/zipcodes?near=10001&km=3", nil, false).Decode(t, &near)
+		if len(near.Zipcodes) == 0 || near.Zipcodes[0].Zip != "10001" || near.Zipcodes[len(near.Zipcodes)-1].DistanceKM > 3 {
+			t.Errorf("zip codes near 10001 = %+v, want 10001 first and none past 3 km", near.Zipcodes)
+		}
+		svctest.WantError(t, "near an unknown zip", c.do("GET", "/api/zipcodes?near=00000", nil, false), 404, "00000")
+		svctest.WantError(t, "km not a number", c.do("GET", "/api/zipcodes?near=10001&km=far", nil, true), 400, "km")
+		var all struct{ Zipcodes []struct{ Zip string } }
+		c.do("GET", "/api/zipcodes", nil, false).Decode(t, &all)
+		if len(all.Zipcodes) <= len(near.Zipcodes) {
+			t.Errorf("%d zip codes in all, %d near 10001", len(all.Zipcodes), len(near.Zipcodes))
+		}
+		var rep struct {
+			Customer struct{ ID string }
+			Tickets  []struct{ ID string }
+		}
+		c.do("GET", "/api/reports/customers/"+cust, nil, false).Decode(t, &rep)
+		if rep.Customer.ID != cust || len(rep.Tickets) != 3 { // completed, cancelled, and the compensated one no expert could take
+			t.Errorf("customer report = %+v, want %s with 3 tickets", rep, cust)
+		}
+		svctest.WantError(t, "report of nobody", c.do("GET", "/api/reports/customers/nobody", nil, false), 404, "nobody")
 		c.do("GET", "/api/reports/summary", nil, false)
 		c.do("GET", "/api/ops/services", nil, false)
 		c.do("GET", "/api/ops/outbox/customer?status=dead", nil, false)
@@ -259,6 +285,14 @@ func TestPublicAPI(t *testing.T) {
 		if strings.Contains(noInbox.ErrorMessage(), "no route") || noInbox.Header.Get("Sysops-No-Route") != "" {
 			t.Errorf("inbox of a service without one: %s %v", noInbox.Body, noInbox.Header)
 		}
+		// A mistyped filter is an error, not an unfiltered answer, at the
+		// gateway's own routes and at the owners it forwards to.
+		svctest.WantError(t, "ops sagas by status", c.do("GET", "/api/ops/sagas?status=committed", nil, true), 400, `"status"`, "state")
+		svctest.WantError(t, "outbox by state", c.do("GET", "/api/ops/outbox/customer?state=dead", nil, true), 400, `"state"`, "status")
+		svctest.WantError(t, "experts by skill", c.do("GET", "/api/experts?skill=printer", nil, true), 400, `"skill"`, "takes none")
+		svctest.WantError(t, "summary with a filter", c.do("GET", "/api/reports/summary?priority=high", nil, true), 400, `"priority"`)
+		svctest.WantError(t, "tickets by status twice", c.do("GET", "/api/customers/"+cust+"/tickets?status=open&status=assigned", nil, true), 400, `"status"`, "2 times")
+		svctest.WantError(t, "customer with a query", c.do("GET", "/api/customers/"+cust+"?expand=1", nil, true), 400, `"expand"`)
 		svctest.WantError(t, "unknown saga action", c.do("POST", "/api/ops/sagas/some-saga/explode", nil, true), 400,
 			`"explode"`, "retry, skip, resolve or cancel")
 		svctest.WantError(t, "skip with nothing parked", c.do("POST", "/api/ops/inbox/audit/skip",

@@ -25,6 +25,9 @@ func (s *Service) Handler() http.Handler {
 }
 
 func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) error {
+	if _, err := httpx.Query(r); err != nil {
+		return err
+	}
 	z, err := s.Get(r.Context(), r.PathValue("zip"))
 	if err != nil {
 		return err
@@ -34,11 +37,9 @@ func (s *Service) handleGet(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) handleList(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	for k := range q {
-		if k != "near" && k != "km" {
-			return sysops.Errorf(sysops.EInvalid, "unknown query parameter %q (known: near, km)", k)
-		}
+	q, err := httpx.Query(r, "near", "km")
+	if err != nil {
+		return err
 	}
 	if q.Has("near") || q.Has("km") {
 		near, kmText := q.Get("near"), q.Get("km")

@@ -199,9 +199,6 @@ func (s *Service) Handler() http.Handler {
 		return s.Get(r.Context(), r.PathValue("id"))
 	}))
 	rt.Handle("GET /surveys", func(w http.ResponseWriter, r *http.Request) error {
-		if err := svc.KnownParams(r, "customer_id", "ticket_id"); err != nil {
-			return err
-		}
 		q := r.URL.Query()
 		var list []Survey
 		var err error
@@ -218,7 +215,7 @@ func (s *Service) Handler() http.Handler {
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"surveys": list})
 		return nil
-	})
+	}, "customer_id", "ticket_id")
 	rt.Handle("POST /surveys/{id}/response", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
 		Rating  int    `json:"rating"`
 		Comment string `json:"comment"`

@@ -593,10 +593,7 @@ func (s *Service) Handler() http.Handler {
 		return s.Get(r.Context(), r.PathValue("id"))
 	}))
 	rt.Handle("GET /tickets", func(w http.ResponseWriter, r *http.Request) error {
-		if err := svc.KnownParams(r, "customer_id", "status", "limit"); err != nil {
-			return err
-		}
-		limit, err := svc.Limit(r, 100, 1000)
+		limit, err := httpx.Limit(r.URL.Query(), 100, 1000)
 		if err != nil {
 			return err
 		}
@@ -614,7 +611,7 @@ func (s *Service) Handler() http.Handler {
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"tickets": ts})
 		return nil
-	})
+	}, "customer_id", "status", "limit")
 	rt.HandleBatch("POST /tickets", s.openBatch)
 	rt.HandleBatch("POST /tickets/{id}/status", s.statusBatch)
 	rt.HandleBatch("POST /tickets/{id}/cancel", s.cancelBatch)
