@@ -219,7 +219,7 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 		cancel: cancel,
 		served: make(chan error, 1),
 		srv: &http.Server{
-			Handler:           svc.RequestContext(mux),
+			Handler:           svc.RequestContext(httpx.Canonical(mux)),
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		},

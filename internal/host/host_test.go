@@ -61,6 +61,22 @@ func TestStartServesHealthAndService(t *testing.T) {
 		}
 	}
 
+	// A path not in canonical form is a JSON 400 naming it, not a
+	// redirect that would drop a POST's body.
+	for _, path := range []string{"/widgets//1", "/widgets/./1", "/a/../readyz"} {
+		req, _ := http.NewRequest("POST", h.URL()+path, strings.NewReader(`{}`))
+		req.URL.Opaque = path // as sent, uncleaned
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(string(b), "canonical") || !strings.Contains(string(b), path) {
+			t.Errorf("POST %s = %d %s, want 400 naming the path", path, resp.StatusCode, b)
+		}
+	}
+
 	nats.Shutdown()
 	resp, err := http.Get(h.URL() + "/readyz")
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
 	"strings"
 
 	"github.com/sysops-squad/sysops"
@@ -272,4 +273,23 @@ func jsonKind(goKind string) string {
 		return "an array"
 	}
 	return "an object"
+}
+
+// Canonical answers a request whose path is not in canonical form (an
+// empty segment, "." or "..") with a 400 naming the path, where
+// http.ServeMux would redirect it: a redirected POST loses its body, and
+// an API client is better told its URL is wrong.
+func Canonical(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		c := path.Clean("/" + p)
+		if strings.HasSuffix(p, "/") && c != "/" {
+			c += "/"
+		}
+		if c != p {
+			WriteError(w, r, nil, sysops.Errorf(sysops.EInvalid, "path %q is not in canonical form (did you mean %q?)", p, c))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
