@@ -242,11 +242,13 @@ func fieldPath(stack []jsonFrame) string {
 
 func describeJSONError(err error) string {
 	if e, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-		field := e.Field
-		if field == "" {
-			return fmt.Sprintf("body must be %s, not %s", jsonKind(e.Type.Kind().String()), e.Value)
+		// A number that does not fit (4.5 or -1 for a whole number, 1e99
+		// for an int) is named by its value, any other by its kind.
+		got := strings.TrimPrefix(e.Value, "number ")
+		if field := e.Field; field != "" {
+			return fmt.Sprintf("field %q must be %s, not %s", field, jsonKind(e.Type.Kind().String()), got)
 		}
-		return fmt.Sprintf("field %q must be %s, not %s", field, jsonKind(e.Type.Kind().String()), e.Value)
+		return fmt.Sprintf("body must be %s, not %s", jsonKind(e.Type.Kind().String()), got)
 	}
 	if e, ok := errors.AsType[*json.SyntaxError](err); ok {
 		return fmt.Sprintf("malformed JSON at byte %d: %v", e.Offset, e)
@@ -263,7 +265,11 @@ func describeJSONError(err error) string {
 
 func jsonKind(goKind string) string {
 	switch {
-	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"), strings.HasPrefix(goKind, "float"):
+	case strings.HasPrefix(goKind, "int"):
+		return "a whole number"
+	case strings.HasPrefix(goKind, "uint"):
+		return "a whole number, 0 or more"
+	case strings.HasPrefix(goKind, "float"):
 		return "a number"
 	case goKind == "string":
 		return "a string"

@@ -53,7 +53,9 @@ func TestDecodeJSON(t *testing.T) {
 	}{
 		{"ok", `{"item":"disk","quantity":2}`, "application/json", 200, `"quantity":2`},
 		{"unknown field", `{"item":"disk","colour":"red"}`, "", 400, `unknown field \"colour\"`},
-		{"wrong type", `{"item":"disk","quantity":"two"}`, "", 400, `field \"quantity\" must be a number`},
+		{"wrong type", `{"item":"disk","quantity":"two"}`, "", 400, `field \"quantity\" must be a whole number, not string`},
+		{"fraction", `{"item":"disk","quantity":2.5}`, "", 400, `field \"quantity\" must be a whole number, not 2.5`},
+		{"out of range", `{"item":"disk","quantity":1e99}`, "", 400, `field \"quantity\" must be a whole number, not 1e99`},
 		{"wrong bool", `{"express":"yes"}`, "", 400, `field \"express\" must be true or false`},
 		{"malformed", `{"item":`, "", 400, "malformed JSON"},
 		{"empty", ``, "", 400, "empty"},
