@@ -111,7 +111,7 @@ func get(ctx context.Context, q interface {
 		&s.ID, &s.Definition, &s.Version, &input, &s.State, &s.Reason, &s.LastError, &s.CancelReason,
 		&deadline, &created, &updated, &finished, &s.LeaseOwner, &steps)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Saga{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+		return Saga{}, notFound(id)
 	}
 	if err != nil {
 		return Saga{}, fmt.Errorf("saga: read %s: %w", id, err)
@@ -283,3 +283,9 @@ func (c *committer) commit(ctx context.Context, batch []*op) {
 		c.commit(ctx, []*op{o})
 	}
 }
+
+// notFound is [ErrNotFound] for one saga, named in its message.
+type notFound string
+
+func (id notFound) Error() string     { return fmt.Sprintf("saga %q not found", string(id)) }
+func (notFound) Is(target error) bool { return target == ErrNotFound }

@@ -454,8 +454,11 @@ func TestHandler(t *testing.T) {
 		if code, body := get("/ops/sagas/" + s.ID); code != 200 || !strings.Contains(body, "refund failed") {
 			t.Errorf("show: %d %s", code, body)
 		}
-		if code, _ := get("/ops/sagas/nope"); code != 404 {
-			t.Errorf("unknown saga: %d", code)
+		if code, body := get("/ops/sagas/nope"); code != 404 || !strings.Contains(body, `saga \"nope\" not found`) {
+			t.Errorf("unknown saga: %d %s", code, body)
+		}
+		if _, err := saga.Get(context.Background(), db, "nope"); !errors.Is(err, saga.ErrNotFound) {
+			t.Errorf("Get of an unknown saga: %v, want ErrNotFound", err)
 		}
 		if code, body := get("/ops/sagas?state=weird"); code != 400 || !strings.Contains(body, `unknown saga state \"weird\" (running, compensating`) {
 			t.Errorf("bad state: %d %s", code, body)
