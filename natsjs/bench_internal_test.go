@@ -24,10 +24,11 @@ func BenchmarkPublishBatch(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer s.Shutdown()
-			if reach == "tcp" {
-				inProcess.Delete(s.addr)
+			cfg := Config{URL: s.ClientURL()}
+			if reach == "in-process" {
+				cfg.InProcess = s
 			}
-			br, err := Connect(ctx, Config{URL: s.ClientURL()})
+			br, err := Connect(ctx, cfg)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -2,18 +2,6 @@
 // process ([RunServer]) or reached by URL ([Connect]), used the way the
 // toolkit needs it.
 //
-//   - A broker connecting to a server embedded in its own process reaches
-//     it through an in-process pipe instead of loopback TCP (found by the
-//     address dialed, so a server restarted on the same address is found
-//     again): under `sysops up` every service, relay and consumer talks to
-//     JetStream without a system call per message. Measured with
-//     `go test -run - -bench PublishBatch ./natsjs` (batches of 100
-//     messages to a file-store stream, the project's 2-core machine on a
-//     slow day): in process 18.1-19.6 µs of the process's CPU per message
-//     and 67,000-70,000 messages/s; over loopback TCP 19.6-21.3 µs and
-//     57,000-59,000 messages/s. The end-to-end outbox bench, whose events
-//     cost about 1 ms of machine CPU each that day, showed no difference
-//     outside its noise.
 //   - One stream per owning service ([ServiceStream]: "SYSOPS_TICKET" holds
 //     "sysops.ticket.>") plus one dead-letter stream; [Broker.EnsureStream]
 //     is idempotent.
@@ -42,4 +30,18 @@
 // message that is retried is redelivered after later ones. De-duplication
 // of publishes holds only inside the stream's duplicate window (default 10
 // minutes).
+//
+// # In process
+//
+// [Config.InProcess] connects a broker to a server embedded in the same
+// process through a pipe instead of loopback TCP. Measured with
+// `go test -run - -bench PublishBatch ./natsjs` (batches of 100 messages
+// to a file-store stream, the project's 2-core machine on a slow day, ten
+// runs each): in process 16.0-19.6 µs of the process's CPU per message
+// (median 18.1) and 66,000-76,000 messages/s; over loopback TCP 17.3-21.3
+// µs (median 20.6) and 55,000-68,000. The
+// end-to-end outbox bench, whose events cost about 1 ms of machine CPU
+// each that day, showed no difference outside its noise. The Sysops Squad
+// system keeps TCP: its services reach the broker over the network, so
+// that its failure modes are the real ones.
 package natsjs

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -31,8 +30,7 @@ type ServerConfig struct {
 
 // Server is an embedded NATS server with JetStream.
 type Server struct {
-	ns   *server.Server
-	addr string // host:port it listens on
+	ns *server.Server
 }
 
 // RunServer starts an embedded NATS server with JetStream enabled and
@@ -94,28 +92,7 @@ func RunServer(cfg ServerConfig) (*Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("natsjs: embedded server: JetStream did not start (store dir %s)", cfg.StoreDir)
 	}
-	addr := ns.Addr().String()
-	inProcess.Store(addr, ns)
-	return &Server{ns: ns, addr: addr}, nil
-}
-
-// inProcess maps the listening address of each embedded server running
-// in this process to the server: a [Broker] of the same process dialing
-// that address connects in process (a pipe, no TCP), so `sysops up`'s
-// services and relays reach their broker without a system call per
-// message. A restarted server registers again, and a reconnecting client
-// finds it.
-var inProcess sync.Map
-
-// dialer dials an embedded server of this process in process, and any
-// other address over the network.
-type dialer struct{ net net.Dialer }
-
-func (d *dialer) Dial(network, address string) (net.Conn, error) {
-	if ns, ok := inProcess.Load(address); ok {
-		return ns.(*server.Server).InProcessConn()
-	}
-	return d.net.Dial(network, address)
+	return &Server{ns: ns}, nil
 }
 
 // ClientURL returns the nats:// URL clients connect to.
@@ -123,7 +100,6 @@ func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 
 // Shutdown stops the server and waits until it has stopped.
 func (s *Server) Shutdown() {
-	inProcess.CompareAndDelete(s.addr, s.ns)
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
 }
