@@ -1,7 +1,8 @@
 // Package httpx is the HTTP edge shared by the services: the one table
-// that maps [sysops.ErrorCode] to a status, JSON responses and errors, and
-// strict JSON request decoding. Handlers return errors; this package turns
-// them into responses and logs the internal ones, once.
+// that maps [sysops.ErrorCode] to a status, JSON responses and errors,
+// strict JSON request decoding, and the checks of query parameters
+// ([Query], [Limit]) and paths ([Canonical]). Handlers return errors; this
+// package turns them into responses and logs the internal ones, once.
 package httpx
 
 import (
