@@ -267,14 +267,10 @@ func (b *bench) describe(ctx context.Context) string {
 		_ = b.producer.QueryRowContext(ctx, `SHOW synchronous_commit`).Scan(&commit)
 		durability = fmt.Sprintf("fsync=%s synchronous_commit=%s", fsync, commit)
 	}
-	reach := "over TCP"
-	if b.broker.InProcess() {
-		reach = "embedded, in process"
-	}
-	return fmt.Sprintf("outbox bench: %s (%s), producer and consumer in separate databases; JetStream at %s (file store, %s); "+
+	return fmt.Sprintf("outbox bench: %s (%s), producer and consumer in separate databases; JetStream at %s (file store, over TCP); "+
 		"%d writers, %v per throughput phase, %d events/s for %v in the latency phase, %d-row backlog; each business "+
 		"transaction = 1 row + 1 event; the consumer applies 1 row through the inbox, in batches",
-		b.producer.Dialect(), durability, b.broker.ConnectedURL(), reach, b.cfg.Writers, b.cfg.Duration, b.cfg.Rate,
+		b.producer.Dialect(), durability, b.broker.ConnectedURL(), b.cfg.Writers, b.cfg.Duration, b.cfg.Rate,
 		b.cfg.LatencyDuration, b.cfg.Backlog)
 }
 
