@@ -256,6 +256,7 @@ func TestPublicAPI(t *testing.T) {
 		}
 		svctest.WantError(t, "near an unknown zip", c.do("GET", "/api/zipcodes?near=00000", nil, false), 404, "00000")
 		svctest.WantError(t, "km not a number", c.do("GET", "/api/zipcodes?near=10001&km=far", nil, true), 400, "km")
+		svctest.WantError(t, "km of 0", c.do("GET", "/api/zipcodes?near=10001&km=0", nil, true), 400, "above 0")
 		var all struct{ Zipcodes []struct{ Zip string } }
 		c.do("GET", "/api/zipcodes", nil, false).Decode(t, &all)
 		if len(all.Zipcodes) <= len(near.Zipcodes) {
