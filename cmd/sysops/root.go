@@ -81,7 +81,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&o.dataDir, "data-dir", envOr("SYSOPS_DATA_DIR", "sysops-data"), "where SQLite files, the embedded NATS store and the topology file live (SYSOPS_DATA_DIR)")
 	pf.StringVar(&o.postgres, "postgres", envOr("SYSOPS_POSTGRES", ""), "PostgreSQL server URL; every service gets its own database and login role on it (SYSOPS_POSTGRES)")
 	pf.StringVar(&o.natsURL, "nats", envOr("SYSOPS_NATS", ""), "external NATS JetStream server or cluster URL; default: an embedded server (SYSOPS_NATS)")
-	pf.StringVar(&o.addr, "addr", envOr("SYSOPS_ADDR", ""), "listen address; for up, the first of consecutive ports (default 127.0.0.1:8080, port 0 picks free ones) (SYSOPS_ADDR)")
+	pf.StringVar(&o.addr, "addr", envOr("SYSOPS_ADDR", ""), "listen address; for up, the first of consecutive ports (default 127.0.0.1:8080, port 0 picks free ones); seed calls the gateway there (SYSOPS_ADDR)")
 	pf.StringVar(&o.dbPrefix, "db-prefix", envOr("SYSOPS_DB_PREFIX", "sysops_"), "prefix of the PostgreSQL databases and roles (SYSOPS_DB_PREFIX)")
 	pf.StringVar(&o.consistency, "consistency", envOr("SYSOPS_CONSISTENCY", gateway.Orchestrated), "how the gateway keeps cross-service workflows consistent: "+strings.Join(gateway.Consistencies, " or ")+" (SYSOPS_CONSISTENCY)")
 	pf.StringVar(&o.logLevel, "log-level", envOr("SYSOPS_LOG_LEVEL", "info"), "debug, info, warn or error (SYSOPS_LOG_LEVEL)")
