@@ -104,9 +104,9 @@
 // took 2.5 s, against 0.46 s on a usual day), gave in nineteen throughput
 // runs no outbox 3,167-4,475 tx/s and end to end 1,509-2,227 events/s,
 // 35-58% of no-outbox, at 0.76-1.15 ms of machine CPU per event, and in
-// six drain runs 29,500-39,700 events/s. Reaching
-// the embedded JetStream in process instead of over loopback TCP
-// (package natsjs) made no difference outside that noise.
+// six drain runs 29,500-39,700 events/s. Reaching the embedded JetStream
+// in process instead of over loopback TCP (package natsjs) made no
+// difference outside that noise.
 //
 // (the bench recreates its tables each run, as a churned outbox carries
 // dead tuples that slow the relay's scan until autovacuum has run, which
