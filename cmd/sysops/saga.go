@@ -53,6 +53,18 @@ Running orchestrators pick up a retried or skipped saga within a second.`,
 			if err != nil {
 				return err
 			}
+			if len(sagas) == 0 {
+				// A bare header reads like a listing that failed.
+				msg := "no sagas"
+				if f.State != "" {
+					msg += fmt.Sprintf(" in state %s", f.State)
+				}
+				if f.Definition != "" {
+					msg += fmt.Sprintf(" of definition %q", f.Definition)
+				}
+				_, err := fmt.Fprintln(out, msg)
+				return err
+			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SAGA\tDEFINITION\tSTATE\tUPDATED\tREASON / ERROR")
 			for _, s := range sagas {

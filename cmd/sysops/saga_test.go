@@ -90,6 +90,9 @@ func TestSagaCommands(t *testing.T) {
 	if out, err := run("saga", "list", "--state", "stuck"); err == nil || !strings.Contains(out, `unknown saga state "stuck"`) {
 		t.Errorf("list of an unknown state: %v\n%s", err, out)
 	}
+	if out, err := run("saga", "list", "--state", "running", "--definition", "refund"); err != nil || strings.TrimSpace(out) != `no sagas in state running of definition "refund"` {
+		t.Errorf("list with no match: %v\n%s", err, out)
+	}
 	if out, err := run("saga", "list", "--limit", "0"); err == nil || !strings.Contains(out, "--limit 0") {
 		t.Errorf("list --limit 0: %v\n%s", err, out)
 	}
