@@ -56,7 +56,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 		outputs = append(outputs, string(out))
 	}
 	t.Logf("walkthrough output:\n%s", outputs[0])
-	for _, want := range []string{`"status": "assigned"`, `"open_tickets": 1`, `"priority`, `"status": "answered"`, `"city":"San Francisco"`, `"contract":"cancelled"`} {
+	for _, want := range []string{`"status": "assigned"`, `"open_tickets": 1`, `"priority`, `"status": "answered"`, `"city":"San Francisco"`, `"contract":"cancelled"`, `has no active support plan`} {
 		if !strings.Contains(outputs[0], want) {
 			t.Errorf("walkthrough output lacks %s:\n%s", want, outputs[0])
 		}

@@ -1,8 +1,10 @@
 // Package gateway is the public API of the Sysops Squad, under /api, as
 // described by api/openapi.yaml. It owns no business table: it validates
-// requests, then runs each workflow as calls to the services that own the
-// data, in one of two ways ([Config.Consistency]): as a saga in the
-// orchestrator service (the default), or as plain sequential calls from
+// requests (a ticket's customer must be active and hold an active support
+// plan, which it asks contract, the plan's owner), then runs each workflow
+// as calls to the services that own the data, in one of two ways
+// ([Config.Consistency]): as a saga in the orchestrator service (the
+// default), or as plain sequential calls from
 // the gateway, the baseline with no recovery from a failure part way. In
 // the sequential way every call carries an Idempotency-Key derived from
 // the client's, so a client retrying a failed workflow with its key
@@ -259,14 +261,39 @@ func (g *Gateway) checkTicket(ctx context.Context, in NewTicket) error {
 	if err := c.Err(); err != nil {
 		return err
 	}
-	err := g.c("customer").Get(ctx, "/customers/"+url.PathEscape(in.CustomerID), nil)
+	var cust struct {
+		Status string `json:"status"`
+	}
+	err := g.c("customer").Get(ctx, "/customers/"+url.PathEscape(in.CustomerID), &cust)
 	if sysops.CodeOf(err) == sysops.ENotFound {
 		return sysops.Errorf(sysops.EInvalid, "field \"customer_id\": unknown customer %q", in.CustomerID)
 	}
 	if err != nil {
 		return err
 	}
-	return g.checkZip(ctx, "zip", in.Zip)
+	if err := g.checkZip(ctx, "zip", in.Zip); err != nil {
+		return err
+	}
+	return g.checkSupported(ctx, in.CustomerID, cust.Status)
+}
+
+// checkSupported refuses a ticket from a customer who has no support plan:
+// a closed profile, or no active contract (never had one, or cancelled
+// it). Contract owns the plan, so it is asked, not the profile's copy.
+// The answer is as of this read: a plan cancelled while the ticket is
+// being created is cancelled after it, as if the ticket had come first.
+func (g *Gateway) checkSupported(ctx context.Context, customerID, status string) error {
+	if status != "active" {
+		return sysops.Errorf(sysops.EConflict, "customer %q is %s: a ticket needs an active customer with a support plan", customerID, status)
+	}
+	k, err := g.activeContract(ctx, customerID)
+	if err != nil {
+		return err
+	}
+	if k == nil {
+		return sysops.Errorf(sysops.EConflict, "customer %q has no active support plan: a ticket needs one", customerID)
+	}
+	return nil
 }
 
 func (g *Gateway) createTicket(ctx context.Context, in NewTicket) (map[string]any, error) {

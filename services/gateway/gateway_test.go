@@ -242,6 +242,23 @@ func TestPublicAPI(t *testing.T) {
 			t.Errorf("cancel plan: %d %s", r.Status, r.Body)
 		}
 		svctest.WantError(t, "cancel again", c.do("POST", "/api/customers/"+cust+"/cancel-plan", `{}`, false), 409, "no active support plan")
+		// With no plan, no new ticket: refused before any owner is asked
+		// to write.
+		svctest.WantError(t, "ticket without a plan", c.do("POST", "/api/tickets",
+			fmt.Sprintf(`{"customer_id":%q,"description":"again","priority":"low","skill":"printer","zip":"10001"}`, cust), false),
+			409, "has no active support plan: a ticket needs one")
+		c.do("GET", "/api/customers/"+cust, nil, false).Decode(t, &cv)
+		if cv.OpenTickets != 0 {
+			t.Errorf("open tickets after a refused ticket = %d, want 0", cv.OpenTickets)
+		}
+		// A profile registered at customer alone has no contract; once
+		// closed, it is refused for that first.
+		var bob customer.Customer
+		svctest.Do(t, "POST", env.URL(customer.Name)+"/customers", map[string]string{"name": "Bob", "email": "bob@example.com", "zip": "10001"}).Decode(t, &bob)
+		bobTicket := fmt.Sprintf(`{"customer_id":%q,"description":"x","priority":"low","skill":"printer","zip":"10001"}`, bob.ID)
+		svctest.WantError(t, "ticket of a customer never on a plan", c.do("POST", "/api/tickets", bobTicket, false), 409, "no active support plan")
+		svctest.Do(t, "POST", env.URL(customer.Name)+"/customers/"+bob.ID+"/close", nil)
+		svctest.WantError(t, "ticket of a closed customer", c.do("POST", "/api/tickets", bobTicket, false), 409, "is closed")
 
 		c.do("GET", "/api/zipcodes/94103", nil, false)
 		var near struct {
@@ -463,5 +480,11 @@ func TestSequentialConsistency(t *testing.T) {
 			t.Errorf("cancel plan: %d %s", r.Status, r.Body)
 		}
 		svctest.WantError(t, "cancel again", c.do("POST", "/api/customers/"+cust+"/cancel-plan", `{}`, false), 409, "no active support plan")
+		svctest.WantError(t, "ticket without a plan", c.do("POST", "/api/tickets",
+			fmt.Sprintf(`{"customer_id":%q,"description":"again","priority":"low","skill":"printer","zip":"10001"}`, cust), false),
+			409, "has no active support plan: a ticket needs one")
+		if n := openTickets(cust); n != 1 {
+			t.Errorf("open_tickets after a refused ticket = %d, want 1", n)
+		}
 	})
 }
