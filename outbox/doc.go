@@ -108,6 +108,15 @@
 // in process instead of over loopback TCP (package natsjs) made no
 // difference outside that noise.
 //
+// The session after it had a fast machine (that dd took 0.2 s). Three
+// throughput runs (--phases throughput --duration 8s): no outbox
+// 10,974-11,117 tx/s at 0.132-0.133 ms of machine CPU each; the writes
+// alone 6,331-6,363 tx/s, 57-58% of no-outbox, at 0.259-0.261 ms; end to
+// end 4,592-4,621 events/s, 41-42%, at 0.369-0.384 ms, the cores 89-91%
+// busy. Drain 67,189 and 71,323 events/s; at 1,000 events/s p50 1.06 ms,
+// p99 3.83 ms, max 8.81 ms. The ratios are those of the usual days: a
+// faster machine makes every phase faster alike.
+//
 // (the bench recreates its tables each run, as a churned outbox carries
 // dead tuples that slow the relay's scan until autovacuum has run, which
 // is why the PostgreSQL migrations vacuum the outbox early.)
