@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/sysops-squad/sysops"
 )
@@ -125,27 +126,49 @@ func Unmarshal(b []byte, dst any) error {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return sysops.Errorf(sysops.EInvalid, "request body is empty; a JSON object is required")
 	}
+	// JSON between systems is UTF-8 (RFC 8259); encoding/json would turn
+	// each bad byte into U+FFFD and store that in place of what was sent.
+	if !utf8.Valid(b) {
+		return sysops.Errorf(sysops.EInvalid, "request body is not valid UTF-8 (byte %d)", firstInvalidUTF8(b))
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
 		return sysops.Errorf(sysops.EInvalid, "%s", describeJSONError(err))
 	}
-	if dec.More() {
+	// Anything but JSON's white space after the value is refused.
+	// (Decoder.More would not do: it says false before a stray ']' or '}'.)
+	value := b[:dec.InputOffset()]
+	if len(bytes.TrimLeft(b[len(value):], " \t\r\n")) > 0 {
 		return sysops.Errorf(sysops.EInvalid, "request body has data after the JSON value")
 	}
 	// encoding/json keeps the last of a repeated member name; what a
 	// client meant by two is anyone's guess (RFC 8259 leaves it open).
-	if f := duplicateField(b); f != "" {
+	if f, ok := duplicateField(value); ok {
 		return sysops.Errorf(sysops.EInvalid, "field %q appears more than once", f)
 	}
 	return nil
 }
 
+// firstInvalidUTF8 returns the offset of the first byte of b that does not
+// start a valid UTF-8 sequence.
+func firstInvalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return len(b)
+}
+
 // duplicateField returns the path (a.b[2].c) of the first member name that
-// appears twice in one object of b, or "". b must be valid JSON (it has
-// just been decoded): this only walks its bytes, without allocating on
-// the common path.
-func duplicateField(b []byte) string {
+// appears twice in one object of b, and whether there is one (the path of
+// a repeated empty name at the top is ""). b must be one valid JSON value
+// and nothing else (it has just been decoded): this only walks its bytes,
+// without allocating on the common path.
+func duplicateField(b []byte) (string, bool) {
 	var stack []jsonFrame
 	for i := 0; i < len(b); i++ {
 		switch b[i] {
@@ -185,7 +208,7 @@ func duplicateField(b []byte) string {
 			}
 			top.member = raw
 			if seen(top.names, top.index, raw) {
-				return fieldPath(stack)
+				return fieldPath(stack), true
 			}
 			if top.index != nil {
 				top.index[string(raw)] = struct{}{}
@@ -197,7 +220,7 @@ func duplicateField(b []byte) string {
 			}
 		}
 	}
-	return ""
+	return "", false
 }
 
 // jsonFrame is an object or array that duplicateField is inside.
