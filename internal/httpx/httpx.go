@@ -104,8 +104,8 @@ func Handle(logger *slog.Logger, fn HandlerFunc) http.Handler {
 
 // DecodeJSON reads r's body, at most [MaxBodyBytes], into dst. Unknown
 // fields, wrong types, a member name twice in one object, trailing data,
-// bytes that are not UTF-8 and oversized bodies are [sysops.EInvalid] errors that name the field
-// or the problem.
+// bytes that are not UTF-8 and oversized bodies are [sysops.EInvalid]
+// errors that name the field or the problem.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return sysops.Errorf(sysops.EInvalid, "Content-Type must be application/json, not %q", ct)
