@@ -14,14 +14,15 @@ import (
 
 // FuzzUnmarshal: whatever the body, Unmarshal answers without panicking,
 // with nil or an EInvalid error; it accepts exactly the bodies that are
-// one valid JSON value, in UTF-8, with no member name twice in an object,
-// and names
-// the same repeated member as a decoder-based reading of the body does.
+// one valid JSON value, in UTF-8, with no member name twice in an object
+// and no U+0000, and names the same refused member as a decoder-based
+// reading of the body does.
 func FuzzUnmarshal(f *testing.F) {
 	for _, s := range []string{
 		`{"a":1}`, `{"a":1}]`, `{"a":1}}`, `[1,2]]`, `{"a":1} {"b":2}`, `{"a":1,"a":2}`,
 		`{"l":[0,{"k":1},[{"k":1,"k":2}]]}`, `{"a\"b":1,"a":{"q":"\"a\":","r":2}}`, `{"a":1,"\u0061":2}`,
 		`"x"`, `3`, `null`, ` `, `{`, `}`, `]`, `[{}]]`, "{\"a\":1}\n\t", `{"é":1,"\u00e9":2}`,
+		`{"a":"\u0000"}`, `["x",{"\u0000":1}]`, `{"a":"\\u0000"}`,
 		// Found by fuzzing once.
 		`{"":0,"":0}`, "0\v", "{\"\xa9\":0,\"\xa7\":0}", `1e400`,
 	} {
@@ -39,10 +40,10 @@ func FuzzUnmarshal(f *testing.F) {
 			}
 			return
 		}
-		dup, found := repeatedMember(b)
+		want, found := refusedMember(b)
 		switch {
-		case found && (err == nil || sysops.MessageOf(err) != fmt.Sprintf("field %q appears more than once", dup)):
-			t.Fatalf("%q repeats %q; Unmarshal said %v", b, dup, err)
+		case found && (err == nil || sysops.MessageOf(err) != want):
+			t.Fatalf("%q: Unmarshal said %v, want %q", b, err, want)
 		case !found && err != nil && json.Unmarshal(b, new(any)) == nil:
 			// (A number beyond float64, say, encoding/json refuses too.)
 			t.Fatalf("%q is valid with no name repeated; Unmarshal said %v", b, err)
@@ -50,10 +51,10 @@ func FuzzUnmarshal(f *testing.F) {
 	})
 }
 
-// repeatedMember reads valid JSON b token by token and returns the path
-// of the first member name repeated in one object, written as Unmarshal
-// writes it (a.b[2].c).
-func repeatedMember(b []byte) (string, bool) {
+// refusedMember reads valid JSON b token by token and returns the error
+// Unmarshal should give for its first refused member, in its words: a
+// member name repeated in one object, or a string holding U+0000.
+func refusedMember(b []byte) (string, bool) {
 	type frame struct {
 		object   bool
 		names    map[string]bool
@@ -106,15 +107,22 @@ func repeatedMember(b []byte) (string, bool) {
 				ends()
 			}
 		case string:
+			nul := strings.ContainsRune(t, 0)
 			if top := len(stack) - 1; top >= 0 && stack[top].object && stack[top].wantName {
 				stack[top].member, stack[top].wantName = t, false
-				if stack[top].names[t] {
-					return path(), true
+				switch {
+				case nul:
+					return fmt.Sprintf(`field %q has a name that contains the NUL character (\u0000)`, path()), true
+				case stack[top].names[t]:
+					return fmt.Sprintf("field %q appears more than once", path()), true
 				}
 				stack[top].names[t] = true
 				continue
 			}
 			starts()
+			if nul {
+				return fmt.Sprintf(`field %q contains the NUL character (\u0000)`, path()), true
+			}
 			ends()
 		default:
 			starts()

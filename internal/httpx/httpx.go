@@ -142,10 +142,8 @@ func Unmarshal(b []byte, dst any) error {
 	if len(bytes.TrimLeft(b[len(value):], " \t\r\n")) > 0 {
 		return sysops.Errorf(sysops.EInvalid, "request body has data after the JSON value")
 	}
-	// encoding/json keeps the last of a repeated member name; what a
-	// client meant by two is anyone's guess (RFC 8259 leaves it open).
-	if f, ok := duplicateField(value); ok {
-		return sysops.Errorf(sysops.EInvalid, "field %q appears more than once", f)
+	if f, why, ok := badMember(value); ok {
+		return sysops.Errorf(sysops.EInvalid, "field %q %s", f, why)
 	}
 	return nil
 }
@@ -163,12 +161,33 @@ func firstInvalidUTF8(b []byte) int {
 	return len(b)
 }
 
-// duplicateField returns the path (a.b[2].c) of the first member name that
-// appears twice in one object of b, and whether there is one (the path of
-// a repeated empty name at the top is ""). b must be one valid JSON value
-// and nothing else (it has just been decoded): this only walks its bytes,
-// without allocating on the common path.
-func duplicateField(b []byte) (string, bool) {
+// badText says why s cannot be stored as text — it is not UTF-8, or it
+// holds the NUL character, which PostgreSQL's text refuses — or "" when
+// it can. Everything a request hands to a database (path segments, query
+// values, JSON strings) must be text, or the database's refusal would be
+// an internal error where the client's input is at fault.
+func badText(s string) string {
+	switch {
+	case !utf8.ValidString(s):
+		return "is not valid UTF-8"
+	case strings.IndexByte(s, 0) >= 0:
+		return "contains the NUL character"
+	}
+	return ""
+}
+
+// nulText is why a string holding \u0000 is refused (see [badText]).
+const nulText = "contains the NUL character (\\u0000)"
+
+// badMember finds the first member of b that is refused: a name that
+// appears twice in one object (encoding/json keeps the last; what a client
+// meant by two is anyone's guess, and RFC 8259 leaves it open), or a
+// string holding \u0000. It returns the member's path (a.b[2].c; "" for
+// the body itself or an empty name at the top), why, and whether there is
+// one. b must be one valid JSON value and nothing else (it has just been
+// decoded): this only walks its bytes, without allocating on the common
+// path.
+func badMember(b []byte) (path, why string, found bool) {
 	var stack []jsonFrame
 	for i := 0; i < len(b); i++ {
 		switch b[i] {
@@ -184,19 +203,27 @@ func duplicateField(b []byte) (string, bool) {
 			}
 		case '"':
 			j := i + 1
+			nul := false
 			for b[j] != '"' {
 				if b[j] == '\\' {
 					j++
+					nul = nul || b[j] == 'u' && string(b[j+1:j+5]) == "0000"
 				}
 				j++
 			}
 			raw := b[i+1 : j]
 			i = j
 			if len(stack) == 0 {
+				if nul {
+					return "", nulText, true
+				}
 				continue
 			}
 			top := &stack[len(stack)-1]
 			if !top.object || !top.name {
+				if nul {
+					return fieldPath(stack), nulText, true
+				}
 				continue
 			}
 			top.name = false
@@ -207,8 +234,11 @@ func duplicateField(b []byte) (string, bool) {
 				}
 			}
 			top.member = raw
+			if nul {
+				return fieldPath(stack), "has a name that " + nulText, true
+			}
 			if seen(top.names, top.index, raw) {
-				return fieldPath(stack), true
+				return fieldPath(stack), "appears more than once", true
 			}
 			if top.index != nil {
 				top.index[string(raw)] = struct{}{}
@@ -220,10 +250,10 @@ func duplicateField(b []byte) (string, bool) {
 			}
 		}
 	}
-	return "", false
+	return "", "", false
 }
 
-// jsonFrame is an object or array that duplicateField is inside.
+// jsonFrame is an object or array that badMember is inside.
 type jsonFrame struct {
 	object bool
 	names  [][]byte            // an object's names so far (escapes resolved)
@@ -308,7 +338,8 @@ func jsonKind(goKind string) string {
 // Canonical answers a request whose path is not in canonical form (an
 // empty segment, "." or "..") with a 400 naming the path, where
 // http.ServeMux would redirect it: a redirected POST loses its body, and
-// an API client is better told its URL is wrong.
+// an API client is better told its URL is wrong. So is a path that is not
+// text ([badText]): its segments are ids that reach a database.
 func Canonical(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
@@ -318,6 +349,10 @@ func Canonical(next http.Handler) http.Handler {
 		}
 		if c != p {
 			WriteError(w, r, nil, sysops.Errorf(sysops.EInvalid, "path %q is not in canonical form (did you mean %q?)", p, c))
+			return
+		}
+		if why := badText(p); why != "" {
+			WriteError(w, r, nil, sysops.Errorf(sysops.EInvalid, "path %q %s", p, why))
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -111,9 +111,10 @@ func TestHandleHidesInternalErrors(t *testing.T) {
 	}
 }
 
-// TestUnmarshalRefusesRepeatedNames: a member name twice in one object is
-// refused, naming its path; the same name in different objects is not.
-func TestUnmarshalRefusesRepeatedNames(t *testing.T) {
+// TestUnmarshalRefusesMembers: a member name twice in one object is
+// refused, naming its path, and so is a string holding \u0000; the same
+// name in different objects is not.
+func TestUnmarshalRefusesMembers(t *testing.T) {
 	for _, tc := range []struct{ body, want string }{
 		{`{"a":1,"b":2}`, ""},
 		{`{"a":{"a":{"a":1}},"b":[{"a":1},{"a":2}]}`, ""},
@@ -126,6 +127,12 @@ func TestUnmarshalRefusesRepeatedNames(t *testing.T) {
 		{`{"a\"b":1,"a":{"q":"\"a\":","r":2}}`, ""},
 		{`{"a":1,"\u0061":2}`, `field "a" appears more than once`},
 		{`{"":0,"":1}`, `field "" appears more than once`},
+		{`{"a":"x\u0000"}`, `field "a" contains the NUL character (\u0000)`},
+		{`{"a":"ok","l":[1,"\u0000"]}`, `field "l[1]" contains the NUL character (\u0000)`},
+		{`{"a\u0000":1}`, `field "a\x00" has a name that contains the NUL character (\u0000)`},
+		{`"\u0000"`, `field "" contains the NUL character (\u0000)`},
+		{`{"a":"\\u0000","b":"\u00000"}`, `field "b" contains the NUL character (\u0000)`},
+		{`{"a":"\\u0000","b":"\u0001"}`, ""},
 		{`{"x":{"\ud800":0,"\ufffd":1}}`, `field "x.` + "\ufffd" + `" appears more than once`},
 		{many(20) + `}`, ""},
 		{many(20) + `,"k3":true}`, `field "k3" appears more than once`},
@@ -169,6 +176,9 @@ func TestQuery(t *testing.T) {
 		{"b=1&a=1", []string{"c"}, `"a"`}, // the first in name order, every time
 		{"state=a&state=b", []string{"state"}, `"state" is given 2 times`},
 		{"state=%zz", []string{"state"}, "malformed query string"},
+		{"state=a%00", []string{"state"}, `"state" contains the NUL character`},
+		{"state=caf%e9", []string{"state"}, `"state" is not valid UTF-8`},
+		{"state=caf%C3%A9", []string{"state"}, ""},
 	} {
 		r := httptest.NewRequest("GET", "/x?"+tc.query, nil)
 		q, err := httpx.Query(r, tc.known...)
@@ -198,6 +208,31 @@ func TestLimit(t *testing.T) {
 			t.Errorf("?%s: %d, %v; want it refused naming the range", tc.query, n, err)
 		case tc.want >= 0 && (err != nil || n != tc.want):
 			t.Errorf("?%s: %d, %v; want %d", tc.query, n, err, tc.want)
+		}
+	}
+}
+
+// TestCanonical: a path that is not canonical, or not text, is a 400
+// naming it; any other reaches the handler.
+func TestCanonical(t *testing.T) {
+	h := httpx.Canonical(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+	for _, tc := range []struct {
+		path string
+		want string // "" for passed on
+	}{
+		{"/tickets/tk-1", ""},
+		{"/tickets/caf%C3%A9", ""},
+		{"/tickets//cancel", "not in canonical form"},
+		{"/tickets/a%00b", `contains the NUL character`},
+		{"/tickets/caf%e9", `is not valid UTF-8`},
+	} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", tc.path, nil))
+		switch {
+		case tc.want == "" && w.Code != 204:
+			t.Errorf("%s: %d %s, want it passed on", tc.path, w.Code, w.Body)
+		case tc.want != "" && (w.Code != 400 || !strings.Contains(w.Body.String(), tc.want)):
+			t.Errorf("%s: %d %s, want 400 with %q", tc.path, w.Code, w.Body, tc.want)
 		}
 	}
 }

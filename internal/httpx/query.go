@@ -12,7 +12,8 @@ import (
 
 // Query returns r's query parameters after refusing, as [sysops.EInvalid]
 // errors naming the parameter, a malformed query string, a parameter not
-// in known and one given more than once. Without this, a mistyped filter
+// in known, one given more than once, and a value that is not text
+// ([badText]). Without this, a mistyped filter
 // (?status= where the endpoint reads ?state=) would be ignored and the
 // unfiltered answer look filtered.
 func Query(r *http.Request, known ...string) (url.Values, error) {
@@ -33,6 +34,8 @@ func Query(r *http.Request, known ...string) (url.Values, error) {
 			return nil, sysops.Errorf(sysops.EInvalid, "unknown query parameter %q (known: %s)", k, strings.Join(known, ", "))
 		case len(q[k]) > 1:
 			return nil, sysops.Errorf(sysops.EInvalid, "query parameter %q is given %d times; give it once", k, len(q[k]))
+		case badText(q[k][0]) != "":
+			return nil, sysops.Errorf(sysops.EInvalid, "query parameter %q %s", k, badText(q[k][0]))
 		}
 	}
 	return q, nil

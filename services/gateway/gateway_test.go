@@ -144,9 +144,14 @@ func TestPublicAPI(t *testing.T) {
 			{"wrong type", `{"name":"B","email":"b@example.com","zip":10001,"plan":"basic"}`, `"zip"`},
 			{"oversized", `{"name":"` + strings.Repeat("x", 1<<20) + `"}`, "exceeds"},
 			{"not JSON", `name=B`, "malformed JSON"},
+			// PostgreSQL's text holds neither; its refusal would be a 500.
+			{"NUL in a name", `{"name":"B\u0000","email":"b@example.com","zip":"10001","plan":"basic"}`, `field "name" contains the NUL character`},
+			{"not UTF-8", "{\"name\":\"B\xff\",\"email\":\"b@example.com\",\"zip\":\"10001\",\"plan\":\"basic\"}", "not valid UTF-8"},
 		} {
 			svctest.WantError(t, bad.name, c.do("POST", "/api/customers", bad.body, true), 400, bad.want)
 		}
+		svctest.WantError(t, "NUL in a path", c.do("GET", "/api/customers/a%00b", nil, true), 400, "contains the NUL character")
+		svctest.WantError(t, "NUL in a query", c.do("GET", "/api/audit?entity_type=a%00", nil, true), 400, `"entity_type" contains the NUL character`)
 
 		// Experts, then a ticket: assigned to the nearest with the skill.
 		for i, zip := range []string{"07030", "60601"} {
