@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // SpecVersion is the CloudEvents specification version of every [Event].
@@ -101,7 +102,35 @@ func (e *Event) Validate() error {
 	case len(e.Data) > 0 && !json.Valid(e.Data):
 		return Errorf(EInvalid, "event: data is not valid JSON")
 	}
+	for _, a := range []struct{ name, v string }{
+		{"id", e.ID}, {"source", e.Source}, {"subject", e.Subject}, {ExtAggregateType, e.AggregateType},
+		{ExtAggregateID, e.AggregateID}, {ExtCorrelationID, e.CorrelationID}, {ExtTraceState, e.TraceState},
+	} {
+		if why := badString(a.v); why != "" {
+			return Errorf(EInvalid, "event: %s %q %s", a.name, a.v, why)
+		}
+	}
 	return nil
+}
+
+// badString says why s is not a CloudEvents String — which is a sequence
+// of Unicode characters without the control characters (U+0000-U+001F,
+// U+007F-U+009F) and the noncharacters — or "" when it is one. Consumers
+// store these attributes as text (PostgreSQL refuses U+0000), and NATS
+// headers cannot carry a line break.
+func badString(s string) string {
+	if !utf8.ValidString(s) {
+		return "is not valid UTF-8"
+	}
+	for _, r := range s {
+		switch {
+		case r < 0x20 || r >= 0x7f && r <= 0x9f:
+			return fmt.Sprintf("holds the control character %U", r)
+		case r >= 0xfdd0 && r <= 0xfdef || r&0xfffe == 0xfffe:
+			return fmt.Sprintf("holds the noncharacter %U", r)
+		}
+	}
+	return ""
 }
 
 // wireEvent is the structured-mode JSON form. Pointers mark optional

@@ -92,6 +92,12 @@ func TestEventUnmarshalRejects(t *testing.T) {
 		{"bad traceparent", `{"specversion":"1.0","id":"1","source":"/s","type":"sysops.a.b.v1","traceparent":"xyz"}`, "traceparent"},
 		{"xml", `{"specversion":"1.0","id":"1","source":"/s","type":"sysops.a.b.v1","datacontenttype":"text/xml"}`, "datacontenttype"},
 		{"bad time", `{"specversion":"1.0","id":"1","source":"/s","type":"sysops.a.b.v1","time":"yesterday"}`, "event:"},
+		// CloudEvents Strings hold no control characters or noncharacters.
+		{"NUL in id", `{"specversion":"1.0","id":"1\u0000","source":"/s","type":"sysops.a.b.v1"}`, `id "1\x00" holds the control character U+0000`},
+		{"line break in aggregate id", `{"specversion":"1.0","id":"1","source":"/s","type":"sysops.a.b.v1","aggregateid":"a\nb"}`, "aggregateid"},
+		{"C1 control in subject", `{"specversion":"1.0","id":"1","source":"/s","type":"sysops.a.b.v1","subject":"\u0085"}`, "control character U+0085"},
+		{"noncharacter in source", `{"specversion":"1.0","id":"1","source":"/s\uffff","type":"sysops.a.b.v1"}`, "noncharacter U+FFFF"},
+		{"noncharacter in correlation id", `{"specversion":"1.0","id":"1","source":"/s","type":"sysops.a.b.v1","correlationid":"\ufdd0"}`, "noncharacter U+FDD0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,10 +17,11 @@
 //     predecessor, in the same transaction, by the handler of its own type.
 //     Concurrent consumer instances are ordered by a row lock per aggregate.
 //   - Bad input loses nothing and blocks nothing: a malformed envelope (bad
-//     JSON, missing id or type) or an event type the consumer has no
-//     handler for goes to the dead-letter stream with the reason at once; a
-//     handler's [Permanent] error does too; any other error is retried with
-//     backoff and dead-lettered after the maximum deliveries.
+//     JSON, missing id or type, an attribute that is not a CloudEvents
+//     String, such as an id holding U+0000) or an event type the consumer
+//     has no handler for goes to the dead-letter stream with the reason at
+//     once; a handler's [Permanent] error does too; any other error is
+//     retried with backoff and dead-lettered after the maximum deliveries.
 //   - Grouped commits: a [Consumer] applies the messages that arrive
 //     together in one transaction (one fsync); if one of them fails, the
 //     batch is re-run one message per transaction so that only it fails.

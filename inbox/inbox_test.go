@@ -301,6 +301,12 @@ func TestConsumer(t *testing.T) {
 		h.Set("ce-type", "sysops.test.happened.v1")
 		publish(natsjs.Message{ID: "no-id", Subject: "sysops.test.happened", Header: h, Data: []byte(`{}`)})
 		publish(natsjs.Message{ID: "garbage", Subject: "sysops.test.happened", Data: []byte(`{"x":`)})
+		// An id PostgreSQL's text cannot hold: refused as an envelope, not
+		// retried as a database error.
+		nul := msg(ev("nul", "", 0))
+		nul.ID = "nul-id"
+		nul.Header.Set("ce-id", "nul\x00")
+		publish(nul)
 
 		// Wait on the committed effects, not on the handler being called: a
 		// handler can run inside a batch transaction that is rolled back.
@@ -311,7 +317,7 @@ func TestConsumer(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		dls := brokertest.WaitDeadLetters(t, b, 4)
+		dls := brokertest.WaitDeadLetters(t, b, 5)
 		reasons := map[string]string{}
 		for _, dl := range dls {
 			reasons[dl.OriginalID] = dl.Reason
@@ -321,6 +327,7 @@ func TestConsumer(t *testing.T) {
 			"other":    `unknown event type "sysops.test.unexpected.v1"`,
 			"no-id":    "malformed envelope",
 			"garbage":  "malformed envelope",
+			"nul-id":   "control character U+0000",
 		} {
 			if !strings.Contains(reasons[id], want) {
 				t.Errorf("dead letter %s: reason %q, want it to mention %q", id, reasons[id], want)

@@ -74,6 +74,8 @@ func TestParseEventRejects(t *testing.T) {
 		{"repeated id", func(m *natsjs.Message) { m.Header.Add("ce-id", "ev-2") }, "appears 2 times"},
 		{"bad json", func(m *natsjs.Message) { m.Data = []byte("{") }, "not valid JSON"},
 		{"wrong subject", func(m *natsjs.Message) { m.Subject = "sysops.billing.charged" }, "belongs on subject"},
+		{"id not UTF-8", func(m *natsjs.Message) { m.Header.Set("ce-id", "ev-\xff") }, `id "ev-\xff" is not valid UTF-8`},
+		{"NUL in aggregate id", func(m *natsjs.Message) { m.Header.Set("ce-aggregateid", "t\x00") }, "control character U+0000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
