@@ -250,7 +250,7 @@ func (c *Consumer) HandleBatch(ctx context.Context, ds []*natsjs.Delivery) []err
 		return results
 	}
 	if len(items) == 1 {
-		results[items[0].i] = err
+		results[items[0].i] = settled(err)
 		return results
 	}
 	// Something failed: one transaction per message, so only it fails.

@@ -20,8 +20,10 @@
 //     JSON, missing id or type, an attribute that is not a CloudEvents
 //     String, such as an id holding U+0000) or an event type the consumer
 //     has no handler for goes to the dead-letter stream with the reason at
-//     once; a handler's [Permanent] error does too; any other error is
-//     retried with backoff and dead-lettered after the maximum deliveries.
+//     once; a handler's [Permanent] error does too, and so does the
+//     database refusing a value the event carries (a number out of range,
+//     say: [sqldb.IsDataError]); any other error is retried with backoff
+//     and dead-lettered after the maximum deliveries.
 //   - Grouped commits: a [Consumer] applies the messages that arrive
 //     together in one transaction (one fsync); if one of them fails, the
 //     batch is re-run one message per transaction so that only it fails.

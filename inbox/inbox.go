@@ -82,9 +82,19 @@ func process(ctx context.Context, db *sqldb.DB, consumer string, ev sysops.Event
 		return err
 	})
 	if err != nil {
-		return 0, err
+		return 0, settled(err)
 	}
 	return out, nil
+}
+
+// settled marks a database's refusal of a value (see
+// [sqldb.IsDataError]) permanent: delivering the event again would fail
+// the same way, and hold back the events after it.
+func settled(err error) error {
+	if sqldb.IsDataError(err) && !natsjs.IsPermanent(err) {
+		return Permanent(fmt.Errorf("the database refused the event's data: %w", err))
+	}
+	return err
 }
 
 func now() int64 { return time.Now().UnixMicro() }

@@ -244,6 +244,11 @@ func TestConsumer(t *testing.T) {
 			switch e.ID {
 			case "rejected":
 				return inbox.Permanent(errors.New("priority must be low, medium, high or critical"))
+			case "bad-data":
+				// A value the database refuses (a whole number column): no
+				// delivery can succeed.
+				_, err := tx.ExecContext(ctx, `INSERT INTO effect (n, event_id, aggregate_id, seq) VALUES ($1, $2, '', 0)`, "seven", e.ID)
+				return err
 			case "flaky":
 				mu.Lock()
 				flaky++
@@ -307,6 +312,7 @@ func TestConsumer(t *testing.T) {
 		nul.ID = "nul-id"
 		nul.Header.Set("ce-id", "nul\x00")
 		publish(nul)
+		publish(msg(ev("bad-data", "", 0)))
 
 		// Wait on the committed effects, not on the handler being called: a
 		// handler can run inside a batch transaction that is rolled back.
@@ -317,7 +323,7 @@ func TestConsumer(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		dls := brokertest.WaitDeadLetters(t, b, 5)
+		dls := brokertest.WaitDeadLetters(t, b, 6)
 		reasons := map[string]string{}
 		for _, dl := range dls {
 			reasons[dl.OriginalID] = dl.Reason
@@ -328,6 +334,7 @@ func TestConsumer(t *testing.T) {
 			"no-id":    "malformed envelope",
 			"garbage":  "malformed envelope",
 			"nul-id":   "control character U+0000",
+			"bad-data": "the database refused the event's data",
 		} {
 			if !strings.Contains(reasons[id], want) {
 				t.Errorf("dead letter %s: reason %q, want it to mention %q", id, reasons[id], want)

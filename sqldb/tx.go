@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strings"
 	"slices"
 	"sync"
 	"time"
@@ -144,6 +145,21 @@ func IsUniqueViolation(err error) bool {
 	}
 	if sqErr, ok := errors.AsType[*sqlite.Error](err); ok {
 		return sqErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || sqErr.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
+
+// IsDataError reports whether err is the database refusing a value itself
+// — PostgreSQL's data exceptions (class 22: a string PostgreSQL's text
+// cannot hold, a number out of range, malformed JSON for jsonb), or
+// SQLite's datatype mismatch — so that running the same statement again
+// cannot succeed.
+func IsDataError(err error) bool {
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		return strings.HasPrefix(pgErr.Code, "22")
+	}
+	if sqErr, ok := errors.AsType[*sqlite.Error](err); ok {
+		return sqErr.Code()&0xff == sqlite3.SQLITE_MISMATCH
 	}
 	return false
 }
