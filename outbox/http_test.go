@@ -54,7 +54,22 @@ func TestOpsEndpoints(t *testing.T) {
 	if code, body = call("POST", "/ops/outbox/retry", `{"seqs":[`+itoa(rows[0].Seq)+`]}`); code != 200 || body["retried"] != 1.0 {
 		t.Errorf("retry one = %d %v", code, body)
 	}
-	if code, body = call("POST", "/ops/outbox/purge", ""); code != 200 || body["purged"] != 1.0 {
+	// Every row is asked for in so many words, never by an empty body.
+	for _, b := range []string{"", `{}`, `{"seqs":[]}`, `{"all":false}`} {
+		if code, body = call("POST", "/ops/outbox/purge", b); code != 400 || !strings.Contains(fmt.Sprint(body), `{"all":true} for every one`) {
+			t.Errorf("purge with %q = %d %v, want a 400 saying how to name rows", b, code, body)
+		}
+	}
+	if code, body = call("POST", "/ops/outbox/purge", `{"seqs":[1],"all":true}`); code != 400 || !strings.Contains(fmt.Sprint(body), "not both") {
+		t.Errorf("purge with seqs and all = %d %v", code, body)
+	}
+	if code, body = call("POST", "/ops/outbox/retry", ""); code != 400 {
+		t.Errorf("retry with no body = %d %v", code, body)
+	}
+	if st, _ := outbox.GetStats(t.Context(), db); st.Dead != 1 {
+		t.Errorf("dead rows after the refused calls = %d, want 1", st.Dead)
+	}
+	if code, body = call("POST", "/ops/outbox/purge", `{"all":true}`); code != 200 || body["purged"] != 1.0 {
 		t.Errorf("purge all = %d %v", code, body)
 	}
 	if code, _ = call("GET", "/ops/outbox?status=lost", ""); code != 400 {

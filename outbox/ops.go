@@ -81,45 +81,60 @@ func List(ctx context.Context, db *sqldb.DB, opts ListOptions) ([]Row, error) {
 	return out, q.Err()
 }
 
-// Retry returns dead rows to pending with a fresh attempt budget, due now:
-// the rows with the given seqs, or every dead row if none are given. It
-// returns how many rows changed.
+// Retry returns the dead rows with the given seqs to pending with a fresh
+// attempt budget, due now, and returns how many changed. No seqs, no rows:
+// an empty selection never means all of them (see [RetryAll]).
 func Retry(ctx context.Context, db *sqldb.DB, seqs ...int64) (int64, error) {
-	now := micros(time.Now())
-	var res sql.Result
-	var err error
 	if len(seqs) == 0 {
-		res, err = db.ExecContext(ctx, `UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1
-			WHERE status = 'dead'`, now)
-	} else {
-		in, args := inList(seqs, 2)
-		res, err = db.ExecContext(ctx, `UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1
-			WHERE status = 'dead' AND seq IN (`+in+`)`, append([]any{now}, args...)...)
+		return 0, nil
 	}
-	if err != nil {
-		return 0, fmt.Errorf("outbox: retry: %w", err)
-	}
-	n, _ := res.RowsAffected()
-	if n > 0 {
-		deadChanged(db)
-	}
-	return n, nil
+	return retry(ctx, db, seqs)
 }
 
-// Purge deletes dead rows: those with the given seqs, or all of them. The
-// events are lost for good, and the later events of their aggregates are
-// released to be published.
+// RetryAll returns every dead row to pending, as [Retry] does.
+func RetryAll(ctx context.Context, db *sqldb.DB) (int64, error) { return retry(ctx, db, nil) }
+
+func retry(ctx context.Context, db *sqldb.DB, seqs []int64) (int64, error) {
+	where, args := deadWhere(seqs, 2)
+	return changeDead(ctx, db, "retry", `UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1 WHERE `+where,
+		append([]any{micros(time.Now())}, args...))
+}
+
+// Purge deletes the dead rows with the given seqs and returns how many.
+// Their events are lost for good, and the later events of their
+// aggregates are released to be published. No seqs, no rows: an empty
+// selection never means all of them (see [PurgeAll]).
 func Purge(ctx context.Context, db *sqldb.DB, seqs ...int64) (int64, error) {
-	var res sql.Result
-	var err error
 	if len(seqs) == 0 {
-		res, err = db.ExecContext(ctx, `DELETE FROM outbox WHERE status = 'dead'`)
-	} else {
-		in, args := inList(seqs, 1)
-		res, err = db.ExecContext(ctx, `DELETE FROM outbox WHERE status = 'dead' AND seq IN (`+in+`)`, args...)
+		return 0, nil
 	}
+	return purge(ctx, db, seqs)
+}
+
+// PurgeAll deletes every dead row, as [Purge] does.
+func PurgeAll(ctx context.Context, db *sqldb.DB) (int64, error) { return purge(ctx, db, nil) }
+
+func purge(ctx context.Context, db *sqldb.DB, seqs []int64) (int64, error) {
+	where, args := deadWhere(seqs, 1)
+	return changeDead(ctx, db, "purge", `DELETE FROM outbox WHERE `+where, args)
+}
+
+// deadWhere selects the dead rows with seqs (its parameters numbered from
+// first), or all dead rows for nil.
+func deadWhere(seqs []int64, first int) (string, []any) {
+	if seqs == nil {
+		return `status = 'dead'`, nil
+	}
+	in, args := inList(seqs, first)
+	return `status = 'dead' AND seq IN (` + in + `)`, args
+}
+
+// changeDead runs a statement on dead rows, and tells the relays when it
+// changed any.
+func changeDead(ctx context.Context, db *sqldb.DB, verb, query string, args []any) (int64, error) {
+	res, err := db.ExecContext(ctx, query, args...)
 	if err != nil {
-		return 0, fmt.Errorf("outbox: purge: %w", err)
+		return 0, fmt.Errorf("outbox: %s: %w", verb, err)
 	}
 	n, _ := res.RowsAffected()
 	if n > 0 {

@@ -433,7 +433,14 @@ func TestOutboxCommands(t *testing.T) {
 	if out := run("outbox", "retry", "--service", "location", fmt.Sprint(rows[0].Seq)); !strings.Contains(out, "1 dead rows back to pending") {
 		t.Errorf("retry: %s", out)
 	}
-	if out := run("outbox", "purge", "--service", "location"); !strings.Contains(out, "1 dead rows purged") {
+	// Every dead row only when asked for with --all.
+	for _, args := range [][]string{{"purge"}, {"purge", "--all", "1"}, {"retry"}} {
+		out, err := exec.Command(binary, append(append([]string{"outbox"}, args...), "--service", "location", "--data-dir", dataDir)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "--all") {
+			t.Errorf("sysops outbox %v: %v %s; want it refused, naming --all", args, err, out)
+		}
+	}
+	if out := run("outbox", "purge", "--service", "location", "--all"); !strings.Contains(out, "1 dead rows purged") {
 		t.Errorf("purge: %s", out)
 	}
 	stats, err := outbox.GetStats(ctx, db)

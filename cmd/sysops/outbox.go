@@ -69,21 +69,36 @@ behind them until they are retried or purged.`,
 	list.Flags().StringVar(&status, "status", "dead", "pending, sent or dead")
 	list.Flags().IntVar(&limit, "limit", 100, "most rows to list")
 
-	deadRows := func(use, short, done string, act func(ctx context.Context, db *sqldb.DB, seqs ...int64) (int64, error)) *cobra.Command {
-		return &cobra.Command{
-			Use:   use + " [SEQ...]",
+	// A command names its rows, or asks for all of them with --all:
+	// forgetting the numbers must not purge every dead row.
+	deadRows := func(use, short, done string, some func(ctx context.Context, db *sqldb.DB, seqs ...int64) (int64, error),
+		all func(ctx context.Context, db *sqldb.DB) (int64, error)) *cobra.Command {
+		var every bool
+		c := &cobra.Command{
+			Use:   use + " SEQ... | --all",
 			Short: short,
 			RunE: func(cmd *cobra.Command, args []string) error {
 				seqs, err := seqArgs(args)
 				if err != nil {
 					return err
 				}
+				switch {
+				case every && len(seqs) > 0:
+					return errors.New("give dead rows' numbers or --all, not both")
+				case !every && len(seqs) == 0:
+					return fmt.Errorf("name the dead rows to %s by number (see sysops outbox list), or pass --all for every one", use)
+				}
 				db, err := open(cmd.Context())
 				if err != nil {
 					return err
 				}
 				defer db.Close()
-				n, err := act(cmd.Context(), db, seqs...)
+				var n int64
+				if every {
+					n, err = all(cmd.Context(), db)
+				} else {
+					n, err = some(cmd.Context(), db, seqs...)
+				}
 				if err != nil {
 					return err
 				}
@@ -91,11 +106,13 @@ behind them until they are retried or purged.`,
 				return nil
 			},
 		}
+		c.Flags().BoolVar(&every, "all", false, "every dead row of the service")
+		return c
 	}
-	retry := deadRows("retry", "Return dead rows (all, or the numbered ones) to pending with a fresh attempt budget",
-		"back to pending", outbox.Retry)
-	purge := deadRows("purge", "Delete dead rows (all, or the numbered ones): their events are dropped for good",
-		"purged", outbox.Purge)
+	retry := deadRows("retry", "Return dead rows to pending with a fresh attempt budget",
+		"back to pending", outbox.Retry, outbox.RetryAll)
+	purge := deadRows("purge", "Delete dead rows: their events are dropped for good",
+		"purged", outbox.Purge, outbox.PurgeAll)
 	cmd.AddCommand(list, retry, purge)
 	return cmd
 }

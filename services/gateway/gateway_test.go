@@ -297,8 +297,9 @@ func TestPublicAPI(t *testing.T) {
 		c.do("GET", "/api/ops/services", nil, false)
 		c.do("GET", "/api/ops/outbox/customer?status=dead", nil, false)
 		c.do("GET", "/api/ops/outbox/customer/stats", nil, false)
-		c.do("POST", "/api/ops/outbox/customer/retry", `{"seqs":[]}`, false)
-		c.do("POST", "/api/ops/outbox/customer/purge", `{"seqs":[]}`, false)
+		c.do("POST", "/api/ops/outbox/customer/retry", `{"seqs":[1]}`, false)
+		c.do("POST", "/api/ops/outbox/customer/purge", `{"all":true}`, false)
+		svctest.WantError(t, "purge naming no rows", c.do("POST", "/api/ops/outbox/customer/purge", `{"seqs":[]}`, false), 400, `{"all":true} for every one`)
 		svctest.WantError(t, "unknown service", c.do("GET", "/api/ops/outbox/nothing/stats", nil, false), 404, "nothing")
 		c.do("GET", "/api/ops/inbox/audit/parked", nil, false)
 		// Customer consumes nothing: the gateway says so, not customer's
