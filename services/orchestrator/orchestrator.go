@@ -474,6 +474,23 @@ type Outcome struct {
 	Result any        `json:"result,omitempty"`
 }
 
+// unlessBegun runs check, the guard of a new saga, unless the saga id
+// exists already. A request repeated with its Idempotency-Key after its
+// answer was lost (the client timed out, or the orchestrator was killed
+// before it answered and resumed the saga after) must get that saga's
+// outcome — and the guard would now refuse it, for the very work the
+// saga did ("ticket is already completed").
+func (s *Service) unlessBegun(ctx context.Context, id string, check func() error) error {
+	_, err := saga.Get(ctx, s.db, id)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, saga.ErrNotFound):
+		return check()
+	}
+	return err
+}
+
 // refuseTicketIn refuses a workflow on a ticket already in status: it has
 // been done.
 func (s *Service) refuseTicketIn(ctx context.Context, ticketID, status string) error {
@@ -582,10 +599,10 @@ func (s *Service) Handler() http.Handler {
 		if err := c.Err(); err != nil {
 			return err
 		}
-		if err := s.refuseTicketIn(r.Context(), in.TicketID, "completed"); err != nil {
+		id := sagaID(r, CompleteTicket)
+		if err := s.unlessBegun(r.Context(), id, func() error { return s.refuseTicketIn(r.Context(), in.TicketID, "completed") }); err != nil {
 			return err
 		}
-		id := sagaID(r, CompleteTicket)
 		return s.run(w, r, CompleteTicket, id, in, func(sg saga.Saga) any { return stepOutput(sg, "record-completion") })
 	})
 	rt.Handle("POST /sagas/cancel-plan", func(w http.ResponseWriter, r *http.Request) error {
@@ -602,21 +619,27 @@ func (s *Service) Handler() http.Handler {
 		if err := c.Err(); err != nil {
 			return err
 		}
-		var ks struct {
-			Contracts []struct{ ID, Status string } `json:"contracts"`
-		}
-		if err := s.contract.Get(r.Context(), "/contracts?customer_id="+url.QueryEscape(in.CustomerID), &ks); err != nil {
+		id := sagaID(r, CancelPlan)
+		err := s.unlessBegun(r.Context(), id, func() error {
+			var ks struct {
+				Contracts []struct{ ID, Status string } `json:"contracts"`
+			}
+			if err := s.contract.Get(r.Context(), "/contracts?customer_id="+url.QueryEscape(in.CustomerID), &ks); err != nil {
+				return err
+			}
+			for _, k := range ks.Contracts {
+				if k.Status == "active" {
+					in.ContractID = k.ID
+				}
+			}
+			if in.ContractID == "" {
+				return sysops.Errorf(sysops.EConflict, "customer %q has no active support plan", in.CustomerID)
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
-		for _, k := range ks.Contracts {
-			if k.Status == "active" {
-				in.ContractID = k.ID
-			}
-		}
-		if in.ContractID == "" {
-			return sysops.Errorf(sysops.EConflict, "customer %q has no active support plan", in.CustomerID)
-		}
-		id := sagaID(r, CancelPlan)
 		return s.run(w, r, CancelPlan, id, in, func(sg saga.Saga) any {
 			return map[string]json.RawMessage{"contract": stepOutput(sg, "cancel-contract"), "billing_account": stepOutput(sg, "close-account"),
 				"customer": stepOutput(sg, "profile")}
@@ -632,10 +655,10 @@ func (s *Service) Handler() http.Handler {
 		if err := c.Err(); err != nil {
 			return err
 		}
-		if err := s.refuseTicketIn(r.Context(), in.TicketID, "cancelled"); err != nil {
+		id := sagaID(r, CancelTicket)
+		if err := s.unlessBegun(r.Context(), id, func() error { return s.refuseTicketIn(r.Context(), in.TicketID, "cancelled") }); err != nil {
 			return err
 		}
-		id := sagaID(r, CancelTicket)
 		return s.run(w, r, CancelTicket, id, in, func(sg saga.Saga) any {
 			return map[string]json.RawMessage{"ticket": stepOutput(sg, "cancel-ticket"), "assignment": stepOutput(sg, "release-expert")}
 		})

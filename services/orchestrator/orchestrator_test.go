@@ -289,6 +289,37 @@ func TestRegisterAndCompleteSagas(t *testing.T) {
 			t.Fatalf("complete: %d %s", r.Status, r.Body)
 		}
 		svctest.WantError(t, "complete again", complete(), 409, "already completed")
+
+		// The same request repeated with its key after its answer was lost
+		// (the orchestrator was killed before it kept it, say) gets the
+		// saga's outcome, not the guard of a new saga ("already
+		// completed"). The lost answer is its row in the key store.
+		odb, err := sqldb.Open(t.Context(), env.DatabaseURL(orchestrator.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer odb.Close()
+		for _, path := range []string{"/sagas/complete-ticket", "/sagas/cancel-ticket"} {
+			var tv struct {
+				Result struct{ Ticket struct{ ID string } }
+			}
+			create(t, env, cust, "printer").Decode(t, &tv)
+			body := map[string]string{"ticket_id": tv.Result.Ticket.ID}
+			if path == "/sagas/complete-ticket" {
+				body["notes"] = "fixed"
+			}
+			key := "lost-answer" + path
+			first := svctest.Do(t, "POST", base+path, body, "Idempotency-Key", key)
+			if first.Status != 201 {
+				t.Fatalf("%s: %d %s", path, first.Status, first.Body)
+			}
+			if _, err := odb.ExecContext(t.Context(), `DELETE FROM idempotency_key WHERE idem_key = $1`, key); err != nil {
+				t.Fatal(err)
+			}
+			if again := svctest.Do(t, "POST", base+path, body, "Idempotency-Key", key); again.Status != 201 || !bytes.Equal(again.Body, first.Body) {
+				t.Errorf("%s repeated after its answer was lost: %d %s, want the first answer %s", path, again.Status, again.Body, first.Body)
+			}
+		}
 		svctest.WantError(t, "cancel a completed ticket", svctest.Do(t, "POST", base+"/sagas/cancel-ticket",
 			map[string]string{"ticket_id": tid}), 409, "cannot become cancelled")
 

@@ -1,0 +1,349 @@
+package main
+
+// The whole system is killed with SIGKILL — every service, their SQLite
+// databases, the relays and the embedded JetStream in one process — while
+// clients run every workflow through the gateway, and restarted, several
+// times. Clients retry what got no answer with the same Idempotency-Key,
+// as a client should. At the end every answer a client got still holds,
+// the sagas have all ended, every outbox is drained and the cross-service
+// invariants hold.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sysops-squad/sysops/internal/invariant"
+)
+
+// crashClient is one customer's run of the workflows, resumable: each step
+// is kept until it has a definite answer.
+type crashClient struct {
+	n        int
+	done     bool
+	customer string
+	tickets  []string // created, in order
+	// outcomes by step key: "ok" (applied) or "refused" (a 4xx answer,
+	// nothing applied)
+	outcomes map[string]string
+}
+
+// gatewayCall is one POST through the gateway with an Idempotency-Key.
+type gatewayCall struct {
+	api        string
+	http       *http.Client
+	polls      atomic.Int64
+	conflicts  atomic.Int64
+	unanswered atomic.Int64 // no response: the system was down or killed mid-request
+	inflight   atomic.Int64
+}
+
+// post returns the final answer to a POST: 2xx with its body, or a 4xx
+// refusal. A saga still running (202) is polled until it ends. ok is
+// false when there was no definite answer yet (the system is down, a 5xx,
+// or the key is still in progress), so the caller must try again later
+// with the same key.
+func (g *gatewayCall) post(ctx context.Context, path, key string, body any) (status int, out map[string]any, ok bool) {
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequestWithContext(ctx, "POST", g.api+path, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", key)
+	g.inflight.Add(1)
+	defer g.inflight.Add(-1)
+	resp, err := g.http.Do(req)
+	if err != nil {
+		g.unanswered.Add(1)
+		return 0, nil, false
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(raw, &out)
+	switch {
+	case resp.StatusCode == http.StatusAccepted:
+		id, _ := out["saga_id"].(string)
+		for ctx.Err() == nil {
+			g.polls.Add(1)
+			st, sg := g.get(ctx, "/api/sagas/"+id)
+			if st == 0 {
+				return 0, nil, false
+			}
+			switch sg["state"] {
+			case "committed":
+				// The answer the client would have had: ask again with
+				// the key (the saga is done, so it answers at once).
+				return g.post(ctx, path, key, body)
+			case "compensated":
+				return http.StatusConflict, sg, true
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return 0, nil, false
+	case resp.StatusCode == http.StatusConflict && resp.Header.Get("Retry-After") != "":
+		// The first request with this key still runs, or was cut off by a
+		// kill and holds the key until its reservation expires: wait a
+		// little, as Retry-After asks (a whole second would slow the test).
+		g.conflicts.Add(1)
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+		return 0, nil, false
+	case resp.StatusCode >= 500:
+		return 0, nil, false
+	}
+	return resp.StatusCode, out, true
+}
+
+func (g *gatewayCall) get(ctx context.Context, path string) (int, map[string]any) {
+	req, _ := http.NewRequestWithContext(ctx, "GET", g.api+path, nil)
+	resp, err := g.http.Do(req)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// step runs one step of c's script unless it has an answer already; it
+// returns false when the step got no definite answer.
+func (c *crashClient) step(ctx context.Context, g *gatewayCall, name, path string, body any, use func(map[string]any)) bool {
+	if _, done := c.outcomes[name]; done {
+		return true
+	}
+	key := fmt.Sprintf("crash-%d-%s", c.n, name)
+	status, out, ok := g.post(ctx, path, key, body)
+	if !ok {
+		return false
+	}
+	if status >= 300 {
+		c.outcomes[name] = "refused"
+		return true
+	}
+	c.outcomes[name] = "ok"
+	if use != nil {
+		use(out)
+	}
+	return true
+}
+
+// run carries c's script as far as it gets: register; open three tickets;
+// complete the first, cancel the second; every other customer then
+// cancels the plan. It returns true once every step has its answer.
+func (c *crashClient) run(ctx context.Context, g *gatewayCall) bool {
+	if !c.step(ctx, g, "register", "/api/customers", map[string]string{"name": fmt.Sprint("Crash ", c.n),
+		"email": fmt.Sprintf("crash%d@example.com", c.n), "zip": "10001", "plan": "premium"}, func(out map[string]any) {
+		cu, _ := out["customer"].(map[string]any)
+		c.customer, _ = cu["id"].(string)
+	}) {
+		return false
+	}
+	if c.outcomes["register"] != "ok" {
+		return true
+	}
+	for i := range 3 {
+		name := fmt.Sprint("ticket-", i)
+		if !c.step(ctx, g, name, "/api/tickets", map[string]string{"customer_id": c.customer, "description": name,
+			"priority": "high", "skill": "printer", "zip": "10001"}, func(out map[string]any) {
+			tk, _ := out["ticket"].(map[string]any)
+			id, _ := tk["id"].(string)
+			c.tickets = append(c.tickets, id)
+		}) {
+			return false
+		}
+	}
+	if len(c.tickets) > 0 && !c.step(ctx, g, "complete", "/api/tickets/"+c.tickets[0]+"/complete",
+		map[string]string{"notes": "fixed"}, nil) {
+		return false
+	}
+	if len(c.tickets) > 1 && !c.step(ctx, g, "cancel", "/api/tickets/"+c.tickets[1]+"/cancel", map[string]string{}, nil) {
+		return false
+	}
+	if c.n%2 == 0 && !c.step(ctx, g, "cancel-plan", "/api/customers/"+c.customer+"/cancel-plan",
+		map[string]string{"reason": "crash test"}, nil) {
+		return false
+	}
+	return true
+}
+
+func TestSystemSurvivesKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills and restarts the whole system several times")
+	}
+	dataDir := filepath.Join(t.TempDir(), "data")
+	// Each run brings new clients, so that every kill finds work in
+	// flight; those it interrupts carry on in the next run.
+	const perRun, kills = 8, 5
+	var cs []*crashClient
+	g := &gatewayCall{http: &http.Client{Timeout: 15 * time.Second}}
+	var services map[string]string
+	for round := 0; round <= kills; round++ {
+		p := start(t, "up", "--data-dir", dataDir, "--addr", "127.0.0.1:0")
+		services = p.table(t)
+		g.api = services["gateway"]
+		if round == 0 {
+			for i, zip := range []string{"07030", "10001", "11201"} {
+				st, out, ok := g.post(t.Context(), "/api/experts", fmt.Sprint("crash-expert-", i), map[string]any{
+					"name": fmt.Sprint("Expert ", i), "email": fmt.Sprintf("expert%d@sysops.example", i),
+					"skills": []string{"printer"}, "zip": zip, "capacity": 100})
+				if !ok || st != http.StatusCreated {
+					t.Fatalf("add expert: %d %v", st, out)
+				}
+			}
+		}
+		for range perRun {
+			cs = append(cs, &crashClient{n: len(cs), outcomes: map[string]string{}})
+		}
+		if round == kills {
+			// The last run is not killed: every client finishes.
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			var wg sync.WaitGroup
+			for _, c := range cs {
+				wg.Go(func() {
+					for ctx.Err() == nil && !c.done {
+						c.done = c.run(ctx, g)
+						if !c.done {
+							time.Sleep(100 * time.Millisecond)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			cancel()
+			checkAfterCrashes(t, g, services, cs)
+			if err := p.stop(t, syscall.SIGTERM); err != nil {
+				t.Errorf("up exited with %v after SIGTERM; stderr:\n%s", err, p.stderr)
+			}
+			return
+		}
+		// Clients run while the system lives; it is killed at a random
+		// moment, mid-request for most of them.
+		ctx, cancel := context.WithCancel(t.Context())
+		var wg sync.WaitGroup
+		for _, c := range cs {
+			wg.Go(func() {
+				for ctx.Err() == nil && !c.run(ctx, g) {
+					time.Sleep(20 * time.Millisecond)
+				}
+			})
+		}
+		time.Sleep(time.Duration(10+rand.IntN(150)) * time.Millisecond)
+		for wait := time.Now().Add(2 * time.Second); g.inflight.Load() == 0 && time.Now().Before(wait); {
+			time.Sleep(time.Millisecond)
+		}
+		if err := p.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = p.cmd.Wait()
+		cancel()
+		wg.Wait()
+	}
+}
+
+// checkAfterCrashes waits for the system to settle, then checks that what
+// the clients were told still holds and that the owners agree.
+func checkAfterCrashes(t *testing.T, g *gatewayCall, services map[string]string, cs []*crashClient) {
+	t.Helper()
+	ctx := t.Context()
+	for _, c := range cs {
+		if !c.done {
+			t.Errorf("client %d did not finish after the last restart: %v", c.n, c.outcomes)
+		}
+	}
+	// Every saga ends, and every outbox drains.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var unsettled []string
+		for _, state := range []string{"running", "compensating", "needs_attention"} {
+			_, out := g.get(ctx, "/api/ops/sagas?state="+state)
+			if sagas, _ := out["sagas"].([]any); len(sagas) > 0 {
+				unsettled = append(unsettled, fmt.Sprintf("%d sagas %s", len(sagas), state))
+			}
+		}
+		for _, s := range registry() {
+			if s.Name == "gateway" {
+				continue
+			}
+			st, out := g.get(ctx, "/api/ops/outbox/"+s.Name+"/stats")
+			if st == http.StatusOK && (out["pending"] != 0.0 || out["dead"] != 0.0) {
+				unsettled = append(unsettled, fmt.Sprintf("outbox of %s: %v pending, %v dead", s.Name, out["pending"], out["dead"]))
+			}
+		}
+		if len(unsettled) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not settled 30 s after the last restart: %s", strings.Join(unsettled, "; "))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// What clients were told holds.
+	var registered []string
+	applied := 0
+	for _, c := range cs {
+		if c.outcomes["register"] != "ok" {
+			continue
+		}
+		registered = append(registered, c.customer)
+		st, cu := g.get(ctx, "/api/customers/"+c.customer)
+		if st != http.StatusOK {
+			t.Errorf("client %d: customer %s = %d %v", c.n, c.customer, st, cu)
+			continue
+		}
+		wantOpen := 0
+		for i, id := range c.tickets {
+			_, tv := g.get(ctx, "/api/tickets/"+id)
+			tk, _ := tv["ticket"].(map[string]any)
+			want := "assigned"
+			switch {
+			case i == 0 && c.outcomes["complete"] == "ok":
+				want = "completed"
+			case i == 1 && c.outcomes["cancel"] == "ok":
+				want = "cancelled"
+			}
+			if tk["status"] != want {
+				t.Errorf("client %d: ticket %s is %v, want %s (outcomes %v)", c.n, id, tk["status"], want, c.outcomes)
+			}
+			if want == "assigned" {
+				wantOpen++
+			}
+		}
+		if cu["open_tickets"] != float64(wantOpen) {
+			t.Errorf("client %d: customer counts %v open tickets, want %d", c.n, cu["open_tickets"], wantOpen)
+		}
+		for _, o := range c.outcomes {
+			if o == "ok" {
+				applied++
+			}
+		}
+	}
+	if applied == 0 || g.unanswered.Load() == 0 {
+		t.Fatalf("%d workflows applied, %d requests cut off by a kill: the test proved nothing", applied, g.unanswered.Load())
+	}
+	problems, err := invariant.Check(ctx, services)
+	if err != nil {
+		t.Fatal(err)
+	}
+	more, err := invariant.CheckRegistrations(ctx, services, registered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range append(problems, more...) {
+		t.Error(p)
+	}
+	t.Logf("%d clients, %d workflows applied; %d requests unanswered (killed), %d answered 409 in progress, %d saga polls",
+		len(cs), applied, g.unanswered.Load(), g.conflicts.Load(), g.polls.Load())
+}
