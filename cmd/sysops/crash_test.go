@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/sysops-squad/sysops/internal/invariant"
+	"github.com/sysops-squad/sysops/sqldb"
+	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
 )
 
 // crashClient is one customer's run of the workflows, resumable: each step
@@ -182,7 +184,27 @@ func TestSystemSurvivesKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills and restarts the whole system several times")
 	}
-	dataDir := filepath.Join(t.TempDir(), "data")
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		args := []string{"up", "--data-dir", filepath.Join(t.TempDir(), "data"), "--addr", "127.0.0.1:0"}
+		if d == sqldb.Postgres {
+			base := sqldbtest.PostgresURL(t)
+			prefix := sqldbtest.RandomName("crash") + "_"
+			t.Cleanup(func() {
+				var names []string
+				for _, s := range registry() {
+					names = append(names, s.Name)
+				}
+				sqldbtest.DropProvisioned(t, base, prefix, names...)
+			})
+			args = append(args, "--postgres", base, "--db-prefix", prefix)
+		}
+		killUnderClients(t, args)
+	})
+}
+
+// killUnderClients runs sysops with args, kills it under clients and
+// restarts it, then checks the outcome (see the file's comment).
+func killUnderClients(t *testing.T, args []string) {
 	// Each run brings new clients, so that every kill finds work in
 	// flight; those it interrupts carry on in the next run.
 	const perRun, kills = 8, 5
@@ -190,7 +212,7 @@ func TestSystemSurvivesKill9(t *testing.T) {
 	g := &gatewayCall{http: &http.Client{Timeout: 15 * time.Second}}
 	var services map[string]string
 	for round := 0; round <= kills; round++ {
-		p := start(t, "up", "--data-dir", dataDir, "--addr", "127.0.0.1:0")
+		p := start(t, args...)
 		services = p.table(t)
 		g.api = services["gateway"]
 		if round == 0 {
