@@ -123,7 +123,10 @@ func (g *Gateway) register(ctx context.Context, in Registration) (map[string]any
 		return nil, err
 	}
 	var cust, contract, account map[string]any
-	if err := g.c("customer").Post(ctx, "/customers", map[string]string{"name": in.Name, "email": in.Email, "zip": in.Zip}, &cust); err != nil {
+	// The same steps as the register-customer saga, the profile showing
+	// its plan included; only what happens on a failure differs.
+	if err := g.c("customer").Post(ctx, "/customers", map[string]string{"name": in.Name, "email": in.Email, "zip": in.Zip,
+		"support_plan": in.Plan}, &cust); err != nil {
 		return nil, err
 	}
 	id, _ := cust["id"].(string)
@@ -198,7 +201,12 @@ func (g *Gateway) cancelPlan(ctx context.Context, customerID, reason string) (ma
 			return nil, err
 		}
 	}
-	return map[string]any{"contract": cancelled, "billing_account": account}, nil
+	// As the cancel-plan saga's last step: the profile shows no plan.
+	var cust map[string]any
+	if err := g.c("customer").Post(ctx, "/customers/"+url.PathEscape(customerID)+"/support-plan", map[string]string{"plan": ""}, &cust); err != nil {
+		return nil, err
+	}
+	return map[string]any{"contract": cancelled, "billing_account": account, "customer": cust}, nil
 }
 
 // NewTicket is the body of POST /api/tickets.

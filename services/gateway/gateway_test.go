@@ -16,6 +16,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 
 	"github.com/sysops-squad/sysops/api"
+	"github.com/sysops-squad/sysops/internal/invariant"
 	"github.com/sysops-squad/sysops/internal/svctest"
 	"github.com/sysops-squad/sysops/services/assignment"
 	"github.com/sysops-squad/sysops/services/audit"
@@ -391,6 +392,15 @@ func TestSequentialConsistency(t *testing.T) {
 			t.Errorf("repeated registration: %d %s", again.Status, again.Body)
 		}
 		svctest.WantError(t, "unknown zip", c.do("POST", "/api/customers", `{"name":"B","email":"b@example.com","zip":"00000","plan":"basic"}`, true), 400, `"zip"`)
+		// The same steps as the saga: profile, plan and account agree.
+		registrationsAgree := func(when string) {
+			t.Helper()
+			problems, err := invariant.CheckRegistrations(t.Context(), env.Peers(), []string{cust})
+			if err != nil || len(problems) > 0 {
+				t.Errorf("%s: %v %v", when, problems, err)
+			}
+		}
+		registrationsAgree("after registering")
 
 		if r := c.do("POST", "/api/experts", `{"name":"Expert","email":"x@sysops.example","skills":["printer"],"zip":"07030","capacity":3}`, false); r.Status != 201 {
 			t.Fatalf("add expert: %d %s", r.Status, r.Body)
@@ -491,6 +501,10 @@ func TestSequentialConsistency(t *testing.T) {
 			409, "has no active support plan: a ticket needs one")
 		if n := openTickets(cust); n != 1 {
 			t.Errorf("open_tickets after a refused ticket = %d, want 1", n)
+		}
+		registrationsAgree("after cancelling the plan")
+		if problems, err := invariant.Check(t.Context(), env.Peers()); err != nil || len(problems) > 0 {
+			t.Errorf("invariants: %v %v", problems, err)
 		}
 	})
 }
