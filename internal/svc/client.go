@@ -98,7 +98,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, statu
 	key := ""
 	if method == http.MethodPost {
 		if k := IdempotencyKey(ctx); k != "" {
-			key = k + "/" + c.peer + path
+			key = PeerKey(k, c.peer, path)
 		} else {
 			key = outbox.NewID()
 		}
@@ -189,6 +189,10 @@ func (c *Client) answerError(status int, retryAfter bool, body []byte) (retry bo
 	}
 	return status >= 500, sysops.Errorf(code, "%s service answered %d %s", c.peer, status, http.StatusText(status))
 }
+
+// PeerKey is the Idempotency-Key a [Client] derives from the incoming
+// request's key for its POST to path on peer.
+func PeerKey(key, peer, path string) string { return key + "/" + peer + path }
 
 // BatchCall is one POST of [Client.PostBatch]. Key is the key the call
 // would carry alone from a context with [WithIdempotencyKey]: the peer

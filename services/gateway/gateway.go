@@ -34,6 +34,7 @@ import (
 	"github.com/sysops-squad/sysops/internal/host"
 	"github.com/sysops-squad/sysops/internal/httpx"
 	"github.com/sysops-squad/sysops/internal/svc"
+	"github.com/sysops-squad/sysops/services/orchestrator"
 )
 
 // Name is the service's name.
@@ -243,6 +244,21 @@ func (g *Gateway) runSaga(w http.ResponseWriter, r *http.Request, path string, i
 	}
 	httpx.WriteJSON(w, status, shape(out.Result, out.SagaID, out.State))
 	return nil
+}
+
+// begun reports whether a check that refused a request (err, a conflict)
+// should be passed over because this request began its saga already: it
+// is a repeat, with its Idempotency-Key, of one whose answer was lost, and
+// what the check refuses now (a plan cancelled since) may be the state
+// after it. The saga's outcome is then the answer. Only a refusal costs
+// this look-up.
+func (g *Gateway) begun(ctx context.Context, err error, definition, path string) bool {
+	key := svc.IdempotencyKey(ctx)
+	if key == "" || sysops.CodeOf(err) != sysops.EConflict {
+		return false
+	}
+	id := orchestrator.SagaID(definition, svc.PeerKey(key, "orchestrator", path))
+	return g.c("orchestrator").Get(ctx, "/sagas/"+url.PathEscape(id), nil) == nil
 }
 
 // checkRegistration validates a registration at the edge.
@@ -499,10 +515,11 @@ func (g *Gateway) Handler() http.Handler {
 			return err
 		}
 		if g.cfg.Consistency == Orchestrated {
-			if err := g.checkTicket(r.Context(), in); err != nil {
+			const path = "/sagas/create-ticket"
+			if err := g.checkTicket(r.Context(), in); err != nil && !g.begun(r.Context(), err, orchestrator.CreateTicket, path) {
 				return err
 			}
-			return g.runSaga(w, r, "/sagas/create-ticket", in, http.StatusCreated, func(res map[string]any, id, state string) any {
+			return g.runSaga(w, r, path, in, http.StatusCreated, func(res map[string]any, id, state string) any {
 				return map[string]any{"ticket": res["ticket"], "assignment": res["assignment"], "saga_id": id, "state": state}
 			})
 		}

@@ -238,6 +238,14 @@ func TestPublicAPI(t *testing.T) {
 			t.Errorf("open tickets after completion = %d", cv.OpenTickets)
 		}
 
+		// A ticket opened just before the plan is cancelled; its answer is
+		// lost below.
+		lostBody := fmt.Sprintf(`{"customer_id":%q,"description":"last one","priority":"low","skill":"printer","zip":"10001"}`, cust)
+		lost := c.do("POST", "/api/tickets", lostBody, false, "Idempotency-Key", "lost-answer")
+		if lost.Status != 201 {
+			t.Fatalf("ticket before cancelling: %d %s", lost.Status, lost.Body)
+		}
+
 		// Cancel the plan: prorated refund.
 		r = c.do("POST", "/api/customers/"+cust+"/cancel-plan", `{"reason":"moving"}`, false)
 		var cancel struct {
@@ -254,8 +262,22 @@ func TestPublicAPI(t *testing.T) {
 			fmt.Sprintf(`{"customer_id":%q,"description":"again","priority":"low","skill":"printer","zip":"10001"}`, cust), false),
 			409, "has no active support plan: a ticket needs one")
 		c.do("GET", "/api/customers/"+cust, nil, false).Decode(t, &cv)
-		if cv.OpenTickets != 0 {
-			t.Errorf("open tickets after a refused ticket = %d, want 0", cv.OpenTickets)
+		if cv.OpenTickets != 1 {
+			t.Errorf("open tickets after a refused ticket = %d, want 1", cv.OpenTickets)
+		}
+		// The ticket's request repeated with its key after the gateway
+		// lost its answer (killed before keeping it, say): the saga it
+		// began answers, though the plan is gone now.
+		gdb, err := sqldb.Open(t.Context(), env.DatabaseURL(gateway.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer gdb.Close()
+		if _, err := gdb.ExecContext(t.Context(), `DELETE FROM idempotency_key WHERE idem_key = 'lost-answer'`); err != nil {
+			t.Fatal(err)
+		}
+		if again := c.do("POST", "/api/tickets", lostBody, false, "Idempotency-Key", "lost-answer"); again.Status != 201 || !bytes.Equal(again.Body, lost.Body) {
+			t.Errorf("ticket repeated after its answer was lost = %d %s, want the first answer %s", again.Status, again.Body, lost.Body)
 		}
 		// A profile registered at customer alone has no contract; once
 		// closed, it is refused for that first.
@@ -290,8 +312,10 @@ func TestPublicAPI(t *testing.T) {
 			Tickets  []struct{ ID string }
 		}
 		c.do("GET", "/api/reports/customers/"+cust, nil, false).Decode(t, &rep)
-		if rep.Customer.ID != cust || len(rep.Tickets) != 3 { // completed, cancelled, and the compensated one no expert could take
-			t.Errorf("customer report = %+v, want %s with 3 tickets", rep, cust)
+		// Completed, cancelled, the compensated one no expert could take,
+		// and the last one before the plan was cancelled.
+		if rep.Customer.ID != cust || len(rep.Tickets) != 4 {
+			t.Errorf("customer report = %+v, want %s with 4 tickets", rep, cust)
 		}
 		svctest.WantError(t, "report of nobody", c.do("GET", "/api/reports/customers/nobody", nil, false), 404, "nobody")
 		c.do("GET", "/api/reports/summary", nil, false)

@@ -460,10 +460,17 @@ func (s *Service) completeTicket() saga.Definition {
 // a client retrying a POST reaches the same saga; without a key, a new id.
 func sagaID(r *http.Request, definition string) string {
 	if k := svc.IdempotencyKey(r.Context()); k != "" {
-		sum := sha256.Sum256([]byte(definition + "\x00" + k))
-		return definition + "-" + hex.EncodeToString(sum[:12])
+		return SagaID(definition, k)
 	}
 	return definition + "-" + outbox.NewID()
+}
+
+// SagaID is the id of the saga of definition that a POST with
+// Idempotency-Key key begins (as received here): a caller can look for it
+// with GET /sagas/{id}.
+func SagaID(definition, key string) string {
+	sum := sha256.Sum256([]byte(definition + "\x00" + key))
+	return definition + "-" + hex.EncodeToString(sum[:12])
 }
 
 // Outcome is the answer to a saga's POST.
