@@ -3,6 +3,8 @@ package svc
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -193,6 +195,14 @@ func (c *Client) answerError(status int, retryAfter bool, body []byte) (retry bo
 // PeerKey is the Idempotency-Key a [Client] derives from the incoming
 // request's key for its POST to path on peer.
 func PeerKey(key, peer, path string) string { return key + "/" + peer + path }
+
+// SagaID is the id of the saga of definition that the orchestrator begins
+// for a POST carrying Idempotency-Key key (as it receives it): a caller
+// can look for that saga with GET /sagas/{id}.
+func SagaID(definition, key string) string {
+	sum := sha256.Sum256([]byte(definition + "\x00" + key))
+	return definition + "-" + hex.EncodeToString(sum[:12])
+}
 
 // BatchCall is one POST of [Client.PostBatch]. Key is the key the call
 // would carry alone from a context with [WithIdempotencyKey]: the peer

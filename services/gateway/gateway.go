@@ -34,7 +34,6 @@ import (
 	"github.com/sysops-squad/sysops/internal/host"
 	"github.com/sysops-squad/sysops/internal/httpx"
 	"github.com/sysops-squad/sysops/internal/svc"
-	"github.com/sysops-squad/sysops/services/orchestrator"
 )
 
 // Name is the service's name.
@@ -257,7 +256,7 @@ func (g *Gateway) begun(ctx context.Context, err error, definition, path string)
 	if key == "" || sysops.CodeOf(err) != sysops.EConflict {
 		return false
 	}
-	id := orchestrator.SagaID(definition, svc.PeerKey(key, "orchestrator", path))
+	id := svc.SagaID(definition, svc.PeerKey(key, "orchestrator", path))
 	return g.c("orchestrator").Get(ctx, "/sagas/"+url.PathEscape(id), nil) == nil
 }
 
@@ -516,7 +515,8 @@ func (g *Gateway) Handler() http.Handler {
 		}
 		if g.cfg.Consistency == Orchestrated {
 			const path = "/sagas/create-ticket"
-			if err := g.checkTicket(r.Context(), in); err != nil && !g.begun(r.Context(), err, orchestrator.CreateTicket, path) {
+			// "create-ticket" is the orchestrator's name of the workflow.
+			if err := g.checkTicket(r.Context(), in); err != nil && !g.begun(r.Context(), err, "create-ticket", path) {
 				return err
 			}
 			return g.runSaga(w, r, path, in, http.StatusCreated, func(res map[string]any, id, state string) any {

@@ -29,8 +29,6 @@ package orchestrator
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -460,17 +458,9 @@ func (s *Service) completeTicket() saga.Definition {
 // a client retrying a POST reaches the same saga; without a key, a new id.
 func sagaID(r *http.Request, definition string) string {
 	if k := svc.IdempotencyKey(r.Context()); k != "" {
-		return SagaID(definition, k)
+		return svc.SagaID(definition, k)
 	}
 	return definition + "-" + outbox.NewID()
-}
-
-// SagaID is the id of the saga of definition that a POST with
-// Idempotency-Key key begins (as received here): a caller can look for it
-// with GET /sagas/{id}.
-func SagaID(definition, key string) string {
-	sum := sha256.Sum256([]byte(definition + "\x00" + key))
-	return definition + "-" + hex.EncodeToString(sum[:12])
 }
 
 // Outcome is the answer to a saga's POST.
