@@ -133,6 +133,31 @@ func serviceAddrs(addr string, n int) ([]string, error) {
 	return out, nil
 }
 
+// poolShare is how many connections each of n services may pool when
+// they all use the PostgreSQL server at base (0 for SQLite: its own
+// default). Together they take at most two thirds of the server's
+// connections, leaving the rest to other clients; each service also holds
+// one session outside its pool (its relay's LISTEN), and one inside it
+// (its relay's lock), so a pool has at least 3. Without a cap, twelve
+// pools of eight filled a default server (max_connections 100) under
+// load, and then every service failed on "too many clients".
+func poolShare(ctx context.Context, base string, n int) (int, error) {
+	if base == "" {
+		return 0, nil
+	}
+	db, err := sqldb.Open(ctx, base, sqldb.Options{MaxReaders: 1})
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var limit, reserved int
+	if err := db.QueryRowContext(ctx, `SELECT current_setting('max_connections')::int,
+		current_setting('superuser_reserved_connections')::int`).Scan(&limit, &reserved); err != nil {
+		return 0, fmt.Errorf("read the server's max_connections: %w", err)
+	}
+	return min(max(3, (limit-reserved)*2/3/n-1), 8), nil
+}
+
 func runUp(ctx context.Context, o *options, stdout, stderr io.Writer) (err error) {
 	ctx, stop := withSignals(ctx)
 	defer stop()
@@ -177,6 +202,13 @@ func runUp(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 	if topo.NATSURL, err = startNATS(o, r); err != nil {
 		return err
 	}
+	maxConns, err := poolShare(ctx, o.postgres, len(specs))
+	if err != nil {
+		return err
+	}
+	if maxConns > 0 {
+		logger.Info("database pools sized to share the server", "connections_per_service", maxConns)
+	}
 	for i, s := range specs {
 		dbURL, err := sqldb.Provision(ctx, o.databaseBase(), s.Name, sqldb.ProvisionConfig{Prefix: o.dbPrefixFor()})
 		if err != nil {
@@ -184,7 +216,7 @@ func runUp(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 		}
 		h, err := host.Start(ctx, host.Config{
 			Spec: s, DatabaseURL: dbURL, NATSURL: topo.NATSURL,
-			Listener: listeners[i], Peers: topo.peers(s.Name), Logger: logger,
+			Listener: listeners[i], Peers: topo.peers(s.Name), Logger: logger, MaxConns: maxConns,
 		})
 		if err != nil {
 			return err

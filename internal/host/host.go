@@ -79,6 +79,10 @@ type Config struct {
 	Peers     map[string]string
 	LivePeers svc.Peers
 	Logger    *slog.Logger
+	// MaxConns caps the service's database connections (PostgreSQL's
+	// pool; SQLite's read pool). 0: sqldb's default. Services that share a
+	// server divide its max_connections between them.
+	MaxConns int
 }
 
 // Host is a running service.
@@ -111,7 +115,7 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 		return fmt.Errorf(spec.Name+": "+format, args...)
 	}
 
-	db, err := sqldb.Open(ctx, cfg.DatabaseURL)
+	db, err := sqldb.Open(ctx, cfg.DatabaseURL, sqldb.Options{MaxReaders: cfg.MaxConns})
 	if err != nil {
 		return nil, fail("%w", err)
 	}
