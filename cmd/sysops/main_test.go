@@ -576,3 +576,31 @@ func TestBenchCPUProfile(t *testing.T) {
 		t.Errorf("unwritable profile path: err %v, output:\n%s", err, out)
 	}
 }
+
+// TestPoolShare: services that share a PostgreSQL server divide two thirds
+// of its connections, between 3 and 8 a pool; SQLite needs no share.
+func TestPoolShare(t *testing.T) {
+	if n, err := poolShare(t.Context(), "", 12); n != 0 || err != nil {
+		t.Errorf("SQLite: %d, %v; want 0 (the default)", n, err)
+	}
+	base := sqldbtest.PostgresURL(t)
+	db, err := sqldb.Open(t.Context(), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var limit, reserved int
+	if err := db.QueryRowContext(t.Context(), `SELECT current_setting('max_connections')::int,
+		current_setting('superuser_reserved_connections')::int`).Scan(&limit, &reserved); err != nil {
+		t.Fatal(err)
+	}
+	for _, services := range []int{1, 12, 1000} {
+		n, err := poolShare(t.Context(), base, services)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < 3 || n > 8 || services*(n+1) > max(2*(limit-reserved)/3, 4*services) {
+			t.Errorf("%d services on a server of %d connections: %d each", services, limit, n)
+		}
+	}
+}
