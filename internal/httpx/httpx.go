@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"path"
 	"strings"
@@ -107,8 +108,14 @@ func Handle(logger *slog.Logger, fn HandlerFunc) http.Handler {
 // bytes that are not UTF-8 and oversized bodies are [sysops.EInvalid]
 // errors that name the field or the problem.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return sysops.Errorf(sysops.EInvalid, "Content-Type must be application/json, not %q", ct)
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, params, err := mime.ParseMediaType(ct)
+		switch {
+		case err != nil || mt != "application/json":
+			return sysops.Errorf(sysops.EInvalid, "Content-Type must be application/json, not %q", ct)
+		case params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8"):
+			return sysops.Errorf(sysops.EInvalid, "Content-Type charset must be utf-8 (JSON is UTF-8), not %q", params["charset"])
+		}
 	}
 	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	b, err := io.ReadAll(body)

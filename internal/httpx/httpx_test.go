@@ -67,6 +67,10 @@ func TestDecodeJSON(t *testing.T) {
 		{"not an object", `[1,2]`, "", 400, "body must be an object, not array"},
 		{"oversized", `{"item":"` + strings.Repeat("x", httpx.MaxBodyBytes) + `"}`, "", 400, "exceeds"},
 		{"form post", `item=disk`, "application/x-www-form-urlencoded", 400, "Content-Type"},
+		{"charset", `{"item":"disk"}`, "application/json; charset=UTF-8", 200, `"item":"disk"`},
+		{"other charset", `{"item":"disk"}`, "application/json; charset=latin1", 400, `charset must be utf-8`},
+		{"json-like type", `{"item":"disk"}`, "application/json-patch+json", 400, "Content-Type must be application/json"},
+		{"malformed type", `{"item":"disk"}`, "application/json; =", 400, "Content-Type must be application/json"},
 		{"repeated field", `{"item":"disk","quantity":2,"item":"tape"}`, "", 400, `field \"item\" appears more than once`},
 	}
 	for _, tt := range tests {
