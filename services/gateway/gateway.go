@@ -4,13 +4,13 @@
 // plan, which it asks contract, the plan's owner), then runs each workflow
 // as calls to the services that own the data, in one of two ways
 // ([Config.Consistency]): as a saga in the orchestrator service (the
-// default), or as plain sequential calls from
-// the gateway, the baseline with no recovery from a failure part way. In
-// the sequential way every call carries an Idempotency-Key derived from
-// the client's, so a client retrying a failed workflow with its key
-// repeats no step that was applied; creating a ticket, registering and
-// completing then finish the rest, cancelling a ticket or a plan does not
-// (the retry finds the ticket or the contract already cancelled).
+// default), or as plain sequential calls from the gateway, the baseline
+// with no recovery from a failure part way. In the sequential way every
+// call carries an Idempotency-Key derived from the client's, so a client
+// retrying a failed workflow with its key repeats no step that was applied;
+// creating a ticket, registering and completing then finish the rest,
+// cancelling a ticket or a plan does not (the retry finds the ticket or the
+// contract already cancelled).
 //
 // Under `sysops up` it listens on 127.0.0.1:8080.
 package gateway
