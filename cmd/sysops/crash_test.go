@@ -187,16 +187,7 @@ func TestSystemSurvivesKill9(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		args := []string{"up", "--data-dir", filepath.Join(t.TempDir(), "data"), "--addr", "127.0.0.1:0"}
 		if d == sqldb.Postgres {
-			base := sqldbtest.PostgresURL(t)
-			prefix := sqldbtest.RandomName("crash") + "_"
-			t.Cleanup(func() {
-				var names []string
-				for _, s := range registry() {
-					names = append(names, s.Name)
-				}
-				sqldbtest.DropProvisioned(t, base, prefix, names...)
-			})
-			args = append(args, "--postgres", base, "--db-prefix", prefix)
+			args = append(args, onPostgres(t, "crash")...)
 		}
 		killUnderClients(t, args)
 	})

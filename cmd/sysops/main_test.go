@@ -205,9 +205,12 @@ func TestUpRunsEveryServiceAndKeepsData(t *testing.T) {
 	}
 }
 
-func TestUpOnPostgres(t *testing.T) {
+// onPostgres returns the flags that put every service's database on the
+// test server, under a prefix of its own, dropped when the test ends.
+func onPostgres(t *testing.T, name string) []string {
+	t.Helper()
 	base := sqldbtest.PostgresURL(t)
-	prefix := sqldbtest.RandomName("up") + "_"
+	prefix := sqldbtest.RandomName(name) + "_"
 	t.Cleanup(func() {
 		var names []string
 		for _, s := range registry() {
@@ -215,7 +218,11 @@ func TestUpOnPostgres(t *testing.T) {
 		}
 		sqldbtest.DropProvisioned(t, base, prefix, names...)
 	})
-	p := start(t, "up", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--postgres", base, "--db-prefix", prefix)
+	return []string{"--postgres", base, "--db-prefix", prefix}
+}
+
+func TestUpOnPostgres(t *testing.T) {
+	p := start(t, append([]string{"up", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0"}, onPostgres(t, "up")...)...)
 	services := p.table(t)
 	checkHealth(t, services)
 	if code, body := getJSON(t, services["location"]+"/zipcodes?near=02139&km=3"); code != 200 {
