@@ -9,7 +9,8 @@
 // until the first finishes. A key reused with a different request (method,
 // path or body) gets 422. A response with a 5xx status is not kept — the
 // reservation is released so that a retry runs the handler again; neither
-// is a reservation whose process died, once its lock expires.
+// is a reservation whose process died: a running request renews its
+// reservation, and one no longer renewed expires after [Config.LockTTL].
 //
 // A key is remembered for [Config.Retention] (24 hours by default); [Store.Prune]
 // forgets older ones.
@@ -102,9 +103,10 @@ func Migrations() fs.FS {
 
 // Config configures a [Store].
 type Config struct {
-	// LockTTL is how long a reservation holds before a repeat may take it
-	// over (the first request's process is presumed dead). Default 15
-	// seconds: longer than any request should take.
+	// LockTTL is how long a reservation holds unless renewed. The request
+	// that holds it renews it every LockTTL/3 while it runs (for at most a
+	// minute), so a repeat takes over only the reservation of a process
+	// that died — within LockTTL of its death. Default 5 seconds.
 	LockTTL time.Duration
 	// Retention is how long a finished key is remembered. Default 24 hours.
 	Retention time.Duration
@@ -128,7 +130,7 @@ type Store struct {
 // New returns a store over db, whose idempotency_key table exists.
 func New(db *sqldb.DB, cfg Config) *Store {
 	if cfg.LockTTL <= 0 {
-		cfg.LockTTL = 15 * time.Second
+		cfg.LockTTL = 5 * time.Second
 	}
 	if cfg.Retention <= 0 {
 		cfg.Retention = 24 * time.Hour
@@ -182,7 +184,7 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string, next h
 	// hangs up: it is made, and released or completed, whatever happens to
 	// the request.
 	ctx := context.WithoutCancel(r.Context())
-	prev, reserved, err := s.reserve(ctx, key, hash)
+	prev, reserved, until, err := s.reserve(ctx, key, hash)
 	if err != nil {
 		return err
 	}
@@ -192,13 +194,16 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string, next h
 
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 	completed := false
+	stopHold := s.hold(ctx, key, until)
 	defer func() {
 		if !completed { // the handler panicked: release the key
+			stopHold()
 			s.release(context.WithoutCancel(ctx), key)
 		}
 	}()
 	next.ServeHTTP(rec, r)
 	completed = true
+	stopHold()
 	if rec.status >= 500 {
 		s.release(context.WithoutCancel(ctx), key)
 		return nil
@@ -460,9 +465,9 @@ type entry struct {
 
 // reserve inserts the key as in progress, or takes over an expired
 // reservation. When it does neither it returns the existing entry.
-func (s *Store) reserve(ctx context.Context, key, hash string) (prev entry, reserved bool, err error) {
+func (s *Store) reserve(ctx context.Context, key, hash string) (prev entry, reserved bool, until int64, err error) {
 	now := time.Now()
-	until := now.Add(s.cfg.LockTTL).UnixMicro()
+	until = now.Add(s.cfg.LockTTL).UnixMicro()
 	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO idempotency_key (idem_key, request_hash, created_at, locked_until)
 			VALUES ($1, $2, $3, $4) ON CONFLICT (idem_key) DO NOTHING`, key, hash, now.UnixMicro(), until)
@@ -491,9 +496,55 @@ func (s *Store) reserve(ctx context.Context, key, hash string) (prev entry, rese
 		return nil
 	})
 	if err != nil {
-		return prev, false, sysops.Errorf(sysops.EUnavailable, "idempotency: reserve key: %v", err)
+		return prev, false, 0, sysops.Errorf(sysops.EUnavailable, "idempotency: reserve key: %v", err)
 	}
-	return prev, reserved, nil
+	return prev, reserved, until, nil
+}
+
+// maxHold bounds how long a running request keeps its key by renewing it:
+// a handler hung longer loses the key to a repeat.
+const maxHold = time.Minute
+
+// hold keeps the reservation of key, made until the time until (Unix
+// microseconds), while its request runs: every LockTTL/3 it moves the
+// lock on, so that only the reservation of a process that died, and
+// stopped renewing, expires. It renews only its own reservation (the
+// lock as it last set it), for at most maxHold. stop ends it, and
+// returns once no renewal is in flight.
+func (s *Store) hold(ctx context.Context, key string, until int64) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(s.cfg.LockTTL / 3)
+		defer t.Stop()
+		giveUp := time.Now().Add(maxHold)
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				if now.After(giveUp) {
+					return
+				}
+				next := now.Add(s.cfg.LockTTL).UnixMicro()
+				res, err := s.db.ExecContext(ctx, `UPDATE idempotency_key SET locked_until = $1
+					WHERE idem_key = $2 AND status = 0 AND locked_until = $3`, next, key, until)
+				if err != nil {
+					s.cfg.Logger.WarnContext(ctx, "idempotency: renew reservation", "key", key, "error", err)
+					continue
+				}
+				if n, _ := res.RowsAffected(); n == 0 {
+					return // finished, or lost to a repeat after renewals failed
+				}
+				until = next
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
 }
 
 func (s *Store) release(ctx context.Context, key string) {

@@ -156,26 +156,76 @@ func TestMiddleware(t *testing.T) {
 	})
 }
 
-func TestExpiredReservationIsTakenOver(t *testing.T) {
+// TestLiveReservationIsKept: a request that runs longer than LockTTL
+// renews its reservation, so a repeat meanwhile is told to wait, not run.
+func TestLiveReservationIsKept(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		var runs atomic.Int64
-		stuck := make(chan struct{})
+		slow := make(chan struct{})
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if runs.Add(1) == 1 {
-				<-stuck // the first request never finishes in time
+				<-slow // runs for several LockTTLs
 			}
 			w.WriteHeader(http.StatusCreated)
 		})
 		srv := httptest.NewServer(newStore(t, d, idempotency.Config{LockTTL: 50 * time.Millisecond}).Middleware(h))
 		defer srv.Close()
-		defer close(stuck)
-		go send(srv.URL, "k", `{}`)
+		first := make(chan reply, 1)
+		go func() { r, _ := send(srv.URL, "k", `{}`); first <- r }()
 		for runs.Load() == 0 {
 			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(100 * time.Millisecond)
-		if r := post(t, srv.URL, "k", `{}`); r.status != http.StatusCreated || runs.Load() != 2 {
-			t.Errorf("after the lock expired: %+v, runs %d; want the repeat to run", r, runs.Load())
+		time.Sleep(200 * time.Millisecond) // four LockTTLs
+		if r := post(t, srv.URL, "k", `{}`); r.status != http.StatusConflict || r.retryAfter == "" || runs.Load() != 1 {
+			t.Errorf("repeat while the first runs: %+v, runs %d; want 409 with Retry-After and no second run", r, runs.Load())
+		}
+		close(slow)
+		if r := <-first; r.status != http.StatusCreated {
+			t.Fatalf("first = %+v", r)
+		}
+		if r := post(t, srv.URL, "k", `{}`); r.status != http.StatusCreated || !r.replayed || runs.Load() != 1 {
+			t.Errorf("repeat after the first: %+v, runs %d; want its answer replayed", r, runs.Load())
+		}
+	})
+}
+
+// TestDeadReservationIsTakenOver: the reservation of a process that can
+// no longer renew it (here, its database handle is gone) expires, and a
+// repeat through another process runs.
+func TestDeadReservationIsTakenOver(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		var runs atomic.Int64
+		stuck := make(chan struct{})
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if runs.Add(1) == 1 {
+				<-stuck // the first process never answers
+			}
+			w.WriteHeader(http.StatusCreated)
+		})
+		dying := sqldbtest.Open(t, d)
+		if _, err := sqldb.Migrate(ctx, dying, idempotency.MigrationSet, idempotency.Migrations()); err != nil {
+			t.Fatal(err)
+		}
+		other, err := sqldb.Open(ctx, dying.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		cfg := idempotency.Config{LockTTL: 50 * time.Millisecond}
+		a := httptest.NewServer(idempotency.New(dying, cfg).Middleware(h))
+		defer a.Close()
+		defer close(stuck) // before a closes: it waits for its requests
+		b := httptest.NewServer(idempotency.New(other, cfg).Middleware(h))
+		defer b.Close()
+		go send(a.URL, "k", `{}`)
+		for runs.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		dying.Close()
+		time.Sleep(150 * time.Millisecond)
+		if r := post(t, b.URL, "k", `{}`); r.status != http.StatusCreated || runs.Load() != 2 {
+			t.Errorf("after the first process's lock expired: %+v, runs %d; want the repeat to run", r, runs.Load())
 		}
 	})
 }
