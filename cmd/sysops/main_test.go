@@ -297,6 +297,8 @@ func TestBadConfiguration(t *testing.T) {
 		{"unreachable nats", []string{"up", "--nats", "nats://127.0.0.1:1"}, "127.0.0.1:1", nil},
 		{"bad addr", []string{"up", "--addr", "nowhere"}, "--addr", nil},
 		{"bad log level", []string{"up", "--log-level", "loud"}, "--log-level", nil},
+		{"pool of none", []string{"up", "--db-conns", "0"}, `--db-conns "0": want a whole number from 1 to 100`, nil},
+		{"pool not a number", []string{"serve", "ticket", "--db-conns", "many"}, `--db-conns "many"`, nil},
 		{"bad consistency", []string{"up", "--consistency", "hopeful"}, "--consistency", nil},
 		{"unknown service", []string{"serve", "nope"}, `unknown service "nope"`, nil},
 		{"serve without nats", []string{"serve", "location"}, "no NATS server", nil},

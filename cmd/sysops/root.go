@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -60,6 +61,9 @@ type options struct {
 	dbPrefix    string
 	logLevel    string
 	consistency string
+	dbConns     string
+	// maxConns is dbConns checked (0: automatic), set by logger.
+	maxConns int
 }
 
 func envOr(name, def string) string {
@@ -85,6 +89,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&o.dbPrefix, "db-prefix", envOr("SYSOPS_DB_PREFIX", "sysops_"), "prefix of the PostgreSQL databases and roles (SYSOPS_DB_PREFIX)")
 	pf.StringVar(&o.consistency, "consistency", envOr("SYSOPS_CONSISTENCY", gateway.Orchestrated), "how the gateway keeps cross-service workflows consistent: "+strings.Join(gateway.Consistencies, " or ")+" (SYSOPS_CONSISTENCY)")
 	pf.StringVar(&o.logLevel, "log-level", envOr("SYSOPS_LOG_LEVEL", "info"), "debug, info, warn or error (SYSOPS_LOG_LEVEL)")
+	pf.StringVar(&o.dbConns, "db-conns", envOr("SYSOPS_DB_CONNS", ""), "database connections each service may pool; default: for up on PostgreSQL, a share of two thirds of the server's max_connections, else 8 (SYSOPS_DB_CONNS)")
 
 	root.AddCommand(newUpCmd(&o), newServeCmd(&o), newOutboxCmd(&o), newInboxCmd(&o), newBenchCmd(&o), newSeedCmd(&o), newSagaCmd(&o), newVersionCmd())
 	refuseUnknownSubcommands(root)
@@ -118,6 +123,14 @@ func refuseUnknownSubcommands(cmd *cobra.Command) {
 func (o *options) logger(w io.Writer) (*slog.Logger, error) {
 	if !slices.Contains(gateway.Consistencies, o.consistency) {
 		return nil, fmt.Errorf("--consistency %q: want %s", o.consistency, strings.Join(gateway.Consistencies, " or "))
+	}
+	o.maxConns = 0
+	if o.dbConns != "" {
+		n, err := strconv.Atoi(o.dbConns)
+		if err != nil || n < 1 || n > 100 {
+			return nil, fmt.Errorf("--db-conns %q: want a whole number from 1 to 100", o.dbConns)
+		}
+		o.maxConns = n
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {

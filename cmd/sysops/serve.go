@@ -100,7 +100,8 @@ func runServe(ctx context.Context, o *options, name string, peerFlags []string, 
 	if err != nil {
 		return err
 	}
-	h, err := host.Start(ctx, host.Config{Spec: *spec, DatabaseURL: dbURL, NATSURL: natsURL, Addr: addr, LivePeers: peers, Logger: logger})
+	h, err := host.Start(ctx, host.Config{Spec: *spec, DatabaseURL: dbURL, NATSURL: natsURL, Addr: addr, LivePeers: peers, Logger: logger,
+		MaxConns: o.maxConns})
 	if err != nil {
 		return err
 	}

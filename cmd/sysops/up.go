@@ -202,12 +202,14 @@ func runUp(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 	if topo.NATSURL, err = startNATS(o, r); err != nil {
 		return err
 	}
-	maxConns, err := poolShare(ctx, o.postgres, len(specs))
-	if err != nil {
-		return err
-	}
-	if maxConns > 0 {
-		logger.Info("database pools sized to share the server", "connections_per_service", maxConns)
+	maxConns := o.maxConns
+	if maxConns == 0 {
+		if maxConns, err = poolShare(ctx, o.postgres, len(specs)); err != nil {
+			return err
+		}
+		if maxConns > 0 {
+			logger.Info("database pools sized to share the server", "connections_per_service", maxConns)
+		}
 	}
 	for i, s := range specs {
 		dbURL, err := sqldb.Provision(ctx, o.databaseBase(), s.Name, sqldb.ProvisionConfig{Prefix: o.dbPrefixFor()})
