@@ -516,7 +516,7 @@ func (s *Store) hold(ctx context.Context, key string, until int64) (stop func())
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		t := time.NewTicker(s.cfg.LockTTL / 3)
+		t := time.NewTicker(max(s.cfg.LockTTL/3, time.Millisecond))
 		defer t.Stop()
 		giveUp := time.Now().Add(maxHold)
 		for {
