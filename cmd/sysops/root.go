@@ -62,8 +62,6 @@ type options struct {
 	logLevel    string
 	consistency string
 	dbConns     string
-	// maxConns is dbConns checked (0: automatic), set by logger.
-	maxConns int
 }
 
 func envOr(name, def string) string {
@@ -89,7 +87,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&o.dbPrefix, "db-prefix", envOr("SYSOPS_DB_PREFIX", "sysops_"), "prefix of the PostgreSQL databases and roles (SYSOPS_DB_PREFIX)")
 	pf.StringVar(&o.consistency, "consistency", envOr("SYSOPS_CONSISTENCY", gateway.Orchestrated), "how the gateway keeps cross-service workflows consistent: "+strings.Join(gateway.Consistencies, " or ")+" (SYSOPS_CONSISTENCY)")
 	pf.StringVar(&o.logLevel, "log-level", envOr("SYSOPS_LOG_LEVEL", "info"), "debug, info, warn or error (SYSOPS_LOG_LEVEL)")
-	pf.StringVar(&o.dbConns, "db-conns", envOr("SYSOPS_DB_CONNS", ""), "database connections each service may pool; default: for up on PostgreSQL, a share of two thirds of the server's max_connections, else 8 (SYSOPS_DB_CONNS)")
+	pf.StringVar(&o.dbConns, "db-conns", envOr("SYSOPS_DB_CONNS", ""), "database connections each service may pool; default: for up on PostgreSQL, a share of two thirds of the server's max_connections, else 8 (4 per core on larger machines) (SYSOPS_DB_CONNS)")
 
 	root.AddCommand(newUpCmd(&o), newServeCmd(&o), newOutboxCmd(&o), newInboxCmd(&o), newBenchCmd(&o), newSeedCmd(&o), newSagaCmd(&o), newVersionCmd())
 	refuseUnknownSubcommands(root)
@@ -124,19 +122,21 @@ func (o *options) logger(w io.Writer) (*slog.Logger, error) {
 	if !slices.Contains(gateway.Consistencies, o.consistency) {
 		return nil, fmt.Errorf("--consistency %q: want %s", o.consistency, strings.Join(gateway.Consistencies, " or "))
 	}
-	o.maxConns = 0
-	if o.dbConns != "" {
-		n, err := strconv.Atoi(o.dbConns)
-		if err != nil || n < 1 || n > 100 {
-			return nil, fmt.Errorf("--db-conns %q: want a whole number from 1 to 100", o.dbConns)
-		}
-		o.maxConns = n
+	if n, err := strconv.Atoi(o.dbConns); o.dbConns != "" && (err != nil || n < 1 || n > 100) {
+		return nil, fmt.Errorf("--db-conns %q: want a whole number from 1 to 100", o.dbConns)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
+}
+
+// maxConns is --db-conns as a number, 0 (automatic) when unset; logger
+// has checked it.
+func (o *options) maxConns() int {
+	n, _ := strconv.Atoi(o.dbConns)
+	return n
 }
 
 // databaseBase is where services' databases are provisioned: the

@@ -101,7 +101,7 @@ func runServe(ctx context.Context, o *options, name string, peerFlags []string, 
 		return err
 	}
 	h, err := host.Start(ctx, host.Config{Spec: *spec, DatabaseURL: dbURL, NATSURL: natsURL, Addr: addr, LivePeers: peers, Logger: logger,
-		MaxConns: o.maxConns})
+		MaxConns: o.maxConns()})
 	if err != nil {
 		return err
 	}

@@ -202,7 +202,7 @@ func runUp(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 	if topo.NATSURL, err = startNATS(o, r); err != nil {
 		return err
 	}
-	maxConns := o.maxConns
+	maxConns := o.maxConns()
 	if maxConns == 0 {
 		if maxConns, err = poolShare(ctx, o.postgres, len(specs)); err != nil {
 			return err

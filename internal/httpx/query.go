@@ -34,8 +34,9 @@ func Query(r *http.Request, known ...string) (url.Values, error) {
 			return nil, sysops.Errorf(sysops.EInvalid, "unknown query parameter %q (known: %s)", k, strings.Join(known, ", "))
 		case len(q[k]) > 1:
 			return nil, sysops.Errorf(sysops.EInvalid, "query parameter %q is given %d times; give it once", k, len(q[k]))
-		case badText(q[k][0]) != "":
-			return nil, sysops.Errorf(sysops.EInvalid, "query parameter %q %s", k, badText(q[k][0]))
+		}
+		if why := badText(q[k][0]); why != "" {
+			return nil, sysops.Errorf(sysops.EInvalid, "query parameter %q %s", k, why)
 		}
 	}
 	return q, nil
