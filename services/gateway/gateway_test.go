@@ -457,15 +457,17 @@ func TestSequentialConsistency(t *testing.T) {
 			t.Errorf("open_tickets = %d, want 2", n)
 		}
 
-		// Cancelled twice, counted down once.
+		// Cancelled, repeated with its key, then asked again by another
+		// request: counted down once, and the other request refused.
 		for i := range 2 {
 			var cv struct{ Ticket struct{ Status string } }
-			r = c.do("POST", "/api/tickets/"+waiting+"/cancel", nil, false)
+			r = c.do("POST", "/api/tickets/"+waiting+"/cancel", nil, false, "Idempotency-Key", "cancel-waiting")
 			r.Decode(t, &cv)
 			if r.Status != 200 || cv.Ticket.Status != "cancelled" {
 				t.Errorf("cancel #%d: %d %s", i+1, r.Status, r.Body)
 			}
 		}
+		svctest.WantError(t, "cancel by another request", c.do("POST", "/api/tickets/"+waiting+"/cancel", nil, false), 409, "already cancelled")
 		if n := openTickets(cust); n != 1 {
 			t.Errorf("open_tickets after cancelling = %d, want 1", n)
 		}

@@ -322,7 +322,7 @@ func cancel(ctx context.Context, tx *sql.Tx, id string) (Ticket, error) {
 	if errors.Is(err, sql.ErrNoRows) {
 		return Ticket{ID: id, Status: "cancelled"}, svc.Tombstone(ctx, tx, "ticket_tombstone", id)
 	}
-	if err != nil {
+	if err != nil || t.Status == "cancelled" {
 		return t, err
 	}
 	return t, change(ctx, tx, &t, "cancelled", time.Now().UTC().Truncate(time.Microsecond))
@@ -364,9 +364,13 @@ func (s *Service) List(ctx context.Context, customerID, status string, limit int
 	return svc.Collect(rows, err, scan)
 }
 
-// SetStatus moves a ticket to status. Moving it to the status it has is a
-// no-op (a repeat is safe); a move the lifecycle does not allow is a
-// conflict.
+// SetStatus moves a ticket to status. A move the lifecycle does not
+// allow is a conflict, and so is a move to the status the ticket has
+// already: each move is made by one request only, so that of two requests
+// racing to complete (or cancel) a ticket one wins and the other is
+// refused — each would otherwise go on to the steps that follow, as if it
+// had made the move. A request repeated with its Idempotency-Key gets its
+// first answer.
 func (s *Service) SetStatus(ctx context.Context, id, status string) (Ticket, error) {
 	if err := checkStatus(status); err != nil {
 		return Ticket{}, err
@@ -458,7 +462,7 @@ func (s *Service) statusBatch(ctx context.Context, tx *sql.Tx, items []*idempote
 	}
 	for _, c := range calls {
 		if t, ok := moved[move{c.id, c.to}]; ok {
-			delete(moved, move{c.id, c.to}) // a repeat finds it there already
+			delete(moved, move{c.id, c.to}) // another call of the batch for it finds it moved: refused
 			c.it.Reply(http.StatusOK, "", t)
 			continue
 		}
@@ -538,12 +542,12 @@ func moveAll(ctx context.Context, tx *sql.Tx, ids []string, from, to string, now
 	return ts, nil
 }
 
-// change moves ticket t, as just read, to status (nothing if it is there
-// already) and records the change, refusing a transition the ticket's
-// life does not allow.
+// change moves ticket t, as just read, to status and records the change,
+// refusing a transition the ticket's life does not allow, and a move to
+// the status it has (another request made it).
 func change(ctx context.Context, tx *sql.Tx, t *Ticket, status string, now time.Time) error {
 	if t.Status == status {
-		return nil
+		return sysops.Errorf(sysops.EConflict, "ticket %q is already %s", t.ID, status)
 	}
 	if !slices.Contains(transitions[t.Status], status) {
 		return sysops.Errorf(sysops.EConflict, "ticket %q is %s and cannot become %s", t.ID, t.Status, status)

@@ -48,11 +48,19 @@ func TestTicketAPI(t *testing.T) {
 			return svctest.Do(t, "POST", base+"/tickets/"+tk.ID+"/status", map[string]string{"status": s})
 		}
 		svctest.WantError(t, "open -> completed", status("completed"), 409, "cannot become completed")
-		for _, s := range []string{"assigned", "assigned", "completed"} {
-			if r := status(s); r.Status != 200 || r.JSON(t)["status"] != s {
-				t.Errorf("-> %s: %d %s", s, r.Status, r.Body)
-			}
+		if r := status("assigned"); r.Status != 200 || r.JSON(t)["status"] != "assigned" {
+			t.Errorf("-> assigned: %d %s", r.Status, r.Body)
 		}
+		// Another request for the move made already is refused: of two
+		// workflows racing on one ticket, one makes each move.
+		svctest.WantError(t, "assigned again", status("assigned"), 409, "already assigned")
+		// The same request repeated with its key gets its answer again.
+		done := svctest.Do(t, "POST", base+"/tickets/"+tk.ID+"/status", map[string]string{"status": "completed"}, "Idempotency-Key", "done-1")
+		again := svctest.Do(t, "POST", base+"/tickets/"+tk.ID+"/status", map[string]string{"status": "completed"}, "Idempotency-Key", "done-1")
+		if done.Status != 200 || done.JSON(t)["status"] != "completed" || again.Status != 200 || again.Header.Get(idempotency.ReplayedHeader) != "true" {
+			t.Errorf("-> completed: %d %s, repeated with its key: %d %s", done.Status, done.Body, again.Status, again.Body)
+		}
+		svctest.WantError(t, "completed by another request", status("completed"), 409, "already completed")
 		svctest.WantError(t, "completed -> open", status("open"), 409, "completed")
 		svctest.WantError(t, "bad status", status("done"), 400, `"status"`)
 
@@ -182,7 +190,7 @@ func TestBatch(t *testing.T) {
 			move("s1", "t1", "assigned"),
 			move("s2", "t2", "assigned"),
 			move("s3", "t2", "completed"), // after the one before, in the same batch
-			move("s4", "t1", "assigned"),  // there already: a no-op
+			move("s4", "t1", "assigned"),  // moved by s1: refused
 			move("s5", "nope", "assigned"),
 			move("s6", "t1", "done"),
 			move("s7", "t1", "cancelled"), // two statuses lead there: looked at alone
@@ -190,7 +198,7 @@ func TestBatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, want := range []string{"assigned", "assigned", "completed", "assigned", "not_found", "invalid", "cancelled"} {
+		for i, want := range []string{"assigned", "assigned", "completed", "conflict", "not_found", "invalid", "cancelled"} {
 			var got ticket.Ticket
 			switch {
 			case errs[i] != nil:
