@@ -1,7 +1,7 @@
 // Package completion is the Ticket Completion service: it completes a
 // ticket, and owns the completion table recording each completion. It
-// writes nothing of the others': it records the completion notes through
-// assignment's API, closes the ticket through ticket's, decrements the
+// writes nothing of the others': it closes the ticket through ticket's
+// API, records the completion notes through assignment's, decrements the
 // customer's open tickets through customer's, and — ownership by
 // delegation — sends the survey's data to survey's API, which alone
 // writes the survey table.
@@ -12,14 +12,18 @@
 //	                                {"customer_id", "expert_id", "notes", "survey_id"}
 //
 // The steps are plain calls in sequence. Each carries an Idempotency-Key
-// derived from the ticket, so completing a ticket again (after a failure
-// part way, say) repeats no step that was applied.
+// derived from the ticket and the notes, so completing a ticket again with
+// the same notes (after a failure part way, say) repeats no step that was
+// applied; a completion with other notes, racing or late, is refused by
+// the ticket, the first step, before anything changed.
 package completion
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -94,7 +98,12 @@ func (s *Service) Complete(ctx context.Context, ticketID, notes string) (Complet
 	} else if sysops.CodeOf(err) != sysops.ENotFound {
 		return Completion{}, false, err
 	}
-	ctx = svc.WithIdempotencyKey(ctx, "completion/"+ticketID)
+	// The keys of the calls below derive from the ticket and the notes: a
+	// completion that failed part way, asked again, repeats none of the
+	// calls that were applied and makes the rest; another completion of
+	// the ticket, with other notes, is refused by the ticket's first move.
+	sum := sha256.Sum256([]byte(notes))
+	ctx = svc.WithIdempotencyKey(ctx, "completion/"+ticketID+"/"+hex.EncodeToString(sum[:8]))
 	id := url.PathEscape(ticketID)
 	var tk struct {
 		CustomerID string `json:"customer_id"`
@@ -106,13 +115,16 @@ func (s *Service) Complete(ctx context.Context, ticketID, notes string) (Complet
 	if tk.Status != "assigned" && tk.Status != "completed" {
 		return Completion{}, false, sysops.Errorf(sysops.EConflict, "ticket %q is %s; only an assigned ticket can be completed", ticketID, tk.Status)
 	}
+	// The ticket moves first, as in the complete-ticket saga: of requests
+	// racing to complete or cancel it, the one it refuses has changed
+	// nothing.
+	if err := s.ticket.Post(ctx, "/tickets/"+id+"/status", map[string]string{"status": "completed"}, nil); err != nil {
+		return Completion{}, false, err
+	}
 	var as struct {
 		ExpertID string `json:"expert_id"`
 	}
 	if err := s.assignment.Post(ctx, "/assignments/"+id+"/complete", map[string]string{"notes": notes}, &as); err != nil {
-		return Completion{}, false, err
-	}
-	if err := s.ticket.Post(ctx, "/tickets/"+id+"/status", map[string]string{"status": "completed"}, nil); err != nil {
 		return Completion{}, false, err
 	}
 	if err := s.customer.Post(ctx, "/customers/"+url.PathEscape(tk.CustomerID)+"/open-tickets", map[string]int{"delta": -1}, nil); err != nil {

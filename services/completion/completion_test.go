@@ -1,6 +1,8 @@
 package completion_test
 
 import (
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,6 +126,53 @@ func TestCompleteAfterSurveyWasDown(t *testing.T) {
 		svctest.Do(t, "GET", env.URL("survey")+"/surveys?customer_id="+cust, nil).Decode(t, &list)
 		if len(list.Surveys) != 1 {
 			t.Errorf("%d surveys, want 1", len(list.Surveys))
+		}
+	})
+}
+
+// TestRacingCompletions: completions of one ticket with different notes,
+// sent at once. One completes it; the others are refused by the ticket
+// before they change anything (or, arriving once it is recorded, get the
+// completion). Before, the notes were recorded first and the calls' keys
+// derived from the ticket alone: a racer got 400 for reusing a key, or
+// left its notes on a ticket cancelled meanwhile.
+func TestRacingCompletions(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env, cust, tickets := world(t, d, 1)
+		base := env.URL(completion.Name)
+		const racers = 4
+		answers := make([]svctest.Response, racers)
+		var wg sync.WaitGroup
+		for i := range racers {
+			wg.Go(func() {
+				answers[i] = svctest.Do(t, "POST", base+"/completions", map[string]string{"ticket_id": tickets[0], "notes": fmt.Sprint("notes ", i)})
+			})
+		}
+		wg.Wait()
+		var winner string
+		for i, r := range answers {
+			switch r.Status {
+			case 201:
+				if winner != "" {
+					t.Errorf("two completions made: %s and %s", winner, r.Body)
+				}
+				winner = fmt.Sprint("notes ", i)
+			case 200, 409:
+			default:
+				t.Errorf("completion %d: %d %s, want 201, 200 or 409", i, r.Status, r.Body)
+			}
+		}
+		if winner == "" {
+			t.Fatalf("no completion made: %v", answers)
+		}
+		var done completion.Completion
+		svctest.Do(t, "GET", base+"/completions/"+tickets[0], nil).Decode(t, &done)
+		notes := svctest.Do(t, "GET", env.URL("assignment")+"/assignments/"+tickets[0], nil).JSON(t)["completion_notes"]
+		if done.Notes != winner || notes != winner {
+			t.Errorf("completion notes %q, assignment notes %v; want the winner's, %q", done.Notes, notes, winner)
+		}
+		if n := openTickets(t, env, cust); n != 0 {
+			t.Errorf("open tickets = %v, want 0 (counted down once)", n)
 		}
 	})
 }

@@ -5,8 +5,10 @@
 //	POST /contracts                  register a plan for a customer
 //	GET  /contracts/{id}             one contract
 //	GET  /contracts?customer_id=C    a customer's contracts, newest first
-//	POST /contracts/{id}/cancel      {"reason": "..."}
-//	POST /contracts/{id}/reinstate   undo a cancellation (the compensation of a cancelled plan)
+//	POST /contracts/{id}/cancel      {"reason": "...", "op_id": "..."}: op_id names the request, which
+//	                                 alone may cancel (without it, cancelling twice changes nothing)
+//	POST /contracts/{id}/reinstate   {"op_id": "..."}: undo that op's cancellation (the compensation
+//	                                 of a cancelled plan)
 //
 // Every change publishes an event (sysops.contract.*) and an audit record
 // through the service's outbox.
@@ -130,11 +132,14 @@ func (s *Service) Register(ctx context.Context, id, customerID, plan string) (k 
 
 const columns = `id, customer_id, plan, status, started_at, cancelled_at, cancel_reason`
 
-func scan(row svc.Scanner) (Contract, error) {
+func scan(row svc.Scanner) (Contract, error) { return scanMore(row) }
+
+// scanMore reads a row of columns, and of more columns into more.
+func scanMore(row svc.Scanner, more ...any) (Contract, error) {
 	var k Contract
 	var started int64
 	var cancelled sql.NullInt64
-	err := row.Scan(&k.ID, &k.CustomerID, &k.Plan, &k.Status, &started, &cancelled, &k.CancelReason)
+	err := row.Scan(append([]any{&k.ID, &k.CustomerID, &k.Plan, &k.Status, &started, &cancelled, &k.CancelReason}, more...)...)
 	k.StartedAt = svc.FromMicros(started)
 	if cancelled.Valid {
 		t := svc.FromMicros(cancelled.Int64)
@@ -158,12 +163,18 @@ func (s *Service) ForCustomer(ctx context.Context, customerID string) ([]Contrac
 	return svc.Collect(rows, err, scan)
 }
 
-// Cancel ends an active contract; cancelling a cancelled one changes
-// nothing. An id not registered yet is tombstoned, so that registering it
-// later is refused (a saga's compensation may overtake its action).
-func (s *Service) Cancel(ctx context.Context, id, reason string) (Contract, error) {
+// Cancel ends an active contract. op, when given, names the request
+// (a saga's step) that cancels: a contract is cancelled by one op, and
+// another asking for it then is refused (409 already cancelled), as is an
+// op whose compensation came first ([Service.Reinstate]). Without op,
+// cancelling a cancelled contract changes nothing, and an id not
+// registered yet is tombstoned, so that registering it later is refused:
+// that is the compensation of a registration, which may overtake its
+// action.
+func (s *Service) Cancel(ctx context.Context, id, reason, op string) (Contract, error) {
 	var c svc.Check
 	c.Optional("reason", reason, 500)
+	c.Optional("op_id", op, 200)
 	if err := c.Err(); err != nil {
 		return Contract{}, err
 	}
@@ -173,17 +184,33 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (Contract, erro
 			return err
 		}
 		var err error
-		k, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM contract WHERE id = $1`, id))
-		if errors.Is(err, sql.ErrNoRows) {
+		var by string
+		k, by, err = read(ctx, tx, id)
+		switch {
+		case errors.Is(err, sql.ErrNoRows) && op == "":
 			k = Contract{ID: id, Status: "cancelled"}
 			return svc.Tombstone(ctx, tx, "contract_tombstone", id)
-		}
-		if err != nil || k.Status == "cancelled" {
+		case errors.Is(err, sql.ErrNoRows):
+			return sysops.Errorf(sysops.ENotFound, "contract %q not found", id)
+		case err != nil:
 			return err
 		}
+		if op != "" {
+			if undone, err := svc.Tombstoned(ctx, tx, "contract_cancel_undone", op); err != nil {
+				return err
+			} else if undone {
+				return sysops.Errorf(sysops.EConflict, "cancellation %q of contract %q was undone before it arrived", op, id)
+			}
+			if k.Status == "cancelled" && by != op {
+				return sysops.Errorf(sysops.EConflict, "contract %q is already cancelled", id)
+			}
+		}
+		if k.Status == "cancelled" {
+			return nil
+		}
 		now := time.Now().UTC().Truncate(time.Microsecond)
-		if _, err := tx.ExecContext(ctx, `UPDATE contract SET status = 'cancelled', cancelled_at = $1, cancel_reason = $2
-			WHERE id = $3`, svc.Micros(now), reason, id); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE contract SET status = 'cancelled', cancelled_at = $1, cancel_reason = $2, cancel_op = $3
+			WHERE id = $4`, svc.Micros(now), reason, op, id); err != nil {
 			return err
 		}
 		k.Status, k.CancelledAt, k.CancelReason = "cancelled", &now, reason
@@ -195,25 +222,48 @@ func (s *Service) Cancel(ctx context.Context, id, reason string) (Contract, erro
 	return k, err
 }
 
-// Reinstate makes a cancelled contract active again — the compensation of
-// a cancellation that could not complete. Reinstating an active one
-// changes nothing; a customer who has another active plan meanwhile is a
-// conflict.
-func (s *Service) Reinstate(ctx context.Context, id string) (Contract, error) {
+// read returns a contract and the op that cancelled it.
+func read(ctx context.Context, tx *sql.Tx, id string) (Contract, string, error) {
+	var by string
+	k, err := scanMore(tx.QueryRowContext(ctx, `SELECT `+columns+`, cancel_op FROM contract WHERE id = $1`, id), &by)
+	return k, by, err
+}
+
+// Reinstate undoes the cancellation made by op — the compensation of a
+// cancellation that could not complete — making the contract active
+// again. A contract that op did not cancel (still active: the
+// cancellation has not arrived, or never will; or cancelled by another
+// request) is left as it is, with nothing to undo, and op is recorded as
+// undone so that its late arrival is refused. A customer who has another
+// active plan meanwhile is a conflict.
+func (s *Service) Reinstate(ctx context.Context, id, op string) (Contract, error) {
+	var c svc.Check
+	c.Required("op_id", op, 200)
+	if err := c.Err(); err != nil {
+		return Contract{}, err
+	}
 	var k Contract
 	err := sqldb.RunInScope(ctx, s.db, func(tx *sql.Tx) error {
 		if err := sqldb.LockKey(ctx, tx, "contract/"+id); err != nil {
 			return err
 		}
 		var err error
-		k, err = scan(tx.QueryRowContext(ctx, `SELECT `+columns+` FROM contract WHERE id = $1`, id))
+		var by string
+		k, by, err = read(ctx, tx, id)
 		if errors.Is(err, sql.ErrNoRows) {
 			return sysops.Errorf(sysops.ENotFound, "contract %q not found", id)
 		}
-		if err != nil || k.Status == "active" {
+		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE contract SET status = 'active', cancelled_at = NULL, cancel_reason = '' WHERE id = $1`, id); err != nil {
+		if err := svc.Tombstone(ctx, tx, "contract_cancel_undone", op); err != nil {
+			return err
+		}
+		if k.Status != "cancelled" || by != op {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE contract SET status = 'active', cancelled_at = NULL, cancel_reason = '', cancel_op = ''
+			WHERE id = $1`, id); err != nil {
 			if sqldb.IsUniqueViolation(err) {
 				return sysops.Errorf(sysops.EConflict, "customer %q has another active support plan", k.CustomerID)
 			}
@@ -223,7 +273,7 @@ func (s *Service) Reinstate(ctx context.Context, id string) (Contract, error) {
 		if err := svc.Emit(ctx, tx, Name, "sysops.contract.reinstated.v1", "contract", k.ID, k); err != nil {
 			return err
 		}
-		return svc.Audit(ctx, tx, Name, "contract.reinstated", "contract", k.ID, nil)
+		return svc.Audit(ctx, tx, Name, "contract.reinstated", "contract", k.ID, map[string]string{"op_id": op})
 	})
 	return k, err
 }
@@ -262,13 +312,16 @@ func (s *Service) Handler() http.Handler {
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"contracts": ks})
 		return nil
 	}, "customer_id")
-	rt.Handle("POST /contracts/{id}/reinstate", svc.Respond(http.StatusOK, func(r *http.Request) (any, error) {
-		return s.Reinstate(r.Context(), r.PathValue("id"))
+	rt.Handle("POST /contracts/{id}/reinstate", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
+		OpID string `json:"op_id"`
+	}) (any, error) {
+		return s.Reinstate(r.Context(), r.PathValue("id"), in.OpID)
 	}))
 	rt.Handle("POST /contracts/{id}/cancel", svc.WithBody(http.StatusOK, func(r *http.Request, in struct {
 		Reason string `json:"reason"`
+		OpID   string `json:"op_id"`
 	}) (any, error) {
-		return s.Cancel(r.Context(), r.PathValue("id"), in.Reason)
+		return s.Cancel(r.Context(), r.PathValue("id"), in.Reason, in.OpID)
 	}))
 	return rt
 }

@@ -64,3 +64,80 @@ func TestContractAPI(t *testing.T) {
 		svctest.WantError(t, "list without customer", svctest.Do(t, "GET", base+"/contracts", nil), 400, "customer_id")
 	})
 }
+
+// TestCancellationByOp: a cancellation that names its op (a saga's step)
+// is made by that op alone, and its compensation undoes that op's
+// cancellation only — never another request's — and, arriving first,
+// makes the late cancellation be refused.
+func TestCancellationByOp(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := svctest.New(t, d, contract.Spec())
+		base := env.URL(contract.Name)
+		register := func(customer string) string {
+			t.Helper()
+			var k contract.Contract
+			r := svctest.Do(t, "POST", base+"/contracts", map[string]string{"customer_id": customer, "plan": "premium"})
+			r.Decode(t, &k)
+			if r.Status != 201 {
+				t.Fatalf("register: %d %s", r.Status, r.Body)
+			}
+			return k.ID
+		}
+		cancel := func(id, op string) svctest.Response {
+			return svctest.Do(t, "POST", base+"/contracts/"+id+"/cancel", map[string]string{"reason": "r", "op_id": op})
+		}
+		reinstate := func(id, op string) svctest.Response {
+			return svctest.Do(t, "POST", base+"/contracts/"+id+"/reinstate", map[string]string{"op_id": op})
+		}
+		status := func(id string) any { return svctest.Do(t, "GET", base+"/contracts/"+id, nil).JSON(t)["status"] }
+
+		k := register("c1")
+		if r := cancel(k, "a"); r.Status != 200 || r.JSON(t)["status"] != "cancelled" {
+			t.Fatalf("cancel by a: %d %s", r.Status, r.Body)
+		}
+		if r := cancel(k, "a"); r.Status != 200 {
+			t.Errorf("cancel by a again: %d %s", r.Status, r.Body)
+		}
+		svctest.WantError(t, "cancel by b", cancel(k, "b"), 409, "already cancelled")
+		// b's compensation: b cancelled nothing, so a's cancellation stays.
+		if r := reinstate(k, "b"); r.Status != 200 || status(k) != "cancelled" {
+			t.Errorf("reinstate by b: %d %s, contract %v; want a's cancellation kept", r.Status, r.Body, status(k))
+		}
+		if r := reinstate(k, "a"); r.Status != 200 || status(k) != "active" {
+			t.Errorf("reinstate by a: %d %s, contract %v; want it active", r.Status, r.Body, status(k))
+		}
+		if r := reinstate(k, "a"); r.Status != 200 || status(k) != "active" {
+			t.Errorf("reinstate by a again: %d %s, contract %v", r.Status, r.Body, status(k))
+		}
+		svctest.WantError(t, "cancel by a after its compensation", cancel(k, "a"), 409, "undone before it arrived")
+		svctest.WantError(t, "cancel by b after its compensation", cancel(k, "b"), 409, "undone before it arrived")
+
+		// The compensation overtakes its action: nothing to undo, and the
+		// late action is refused; another op may cancel.
+		k2 := register("c2")
+		if r := reinstate(k2, "c"); r.Status != 200 || status(k2) != "active" {
+			t.Errorf("reinstate before the cancel: %d %s", r.Status, r.Body)
+		}
+		svctest.WantError(t, "the late cancel", cancel(k2, "c"), 409, "undone before it arrived")
+		if r := cancel(k2, "d"); r.Status != 200 || status(k2) != "cancelled" {
+			t.Errorf("cancel by d: %d %s", r.Status, r.Body)
+		}
+		// A cancel naming no op changes nothing on a cancelled contract.
+		if r := svctest.Do(t, "POST", base+"/contracts/"+k2+"/cancel", `{}`); r.Status != 200 {
+			t.Errorf("cancel without op: %d %s", r.Status, r.Body)
+		}
+
+		// The customer took another plan meanwhile: the cancellation
+		// cannot be undone.
+		k3 := register("c3")
+		if r := cancel(k3, "e"); r.Status != 200 {
+			t.Fatalf("cancel by e: %d %s", r.Status, r.Body)
+		}
+		register("c3")
+		svctest.WantError(t, "reinstate with another plan", reinstate(k3, "e"), 409, "another active support plan")
+
+		svctest.WantError(t, "reinstate naming no op", svctest.Do(t, "POST", base+"/contracts/"+k+"/reinstate", `{}`), 400, `"op_id"`)
+		svctest.WantError(t, "reinstate an unknown contract", reinstate("nope", "f"), 404, "nope")
+		svctest.WantError(t, "cancel an unknown contract by op", cancel("nope", "g"), 404, "nope")
+	})
+}

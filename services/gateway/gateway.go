@@ -34,6 +34,7 @@ import (
 	"github.com/sysops-squad/sysops/internal/host"
 	"github.com/sysops-squad/sysops/internal/httpx"
 	"github.com/sysops-squad/sysops/internal/svc"
+	"github.com/sysops-squad/sysops/outbox"
 )
 
 // Name is the service's name.
@@ -188,8 +189,11 @@ func (g *Gateway) cancelPlan(ctx context.Context, customerID, reason string) (ma
 		return nil, sysops.Errorf(sysops.EConflict, "customer %q has no active support plan", customerID)
 	}
 	kid, _ := k["id"].(string)
+	// The op id names this request's cancellation, so that of two racing
+	// requests one cancels and the other is refused.
+	op := "cancel-plan/" + cmp.Or(svc.IdempotencyKey(ctx), outbox.NewID())
 	var cancelled, account map[string]any
-	if err := g.c("contract").Post(ctx, "/contracts/"+url.PathEscape(kid)+"/cancel", map[string]string{"reason": reason}, &cancelled); err != nil {
+	if err := g.c("contract").Post(ctx, "/contracts/"+url.PathEscape(kid)+"/cancel", map[string]string{"reason": reason, "op_id": op}, &cancelled); err != nil {
 		return nil, err
 	}
 	if err := g.c("billing").Get(ctx, "/accounts?customer_id="+url.QueryEscape(customerID), &account); err != nil {

@@ -364,12 +364,16 @@ type Cancellation struct {
 // a refund is not taken back; if billing refuses, the contract is
 // reinstated) → clear the plan on the customer's profile (forward only).
 func (s *Service) cancelPlan() saga.Definition {
+	// The op id names this saga's cancellation: the contract is cancelled
+	// by one op (a racing cancel-plan is refused), and the compensation
+	// undoes this op's cancellation only, never another saga's.
+	opID := func(c saga.Call) string { return c.SagaID + "/cancel-contract" }
 	cancelContract := newStep(s, "cancel-contract", "contract",
 		func(ctx context.Context, c saga.Call, in Cancellation) (json.RawMessage, error) {
-			return call(ctx, c, s.contract, "/contracts/"+esc(in.ContractID)+"/cancel", map[string]string{"reason": in.Reason})
+			return call(ctx, c, s.contract, "/contracts/"+esc(in.ContractID)+"/cancel", map[string]string{"reason": in.Reason, "op_id": opID(c)})
 		},
 		func(ctx context.Context, c saga.Call, in Cancellation) (json.RawMessage, error) {
-			return call(ctx, c, s.contract, "/contracts/"+esc(in.ContractID)+"/reinstate", nil)
+			return call(ctx, c, s.contract, "/contracts/"+esc(in.ContractID)+"/reinstate", map[string]string{"op_id": opID(c)})
 		})
 	closeAccount := newStep(s, "close-account", "billing",
 		func(ctx context.Context, c saga.Call, in Cancellation) (json.RawMessage, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -208,14 +210,20 @@ func TestFailingCompensationNeedsAttention(t *testing.T) {
 	})
 }
 
+// everyParticipant starts the orchestrator with every participant of its
+// workflows.
+func everyParticipant(t *testing.T, d sqldb.Dialect, cfg orchestrator.Config) *svctest.Env {
+	t.Helper()
+	fast := 50 * time.Millisecond
+	return svctest.New(t, d, location.Spec(), customer.Spec(), contract.Spec(), billing.Spec(),
+		ticket.SpecWith(ticket.Config{ZipRefresh: fast}), assignment.SpecWith(assignment.Config{ZipRefresh: fast}),
+		survey.Spec(), completion.Spec(), orchestrator.SpecWith(cfg))
+}
+
 func TestRegisterAndCompleteSagas(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
-		fast := 50 * time.Millisecond
-		env := svctest.New(t, d, location.Spec(), customer.Spec(), contract.Spec(), billing.Spec(),
-			ticket.SpecWith(ticket.Config{ZipRefresh: fast}), assignment.SpecWith(assignment.Config{ZipRefresh: fast}),
-			survey.Spec(), completion.Spec(),
-			orchestrator.SpecWith(orchestrator.Config{Wait: 5 * time.Second,
-				Retry: saga.RetryPolicy{MaxAttempts: 2, Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}}))
+		env := everyParticipant(t, d, orchestrator.Config{Wait: 5 * time.Second,
+			Retry: saga.RetryPolicy{MaxAttempts: 2, Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}})
 		base := env.URL(orchestrator.Name)
 		register := func(email string) svctest.Response {
 			return svctest.Do(t, "POST", base+"/sagas/register-customer", map[string]string{"name": "Ada", "email": email, "zip": "10001", "plan": "premium"})
@@ -443,6 +451,101 @@ func TestSlowParticipantCompensates(t *testing.T) {
 		checkInvariants(t, env)
 		if r := svctest.Do(t, "GET", env.URL("assignment")+"/assignments/tk-slow", nil); r.Status == 200 && r.JSON(t)["status"] == "assigned" {
 			t.Errorf("the late assignment stayed: %s", r.Body)
+		}
+	})
+}
+
+// TestRacingRequests: requests that race on one ticket or one plan, each
+// with its own key. One makes the change and the others are refused with
+// 409 — before, two completes both passed the ticket's close (a move to
+// the status it had was a no-op) and the loser's next step failed, leaving
+// its saga needing attention, and two cancel-plans both reported the
+// cancellation.
+func TestRacingRequests(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := everyParticipant(t, d, orchestrator.Config{Wait: 10 * time.Second})
+		base := env.URL(orchestrator.Name)
+		if r := svctest.Do(t, "POST", env.URL("assignment")+"/experts", map[string]any{"name": "Hugo", "email": "hugo@example.com",
+			"skills": []string{"printer"}, "zip": "07030", "capacity": 50}); r.Status != 201 {
+			t.Fatalf("expert: %d %s", r.Status, r.Body)
+		}
+		const customers, racers = 4, 3
+		var ids []string
+		for i := range customers {
+			var out struct {
+				Result struct{ Customer struct{ ID string } }
+			}
+			r := svctest.Do(t, "POST", base+"/sagas/register-customer", map[string]string{"name": "Ada",
+				"email": fmt.Sprintf("ada%d@example.com", i), "zip": "10001", "plan": "premium"})
+			r.Decode(t, &out)
+			if r.Status != 201 {
+				t.Fatalf("register: %d %s", r.Status, r.Body)
+			}
+			ids = append(ids, out.Result.Customer.ID)
+		}
+		// Every request of every race is sent at once.
+		type race struct {
+			name     string
+			statuses [racers]int
+			bodies   [racers]string
+		}
+		var races []*race
+		var wg sync.WaitGroup
+		for _, cust := range ids {
+			var tv struct {
+				Result struct{ Ticket struct{ ID string } }
+			}
+			if r := create(t, env, cust, "printer"); r.Status != 201 {
+				t.Fatalf("create: %d %s", r.Status, r.Body)
+			} else {
+				r.Decode(t, &tv)
+			}
+			completes := &race{name: "complete " + tv.Result.Ticket.ID}
+			plans := &race{name: "cancel the plan of " + cust}
+			races = append(races, completes, plans)
+			for i := range racers {
+				wg.Go(func() {
+					// Each with its own notes: the loser's notes would
+					// conflict with the winner's at the next step.
+					r := svctest.Do(t, "POST", base+"/sagas/complete-ticket", map[string]string{"ticket_id": tv.Result.Ticket.ID,
+						"notes": fmt.Sprint("notes ", i)})
+					completes.statuses[i], completes.bodies[i] = r.Status, string(r.Body)
+				})
+				wg.Go(func() {
+					r := svctest.Do(t, "POST", base+"/sagas/cancel-plan", map[string]string{"customer_id": cust, "reason": fmt.Sprint("reason ", i)})
+					plans.statuses[i], plans.bodies[i] = r.Status, string(r.Body)
+				})
+			}
+		}
+		wg.Wait()
+		for _, rc := range races {
+			won := 0
+			for i, st := range rc.statuses {
+				switch {
+				case st == 201:
+					won++
+				case st != 409:
+					t.Errorf("%s, request %d: %d %s, want 201 or 409", rc.name, i, st, rc.bodies[i])
+				}
+			}
+			if won != 1 {
+				t.Errorf("%s: %d requests made the change, want 1 (answers %v)", rc.name, won, rc.statuses)
+			}
+		}
+		for _, state := range []string{"running", "compensating", "needs_attention"} {
+			var list struct{ Sagas []saga.Saga }
+			svctest.Do(t, "GET", base+"/ops/sagas?state="+state, nil).Decode(t, &list)
+			for _, sg := range list.Sagas {
+				t.Errorf("saga %s of %s is %s: %s", sg.ID, sg.Definition, state, sg.LastError)
+			}
+		}
+		checkInvariants(t, env)
+		problems, err := invariant.CheckRegistrations(t.Context(), env.Peers(), ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range problems {
+			t.Errorf("invariant: %s", p)
 		}
 	})
 }
