@@ -492,6 +492,30 @@ func (s *Service) unlessBegun(ctx context.Context, id string, check func() error
 	return err
 }
 
+// refuseWhileCreating refuses to cancel a ticket whose create-ticket saga
+// has not ended (the ticket is open, the saga still assigning it, or
+// compensating). Cancelling it then would race the saga: its later steps
+// would assign a cancelled ticket, and its compensation would count the
+// ticket down a second time. The ticket's id names its saga, logged before
+// the ticket existed, so a saga found ended has ended for good.
+func (s *Service) refuseWhileCreating(ctx context.Context, ticketID string) error {
+	suffix, ok := strings.CutPrefix(ticketID, "tk-")
+	if !ok {
+		return nil // not opened by a saga
+	}
+	sg, err := saga.Get(ctx, s.db, CreateTicket+"-"+suffix)
+	switch {
+	case errors.Is(err, saga.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	case sg.State == saga.Committed || sg.State == saga.Compensated:
+		return nil
+	}
+	return sysops.Errorf(sysops.EConflict, "ticket %q is still being created (saga %s is %s): cancel it once that saga ends",
+		ticketID, sg.ID, sg.State)
+}
+
 // refuseTicketIn refuses a workflow on a ticket already in status: it has
 // been done.
 func (s *Service) refuseTicketIn(ctx context.Context, ticketID, status string) error {
@@ -657,7 +681,12 @@ func (s *Service) Handler() http.Handler {
 			return err
 		}
 		id := sagaID(r, CancelTicket)
-		if err := s.unlessBegun(r.Context(), id, func() error { return s.refuseTicketIn(r.Context(), in.TicketID, "cancelled") }); err != nil {
+		if err := s.unlessBegun(r.Context(), id, func() error {
+			if err := s.refuseWhileCreating(r.Context(), in.TicketID); err != nil {
+				return err
+			}
+			return s.refuseTicketIn(r.Context(), in.TicketID, "cancelled")
+		}); err != nil {
 			return err
 		}
 		return s.run(w, r, CancelTicket, id, in, func(sg saga.Saga) any {

@@ -549,3 +549,43 @@ func TestRacingRequests(t *testing.T) {
 		}
 	})
 }
+
+// TestCancelWhileCreating: a ticket whose create-ticket saga has not
+// ended (assignment is down, so it keeps retrying the assignment) cannot
+// be cancelled yet — the cancellation would race the saga, which would go
+// on to assign a cancelled ticket or, compensating, count it down a second
+// time. Once the saga ends, the ticket is cancelled as any other.
+func TestCancelWhileCreating(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env, cust := setup(t, d, orchestrator.Config{Wait: 100 * time.Millisecond,
+			Retry: saga.RetryPolicy{MaxAttempts: 1000, Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
+			Saga:  saga.Config{BreakerCooldown: 50 * time.Millisecond}})
+		base := env.URL(orchestrator.Name)
+		env.Stop("assignment")
+		r := create(t, env, cust, "printer")
+		var out struct {
+			SagaID string `json:"saga_id"`
+		}
+		r.Decode(t, &out)
+		if r.Status != 202 {
+			t.Fatalf("create with assignment down: %d %s, want 202", r.Status, r.Body)
+		}
+		tid := "tk-" + strings.TrimPrefix(out.SagaID, orchestrator.CreateTicket+"-")
+		svctest.Eventually(t, "the ticket to be opened", func() bool {
+			return svctest.Do(t, "GET", env.URL("ticket")+"/tickets/"+tid, nil).Status == 200
+		})
+		svctest.WantError(t, "cancel while creating", svctest.Do(t, "POST", base+"/sagas/cancel-ticket",
+			map[string]string{"ticket_id": tid}), 409, "still being created")
+		env.Restart("assignment")
+		svctest.Eventually(t, "the create saga to commit", func() bool {
+			return svctest.Do(t, "GET", base+"/sagas/"+out.SagaID, nil).JSON(t)["state"] == "committed"
+		})
+		if r := svctest.Do(t, "POST", base+"/sagas/cancel-ticket", map[string]string{"ticket_id": tid}); r.Status != 201 {
+			t.Fatalf("cancel once created: %d %s", r.Status, r.Body)
+		}
+		checkInvariants(t, env)
+		if n := svctest.Do(t, "GET", env.URL("customer")+"/customers/"+cust, nil).JSON(t)["open_tickets"]; n != 0.0 {
+			t.Errorf("open tickets = %v, want 0", n)
+		}
+	})
+}
