@@ -492,18 +492,22 @@ func (s *Service) unlessBegun(ctx context.Context, id string, check func() error
 	return err
 }
 
-// refuseWhileCreating refuses to cancel a ticket whose create-ticket saga
-// has not ended (the ticket is open, the saga still assigning it, or
-// compensating). Cancelling it then would race the saga: its later steps
-// would assign a cancelled ticket, and its compensation would count the
-// ticket down a second time. The ticket's id names its saga, logged before
-// the ticket existed, so a saga found ended has ended for good.
-func (s *Service) refuseWhileCreating(ctx context.Context, ticketID string) error {
-	suffix, ok := strings.CutPrefix(ticketID, "tk-")
+// refuseWhileMaking refuses a workflow on an entity (what, id) that the
+// saga of definition which makes it has not finished making: a ticket
+// whose create-ticket saga is still assigning it or compensating, a
+// customer whose registration is still running. A workflow then would race
+// the saga — cancelling a ticket it goes on to assign, or that its
+// compensation counts down a second time; cancelling a plan whose
+// registration then compensates, after which the cancellation's own
+// compensation would reinstate the plan of a closed customer. The entity's
+// id is prefix and the suffix of its saga's id, and the saga is logged
+// before the entity exists, so a saga found ended has ended for good.
+func (s *Service) refuseWhileMaking(ctx context.Context, what, id, prefix, definition, doing string) error {
+	suffix, ok := strings.CutPrefix(id, prefix)
 	if !ok {
-		return nil // not opened by a saga
+		return nil // not made by a saga
 	}
-	sg, err := saga.Get(ctx, s.db, CreateTicket+"-"+suffix)
+	sg, err := saga.Get(ctx, s.db, definition+"-"+suffix)
 	switch {
 	case errors.Is(err, saga.ErrNotFound):
 		return nil
@@ -512,8 +516,8 @@ func (s *Service) refuseWhileCreating(ctx context.Context, ticketID string) erro
 	case sg.State == saga.Committed || sg.State == saga.Compensated:
 		return nil
 	}
-	return sysops.Errorf(sysops.EConflict, "ticket %q is still being created (saga %s is %s): cancel it once that saga ends",
-		ticketID, sg.ID, sg.State)
+	return sysops.Errorf(sysops.EConflict, "%s %q is still being %s (saga %s is %s): try again once that saga ends",
+		what, id, doing, sg.ID, sg.State)
 }
 
 // refuseTicketIn refuses a workflow on a ticket already in status: it has
@@ -646,6 +650,9 @@ func (s *Service) Handler() http.Handler {
 		}
 		id := sagaID(r, CancelPlan)
 		err := s.unlessBegun(r.Context(), id, func() error {
+			if err := s.refuseWhileMaking(r.Context(), "customer", in.CustomerID, "cu-", RegisterCustomer, "registered"); err != nil {
+				return err
+			}
 			var ks struct {
 				Contracts []struct{ ID, Status string } `json:"contracts"`
 			}
@@ -682,7 +689,7 @@ func (s *Service) Handler() http.Handler {
 		}
 		id := sagaID(r, CancelTicket)
 		if err := s.unlessBegun(r.Context(), id, func() error {
-			if err := s.refuseWhileCreating(r.Context(), in.TicketID); err != nil {
+			if err := s.refuseWhileMaking(r.Context(), "ticket", in.TicketID, "tk-", CreateTicket, "created"); err != nil {
 				return err
 			}
 			return s.refuseTicketIn(r.Context(), in.TicketID, "cancelled")

@@ -589,3 +589,49 @@ func TestCancelWhileCreating(t *testing.T) {
 		}
 	})
 }
+
+// TestCancelPlanWhileRegistering: a plan whose registration has not ended
+// (billing is down, so it keeps retrying the account) cannot be cancelled
+// yet; once the registration commits, it can.
+func TestCancelPlanWhileRegistering(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		env := everyParticipant(t, d, orchestrator.Config{Wait: 100 * time.Millisecond,
+			Retry: saga.RetryPolicy{MaxAttempts: 1000, Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
+			Saga:  saga.Config{BreakerCooldown: 50 * time.Millisecond}})
+		base := env.URL(orchestrator.Name)
+		env.Stop("billing")
+		r := svctest.Do(t, "POST", base+"/sagas/register-customer", map[string]string{"name": "Ada", "email": "ada@example.com",
+			"zip": "10001", "plan": "premium"})
+		var out struct {
+			SagaID string `json:"saga_id"`
+		}
+		r.Decode(t, &out)
+		if r.Status != 202 {
+			t.Fatalf("register with billing down: %d %s, want 202", r.Status, r.Body)
+		}
+		cust := "cu-" + strings.TrimPrefix(out.SagaID, orchestrator.RegisterCustomer+"-")
+		svctest.Eventually(t, "the contract to be registered", func() bool {
+			var ks struct{ Contracts []struct{ Status string } }
+			svctest.Do(t, "GET", env.URL("contract")+"/contracts?customer_id="+cust, nil).Decode(t, &ks)
+			return len(ks.Contracts) == 1
+		})
+		cancelPlan := func() svctest.Response {
+			return svctest.Do(t, "POST", base+"/sagas/cancel-plan", map[string]string{"customer_id": cust, "reason": "changed my mind"})
+		}
+		svctest.WantError(t, "cancel the plan while registering", cancelPlan(), 409, "still being registered")
+		env.Restart("billing")
+		svctest.Eventually(t, "the registration to commit", func() bool {
+			return svctest.Do(t, "GET", base+"/sagas/"+out.SagaID, nil).JSON(t)["state"] == "committed"
+		})
+		if r := cancelPlan(); r.Status != 201 {
+			t.Fatalf("cancel the plan once registered: %d %s", r.Status, r.Body)
+		}
+		problems, err := invariant.CheckRegistrations(t.Context(), env.Peers(), []string{cust})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range problems {
+			t.Errorf("invariant: %s", p)
+		}
+	})
+}
