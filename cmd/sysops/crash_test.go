@@ -142,25 +142,64 @@ func (c *crashClient) step(ctx context.Context, g *gatewayCall, name, path strin
 	if _, done := c.outcomes[name]; done {
 		return true
 	}
-	key := fmt.Sprintf("crash-%d-%s", c.n, name)
-	status, out, ok := g.post(ctx, path, key, body)
+	outcome, out, ok := c.send(ctx, g, name, path, body)
 	if !ok {
 		return false
 	}
-	if status >= 300 {
-		c.outcomes[name] = "refused"
-		return true
-	}
-	c.outcomes[name] = "ok"
-	if use != nil {
+	c.outcomes[name] = outcome
+	if outcome == "ok" && use != nil {
 		use(out)
 	}
 	return true
 }
 
+// send makes one POST of step name with the step's key and returns its
+// outcome; ok is false when it got no definite answer.
+func (c *crashClient) send(ctx context.Context, g *gatewayCall, name, path string, body any) (outcome string, out map[string]any, ok bool) {
+	key := fmt.Sprintf("crash-%d-%s", c.n, name)
+	status, out, ok := g.post(ctx, path, key, body)
+	switch {
+	case !ok:
+		return "", nil, false
+	case status >= 300:
+		return "refused", out, true
+	}
+	return "ok", out, true
+}
+
+// race sends the same request twice at once, as two requests (each with
+// its own key and body): name and name+"-2". Of the two, one makes the
+// change and the other is refused; checkAfterCrashes checks that. It
+// returns false while either has no definite answer.
+func (c *crashClient) race(ctx context.Context, g *gatewayCall, name, path string, body, body2 any) bool {
+	names, bodies := [2]string{name, name + "-2"}, [2]any{body, body2}
+	var got [2]string
+	var wg sync.WaitGroup
+	for i := range 2 {
+		if o, done := c.outcomes[names[i]]; done {
+			got[i] = o
+			continue
+		}
+		wg.Go(func() { got[i], _, _ = c.send(ctx, g, names[i], path, bodies[i]) })
+	}
+	wg.Wait()
+	for i, o := range got {
+		if o != "" {
+			c.outcomes[names[i]] = o
+		}
+	}
+	return got[0] != "" && got[1] != ""
+}
+
+// won reports whether either request of the race name made the change.
+func (c *crashClient) won(name string) bool {
+	return c.outcomes[name] == "ok" || c.outcomes[name+"-2"] == "ok"
+}
+
 // run carries c's script as far as it gets: register; open three tickets;
-// complete the first, cancel the second; every other customer then
-// cancels the plan. It returns true once every step has its answer.
+// complete the first (two requests racing), cancel the second; every other
+// customer then cancels the plan (two requests racing). It returns true
+// once every step has its answer.
 func (c *crashClient) run(ctx context.Context, g *gatewayCall) bool {
 	if !c.step(ctx, g, "register", "/api/customers", map[string]string{"name": fmt.Sprint("Crash ", c.n),
 		"email": fmt.Sprintf("crash%d@example.com", c.n), "zip": "10001", "plan": "premium"}, func(out map[string]any) {
@@ -183,15 +222,17 @@ func (c *crashClient) run(ctx context.Context, g *gatewayCall) bool {
 			return false
 		}
 	}
-	if len(c.tickets) > 0 && !c.step(ctx, g, "complete", "/api/tickets/"+c.tickets[0]+"/complete",
-		map[string]string{"notes": "fixed"}, nil) {
+	// Two requests race to complete the first ticket, two to cancel the
+	// plan.
+	if len(c.tickets) > 0 && !c.race(ctx, g, "complete", "/api/tickets/"+c.tickets[0]+"/complete",
+		map[string]string{"notes": "fixed"}, map[string]string{"notes": "fixed too"}) {
 		return false
 	}
 	if len(c.tickets) > 1 && !c.step(ctx, g, "cancel", "/api/tickets/"+c.tickets[1]+"/cancel", map[string]string{}, nil) {
 		return false
 	}
-	if c.n%2 == 0 && !c.step(ctx, g, "cancel-plan", "/api/customers/"+c.customer+"/cancel-plan",
-		map[string]string{"reason": "crash test"}, nil) {
+	if c.n%2 == 0 && !c.race(ctx, g, "cancel-plan", "/api/customers/"+c.customer+"/cancel-plan",
+		map[string]string{"reason": "crash test"}, map[string]string{"reason": "crash test too"}) {
 		return false
 	}
 	return true
@@ -340,7 +381,7 @@ func checkAfterCrashes(t *testing.T, g *gatewayCall, services map[string]string,
 			tk, _ := tv["ticket"].(map[string]any)
 			want := "assigned"
 			switch {
-			case i == 0 && c.outcomes["complete"] == "ok":
+			case i == 0 && c.won("complete"):
 				want = "completed"
 			case i == 1 && c.outcomes["cancel"] == "ok":
 				want = "cancelled"
@@ -350,6 +391,14 @@ func checkAfterCrashes(t *testing.T, g *gatewayCall, services map[string]string,
 			}
 			if want == "assigned" {
 				wantOpen++
+			}
+		}
+		for race, ran := range map[string]bool{"complete": len(c.tickets) > 0, "cancel-plan": c.n%2 == 0} {
+			switch {
+			case c.outcomes[race] == "ok" && c.outcomes[race+"-2"] == "ok":
+				t.Errorf("client %d: both requests of the race %s made the change (outcomes %v)", c.n, race, c.outcomes)
+			case ran && !c.won(race):
+				t.Errorf("client %d: neither request of the race %s made the change (outcomes %v)", c.n, race, c.outcomes)
 			}
 		}
 		if cu["open_tickets"] != float64(wantOpen) {
@@ -370,7 +419,7 @@ func checkAfterCrashes(t *testing.T, g *gatewayCall, services map[string]string,
 		want := map[string][2]string{"customer/" + c.customer: {"customer", "customer.registered"}}
 		for i, id := range c.tickets {
 			want["ticket/"+id] = [2]string{"ticket", "ticket.opened"}
-			if i == 0 && c.outcomes["complete"] == "ok" {
+			if i == 0 && c.won("complete") {
 				want["ticket/"+id+"#done"] = [2]string{"ticket", "ticket.completed"}
 			}
 		}
