@@ -26,8 +26,10 @@ type Config struct {
 	// ConnectTimeout bounds the first connection. Default 5 s. After
 	// that, the connection reconnects forever.
 	ConnectTimeout time.Duration
-	// Replicas for the streams this broker creates. Default 1; use 3 on a
-	// cluster.
+	// Replicas for the streams this broker creates. 0 (the default)
+	// chooses from the server: 3 when it is a node of a cluster of three
+	// or more, else 1, so that a stream outlives the loss of one node
+	// wherever there are nodes to spare.
 	Replicas int
 	// DuplicateWindow is how long a stream remembers message ids for
 	// de-duplication. Default 10 minutes.
@@ -89,7 +91,6 @@ func Connect(ctx context.Context, cfg Config) (*Broker, error) {
 		return nil, errors.New("natsjs: Config.URL is required")
 	}
 	cfg.ConnectTimeout = cmp.Or(cfg.ConnectTimeout, 5*time.Second)
-	cfg.Replicas = cmp.Or(cfg.Replicas, 1)
 	cfg.DuplicateWindow = cmp.Or(cfg.DuplicateWindow, 10*time.Minute)
 	cfg.DeadLetterStream = cmp.Or(cfg.DeadLetterStream, "SYSOPS_DLQ")
 	cfg.DeadLetterPrefix = cmp.Or(cfg.DeadLetterPrefix, "dlq")
@@ -133,8 +134,24 @@ func Connect(ctx context.Context, cfg Config) (*Broker, error) {
 		nc.Close()
 		return nil, fmt.Errorf("natsjs: %s: %w", redactURL(cfg.URL), err)
 	}
+	if b.cfg.Replicas == 0 {
+		b.cfg.Replicas = autoReplicas(nc)
+	}
 	return b, nil
 }
+
+// autoReplicas is the replica count for a server that names none: 3 on
+// a node of a cluster of three or more (the servers it told the client
+// of), else 1.
+func autoReplicas(nc *nats.Conn) int {
+	if nc.ConnectedClusterName() != "" && len(nc.Servers()) >= 3 {
+		return 3
+	}
+	return 1
+}
+
+// Replicas returns the replica count of the streams this broker creates.
+func (b *Broker) Replicas() int { return b.cfg.Replicas }
 
 // Ping checks that the connection is up and JetStream answers.
 func (b *Broker) Ping(ctx context.Context) error {

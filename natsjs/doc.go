@@ -18,6 +18,11 @@
 //     it. A dead letter keeps the original subject, data and headers and
 //     adds the reason, the delivery count, the stream, sequence and
 //     consumer it came from (the Dlq* header names).
+//   - On a cluster of three or more nodes, the streams are replicated on
+//     three ([Config.Replicas] says otherwise), so they outlive a node:
+//     when the node leading a stream dies, another takes over and nothing
+//     stored is lost. [RunServer] can start a node of a cluster
+//     ([ServerConfig.Cluster]), which is how the tests run one.
 //   - [EventMessage] and [ParseEvent] carry a [sysops.Event] in the
 //     CloudEvents NATS binding: data as the payload, attributes as "ce-"
 //     headers.

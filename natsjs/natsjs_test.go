@@ -2,13 +2,18 @@ package natsjs_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sysops-squad/sysops/internal/testenv"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/natsjs/brokertest"
@@ -124,5 +129,115 @@ func TestPingAfterServerStops(t *testing.T) {
 	defer cancel()
 	if err := b.Ping(ctx); err == nil {
 		t.Error("Ping succeeded with the server down")
+	}
+}
+
+// TestConformanceCluster runs the suite against a three-node cluster,
+// whose streams the broker replicates on all three by itself.
+func TestConformanceCluster(t *testing.T) {
+	_, url := brokertest.RunCluster(t, 3)
+	b, err := natsjs.Connect(t.Context(), natsjs.Config{URL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.Replicas() != 3 {
+		t.Errorf("replicas on a cluster of 3 = %d, want 3", b.Replicas())
+	}
+	brokertest.Run(t, connector(url))
+}
+
+// TestClusterOutlivesANode: on a cluster of three the broker's streams
+// are replicated on every node, so when the node that leads a stream
+// dies another takes over, and nothing stored is lost: every message
+// published before and after is delivered. (With one replica, the
+// stream dies with its node.)
+func TestClusterOutlivesANode(t *testing.T) {
+	nodes, url := brokertest.RunCluster(t, 3)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b, err := natsjs.Connect(ctx, natsjs.Config{URL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	stream := natsjs.StreamSpec{Name: "OUTLIVE", Subjects: []string{"outlive.>"}}
+	if err := b.EnsureDeadLetterStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.EnsureStream(ctx, stream); err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	publish := func(i int) {
+		t.Helper()
+		// While the cluster elects a new leader for the stream, a publish
+		// fails; the publisher (the relay) tries again, as here.
+		for {
+			_, err := b.Publish(ctx, natsjs.Message{ID: fmt.Sprint("m-", i), Subject: "outlive.m", Data: []byte("x")})
+			if err == nil {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("publish m-%d: %v", i, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for i := range n / 2 {
+		publish(i)
+	}
+	// The node that leads the stream dies.
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, stream.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	nc.Close()
+	if err != nil || info.Cluster == nil {
+		t.Fatalf("stream info: %v %+v", err, info)
+	}
+	leader := slices.IndexFunc(nodes, func(s *natsjs.Server) bool { return s.Name() == info.Cluster.Leader })
+	if leader < 0 {
+		t.Fatalf("the stream's leader %q is none of the nodes", info.Cluster.Leader)
+	}
+	nodes[leader].Shutdown()
+	for i := n / 2; i < n; i++ {
+		publish(i)
+	}
+	var mu sync.Mutex
+	got := map[string]bool{}
+	sub, err := b.Subscribe(ctx, natsjs.ConsumerSpec{Stream: stream.Name, Durable: "outlive"}, func(_ context.Context, d *natsjs.Delivery) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got[d.ID] = true
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Stop()
+	for {
+		mu.Lock()
+		k := len(got)
+		mu.Unlock()
+		if k == n {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d of %d messages delivered after a node died", k, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r := b.Replicas(); r != 3 {
+		t.Errorf("replicas = %d, want 3", r)
 	}
 }

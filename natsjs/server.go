@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -26,6 +27,20 @@ type ServerConfig struct {
 	// StartTimeout bounds waiting for the server to accept connections.
 	// Default 10 s.
 	StartTimeout time.Duration
+	// Cluster, when set, makes the server one node of a JetStream
+	// cluster, on Host. Each node needs its own Name and StoreDir.
+	Cluster *ClusterConfig
+}
+
+// ClusterConfig makes an embedded server a node of a cluster.
+type ClusterConfig struct {
+	// Name of the cluster, the same on every node. Required.
+	Name string
+	// Port for the routes between nodes; 0 picks a free one.
+	Port int
+	// Routes are the other nodes' route URLs ("nats-route://host:port");
+	// listing this node too is harmless, so every node can get one list.
+	Routes []string
 }
 
 // Server is an embedded NATS server with JetStream.
@@ -53,6 +68,17 @@ func RunServer(cfg ServerConfig) (*Server, error) {
 		NoLog:                 true,
 		MaxPayload:            8 << 20,
 		DisableShortFirstPing: true,
+	}
+	if c := cfg.Cluster; c != nil {
+		if c.Name == "" {
+			return nil, errors.New("natsjs: ServerConfig.Cluster.Name is required")
+		}
+		routes, err := routeURLs(c.Routes)
+		if err != nil {
+			return nil, err
+		}
+		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: opts.Host, Port: cmp.Or(c.Port, server.RANDOM_PORT)}
+		opts.Routes = routes
 	}
 	if cfg.Port != 0 {
 		// The server reports a busy port only by never becoming ready;
@@ -94,6 +120,22 @@ func RunServer(cfg ServerConfig) (*Server, error) {
 	}
 	return &Server{ns: ns}, nil
 }
+
+// routeURLs parses a cluster's route URLs.
+func routeURLs(routes []string) ([]*url.URL, error) {
+	var out []*url.URL
+	for _, r := range routes {
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("natsjs: route %q: want nats-route://host:port", r)
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// Name returns the server's name.
+func (s *Server) Name() string { return s.ns.Name() }
 
 // ClientURL returns the nats:// URL clients connect to.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }

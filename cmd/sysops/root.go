@@ -62,6 +62,7 @@ type options struct {
 	logLevel    string
 	consistency string
 	dbConns     string
+	replicas    string
 }
 
 func envOr(name, def string) string {
@@ -88,6 +89,8 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&o.consistency, "consistency", envOr("SYSOPS_CONSISTENCY", gateway.Orchestrated), "how the gateway keeps cross-service workflows consistent: "+strings.Join(gateway.Consistencies, " or ")+" (SYSOPS_CONSISTENCY)")
 	pf.StringVar(&o.logLevel, "log-level", envOr("SYSOPS_LOG_LEVEL", "info"), "debug, info, warn or error (SYSOPS_LOG_LEVEL)")
 	pf.StringVar(&o.dbConns, "db-conns", envOr("SYSOPS_DB_CONNS", ""), "database connections each service may pool; default: for up on PostgreSQL, a share of two thirds of the server's max_connections, else 8 (4 per core on larger machines) (SYSOPS_DB_CONNS)")
+
+	pf.StringVar(&o.replicas, "nats-replicas", envOr("SYSOPS_NATS_REPLICAS", ""), "replicas of every stream on an external NATS cluster, 1 to 5; default: 3 on a cluster of three or more nodes, else 1 (SYSOPS_NATS_REPLICAS)")
 
 	root.AddCommand(newUpCmd(&o), newServeCmd(&o), newOutboxCmd(&o), newInboxCmd(&o), newBenchCmd(&o), newSeedCmd(&o), newSagaCmd(&o), newVersionCmd())
 	refuseUnknownSubcommands(root)
@@ -125,6 +128,12 @@ func (o *options) logger(w io.Writer) (*slog.Logger, error) {
 	if n, err := strconv.Atoi(o.dbConns); o.dbConns != "" && (err != nil || n < 1 || n > 100) {
 		return nil, fmt.Errorf("--db-conns %q: want a whole number from 1 to 100", o.dbConns)
 	}
+	if n, err := strconv.Atoi(o.replicas); o.replicas != "" && (err != nil || n < 1 || n > 5) {
+		return nil, fmt.Errorf("--nats-replicas %q: want a whole number from 1 to 5", o.replicas)
+	}
+	if o.replicas != "" && o.replicas != "1" && o.natsURL == "" {
+		return nil, fmt.Errorf("--nats-replicas %s needs --nats: the embedded server is one node", o.replicas)
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
@@ -136,6 +145,13 @@ func (o *options) logger(w io.Writer) (*slog.Logger, error) {
 // has checked it.
 func (o *options) maxConns() int {
 	n, _ := strconv.Atoi(o.dbConns)
+	return n
+}
+
+// natsReplicas is --nats-replicas as a number, 0 (automatic) when unset;
+// logger has checked it.
+func (o *options) natsReplicas() int {
+	n, _ := strconv.Atoi(o.replicas)
 	return n
 }
 

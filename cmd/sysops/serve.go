@@ -101,7 +101,7 @@ func runServe(ctx context.Context, o *options, name string, peerFlags []string, 
 		return err
 	}
 	h, err := host.Start(ctx, host.Config{Spec: *spec, DatabaseURL: dbURL, NATSURL: natsURL, Addr: addr, LivePeers: peers, Logger: logger,
-		MaxConns: o.maxConns()})
+		MaxConns: o.maxConns(), NATSReplicas: o.natsReplicas()})
 	if err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ func runServe(ctx context.Context, o *options, name string, peerFlags []string, 
 	}); err != nil {
 		return errors.Join(err, r.shutdown(logger))
 	}
-	printTable(stdout, Topology{NATSURL: natsURL, Services: map[string]TopologyEntry{name: {URL: h.URL(), Database: h.DatabaseURL()}}}, false)
+	printTable(stdout, Topology{NATSURL: natsURL, Services: map[string]TopologyEntry{name: {URL: h.URL(), Database: h.DatabaseURL()}}}, false, h.StreamReplicas())
 	waitErr := r.wait(ctx, logger)
 	return errors.Join(waitErr, r.shutdown(logger))
 }

@@ -218,7 +218,7 @@ func runUp(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 		}
 		h, err := host.Start(ctx, host.Config{
 			Spec: s, DatabaseURL: dbURL, NATSURL: topo.NATSURL,
-			Listener: listeners[i], Peers: topo.peers(s.Name), Logger: logger, MaxConns: maxConns,
+			Listener: listeners[i], Peers: topo.peers(s.Name), Logger: logger, MaxConns: maxConns, NATSReplicas: o.natsReplicas(),
 		})
 		if err != nil {
 			return err
@@ -230,7 +230,7 @@ func runUp(ctx context.Context, o *options, stdout, stderr io.Writer) (err error
 	if err := updateTopology(o.dataDir, func(t *Topology) { *t = topo }); err != nil {
 		return err
 	}
-	printTable(stdout, topo, r.nats != nil)
+	printTable(stdout, topo, r.nats != nil, r.hosts[0].StreamReplicas())
 	logger.Info("sysops is up; Ctrl-C stops it", "data_dir", o.dataDir, "services", len(r.hosts))
 
 	waitErr := r.wait(ctx, logger)
@@ -246,7 +246,7 @@ func (o *options) dbPrefixFor() string {
 	return o.dbPrefix
 }
 
-func printTable(w io.Writer, t Topology, embedded bool) {
+func printTable(w io.Writer, t Topology, embedded bool, replicas int) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tURL\tDATABASE")
 	for _, s := range registry() {
@@ -254,7 +254,10 @@ func printTable(w io.Writer, t Topology, embedded bool) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, e.URL, e.Database)
 		}
 	}
-	kind := "external"
+	kind := fmt.Sprintf("external, streams with %d replica", replicas)
+	if replicas > 1 {
+		kind += "s"
+	}
 	if embedded {
 		kind = "embedded JetStream"
 	}

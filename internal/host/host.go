@@ -83,6 +83,9 @@ type Config struct {
 	// pool; SQLite's read pool). 0: sqldb's default. Services that share a
 	// server divide its max_connections between them.
 	MaxConns int
+	// NATSReplicas is the replica count of the streams the service
+	// creates. 0: chosen from the server ([natsjs.Config.Replicas]).
+	NATSReplicas int
 }
 
 // Host is a running service.
@@ -142,7 +145,7 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 		}
 	}
 
-	broker, err := natsjs.Connect(ctx, natsjs.Config{URL: cfg.NATSURL, Name: spec.Name, Logger: logger})
+	broker, err := natsjs.Connect(ctx, natsjs.Config{URL: cfg.NATSURL, Name: spec.Name, Logger: logger, Replicas: cfg.NATSReplicas})
 	if err != nil {
 		return nil, fail("%w", err)
 	}
@@ -284,6 +287,9 @@ func (h *Host) URL() string { return h.url }
 
 // DatabaseURL returns the service's database URL, password removed.
 func (h *Host) DatabaseURL() string { return h.dbURL }
+
+// StreamReplicas returns the replica count of the service's streams.
+func (h *Host) StreamReplicas() int { return h.broker.Replicas() }
 
 // Done delivers the error that stopped the server, if it stops on its own.
 func (h *Host) Done() <-chan error { return h.served }

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -83,9 +84,7 @@ type env struct {
 
 func newEnv(t *testing.T, newBroker NewBroker) *env {
 	t.Helper()
-	b := make([]byte, 5)
-	_, _ = rand.Read(b)
-	ns := "bt" + hex.EncodeToString(b)
+	ns := "bt" + randomName()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitTimeout)
 	t.Cleanup(cancel)
 	e := &env{
@@ -528,6 +527,69 @@ func RunServer(tb testing.TB) *natsjs.Server {
 	}
 	tb.Cleanup(s.Shutdown)
 	return s
+}
+
+// randomName returns ten random hex digits.
+func randomName() string {
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// RunCluster starts a JetStream cluster of n embedded servers on
+// loopback for the test, shut down when it ends, and returns once it can
+// place a stream on all n. url lists every node's client URL.
+func RunCluster(tb testing.TB, n int) (nodes []*natsjs.Server, url string) {
+	tb.Helper()
+	ports := make([]int, n)
+	routes := make([]string, n)
+	for i := range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i])
+	}
+	var urls []string
+	for i := range n {
+		s, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: tb.TempDir(), Name: fmt.Sprint("node-", i),
+			Cluster: &natsjs.ClusterConfig{Name: "sysops-test", Port: ports[i], Routes: routes}})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(s.Shutdown)
+		nodes = append(nodes, s)
+		urls = append(urls, s.ClientURL())
+	}
+	url = strings.Join(urls, ",")
+	// The nodes elect a leader for the cluster's metadata before JetStream
+	// answers and a stream can be placed.
+	probe := natsjs.StreamSpec{Name: "CLUSTER_READY_" + randomName(), Subjects: []string{"cluster.ready." + randomName()}}
+	ready := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		b, err := natsjs.Connect(ctx, natsjs.Config{URL: url, Replicas: n, ConnectTimeout: 2 * time.Second})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		if err := b.EnsureStream(ctx, probe); err != nil {
+			return err
+		}
+		return b.DeleteStream(ctx, probe.Name)
+	}
+	for deadline := time.Now().Add(waitTimeout); ; time.Sleep(100 * time.Millisecond) {
+		err := ready()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("cluster of %d not ready after %s: %v", n, waitTimeout, err)
+		}
+	}
+	return nodes, url
 }
 
 // Connect connects a broker to srv for the test, closed when it ends, with
