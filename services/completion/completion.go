@@ -84,8 +84,10 @@ func New(db *sqldb.DB, peers svc.Peers, logger *slog.Logger) *Service {
 		customer: svc.NewClient(peers, "customer"), surv: svc.NewClient(peers, "survey")}
 }
 
-// Complete completes an assigned ticket. Completing a completed ticket
-// returns its completion.
+// Complete completes an assigned ticket. Completing it again with the
+// same notes returns its completion (created false); with other notes —
+// another request — is a conflict, as is completing a ticket that is not
+// assigned.
 func (s *Service) Complete(ctx context.Context, ticketID, notes string) (Completion, bool, error) {
 	var c svc.Check
 	c.Required("ticket_id", ticketID, 64)
@@ -94,6 +96,9 @@ func (s *Service) Complete(ctx context.Context, ticketID, notes string) (Complet
 		return Completion{}, false, err
 	}
 	if done, err := s.Get(ctx, ticketID); err == nil {
+		if done.Notes != notes {
+			return Completion{}, false, sysops.Errorf(sysops.EConflict, "ticket %q is already completed", ticketID)
+		}
 		return done, false, nil
 	} else if sysops.CodeOf(err) != sysops.ENotFound {
 		return Completion{}, false, err

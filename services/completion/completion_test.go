@@ -83,10 +83,14 @@ func TestComplete(t *testing.T) {
 		if n := openTickets(t, env, cust); n != 1 {
 			t.Errorf("open tickets = %v, want 1", n)
 		}
-		// Completing again changes nothing.
-		if r := svctest.Do(t, "POST", base+"/completions", map[string]string{"ticket_id": tickets[0], "notes": "again"}); r.Status != 200 {
+		// Completing again with the same notes returns the completion;
+		// another request, with other notes, is refused. Neither changes
+		// anything.
+		if r := svctest.Do(t, "POST", base+"/completions", map[string]string{"ticket_id": tickets[0], "notes": "cleared the jam"}); r.Status != 200 {
 			t.Errorf("repeat: %d %s", r.Status, r.Body)
 		}
+		svctest.WantError(t, "another completion", svctest.Do(t, "POST", base+"/completions",
+			map[string]string{"ticket_id": tickets[0], "notes": "again"}), 409, "already completed")
 		if n := openTickets(t, env, cust); n != 1 {
 			t.Errorf("open tickets after a repeat = %v, want 1", n)
 		}
@@ -131,9 +135,8 @@ func TestCompleteAfterSurveyWasDown(t *testing.T) {
 }
 
 // TestRacingCompletions: completions of one ticket with different notes,
-// sent at once. One completes it; the others are refused by the ticket
-// before they change anything (or, arriving once it is recorded, get the
-// completion). Before, the notes were recorded first and the calls' keys
+// sent at once. One completes it; the others are refused (by the ticket
+// before they change anything, or once it is recorded). Before, the notes were recorded first and the calls' keys
 // derived from the ticket alone: a racer got 400 for reusing a key, or
 // left its notes on a ticket cancelled meanwhile.
 func TestRacingCompletions(t *testing.T) {
@@ -157,9 +160,9 @@ func TestRacingCompletions(t *testing.T) {
 					t.Errorf("two completions made: %s and %s", winner, r.Body)
 				}
 				winner = fmt.Sprint("notes ", i)
-			case 200, 409:
+			case 409:
 			default:
-				t.Errorf("completion %d: %d %s, want 201, 200 or 409", i, r.Status, r.Body)
+				t.Errorf("completion %d: %d %s, want 201 or 409", i, r.Status, r.Body)
 			}
 		}
 		if winner == "" {
