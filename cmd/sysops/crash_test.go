@@ -250,6 +250,13 @@ func TestSystemSurvivesKill9(t *testing.T) {
 		}
 		killUnderClients(t, args)
 	})
+	// The baseline too: with no saga, each client's retry with its key
+	// finishes the workflow its killed request began (SQLite only, to
+	// keep the run short).
+	t.Run("sequential", func(t *testing.T) {
+		killUnderClients(t, []string{"up", "--data-dir", filepath.Join(t.TempDir(), "data"), "--addr", "127.0.0.1:0",
+			"--consistency", "sequential"})
+	})
 }
 
 // killUnderClients runs sysops with args, kills it under clients and

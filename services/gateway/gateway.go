@@ -7,10 +7,9 @@
 // default), or as plain sequential calls from the gateway, the baseline
 // with no recovery from a failure part way. In the sequential way every
 // call carries an Idempotency-Key derived from the client's, so a client
-// retrying a failed workflow with its key repeats no step that was applied;
-// creating a ticket, registering, completing and cancelling a ticket then
-// finish the rest, cancelling a plan does not (the retry finds the
-// contract already cancelled).
+// retrying a failed workflow with its key repeats no step that was applied
+// and finishes the rest. Nothing undoes a workflow that fails part way and
+// is not retried: what it did stays.
 //
 // Under `sysops up` it listens on 127.0.0.1:8080.
 package gateway
@@ -142,18 +141,28 @@ func (g *Gateway) register(ctx context.Context, in Registration) (map[string]any
 
 // activeContract returns a customer's active contract, or nil.
 func (g *Gateway) activeContract(ctx context.Context, customerID string) (map[string]any, error) {
+	active, _, err := g.contracts(ctx, customerID)
+	return active, err
+}
+
+// contracts returns a customer's active contract and newest one (nil
+// when there is none).
+func (g *Gateway) contracts(ctx context.Context, customerID string) (active, newest map[string]any, err error) {
 	var list struct {
 		Contracts []map[string]any `json:"contracts"`
 	}
 	if err := g.c("contract").Get(ctx, "/contracts?customer_id="+url.QueryEscape(customerID), &list); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, k := range list.Contracts {
 		if k["status"] == "active" {
-			return k, nil
+			active = k
 		}
 	}
-	return nil, nil
+	if len(list.Contracts) > 0 {
+		newest = list.Contracts[0]
+	}
+	return active, newest, nil
 }
 
 func (g *Gateway) customer(ctx context.Context, id string) (map[string]any, error) {
@@ -181,12 +190,20 @@ func (g *Gateway) cancelPlan(ctx context.Context, customerID, reason string) (ma
 	if err := g.c("customer").Get(ctx, "/customers/"+url.PathEscape(customerID), nil); err != nil {
 		return nil, err
 	}
-	k, err := g.activeContract(ctx, customerID)
+	k, newest, err := g.contracts(ctx, customerID)
 	if err != nil {
 		return nil, err
 	}
+	noPlan := sysops.Errorf(sysops.EConflict, "customer %q has no active support plan", customerID)
+	retried := false
 	if k == nil {
-		return nil, sysops.Errorf(sysops.EConflict, "customer %q has no active support plan", customerID)
+		// This request, repeated with its key after a failure part way,
+		// finds the plan it cancelled itself: it carries on from there
+		// (the contract says whose cancellation it was).
+		if newest == nil || newest["status"] != "cancelled" {
+			return nil, noPlan
+		}
+		k, retried = newest, true
 	}
 	kid, _ := k["id"].(string)
 	// The op id names this request's cancellation, so that of two racing
@@ -194,6 +211,9 @@ func (g *Gateway) cancelPlan(ctx context.Context, customerID, reason string) (ma
 	op := "cancel-plan/" + cmp.Or(svc.IdempotencyKey(ctx), outbox.NewID())
 	var cancelled, account map[string]any
 	if err := g.c("contract").Post(ctx, "/contracts/"+url.PathEscape(kid)+"/cancel", map[string]string{"reason": reason, "op_id": op}, &cancelled); err != nil {
+		if retried && sysops.CodeOf(err) == sysops.EConflict {
+			return nil, noPlan // another request cancelled it
+		}
 		return nil, err
 	}
 	if err := g.c("billing").Get(ctx, "/accounts?customer_id="+url.QueryEscape(customerID), &account); err != nil {

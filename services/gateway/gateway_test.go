@@ -512,7 +512,15 @@ func TestSequentialConsistency(t *testing.T) {
 			t.Errorf("open_tickets after completing = %d, want 1", n)
 		}
 
-		r = c.do("POST", "/api/customers/"+cust+"/cancel-plan", `{"reason":"budget"}`, false)
+		// Cancelling the plan fails part way (billing is down after the
+		// contract was cancelled); its retry with the same key finds the
+		// contract its first attempt cancelled and finishes the rest.
+		env.Stop(billing.Name)
+		if r := c.do("POST", "/api/customers/"+cust+"/cancel-plan", `{"reason":"budget"}`, false, "Idempotency-Key", "budget-1"); r.Status < 500 {
+			t.Fatalf("cancel plan with billing down: %d %s, want a 5xx", r.Status, r.Body)
+		}
+		env.Restart(billing.Name)
+		r = c.do("POST", "/api/customers/"+cust+"/cancel-plan", `{"reason":"budget"}`, false, "Idempotency-Key", "budget-1")
 		var cancel struct {
 			Contract       struct{ Status string }
 			BillingAccount billing.Account `json:"billing_account"`
