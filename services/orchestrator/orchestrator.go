@@ -629,7 +629,12 @@ func (s *Service) Handler() http.Handler {
 			return err
 		}
 		id := sagaID(r, CompleteTicket)
-		if err := s.unlessBegun(r.Context(), id, func() error { return s.refuseTicketIn(r.Context(), in.TicketID, "completed") }); err != nil {
+		if err := s.unlessBegun(r.Context(), id, func() error {
+			if err := s.refuseWhileMaking(r.Context(), "ticket", in.TicketID, "tk-", CreateTicket, "created"); err != nil {
+				return err
+			}
+			return s.refuseTicketIn(r.Context(), in.TicketID, "completed")
+		}); err != nil {
 			return err
 		}
 		return s.run(w, r, CompleteTicket, id, in, func(sg saga.Saga) any { return stepOutput(sg, "record-completion") })

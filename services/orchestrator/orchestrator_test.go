@@ -552,7 +552,7 @@ func TestRacingRequests(t *testing.T) {
 
 // TestCancelWhileCreating: a ticket whose create-ticket saga has not
 // ended (assignment is down, so it keeps retrying the assignment) cannot
-// be cancelled yet — the cancellation would race the saga, which would go
+// be cancelled (nor completed) yet — the cancellation would race the saga, which would go
 // on to assign a cancelled ticket or, compensating, count it down a second
 // time. Once the saga ends, the ticket is cancelled as any other.
 func TestCancelWhileCreating(t *testing.T) {
@@ -576,6 +576,8 @@ func TestCancelWhileCreating(t *testing.T) {
 		})
 		svctest.WantError(t, "cancel while creating", svctest.Do(t, "POST", base+"/sagas/cancel-ticket",
 			map[string]string{"ticket_id": tid}), 409, "still being created")
+		svctest.WantError(t, "complete while creating", svctest.Do(t, "POST", base+"/sagas/complete-ticket",
+			map[string]string{"ticket_id": tid, "notes": "too soon"}), 409, "still being created")
 		env.Restart("assignment")
 		svctest.Eventually(t, "the create saga to commit", func() bool {
 			return svctest.Do(t, "GET", base+"/sagas/"+out.SagaID, nil).JSON(t)["state"] == "committed"
