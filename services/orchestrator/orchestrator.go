@@ -520,6 +520,15 @@ func (s *Service) refuseWhileMaking(ctx context.Context, what, id, prefix, defin
 		what, id, doing, sg.ID, sg.State)
 }
 
+// refuseTicket is the guard of a workflow that moves a ticket to status:
+// refused while the ticket is still being created, or once it is there.
+func (s *Service) refuseTicket(ctx context.Context, ticketID, status string) error {
+	if err := s.refuseWhileMaking(ctx, "ticket", ticketID, "tk-", CreateTicket, "created"); err != nil {
+		return err
+	}
+	return s.refuseTicketIn(ctx, ticketID, status)
+}
+
 // refuseTicketIn refuses a workflow on a ticket already in status: it has
 // been done.
 func (s *Service) refuseTicketIn(ctx context.Context, ticketID, status string) error {
@@ -629,12 +638,7 @@ func (s *Service) Handler() http.Handler {
 			return err
 		}
 		id := sagaID(r, CompleteTicket)
-		if err := s.unlessBegun(r.Context(), id, func() error {
-			if err := s.refuseWhileMaking(r.Context(), "ticket", in.TicketID, "tk-", CreateTicket, "created"); err != nil {
-				return err
-			}
-			return s.refuseTicketIn(r.Context(), in.TicketID, "completed")
-		}); err != nil {
+		if err := s.unlessBegun(r.Context(), id, func() error { return s.refuseTicket(r.Context(), in.TicketID, "completed") }); err != nil {
 			return err
 		}
 		return s.run(w, r, CompleteTicket, id, in, func(sg saga.Saga) any { return stepOutput(sg, "record-completion") })
@@ -693,12 +697,7 @@ func (s *Service) Handler() http.Handler {
 			return err
 		}
 		id := sagaID(r, CancelTicket)
-		if err := s.unlessBegun(r.Context(), id, func() error {
-			if err := s.refuseWhileMaking(r.Context(), "ticket", in.TicketID, "tk-", CreateTicket, "created"); err != nil {
-				return err
-			}
-			return s.refuseTicketIn(r.Context(), in.TicketID, "cancelled")
-		}); err != nil {
+		if err := s.unlessBegun(r.Context(), id, func() error { return s.refuseTicket(r.Context(), in.TicketID, "cancelled") }); err != nil {
 			return err
 		}
 		return s.run(w, r, CancelTicket, id, in, func(sg saga.Saga) any {

@@ -71,6 +71,19 @@ func checkPeers(t *testing.T, peers map[string]string) {
 	}
 }
 
+// checkRegistrations checks that the owners agree on the registrations
+// of customers.
+func checkRegistrations(t *testing.T, env *svctest.Env, customers []string) {
+	t.Helper()
+	problems, err := invariant.CheckRegistrations(t.Context(), env.Peers(), customers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("invariant: %s", p)
+	}
+}
+
 func TestCreateTicketSaga(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		env, cust := setup(t, d, orchestrator.Config{})
@@ -540,21 +553,16 @@ func TestRacingRequests(t *testing.T) {
 			}
 		}
 		checkInvariants(t, env)
-		problems, err := invariant.CheckRegistrations(t.Context(), env.Peers(), ids)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range problems {
-			t.Errorf("invariant: %s", p)
-		}
+		checkRegistrations(t, env, ids)
 	})
 }
 
 // TestCancelWhileCreating: a ticket whose create-ticket saga has not
 // ended (assignment is down, so it keeps retrying the assignment) cannot
-// be cancelled (nor completed) yet — the cancellation would race the saga, which would go
-// on to assign a cancelled ticket or, compensating, count it down a second
-// time. Once the saga ends, the ticket is cancelled as any other.
+// be cancelled (nor completed) yet — the cancellation would race the
+// saga, which would go on to assign a cancelled ticket or, compensating,
+// count it down a second time. Once the saga ends, the ticket is
+// cancelled as any other.
 func TestCancelWhileCreating(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		env, cust := setup(t, d, orchestrator.Config{Wait: 100 * time.Millisecond,
@@ -628,12 +636,6 @@ func TestCancelPlanWhileRegistering(t *testing.T) {
 		if r := cancelPlan(); r.Status != 201 {
 			t.Fatalf("cancel the plan once registered: %d %s", r.Status, r.Body)
 		}
-		problems, err := invariant.CheckRegistrations(t.Context(), env.Peers(), []string{cust})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range problems {
-			t.Errorf("invariant: %s", p)
-		}
+		checkRegistrations(t, env, []string{cust})
 	})
 }
