@@ -499,7 +499,8 @@ func (s *Service) unlessBegun(ctx context.Context, id string, check func() error
 // the saga — cancelling a ticket it goes on to assign, or that its
 // compensation counts down a second time; cancelling a plan whose
 // registration then compensates, after which the cancellation's own
-// compensation would reinstate the plan of a closed customer. The entity's
+// compensation would reinstate the plan of a closed customer; opening a
+// ticket for a customer whose registration then compensates. The entity's
 // id is prefix and the suffix of its saga's id, and the saga is logged
 // before the entity exists, so a saga found ended has ended for good.
 func (s *Service) refuseWhileMaking(ctx context.Context, what, id, prefix, definition, doing string) error {
@@ -594,6 +595,11 @@ func (s *Service) Handler() http.Handler {
 			c.Fail("field %q is chosen by the orchestrator", "ticket_id")
 		}
 		if err := c.Err(); err != nil {
+			return err
+		}
+		// A repeat of a request that began its saga passes this too: a
+		// registration that had ended then has ended for good.
+		if err := s.refuseWhileMaking(r.Context(), "customer", in.CustomerID, "cu-", RegisterCustomer, "registered"); err != nil {
 			return err
 		}
 		id := sagaID(r, CreateTicket)

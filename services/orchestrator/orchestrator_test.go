@@ -602,7 +602,8 @@ func TestCancelWhileCreating(t *testing.T) {
 
 // TestCancelPlanWhileRegistering: a plan whose registration has not ended
 // (billing is down, so it keeps retrying the account) cannot be cancelled
-// yet; once the registration commits, it can.
+// yet, nor the customer open a ticket; once the registration commits,
+// both can.
 func TestCancelPlanWhileRegistering(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		env := everyParticipant(t, d, orchestrator.Config{Wait: 100 * time.Millisecond,
@@ -629,10 +630,18 @@ func TestCancelPlanWhileRegistering(t *testing.T) {
 			return svctest.Do(t, "POST", base+"/sagas/cancel-plan", map[string]string{"customer_id": cust, "reason": "changed my mind"})
 		}
 		svctest.WantError(t, "cancel the plan while registering", cancelPlan(), 409, "still being registered")
+		svctest.WantError(t, "a ticket while registering", create(t, env, cust, "printer"), 409, "still being registered")
 		env.Restart("billing")
 		svctest.Eventually(t, "the registration to commit", func() bool {
 			return svctest.Do(t, "GET", base+"/sagas/"+out.SagaID, nil).JSON(t)["state"] == "committed"
 		})
+		if r := svctest.Do(t, "POST", env.URL("assignment")+"/experts", map[string]any{"name": "Hugo", "email": "hugo@example.com",
+			"skills": []string{"printer"}, "zip": "07030", "capacity": 2}); r.Status != 201 {
+			t.Fatalf("expert: %d %s", r.Status, r.Body)
+		}
+		if r := create(t, env, cust, "printer"); r.Status != 201 && r.Status != 202 {
+			t.Fatalf("a ticket once registered: %d %s, want it begun", r.Status, r.Body)
+		}
 		if r := cancelPlan(); r.Status != 201 {
 			t.Fatalf("cancel the plan once registered: %d %s", r.Status, r.Body)
 		}
