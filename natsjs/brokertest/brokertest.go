@@ -552,10 +552,13 @@ func RunCluster(tb testing.TB, n int) (nodes []*natsjs.Server, url string) {
 		l.Close()
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i])
 	}
+	// Names of its own: clusters of earlier tests may still be shutting
+	// down in this process.
+	cluster := "sysops-" + randomName()
 	var urls []string
 	for i := range n {
-		s, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: tb.TempDir(), Name: fmt.Sprint("node-", i),
-			Cluster: &natsjs.ClusterConfig{Name: "sysops-test", Port: ports[i], Routes: routes}})
+		s, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: tb.TempDir(), Name: fmt.Sprintf("%s-node-%d", cluster, i),
+			Cluster: &natsjs.ClusterConfig{Name: cluster, Port: ports[i], Routes: routes}})
 		if err != nil {
 			tb.Fatal(err)
 		}
