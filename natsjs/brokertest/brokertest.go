@@ -541,15 +541,25 @@ func randomName() string {
 // place a stream on all n. url lists every node's client URL.
 func RunCluster(tb testing.TB, n int) (nodes []*natsjs.Server, url string) {
 	tb.Helper()
-	ports := make([]int, n)
-	routes := make([]string, n)
-	for i := range n {
+	// Every port is chosen before any node starts, clients' too: a node
+	// left to pick its own could take a route port of a node not started
+	// yet.
+	free := make([]int, 2*n)
+	var held []net.Listener // all held at once, so the ports differ
+	for i := range free {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			tb.Fatal(err)
 		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
+		held = append(held, l)
+		free[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	for _, l := range held {
 		l.Close()
+	}
+	ports, clientPorts := free[:n], free[n:]
+	routes := make([]string, n)
+	for i := range n {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i])
 	}
 	// Names of its own: clusters of earlier tests may still be shutting
@@ -557,7 +567,7 @@ func RunCluster(tb testing.TB, n int) (nodes []*natsjs.Server, url string) {
 	cluster := "sysops-" + randomName()
 	var urls []string
 	for i := range n {
-		s, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: tb.TempDir(), Name: fmt.Sprintf("%s-node-%d", cluster, i),
+		s, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: tb.TempDir(), Name: fmt.Sprintf("%s-node-%d", cluster, i), Port: clientPorts[i],
 			Cluster: &natsjs.ClusterConfig{Name: cluster, Port: ports[i], Routes: routes}})
 		if err != nil {
 			tb.Fatal(err)
