@@ -71,6 +71,20 @@ func checkPeers(t *testing.T, peers map[string]string) {
 	}
 }
 
+// accepted returns the id of the saga a 202 answer names, failing the
+// test on any other answer.
+func accepted(t *testing.T, what string, r svctest.Response) string {
+	t.Helper()
+	var out struct {
+		SagaID string `json:"saga_id"`
+	}
+	r.Decode(t, &out)
+	if r.Status != 202 || out.SagaID == "" {
+		t.Fatalf("%s: %d %s, want 202 with the saga's id", what, r.Status, r.Body)
+	}
+	return out.SagaID
+}
+
 // checkRegistrations checks that the owners agree on the registrations
 // of customers.
 func checkRegistrations(t *testing.T, env *svctest.Env, customers []string) {
@@ -570,15 +584,8 @@ func TestCancelWhileCreating(t *testing.T) {
 			Saga:  saga.Config{BreakerCooldown: 50 * time.Millisecond}})
 		base := env.URL(orchestrator.Name)
 		env.Stop("assignment")
-		r := create(t, env, cust, "printer")
-		var out struct {
-			SagaID string `json:"saga_id"`
-		}
-		r.Decode(t, &out)
-		if r.Status != 202 {
-			t.Fatalf("create with assignment down: %d %s, want 202", r.Status, r.Body)
-		}
-		tid := "tk-" + strings.TrimPrefix(out.SagaID, orchestrator.CreateTicket+"-")
+		sagaID := accepted(t, "create with assignment down", create(t, env, cust, "printer"))
+		tid := "tk-" + strings.TrimPrefix(sagaID, orchestrator.CreateTicket+"-")
 		svctest.Eventually(t, "the ticket to be opened", func() bool {
 			return svctest.Do(t, "GET", env.URL("ticket")+"/tickets/"+tid, nil).Status == 200
 		})
@@ -588,7 +595,7 @@ func TestCancelWhileCreating(t *testing.T) {
 			map[string]string{"ticket_id": tid, "notes": "too soon"}), 409, "still being created")
 		env.Restart("assignment")
 		svctest.Eventually(t, "the create saga to commit", func() bool {
-			return svctest.Do(t, "GET", base+"/sagas/"+out.SagaID, nil).JSON(t)["state"] == "committed"
+			return svctest.Do(t, "GET", base+"/sagas/"+sagaID, nil).JSON(t)["state"] == "committed"
 		})
 		if r := svctest.Do(t, "POST", base+"/sagas/cancel-ticket", map[string]string{"ticket_id": tid}); r.Status != 201 {
 			t.Fatalf("cancel once created: %d %s", r.Status, r.Body)
@@ -611,16 +618,9 @@ func TestCancelPlanWhileRegistering(t *testing.T) {
 			Saga:  saga.Config{BreakerCooldown: 50 * time.Millisecond}})
 		base := env.URL(orchestrator.Name)
 		env.Stop("billing")
-		r := svctest.Do(t, "POST", base+"/sagas/register-customer", map[string]string{"name": "Ada", "email": "ada@example.com",
-			"zip": "10001", "plan": "premium"})
-		var out struct {
-			SagaID string `json:"saga_id"`
-		}
-		r.Decode(t, &out)
-		if r.Status != 202 {
-			t.Fatalf("register with billing down: %d %s, want 202", r.Status, r.Body)
-		}
-		cust := "cu-" + strings.TrimPrefix(out.SagaID, orchestrator.RegisterCustomer+"-")
+		sagaID := accepted(t, "register with billing down", svctest.Do(t, "POST", base+"/sagas/register-customer",
+			map[string]string{"name": "Ada", "email": "ada@example.com", "zip": "10001", "plan": "premium"}))
+		cust := "cu-" + strings.TrimPrefix(sagaID, orchestrator.RegisterCustomer+"-")
 		svctest.Eventually(t, "the contract to be registered", func() bool {
 			var ks struct{ Contracts []struct{ Status string } }
 			svctest.Do(t, "GET", env.URL("contract")+"/contracts?customer_id="+cust, nil).Decode(t, &ks)
@@ -633,7 +633,7 @@ func TestCancelPlanWhileRegistering(t *testing.T) {
 		svctest.WantError(t, "a ticket while registering", create(t, env, cust, "printer"), 409, "still being registered")
 		env.Restart("billing")
 		svctest.Eventually(t, "the registration to commit", func() bool {
-			return svctest.Do(t, "GET", base+"/sagas/"+out.SagaID, nil).JSON(t)["state"] == "committed"
+			return svctest.Do(t, "GET", base+"/sagas/"+sagaID, nil).JSON(t)["state"] == "committed"
 		})
 		if r := svctest.Do(t, "POST", env.URL("assignment")+"/experts", map[string]any{"name": "Hugo", "email": "hugo@example.com",
 			"skills": []string{"printer"}, "zip": "07030", "capacity": 2}); r.Status != 201 {
