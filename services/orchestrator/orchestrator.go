@@ -521,6 +521,12 @@ func (s *Service) refuseWhileMaking(ctx context.Context, what, id, prefix, defin
 		what, id, doing, sg.ID, sg.State)
 }
 
+// refuseWhileRegistering refuses a workflow for a customer whose
+// registration saga has not ended.
+func (s *Service) refuseWhileRegistering(ctx context.Context, customerID string) error {
+	return s.refuseWhileMaking(ctx, "customer", customerID, "cu-", RegisterCustomer, "registered")
+}
+
 // refuseTicket is the guard of a workflow that moves a ticket to status:
 // refused while the ticket is still being created, or once it is there.
 func (s *Service) refuseTicket(ctx context.Context, ticketID, status string) error {
@@ -599,7 +605,7 @@ func (s *Service) Handler() http.Handler {
 		}
 		// A repeat of a request that began its saga passes this too: a
 		// registration that had ended then has ended for good.
-		if err := s.refuseWhileMaking(r.Context(), "customer", in.CustomerID, "cu-", RegisterCustomer, "registered"); err != nil {
+		if err := s.refuseWhileRegistering(r.Context(), in.CustomerID); err != nil {
 			return err
 		}
 		id := sagaID(r, CreateTicket)
@@ -665,7 +671,7 @@ func (s *Service) Handler() http.Handler {
 		}
 		id := sagaID(r, CancelPlan)
 		err := s.unlessBegun(r.Context(), id, func() error {
-			if err := s.refuseWhileMaking(r.Context(), "customer", in.CustomerID, "cu-", RegisterCustomer, "registered"); err != nil {
+			if err := s.refuseWhileRegistering(r.Context(), in.CustomerID); err != nil {
 				return err
 			}
 			var ks struct {
