@@ -299,7 +299,10 @@ func toNATS(m Message) (*nats.Msg, error) {
 
 // Publish stores m and waits for the server's acknowledgement. A message
 // whose id was stored before, inside the duplicate window, is acknowledged
-// with Duplicate set and not stored again.
+// with Duplicate set and not stored again. It waits for the
+// acknowledgement until ctx ends: bound ctx per attempt, as an
+// acknowledgement lost with a dying node never comes (the relay does),
+// and publish again with the same id, which stores it at most once.
 func (b *Broker) Publish(ctx context.Context, m Message) (PubAck, error) {
 	msg, err := toNATS(m)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,9 +30,11 @@ type ConsumerSpec struct {
 	// dead-lettered. Default 5.
 	MaxDeliver int
 	// AckWait is how long the server waits for an ack before it delivers
-	// the message again. While a handler runs, the consumer tells the
-	// server it is still working every AckWait/2, so only a dead or stuck
-	// consumer lets it expire. Default 30 s.
+	// the message again. The consumer tells the server it is still
+	// working on every message it holds (in the handler or waiting its
+	// turn) every AckWait/3, so only a dead consumer lets it
+	// expire, and AckWait is how long the messages a crashed consumer
+	// held wait before they go to another. Default 10 s.
 	AckWait time.Duration
 	// Backoff gives the delay before delivery n+1 after the handler failed
 	// delivery n. Default: 100 ms doubling per delivery up to 30 s, with
@@ -180,7 +183,7 @@ func (b *Broker) SubscribeBatch(ctx context.Context, spec ConsumerSpec, maxBatch
 	}
 	maxBatch = max(maxBatch, 1)
 	spec.MaxDeliver = cmp.Or(spec.MaxDeliver, 5)
-	spec.AckWait = cmp.Or(spec.AckWait, 30*time.Second)
+	spec.AckWait = cmp.Or(spec.AckWait, 10*time.Second)
 	spec.MaxAckPending = cmp.Or(spec.MaxAckPending, max(256, 2*maxBatch))
 	if spec.Backoff == nil {
 		spec.Backoff = DefaultBackoff
@@ -213,9 +216,9 @@ func (b *Broker) SubscribeBatch(ctx context.Context, spec ConsumerSpec, maxBatch
 		// AckWait on the server.
 		iter.Drain()
 	}()
-	incoming := make(chan jetstream.Msg, maxBatch)
+	hold := newHolding()
 	go func() {
-		defer close(incoming)
+		defer hold.close()
 		for {
 			msg, err := iter.Next()
 			if err != nil {
@@ -227,35 +230,129 @@ func (b *Broker) SubscribeBatch(ctx context.Context, spec ConsumerSpec, maxBatch
 				cancel()
 				return
 			}
-			incoming <- msg
+			hold.add(msg)
 		}
 	}()
+	go hold.keepAlive(spec.AckWait/3, sub.done)
 	go func() {
 		defer close(sub.done)
-		for msg := range incoming {
-			batch := []jetstream.Msg{msg}
-		fill:
-			for len(batch) < maxBatch {
-				select {
-				case m, ok := <-incoming:
-					if !ok {
-						break fill
-					}
-					batch = append(batch, m)
-				default:
-					break fill
-				}
+		for {
+			batch := hold.take(maxBatch)
+			if batch == nil {
+				return
 			}
 			if ctx.Err() != nil {
 				for _, m := range batch {
 					_ = m.Nak()
 				}
-				continue
+			} else {
+				b.handleBatch(ctx, spec, h, batch)
 			}
-			b.handleBatch(ctx, spec, h, batch)
+			hold.release(batch)
 		}
 	}()
 	return sub, nil
+}
+
+// holding is what a subscription has received and not yet settled. The
+// server's AckWait runs for every one of them, whether it is in the
+// handler or still waiting its turn, so the subscription reports
+// progress on all of them: only a dead or stuck process lets its
+// messages go back to the stream, and a live consumer working through a
+// backlog longer than AckWait neither handles a message twice nor
+// dead-letters one for deliveries it never failed. The server's
+// MaxAckPending bounds it.
+type holding struct {
+	mu     sync.Mutex
+	queue  []jetstream.Msg // received, waiting for the handler
+	held   map[jetstream.Msg]struct{}
+	closed bool
+	ready  chan struct{}
+}
+
+func newHolding() *holding {
+	return &holding{held: map[jetstream.Msg]struct{}{}, ready: make(chan struct{}, 1)}
+}
+
+func (q *holding) add(m jetstream.Msg) {
+	q.mu.Lock()
+	q.queue = append(q.queue, m)
+	q.held[m] = struct{}{}
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *holding) signal() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// close says nothing more will arrive; take returns what is left, then nil.
+func (q *holding) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+// take waits for messages and returns up to n of them in arrival order:
+// whatever has arrived, so batches grow with load and a lone message
+// waits for nothing. It returns nil once the queue is closed and empty.
+func (q *holding) take(n int) []jetstream.Msg {
+	for {
+		q.mu.Lock()
+		if len(q.queue) > 0 {
+			k := min(n, len(q.queue))
+			batch := slices.Clone(q.queue[:k])
+			q.queue = slices.Delete(q.queue, 0, k)
+			more := len(q.queue) > 0
+			q.mu.Unlock()
+			if more {
+				q.signal()
+			}
+			return batch
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return nil
+		}
+		<-q.ready
+	}
+}
+
+// release forgets settled messages.
+func (q *holding) release(batch []jetstream.Msg) {
+	q.mu.Lock()
+	for _, m := range batch {
+		delete(q.held, m)
+	}
+	q.mu.Unlock()
+}
+
+// keepAlive tells the server every interval that each held message is
+// still being worked on, until done is closed.
+func (q *holding) keepAlive(interval time.Duration, done <-chan struct{}) {
+	t := time.NewTicker(max(interval, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			q.mu.Lock()
+			msgs := make([]jetstream.Msg, 0, len(q.held))
+			for m := range q.held {
+				msgs = append(msgs, m)
+			}
+			q.mu.Unlock()
+			for _, m := range msgs {
+				_ = m.InProgress()
+			}
+		}
+	}
 }
 
 // handleBatch runs h on a batch and settles each message: ack, nak with
@@ -292,7 +389,7 @@ func (b *Broker) handleBatch(ctx context.Context, spec ConsumerSpec, h BatchHand
 	if len(ds) == 0 {
 		return
 	}
-	results := runBatch(ctx, spec, h, msgs, ds)
+	results := runBatch(ctx, h, ds)
 	for i, herr := range results {
 		b.logSettle(ctx, spec, ds[i], b.settle(ctx, spec, msgs[i], ds[i], herr))
 	}
@@ -323,27 +420,10 @@ func (b *Broker) settle(ctx context.Context, spec ConsumerSpec, msg jetstream.Ms
 	return msg.NakWithDelay(delay)
 }
 
-// runBatch calls h, keeping the messages' ack deadlines alive while it
-// runs. A panic fails the whole batch (transiently: the messages come back
+// runBatch calls h. A panic fails the whole batch (transiently: the messages come back
 // and a batch handler is expected to isolate the bad one); a result slice
 // of the wrong length fails it too.
-func runBatch(ctx context.Context, spec ConsumerSpec, h BatchHandler, msgs []jetstream.Msg, ds []*Delivery) (results []error) {
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		t := time.NewTicker(spec.AckWait / 2)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				for _, m := range msgs {
-					_ = m.InProgress()
-				}
-			}
-		}
-	}()
+func runBatch(ctx context.Context, h BatchHandler, ds []*Delivery) (results []error) {
 	defer func() {
 		if p := recover(); p != nil {
 			results = make([]error, len(ds))

@@ -172,9 +172,13 @@ func TestClusterOutlivesANode(t *testing.T) {
 	publish := func(i int) {
 		t.Helper()
 		// While the cluster elects a new leader for the stream, a publish
-		// fails; the publisher (the relay) tries again, as here.
+		// fails, or its acknowledgement is lost with the node; the
+		// publisher (the relay) bounds each attempt and tries again, as
+		// here.
 		for {
-			_, err := b.Publish(ctx, natsjs.Message{ID: fmt.Sprint("m-", i), Subject: "outlive.m", Data: []byte("x")})
+			attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := b.Publish(attempt, natsjs.Message{ID: fmt.Sprint("m-", i), Subject: "outlive.m", Data: []byte("x")})
+			cancel()
 			if err == nil {
 				return
 			}

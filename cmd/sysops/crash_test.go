@@ -420,9 +420,11 @@ func checkAfterCrashes(t *testing.T, g *gatewayCall, services map[string]string,
 	// The audit trail, fed through a work queue and an inbox, holds each
 	// record once: redelivered after the kills, applied once. A record the
 	// killed process had received and not acknowledged comes back once its
-	// AckWait (30 s) has passed, holding back the entity's later records
+	// AckWait (10 s) has passed, holding back the entity's later records
 	// until then: the wait allows for that.
-	auditBy := time.Now().Add(45 * time.Second)
+	auditFrom := time.Now()
+	auditBy := auditFrom.Add(30 * time.Second)
+	var auditWait time.Duration // until the last record arrived
 	for _, c := range cs {
 		if c.outcomes["register"] != "ok" {
 			continue
@@ -450,6 +452,7 @@ func checkAfterCrashes(t *testing.T, g *gatewayCall, services map[string]string,
 					break
 				}
 			}
+			auditWait = time.Since(auditFrom)
 			if n != 1 {
 				t.Errorf("client %d: %d audit records %s by %s of %s %s, want 1", c.n, n, a[1], a[0], kind, id)
 			}
@@ -470,6 +473,6 @@ func checkAfterCrashes(t *testing.T, g *gatewayCall, services map[string]string,
 	for _, p := range append(problems, more...) {
 		t.Error(p)
 	}
-	t.Logf("%d clients, %d workflows applied; %d requests unanswered (killed), %d answered 409 in progress, %d saga polls",
-		len(cs), applied, g.unanswered.Load(), g.conflicts.Load(), g.polls.Load())
+	t.Logf("%d clients, %d workflows applied; %d requests unanswered (killed), %d answered 409 in progress, %d saga polls; audit trail complete %.1f s after the checks began",
+		len(cs), applied, g.unanswered.Load(), g.conflicts.Load(), g.polls.Load(), auditWait.Seconds())
 }

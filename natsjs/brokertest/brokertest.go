@@ -62,6 +62,7 @@ func Run(t *testing.T, newBroker NewBroker) {
 		{"DurableResumesAfterRestart", testDurableResumesAfterRestart},
 		{"IdempotentStreamSetup", testIdempotentStreamSetup},
 		{"BatchesSettlePerMessage", testBatchesSettlePerMessage},
+		{"SlowConsumerKeepsItsBacklog", testSlowConsumerKeepsItsBacklog},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,6 +131,18 @@ func (e *env) publish(t *testing.T, id, subject, data string) natsjs.PubAck {
 		t.Fatalf("publish %s: %v", id, err)
 	}
 	return ack
+}
+
+// publishMany publishes n messages m-0 ... m-(n-1) to subject in one batch.
+func (e *env) publishMany(t *testing.T, subject string, n int) {
+	t.Helper()
+	msgs := make([]natsjs.Message, n)
+	for i := range msgs {
+		msgs[i] = natsjs.Message{ID: fmt.Sprint("m-", i), Subject: e.subject(subject), Data: []byte(fmt.Sprint(i))}
+	}
+	if _, errs := e.broker.PublishBatch(e.ctx, msgs); errors.Join(errs...) != nil {
+		t.Fatal(errors.Join(errs...))
+	}
 }
 
 // spec returns a consumer spec with fast retries, for tests.
@@ -470,13 +483,7 @@ func testIdempotentStreamSetup(t *testing.T, e *env) {
 
 func testBatchesSettlePerMessage(t *testing.T, e *env) {
 	const n = 200
-	msgs := make([]natsjs.Message, n)
-	for i := range msgs {
-		msgs[i] = natsjs.Message{ID: fmt.Sprint("m-", i), Subject: e.subject("batch"), Data: []byte(fmt.Sprint(i))}
-	}
-	if _, errs := e.broker.PublishBatch(e.ctx, msgs); errors.Join(errs...) != nil {
-		t.Fatal(errors.Join(errs...))
-	}
+	e.publishMany(t, "batch", n)
 	rec := newRecorder()
 	var mu sync.Mutex
 	largest := 0
@@ -514,6 +521,48 @@ func testBatchesSettlePerMessage(t *testing.T, e *env) {
 	defer mu.Unlock()
 	if largest < 2 || largest > 32 {
 		t.Errorf("largest batch = %d, want between 2 and 32 with %d messages waiting", largest, n)
+	}
+}
+
+// testSlowConsumerKeepsItsBacklog: a live consumer whose backlog takes
+// several AckWaits to work through keeps every message it was sent: none
+// comes back while it waits its turn, so none is handled twice or
+// dead-lettered for deliveries it never failed.
+func testSlowConsumerKeepsItsBacklog(t *testing.T, e *env) {
+	const n = 40
+	e.publishMany(t, "slow", n)
+	spec := e.spec("slow")
+	spec.AckWait = time.Second
+	spec.MaxDeliver = 1
+	rec := newRecorder()
+	// 40 messages at 100 ms each: the last waits about four AckWaits.
+	e.subscribe(t, e.broker, spec, func(ctx context.Context, d *natsjs.Delivery) error {
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		rec.add(d)
+		return nil
+	})
+	got := rec.wait(t, fmt.Sprintf("%d deliveries", n), atLeast(n))
+	seen := map[string]int{}
+	for _, d := range got {
+		seen[d.ID]++
+		if d.NumDelivered != 1 {
+			t.Errorf("%s delivered %d times to a live consumer", d.ID, d.NumDelivered)
+		}
+	}
+	for id, k := range seen {
+		if k > 1 {
+			t.Errorf("%s handled %d times", id, k)
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("handled %d distinct messages, want %d", len(seen), n)
+	}
+	if dls, err := e.broker.DeadLetters(e.ctx, 0, 10); err != nil || len(dls) != 0 {
+		t.Errorf("dead letters = %d (%v), want none", len(dls), err)
 	}
 }
 
