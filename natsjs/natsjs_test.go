@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -244,4 +245,75 @@ func TestClusterOutlivesANode(t *testing.T) {
 	if r := b.Replicas(); r != 3 {
 		t.Errorf("replicas = %d, want 3", r)
 	}
+}
+
+// TestSubscriptionOutlivesAServerRestart: a subscription rides out its
+// server going away and coming back on the same address: it is neither
+// ended nor left waiting, and what is published after the return is
+// delivered to it.
+func TestSubscriptionOutlivesAServerRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := brokertest.Connect(t, srv)
+	if err := b.EnsureDeadLetterStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "RESTART", Subjects: []string{"restart.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	sub, err := b.Subscribe(ctx, natsjs.ConsumerSpec{Stream: "RESTART", Durable: "restart"}, func(_ context.Context, d *natsjs.Delivery) error {
+		got <- d.ID
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Stop()
+	expect := func(id string) {
+		t.Helper()
+		select {
+		case g := <-got:
+			if g != id {
+				t.Fatalf("delivered %s, want %s", g, id)
+			}
+		case <-sub.Done():
+			t.Fatalf("the subscription ended: %v", sub.Stop())
+		case <-ctx.Done():
+			t.Fatalf("%s never delivered", id)
+		}
+	}
+	if _, err := b.Publish(ctx, natsjs.Message{ID: "before", Subject: "restart.m", Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	expect("before")
+	srv.Shutdown()
+	p, _ := strconv.Atoi(port)
+	srv, err = natsjs.RunServer(natsjs.ServerConfig{StoreDir: dir, Port: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	for {
+		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := b.Publish(attempt, natsjs.Message{ID: "after", Subject: "restart.m", Data: []byte("x")})
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("publish after the restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	expect("after")
 }

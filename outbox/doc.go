@@ -200,6 +200,10 @@
 //
 // A failed publish is retried with exponential backoff and jitter
 // (RelayConfig.Backoff); after MaxAttempts the row becomes dead, keeping
-// its last error. Sent rows are deleted at once, or after
+// its last error. A broker that cannot be reached at all is not a failure
+// of the rows: the relay pings it after failed publishes and, when it
+// does not answer, counts no attempt and waits for it (at most 5 s
+// between tries), so an outage however long makes no row dead
+// ([Round.BrokerDown]). Sent rows are deleted at once, or after
 // RelayConfig.Retention if one is set.
 package outbox

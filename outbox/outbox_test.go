@@ -6,13 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/natsjs/brokertest"
 	"github.com/sysops-squad/sysops/outbox"
 	"github.com/sysops-squad/sysops/sqldb"
 	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
@@ -793,4 +796,72 @@ func TestWriterOfAnAggregateWaitsForTheOneBefore(t *testing.T) {
 	if fmt.Sprint(got) != "[early#1 other#1 late#2]" {
 		t.Errorf("published %v, want [early#1 other#1 late#2]", got)
 	}
+}
+
+// TestRelayWaitsOutABrokerOutage: a broker that cannot be reached is not
+// the events' fault. While it is down no publish counts against a row, so
+// an outage longer than the retry budget makes no row dead, and every row
+// goes out, in order, once the broker is back.
+func TestRelayWaitsOutABrokerOutage(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		dir := t.TempDir()
+		srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := url.Parse(srv.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		port, _ := strconv.Atoi(u.Port())
+		b := brokertest.Connect(t, srv)
+		if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "OUTAGE", Subjects: []string{"sysops.test.>"}}); err != nil {
+			t.Fatal(err)
+		}
+		write(t, db, event("a1", "A"))
+		write(t, db, event("a2", "A"))
+		write(t, db, event("b1", "B"))
+		srv.Shutdown()
+
+		r := newRelay(t, db, b, outbox.RelayConfig{MaxAttempts: 2, Backoff: func(int) time.Duration { return 0 },
+			PublishTimeout: 300 * time.Millisecond})
+		for range 4 {
+			res := runOnce(t, r)
+			if res.Published != 0 || res.Failed != 0 || res.Interrupted != 2 || !res.BrokerDown {
+				t.Fatalf("round with the broker down = %+v, want the first rows of A and B interrupted (a2 waits behind a1), none failed, BrokerDown", res)
+			}
+		}
+		rows, err := outbox.List(ctx, db, outbox.ListOptions{Status: outbox.StatusPending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != 3 || rows[0].Attempts != 0 {
+			t.Fatalf("pending after the outage = %+v, want all 3 with no attempt counted", rows)
+		}
+
+		// Started, the relay waits for the broker, and publishes
+		// everything, the row written meanwhile too, soon after it is back.
+		if err := r.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		write(t, db, event("b2", "B"))
+		srv, err = natsjs.RunServer(natsjs.ServerConfig{StoreDir: dir, Port: port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Shutdown)
+		for deadline := time.Now().Add(20 * time.Second); statusCount(t, db, outbox.StatusPending) > 0; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d rows still pending 20 s after the broker came back", statusCount(t, db, outbox.StatusPending))
+			}
+		}
+		if n := statusCount(t, db, outbox.StatusDead); n != 0 {
+			t.Fatalf("%d rows dead after the outage, want none", n)
+		}
+		if n, err := b.StreamMessages(ctx, "OUTAGE"); err != nil || n != 4 {
+			t.Errorf("stream holds %d messages (%v), want 4", n, err)
+		}
+	})
 }

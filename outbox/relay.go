@@ -24,6 +24,13 @@ import (
 
 // Publisher stores messages on the broker and reports, per message,
 // whether it was acknowledged. *natsjs.Broker is one.
+//
+// A Publisher that also has a method Ping(ctx) error, as *natsjs.Broker
+// does, is asked after a round with failed publishes whether the broker
+// can be reached at all. If it cannot, the failures are the outage's, not
+// the events': no attempt is counted against the rows, so an outage
+// however long makes no row dead, and the relay waits for the broker
+// (see [Round.BrokerDown]). Without Ping every failure counts.
 type Publisher interface {
 	PublishBatch(ctx context.Context, msgs []natsjs.Message) ([]natsjs.PubAck, []error)
 }
@@ -43,6 +50,8 @@ type RelayConfig struct {
 	// Default 500 ms.
 	PollInterval time.Duration
 	// MaxAttempts is how many failed publishes make a row dead. Default 10.
+	// Publishes that fail while the broker cannot be reached at all do not
+	// count (see [Publisher]).
 	MaxAttempts int
 	// Backoff gives the delay before attempt n+1 after attempt n failed.
 	// Default: 500 ms doubling up to 5 minutes, with ±20% jitter.
@@ -170,7 +179,9 @@ func (r *Relay) loop(ctx context.Context, notified <-chan struct{}) {
 	poll := time.NewTicker(r.cfg.PollInterval)
 	defer poll.Stop()
 	lastClean := time.Time{}
+	outages := 0 // rounds in a row that found the broker unreachable
 	for {
+		down := false
 		for ctx.Err() == nil {
 			res, err := r.RunOnce(ctx)
 			if err != nil {
@@ -179,10 +190,25 @@ func (r *Relay) loop(ctx context.Context, notified <-chan struct{}) {
 				}
 				break
 			}
+			if down = res.BrokerDown; down {
+				break
+			}
 			if res.Read < r.cfg.BatchSize || res.Published == 0 {
 				break // drained, or nothing publishable now
 			}
 		}
+		if down {
+			// Commits would wake the relay into round after round that
+			// cannot publish: wait for the broker instead.
+			outages++
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(r.outageWait(outages)):
+			}
+			continue
+		}
+		outages = 0
 		if time.Since(lastClean) > r.cleanEvery() && r.isLeader() {
 			if _, err := r.DeleteSent(ctx); err != nil && ctx.Err() == nil {
 				r.cfg.Logger.WarnContext(ctx, "outbox: delete sent rows", "error", err)
@@ -207,11 +233,15 @@ type Round struct {
 	Failed    int  // rows whose publish failed (retried later, or now dead)
 	Dead      int  // rows that became dead in this round
 	// Interrupted counts rows whose publish was cut short because the
-	// caller's ctx ended (a relay being stopped): they stay pending as
-	// they were, with no attempt counted and no backoff, and the next
-	// round publishes them again (the broker drops the copies it already
-	// has by event id).
+	// caller's ctx ended (a relay being stopped) or the broker could not
+	// be reached: they stay pending as they were, with no attempt counted
+	// and no backoff, and a later round publishes them again (the broker
+	// drops the copies it already has by event id).
 	Interrupted int
+	// BrokerDown: publishes failed and the broker did not answer a ping
+	// (see [Publisher]). A started relay then waits PollInterval, doubling
+	// per such round up to 5 s, before it tries again.
+	BrokerDown bool
 }
 
 type row struct {
@@ -307,12 +337,20 @@ func (r *Relay) RunOnce(ctx context.Context) (Round, error) {
 			sent = append(sent, rw.seq)
 		}
 	}
-	if caller.Err() != nil {
+	switch {
+	case caller.Err() != nil:
 		// Stopping is not the broker failing: counting it as an attempt
 		// would delay these rows by a backoff on the next start, and
 		// enough stops would make them dead.
 		round.Interrupted = len(failed)
 		failed = nil
+	case len(failed) > 0:
+		if err := r.reachBroker(caller); err != nil {
+			r.cfg.Logger.WarnContext(caller, "outbox: broker unreachable; rows wait for it", "rows", len(failed), "error", err)
+			round.BrokerDown = true
+			round.Interrupted = len(failed)
+			failed = nil
+		}
 	}
 	round.Published = len(sent)
 	round.Failed = len(failed)
@@ -326,6 +364,25 @@ func (r *Relay) RunOnce(ctx context.Context) (Round, error) {
 type failure struct {
 	row *row
 	err error
+}
+
+// reachBroker pings the broker, if the publisher can: nil when it answers
+// (or cannot be asked), the reason it is unreachable otherwise.
+func (r *Relay) reachBroker(ctx context.Context) error {
+	p, ok := r.pub.(interface{ Ping(context.Context) error })
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(r.cfg.PublishTimeout, 5*time.Second))
+	defer cancel()
+	return p.Ping(ctx)
+}
+
+// outageWait is how long the relay waits after its n-th round in a row
+// found the broker unreachable: PollInterval doubling, at most 5 s, so
+// that rows go out within seconds of the broker's return.
+func (r *Relay) outageWait(n int) time.Duration {
+	return min(r.cfg.PollInterval<<min(max(n-1, 0), 10), 5*time.Second)
 }
 
 func (r *Relay) pending(ctx context.Context) ([]*row, error) {
