@@ -228,36 +228,78 @@ func (c *Consumer) HandleBatch(ctx context.Context, ds []*natsjs.Delivery) []err
 	for i, it := range items {
 		evs[i] = it.ev
 	}
-	err := sqldb.RunInTx(ctx, c.db, func(tx *sql.Tx) error {
-		claimed, err := claimRuns(ctx, tx, c.cfg.Name, evs)
-		if err != nil {
-			return err
-		}
-		for _, it := range items {
-			if sequenced(it.ev) && claimed[aggregateOf(it.ev)] {
-				if err := it.fn(ctx, tx, it.ev); err != nil {
-					return err
-				}
-				continue
-			}
-			if _, err := apply(ctx, tx, c.cfg.Name, it.ev, c.handler); err != nil {
+	err := c.untilReachable(ctx, len(items), func() error {
+		return sqldb.RunInTx(ctx, c.db, func(tx *sql.Tx) error {
+			claimed, err := claimRuns(ctx, tx, c.cfg.Name, evs)
+			if err != nil {
 				return err
 			}
-		}
-		return nil
+			for _, it := range items {
+				if sequenced(it.ev) && claimed[aggregateOf(it.ev)] {
+					if err := it.fn(ctx, tx, it.ev); err != nil {
+						return err
+					}
+					continue
+				}
+				if _, err := apply(ctx, tx, c.cfg.Name, it.ev, c.handler); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	})
 	if err == nil {
 		return results
 	}
-	if len(items) == 1 {
-		results[items[0].i] = settled(err)
+	if len(items) == 1 || ctx.Err() != nil {
+		for _, it := range items {
+			results[it.i] = settled(err)
+		}
 		return results
 	}
 	// Something failed: one transaction per message, so only it fails.
 	for _, it := range items {
-		_, results[it.i] = process(ctx, c.db, c.cfg.Name, it.ev, c.handler)
+		results[it.i] = c.untilReachable(ctx, 1, func() error {
+			_, err := process(ctx, c.db, c.cfg.Name, it.ev, c.handler)
+			return err
+		})
 	}
 	return results
+}
+
+// untilReachable runs fn, and again each time it fails while the database
+// does not answer: an outage of the consumer's own database is not the
+// messages' fault, and failing their deliveries would dead-letter them
+// once it outlasted the redelivery budget. Meanwhile the broker consumer
+// keeps the held messages (n of them, for the log) from being delivered
+// again. It returns fn's error once the database answers, or ctx's.
+func (c *Consumer) untilReachable(ctx context.Context, n int, fn func() error) error {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		err := fn()
+		if err == nil || ctx.Err() != nil || errors.Is(err, context.Canceled) || natsjs.IsPermanent(err) {
+			return err
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		perr := c.db.PingContext(pctx)
+		cancel()
+		if perr == nil {
+			return err
+		}
+		c.cfg.Logger.WarnContext(ctx, "inbox: database unreachable; holding messages until it answers",
+			"consumer", c.cfg.Name, "messages", n, "error", perr)
+		for perr != nil {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 5*time.Second)
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			perr = c.db.PingContext(pctx)
+			cancel()
+		}
+		c.cfg.Logger.InfoContext(ctx, "inbox: database answers again", "consumer", c.cfg.Name)
+	}
 }
 
 // handler returns the handler of ev's type.

@@ -24,6 +24,11 @@
 //     database refusing a value the event carries (a number out of range,
 //     say: [sqldb.IsDataError]); any other error is retried with backoff
 //     and dead-lettered after the maximum deliveries.
+//   - An outage of the consumer's own database is nobody's message's
+//     fault: when a transaction fails and the database does not answer a
+//     ping, a [Consumer] holds the messages it has (the broker consumer
+//     keeps them from being delivered again) and tries again once the
+//     database answers, so no outage, however long, dead-letters them.
 //   - Grouped commits: a [Consumer] applies the messages that arrive
 //     together in one transaction (one fsync); if one of them fails, the
 //     batch is re-run one message per transaction so that only it fails.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/inbox"
+	"github.com/sysops-squad/sysops/internal/faultnet"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/natsjs/brokertest"
 	"github.com/sysops-squad/sysops/sqldb"
@@ -23,6 +25,14 @@ import (
 func newDB(t testing.TB, d sqldb.Dialect) *sqldb.DB {
 	t.Helper()
 	db := sqldbtest.Open(t, d)
+	prepare(t, db)
+	return db
+}
+
+// prepare runs the inbox migrations on db and creates the effect table.
+func prepare(t testing.TB, db *sqldb.DB) {
+	t.Helper()
+	d := db.Dialect()
 	ctx := context.Background()
 	if _, err := sqldb.Migrate(ctx, db, inbox.MigrationSet, inbox.Migrations()); err != nil {
 		t.Fatal(err)
@@ -34,7 +44,6 @@ func newDB(t testing.TB, d sqldb.Dialect) *sqldb.DB {
 	if _, err := db.ExecContext(ctx, `CREATE TABLE effect (`+key+`, event_id TEXT NOT NULL, aggregate_id TEXT NOT NULL, seq INTEGER NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
-	return db
 }
 
 // record is the effect: one row per application, numbered in the order
@@ -263,18 +272,11 @@ func TestConsumer(t *testing.T) {
 			}
 			return nil
 		}
-		c, err := inbox.NewConsumer(db, b, inbox.Config{
+		startConsumer(t, db, b, inbox.Config{
 			Name: "effects", Stream: "SYSOPS_TEST",
 			Handlers: map[string]inbox.ApplyFunc{"sysops.test.happened.v1": handler},
 			Backoff:  func(int) time.Duration { return 10 * time.Millisecond },
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer c.Stop()
 
 		publish := func(m natsjs.Message) {
 			t.Helper()
@@ -354,6 +356,94 @@ func TestConsumer(t *testing.T) {
 			t.Errorf("effects = %v, want a1..a5 once each, in order, and flaky once", all)
 		}
 	})
+}
+
+// startConsumer starts a consumer of b applying events to db, stopped
+// when the test ends.
+func startConsumer(t *testing.T, db *sqldb.DB, b inbox.Subscriber, cfg inbox.Config) *inbox.Consumer {
+	t.Helper()
+	c, err := inbox.NewConsumer(db, b, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	return c
+}
+
+// TestConsumerWaitsOutADatabaseOutage: a consumer whose database cannot
+// be reached holds the messages it has until the database is back, rather
+// than fail their deliveries: an outage much longer than the redelivery
+// budget dead-letters nothing, and afterwards every event takes effect
+// once, in order. (The database is PostgreSQL behind a proxy that the test
+// cuts: every connection reset, new ones refused.)
+func TestConsumerWaitsOutADatabaseOutage(t *testing.T) {
+	ctx := context.Background()
+	u, err := url.Parse(sqldbtest.URL(t, sqldb.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := faultnet.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	db, err := sqldb.Open(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	prepare(t, db)
+	b := brokertest.Connect(t, brokertest.RunServer(t))
+	if err := b.EnsureStream(ctx, natsjs.ServiceStream("test")); err != nil {
+		t.Fatal(err)
+	}
+	startConsumer(t, db, b, inbox.Config{
+		Name: "outage", Stream: "SYSOPS_TEST",
+		Handlers:   map[string]inbox.ApplyFunc{"sysops.test.happened.v1": record},
+		MaxDeliver: 2,
+		AckWait:    time.Second, // shorter than the outage: the held messages are kept alive
+		Backoff:    func(int) time.Duration { return 10 * time.Millisecond },
+	})
+	publish := func(e sysops.Event) {
+		t.Helper()
+		m, err := natsjs.EventMessage(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Publish(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitEffects := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			got := fmt.Sprint(effects(t, db))
+			if got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("effects = %s, want %s", got, want)
+			}
+		}
+	}
+	publish(ev("a1", "A", 1))
+	waitEffects("[a1]")
+
+	proxy.Cut()
+	for i := 2; i <= 4; i++ {
+		publish(ev(fmt.Sprint("a", i), "A", int64(i)))
+	}
+	// The outage lasts 2 s: a hundred times what two deliveries 10 ms
+	// apart take, and twice AckWait.
+	time.Sleep(2 * time.Second)
+	proxy.Restore()
+	waitEffects("[a1 a2 a3 a4]")
+	if dls, err := b.DeadLetters(ctx, 0, 10); err != nil || len(dls) != 0 {
+		t.Errorf("dead letters after the outage: %d (%v), want none", len(dls), err)
+		for _, dl := range dls {
+			t.Logf("dead letter %s: %s", dl.OriginalID, dl.Reason)
+		}
+	}
 }
 
 // TestHandleBatch runs one batch that mixes the cases the batch path
