@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/internal/faultnet"
 	"github.com/sysops-squad/sysops/saga"
 	"github.com/sysops-squad/sysops/sqldb"
 	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
@@ -608,4 +610,69 @@ func TestWaitReturnsTheLoggedSaga(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestLogOutage: the orchestrator's own database goes away while sagas
+// are in flight (PostgreSQL behind a proxy the test cuts: every
+// connection reset, new ones refused) and comes back. Every saga then
+// goes on from its log and commits; none is compensated, none is left
+// running or needing attention, because nothing failed but the log.
+func TestLogOutage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	u, err := url.Parse(sqldbtest.URL(t, sqldb.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := faultnet.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	db, err := sqldb.Open(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := sqldb.Migrate(ctx, db, saga.MigrationSet, saga.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	slow := func(saga.Call) error { time.Sleep(20 * time.Millisecond); return nil }
+	def := saga.Definition{Name: "o", Version: 1, Steps: []saga.Step{rec.step("a", slow), rec.step("b", slow), rec.step("c", slow)}}
+	for i := range def.Steps {
+		def.Steps[i].Timeout = time.Second
+	}
+	o := start(t, db, saga.Config{Owner: "o", LeaseTTL: 3 * time.Second, PollInterval: 100 * time.Millisecond}, def)
+	var ids []string
+	for range 30 {
+		id, err := o.Begin(ctx, "o", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	for len(rec.got()) < 20 {
+		if ctx.Err() != nil {
+			t.Fatal("the sagas never started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	proxy.Cut()
+	atCut := len(rec.got())
+	time.Sleep(2 * time.Second)
+	atRestore := len(rec.got())
+	proxy.Restore()
+	if atRestore >= 3*len(ids) {
+		t.Fatalf("all %d steps ran before the log came back: the outage hit no saga in flight", atRestore)
+	}
+	t.Logf("steps called: %d when the log was cut, %d when it came back, of %d", atCut, atRestore, 3*len(ids))
+	for _, id := range ids {
+		s, err := o.Wait(ctx, id)
+		if err != nil || s.State != saga.Committed {
+			t.Errorf("saga %s after the outage: %s (%s), %v", id, s.State, s.Reason, err)
+		}
+	}
+	for _, c := range rec.got() {
+		if strings.HasPrefix(c, "undo ") {
+			t.Errorf("a step was compensated (%s), though only the log failed", c)
+		}
+	}
 }
