@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/internal/faultnet"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/natsjs/brokertest"
 	"github.com/sysops-squad/sysops/outbox"
@@ -70,13 +71,19 @@ func (r *recorder) ids() []string {
 func newDB(t *testing.T, d sqldb.Dialect) *sqldb.DB {
 	t.Helper()
 	db := sqldbtest.Open(t, d)
+	prepare(t, db)
+	return db
+}
+
+// prepare runs the outbox migrations on db and creates the business table.
+func prepare(t *testing.T, db *sqldb.DB) {
+	t.Helper()
 	if _, err := sqldb.Migrate(context.Background(), db, outbox.MigrationSet, outbox.Migrations()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.ExecContext(context.Background(), `CREATE TABLE item (id TEXT PRIMARY KEY)`); err != nil {
 		t.Fatal(err)
 	}
-	return db
 }
 
 func event(id, agg string) sysops.Event {
@@ -864,4 +871,55 @@ func TestRelayWaitsOutABrokerOutage(t *testing.T) {
 			t.Errorf("stream holds %d messages (%v), want 4", n, err)
 		}
 	})
+}
+
+// TestRelayRidesOutADatabaseOutage: the producer's PostgreSQL goes away
+// under a running relay (behind a proxy the test cuts: every connection,
+// the relay's lock session too, reset, new ones refused) and comes back.
+// The relay takes its lock again and publishes what was written before
+// and after, nothing dead.
+func TestRelayRidesOutADatabaseOutage(t *testing.T) {
+	ctx := context.Background()
+	u, err := url.Parse(sqldbtest.URL(t, sqldb.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := faultnet.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	db, err := sqldb.Open(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	prepare(t, db)
+	b := brokertest.Connect(t, brokertest.RunServer(t))
+	if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "DBOUTAGE", Subjects: []string{"sysops.test.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	r := newRelay(t, db, b, outbox.RelayConfig{PollInterval: 100 * time.Millisecond})
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	drained := func(want uint64) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			n, err := b.StreamMessages(ctx, "DBOUTAGE")
+			if err == nil && n == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("stream holds %d messages (%v), want %d", n, err, want)
+			}
+		}
+	}
+	write(t, db, event("a1", "A"))
+	drained(1)
+	proxy.Cut()
+	time.Sleep(time.Second)
+	proxy.Restore()
+	write(t, db, event("a2", "A"))
+	drained(2)
+	if n := statusCount(t, db, outbox.StatusDead) + statusCount(t, db, outbox.StatusPending); n != 0 {
+		t.Errorf("%d rows dead or pending after the outage, want none", n)
+	}
 }
