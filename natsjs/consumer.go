@@ -121,6 +121,13 @@ func DefaultBackoff(delivery int) time.Duration {
 }
 
 // Subscription is a running consumer. Stop it with [Subscription.Stop].
+//
+// It rides out what happens to the server meanwhile: a server that goes
+// away and comes back (the connection reconnects and the consumer goes
+// on), and a durable consumer deleted on the server, by hand or with its
+// stream (it is created again, retrying with backoff while the stream is
+// missing, and each loss is logged). It ends only when Stop is called,
+// its ctx ends, or the broker is closed.
 type Subscription struct {
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -138,7 +145,8 @@ func (s *Subscription) Stop() error {
 	return s.err
 }
 
-// Done is closed when the subscription has ended.
+// Done is closed when the subscription has ended: stopped, its ctx ended,
+// or the broker closed.
 func (s *Subscription) Done() <-chan struct{} { return s.done }
 
 // BatchHandler processes the deliveries that arrived together, in stream
@@ -191,7 +199,7 @@ func (b *Broker) SubscribeBatch(ctx context.Context, spec ConsumerSpec, maxBatch
 	// The server redelivers forever; the consumer counts deliveries and
 	// dead-letters, so a message whose handler crashed the process on its
 	// last delivery is still dead-lettered on the next one, not dropped.
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, spec.Stream, jetstream.ConsumerConfig{
+	config := jetstream.ConsumerConfig{
 		Durable:        spec.Durable,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        spec.AckWait,
@@ -199,38 +207,87 @@ func (b *Broker) SubscribeBatch(ctx context.Context, spec ConsumerSpec, maxBatch
 		MaxAckPending:  spec.MaxAckPending,
 		FilterSubjects: spec.FilterSubjects,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("natsjs: consumer %s on %s: %w", spec.Durable, spec.Stream, err)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(min(spec.MaxAckPending, max(256, maxBatch))))
+	open := func(ctx context.Context) (jetstream.MessagesContext, error) {
+		cons, err := b.js.CreateOrUpdateConsumer(ctx, spec.Stream, config)
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: consumer %s on %s: %w", spec.Durable, spec.Stream, err)
+		}
+		iter, err := cons.Messages(jetstream.PullMaxMessages(min(spec.MaxAckPending, max(256, maxBatch))))
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: consumer %s on %s: %w", spec.Durable, spec.Stream, err)
+		}
+		return iter, nil
+	}
+	iter, err := open(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("natsjs: consumer %s on %s: %w", spec.Durable, spec.Stream, err)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	sub := &Subscription{cancel: cancel, done: make(chan struct{})}
+	var iterMu sync.Mutex // guards iter and stopping
+	stopping := false
+	// reading bounds the reader's wait once the subscription stops: a
+	// drain waits for a round trip to the server, which, with the server
+	// gone, would hold Stop up for the client's flush timeout (10 s).
+	reading, stopReading := context.WithCancel(context.Background())
 	go func() {
 		<-ctx.Done()
 		// Drain, not Stop: messages already on their way to this consumer
 		// are received and handed back (below) instead of waiting out
 		// AckWait on the server.
+		iterMu.Lock()
+		stopping = true
 		iter.Drain()
+		iterMu.Unlock()
+		select {
+		case <-sub.done:
+		case <-time.After(drainGrace):
+		}
+		stopReading()
 	}()
 	hold := newHolding()
 	go func() {
 		defer hold.close()
+		iterMu.Lock()
+		it := iter
+		iterMu.Unlock()
 		for {
-			msg, err := iter.Next()
-			if err != nil {
-				if ctx.Err() == nil && !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					sub.mu.Lock()
-					sub.err = fmt.Errorf("natsjs: consumer %s: %w", spec.Durable, err)
-					sub.mu.Unlock()
-				}
+			msg, err := it.Next(jetstream.NextContext(reading))
+			if err == nil {
+				hold.add(msg)
+				continue
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, nats.ErrConnectionClosed) {
+				// The broker was closed: the subscription ends with it.
+				sub.mu.Lock()
+				sub.err = fmt.Errorf("natsjs: consumer %s: %w", spec.Durable, err)
+				sub.mu.Unlock()
 				cancel()
 				return
 			}
-			hold.add(msg)
+			// The server ended the consumer (deleted by hand, or with its
+			// stream): create it again and go on, rather than leave the
+			// service running without consuming. The messages in hand
+			// are settled as before; what the new consumer delivers again
+			// the handler has seen before, as after any crash.
+			b.logger.WarnContext(ctx, "natsjs: consumer lost; creating it again", "consumer", spec.Durable,
+				"stream", spec.Stream, "error", err)
+			it.Stop()
+			if it = b.reopen(ctx, spec, open); it == nil {
+				return // stopping
+			}
+			iterMu.Lock()
+			if stopping {
+				it.Stop()
+				iterMu.Unlock()
+				return
+			}
+			iter = it
+			iterMu.Unlock()
 		}
 	}()
 	go hold.keepAlive(spec.AckWait/3, sub.done)
@@ -252,6 +309,34 @@ func (b *Broker) SubscribeBatch(ctx context.Context, spec ConsumerSpec, maxBatch
 		}
 	}()
 	return sub, nil
+}
+
+// drainGrace is how long a stopping subscription waits for the messages
+// already on their way to it; those that have not arrived by then come
+// back to the stream after AckWait.
+const drainGrace = time.Second
+
+// reopen creates a lost consumer again, trying with backoff (100 ms
+// doubling up to 5 s) until it succeeds or ctx ends (nil then): the
+// stream may be gone for a while, deleted and about to be created again.
+func (b *Broker) reopen(ctx context.Context, spec ConsumerSpec, open func(context.Context) (jetstream.MessagesContext, error)) jetstream.MessagesContext {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		it, err := open(ctx)
+		if err == nil {
+			b.logger.InfoContext(ctx, "natsjs: consumer created again", "consumer", spec.Durable, "stream", spec.Stream)
+			return it
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		b.logger.WarnContext(ctx, "natsjs: consumer lost; will try again", "consumer", spec.Durable, "stream", spec.Stream,
+			"retry_in", min(2*wait, 5*time.Second), "error", err)
+	}
 }
 
 // holding is what a subscription has received and not yet settled. The

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sysops-squad/sysops/internal/testenv"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/natsjs/brokertest"
@@ -193,20 +191,11 @@ func TestClusterOutlivesANode(t *testing.T) {
 		publish(i)
 	}
 	// The node that leads the stream dies.
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, stream.Name)
+	st, err := brokertest.JetStream(t, url).Stream(ctx, stream.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	info, err := st.Info(ctx)
-	nc.Close()
 	if err != nil || info.Cluster == nil {
 		t.Fatalf("stream info: %v %+v", err, info)
 	}
@@ -250,7 +239,7 @@ func TestClusterOutlivesANode(t *testing.T) {
 // TestSubscriptionOutlivesAServerRestart: a subscription rides out its
 // server going away and coming back on the same address: it is neither
 // ended nor left waiting, and what is published after the return is
-// delivered to it.
+// delivered to it. Stopped while the server is gone, it stops at once.
 func TestSubscriptionOutlivesAServerRestart(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -264,34 +253,7 @@ func TestSubscriptionOutlivesAServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := brokertest.Connect(t, srv)
-	if err := b.EnsureDeadLetterStream(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "RESTART", Subjects: []string{"restart.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan string, 10)
-	sub, err := b.Subscribe(ctx, natsjs.ConsumerSpec{Stream: "RESTART", Durable: "restart"}, func(_ context.Context, d *natsjs.Delivery) error {
-		got <- d.ID
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Stop()
-	expect := func(id string) {
-		t.Helper()
-		select {
-		case g := <-got:
-			if g != id {
-				t.Fatalf("delivered %s, want %s", g, id)
-			}
-		case <-sub.Done():
-			t.Fatalf("the subscription ended: %v", sub.Stop())
-		case <-ctx.Done():
-			t.Fatalf("%s never delivered", id)
-		}
-	}
+	sub, expect := recording(ctx, t, b, "RESTART", "restart.>")
 	if _, err := b.Publish(ctx, natsjs.Message{ID: "before", Subject: "restart.m", Data: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
@@ -316,4 +278,90 @@ func TestSubscriptionOutlivesAServerRestart(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	expect("after")
+
+	// With the server gone again, Stop does not wait for it: a drain
+	// waits for a round trip that would take the client's flush timeout
+	// (10 s) to give up on.
+	srv.Shutdown()
+	began := time.Now()
+	sub.Stop()
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("Stop took %v with the server gone", took)
+	}
+}
+
+// TestSubscriptionOutlivesItsConsumer: the durable consumer is deleted on
+// the server under a running subscription (an operator's mistake), then
+// its stream is deleted and created again. Each time the subscription
+// creates its consumer again and goes on: what is published afterwards is
+// delivered, and it does not end.
+func TestSubscriptionOutlivesItsConsumer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	srv := brokertest.RunServer(t)
+	b := brokertest.Connect(t, srv)
+	_, expect := recording(ctx, t, b, "GONE", "gone.>")
+	if _, err := b.Publish(ctx, natsjs.Message{ID: "before", Subject: "gone.m", Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	expect("before")
+	if err := brokertest.JetStream(t, srv.ClientURL()).DeleteConsumer(ctx, "GONE", "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, natsjs.Message{ID: "after", Subject: "gone.m", Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	expect("after")
+
+	// The stream itself goes, and is created again a while later: the
+	// subscription keeps trying until it can create its consumer again.
+	if err := b.DeleteStream(ctx, "GONE"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "GONE", Subjects: []string{"gone.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, natsjs.Message{ID: "again", Subject: "gone.m", Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	expect("again")
+}
+
+// recording creates stream (with the dead-letter stream) and subscribes
+// to it with a durable named after it, stopped when the test ends.
+// expect(id) waits until id is delivered, skipping redeliveries of
+// earlier messages, and fails the test if the subscription ends first.
+func recording(ctx context.Context, t *testing.T, b *natsjs.Broker, stream, subjects string) (*natsjs.Subscription, func(id string)) {
+	t.Helper()
+	if err := b.EnsureDeadLetterStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: stream, Subjects: []string{subjects}}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	sub, err := b.Subscribe(ctx, natsjs.ConsumerSpec{Stream: stream, Durable: strings.ToLower(stream)}, func(_ context.Context, d *natsjs.Delivery) error {
+		got <- d.ID
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Stop() })
+	return sub, func(id string) {
+		t.Helper()
+		for {
+			select {
+			case g := <-got:
+				if g == id {
+					return
+				}
+			case <-sub.Done():
+				t.Fatalf("the subscription ended: %v", sub.Stop())
+			case <-ctx.Done():
+				t.Fatalf("%s never delivered", id)
+			}
+		}
+	}
 }

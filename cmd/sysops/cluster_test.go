@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/natsjs/brokertest"
 )
@@ -34,15 +32,7 @@ func TestUpOnANATSCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := brokertest.JetStream(t, url)
 	streams := 0
 	auditLeader := ""
 	for name := range js.StreamNames(ctx).Name() {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sysops-squad/sysops/natsjs"
 )
 
@@ -690,4 +691,21 @@ func WaitDeadLetters(tb testing.TB, b interface {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// JetStream connects a plain JetStream client to url, for a test to look
+// at or act on the server behind the broker's back; the connection is
+// closed when the test ends.
+func JetStream(tb testing.TB, url string) jetstream.JetStream {
+	tb.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return js
 }
