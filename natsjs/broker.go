@@ -297,6 +297,18 @@ func toNATS(m Message) (*nats.Msg, error) {
 	return &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data}, nil
 }
 
+// IsRejected reports whether err is the broker refusing a message for
+// what it is: larger than the server or the stream takes, or with a
+// subject or headers it cannot carry. Sending the same message again
+// cannot succeed, unlike after a timeout or an outage.
+func IsRejected(err error) bool {
+	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) || errors.Is(err, nats.ErrBadHeaderMsg) {
+		return true
+	}
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
+}
+
 // Publish stores m and waits for the server's acknowledgement. A message
 // whose id was stored before, inside the duplicate window, is acknowledged
 // with Duplicate set and not stored again. It waits for the

@@ -9,10 +9,12 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/internal/faultnet"
 	"github.com/sysops-squad/sysops/natsjs"
@@ -922,4 +924,39 @@ func TestRelayRidesOutADatabaseOutage(t *testing.T) {
 	if n := statusCount(t, db, outbox.StatusDead) + statusCount(t, db, outbox.StatusPending); n != 0 {
 		t.Errorf("%d rows dead or pending after the outage, want none", n)
 	}
+}
+
+// TestRelayRowTheBrokerRejects: a stream that takes messages of at most
+// 1 KB refuses a 2 KB event for what it is. Sending it again cannot
+// succeed, so the row goes dead at its first attempt, with the broker's
+// reason, rather than after the whole retry budget; the other aggregate's
+// events go on.
+func TestRelayRowTheBrokerRejects(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		srv := brokertest.RunServer(t)
+		b := brokertest.Connect(t, srv)
+		if _, err := brokertest.JetStream(t, srv.ClientURL()).CreateStream(ctx, jetstream.StreamConfig{
+			Name: "SMALL", Subjects: []string{"sysops.test.>"}, MaxMsgSize: 1024,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		big := event("big", "A")
+		big.Data = json.RawMessage(`"` + strings.Repeat("x", 2048) + `"`)
+		write(t, db, big)
+		write(t, db, event("b1", "B"))
+		r := newRelay(t, db, b, outbox.RelayConfig{Backoff: func(int) time.Duration { return 0 }})
+		res := runOnce(t, r)
+		if res.Published != 1 || res.Dead != 1 {
+			t.Fatalf("round = %+v, want b1 published and the big row dead at once", res)
+		}
+		dead, err := outbox.List(ctx, db, outbox.ListOptions{Status: outbox.StatusDead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dead) != 1 || dead[0].EventID != "big" || dead[0].Attempts != 1 || !strings.Contains(dead[0].LastError, "maximum") {
+			t.Errorf("dead rows = %+v, want big after one attempt, with the broker's reason", dead)
+		}
+	})
 }

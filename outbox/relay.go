@@ -51,7 +51,8 @@ type RelayConfig struct {
 	PollInterval time.Duration
 	// MaxAttempts is how many failed publishes make a row dead. Default 10.
 	// Publishes that fail while the broker cannot be reached at all do not
-	// count (see [Publisher]).
+	// count (see [Publisher]); one the broker refuses for what the message
+	// is ([natsjs.IsRejected]: too large, say) makes the row dead at once.
 	MaxAttempts int
 	// Backoff gives the delay before attempt n+1 after attempt n failed.
 	// Default: 500 ms doubling up to 5 minutes, with ±20% jitter.
@@ -479,7 +480,9 @@ func (r *Relay) record(ctx context.Context, sent []int64, failed []failure) (dea
 		for _, f := range failed {
 			attempts := f.row.attempts + 1
 			status := StatusPending
-			if attempts >= r.cfg.MaxAttempts {
+			// A message the broker refuses for what it is (too large for
+			// the stream, say) is dead at once: no retry can succeed.
+			if attempts >= r.cfg.MaxAttempts || natsjs.IsRejected(f.err) {
 				status = StatusDead
 				dead++
 			}
