@@ -305,7 +305,7 @@ func (c *Consumer) untilReachable(ctx context.Context, n int, fn func() error) e
 // handler returns the handler of ev's type.
 func (c *Consumer) handler(ev sysops.Event) (ApplyFunc, error) {
 	if fn, ok := c.cfg.Handlers[ev.Type]; ok {
-		return fn, nil
+		return guarded(fn), nil
 	}
 	return nil, Permanent(fmt.Errorf("unknown event type %q: consumer %s handles %s", ev.Type, c.cfg.Name, c.handled()))
 }

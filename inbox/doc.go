@@ -20,7 +20,9 @@
 //     JSON, missing id or type, an attribute that is not a CloudEvents
 //     String, such as an id holding U+0000) or an event type the consumer
 //     has no handler for goes to the dead-letter stream with the reason at
-//     once; a handler's [Permanent] error does too, and so does the
+//     once; a handler's [Permanent] error does too, and a handler's
+//     panic (its transaction rolled back, the events batched with it
+//     applied as if it had not been there), and so does the
 //     database refusing a value the event carries (a number out of range,
 //     say: [sqldb.IsDataError]); any other error is retried with backoff
 //     and dead-lettered after the maximum deliveries.

@@ -68,7 +68,21 @@ type ApplyFunc func(ctx context.Context, tx *sql.Tx, ev sysops.Event) error
 // consumer parks. ([Consumer] applies each released event with the handler
 // of its own type.)
 func Process(ctx context.Context, db *sqldb.DB, consumer string, ev sysops.Event, fn ApplyFunc) (Outcome, error) {
-	return process(ctx, db, consumer, ev, func(sysops.Event) (ApplyFunc, error) { return fn, nil })
+	return process(ctx, db, consumer, ev, func(sysops.Event) (ApplyFunc, error) { return guarded(fn), nil })
+}
+
+// guarded runs fn, turning a panic into a permanent error: a handler's
+// bug on one event dead-letters that event (its transaction rolled back)
+// instead of crashing the consumer or failing the events applied with it.
+func guarded(fn ApplyFunc) ApplyFunc {
+	return func(ctx context.Context, tx *sql.Tx, ev sysops.Event) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = Permanent(fmt.Errorf("handler panicked on %s %s: %v", ev.Type, ev.ID, p))
+			}
+		}()
+		return fn(ctx, tx, ev)
+	}
 }
 
 // handlerFor returns the function that applies an event.

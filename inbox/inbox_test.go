@@ -446,6 +446,44 @@ func TestConsumerWaitsOutADatabaseOutage(t *testing.T) {
 	}
 }
 
+// TestHandlerPanicIsolated: a handler that panics on one event of a batch
+// costs only that event, dead-lettered with the panic as its reason; the
+// events batched with it take effect once, and nothing crashes.
+func TestHandlerPanicIsolated(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		c, err := inbox.NewConsumer(db, nil, inbox.Config{Name: "panics", Stream: "SYSOPS_TEST",
+			Handlers: map[string]inbox.ApplyFunc{"sysops.test.happened.v1": func(ctx context.Context, tx *sql.Tx, e sysops.Event) error {
+				if e.ID == "boom" {
+					var m map[string]int
+					m["boom"]++ // a nil map: the handler's own bug
+				}
+				return record(ctx, tx, e)
+			}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ds []*natsjs.Delivery
+		for _, e := range []sysops.Event{ev("a1", "A", 1), ev("boom", "B", 1), ev("c1", "C", 1)} {
+			m, err := natsjs.EventMessage(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds = append(ds, &natsjs.Delivery{Message: m, NumDelivered: 1})
+		}
+		results := c.HandleBatch(context.Background(), ds)
+		if results[0] != nil || results[2] != nil {
+			t.Errorf("results = %v, want a1 and c1 applied", results)
+		}
+		if !natsjs.IsPermanent(results[1]) || !strings.Contains(fmt.Sprint(results[1]), "panic") {
+			t.Errorf("boom: %v, want a permanent error naming the panic", results[1])
+		}
+		if got := fmt.Sprint(effects(t, db)); got != "[a1 c1]" {
+			t.Errorf("effects = %s, want [a1 c1]", got)
+		}
+	})
+}
+
 // TestHandleBatch runs one batch that mixes the cases the batch path
 // records in one statement (runs of consecutive events that continue or
 // start their aggregate) with those it leaves to the per-event path
