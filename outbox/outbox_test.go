@@ -926,6 +926,35 @@ func TestRelayRidesOutADatabaseOutage(t *testing.T) {
 	}
 }
 
+// TestRelayCorruptRow: a row whose headers are not what Write stores
+// (edited by hand) goes dead with the reason, instead of failing every
+// round and stopping the relay; the other aggregate's events go on.
+func TestRelayCorruptRow(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		write(t, db, event("a1", "A"))
+		write(t, db, event("a2", "A"))
+		write(t, db, event("b1", "B"))
+		if _, err := db.ExecContext(ctx, `UPDATE outbox SET headers = '{"ce-id": "not a list"' WHERE event_id = 'a1'`); err != nil {
+			t.Fatal(err)
+		}
+		pub := &recorder{}
+		r := newRelay(t, db, pub, outbox.RelayConfig{})
+		res := runOnce(t, r)
+		if res.Dead != 1 || fmt.Sprint(pub.ids()) != "[b1]" {
+			t.Fatalf("round = %+v, published %v; want a1 dead and b1 published, a2 waiting", res, pub.ids())
+		}
+		dead, err := outbox.List(ctx, db, outbox.ListOptions{Status: outbox.StatusDead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(dead) != 1 || dead[0].EventID != "a1" || !strings.Contains(dead[0].LastError, "headers") {
+			t.Errorf("dead rows = %+v, want a1 with a reason naming its headers", dead)
+		}
+	})
+}
+
 // TestRelayRowTheBrokerRejects: a stream that takes messages of at most
 // 1 KB refuses a 2 KB event for what it is. Sending it again cannot
 // succeed, so the row goes dead at its first attempt, with the broker's

@@ -319,17 +319,26 @@ func (r *Relay) RunOnce(ctx context.Context) (Round, error) {
 		if len(batch) == 0 {
 			break
 		}
-		msgs := make([]natsjs.Message, len(batch))
-		for i, rw := range batch {
+		msgs := make([]natsjs.Message, 0, len(batch))
+		sending := batch[:0:0]
+		for _, rw := range batch {
 			h := nats.Header{}
 			if err := json.Unmarshal([]byte(rw.headers), &h); err != nil {
-				return round, fmt.Errorf("outbox: row %d has bad headers: %w", rw.seq, err)
+				// Not written by Write (edited by hand, say): the row goes
+				// dead with the reason rather than stop every round.
+				blocked[rw.aggregateType+"\x00"+rw.aggregateID] = true
+				failed = append(failed, failure{row: rw, err: fmt.Errorf("%w: its headers are not a JSON object of string lists: %v", errCorrupt, err)})
+				continue
 			}
 			h.Set("ce-"+sysops.ExtSequence, strconv.FormatInt(rw.aggregateSeq, 10))
-			msgs[i] = natsjs.Message{ID: rw.eventID, Subject: rw.subject, Header: h, Data: rw.payload}
+			msgs = append(msgs, natsjs.Message{ID: rw.eventID, Subject: rw.subject, Header: h, Data: rw.payload})
+			sending = append(sending, rw)
+		}
+		if len(msgs) == 0 {
+			continue
 		}
 		_, errs := r.pub.PublishBatch(ctx, msgs)
-		for i, rw := range batch {
+		for i, rw := range sending {
 			if errs[i] != nil {
 				blocked[rw.aggregateType+"\x00"+rw.aggregateID] = true
 				failed = append(failed, failure{row: rw, err: errs[i]})
@@ -361,6 +370,9 @@ func (r *Relay) RunOnce(ctx context.Context) (Round, error) {
 	}
 	return round, err
 }
+
+// errCorrupt marks a row that cannot be made into a message as stored.
+var errCorrupt = errors.New("outbox: row cannot be published as stored")
 
 type failure struct {
 	row *row
@@ -481,8 +493,9 @@ func (r *Relay) record(ctx context.Context, sent []int64, failed []failure) (dea
 			attempts := f.row.attempts + 1
 			status := StatusPending
 			// A message the broker refuses for what it is (too large for
-			// the stream, say) is dead at once: no retry can succeed.
-			if attempts >= r.cfg.MaxAttempts || natsjs.IsRejected(f.err) {
+			// the stream, say), or a row that cannot make one, is dead at
+			// once: no retry can succeed.
+			if attempts >= r.cfg.MaxAttempts || natsjs.IsRejected(f.err) || errors.Is(f.err, errCorrupt) {
 				status = StatusDead
 				dead++
 			}
