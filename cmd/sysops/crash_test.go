@@ -345,7 +345,7 @@ func addExperts(t *testing.T, g *gatewayCall) {
 // (every connection of every service reset, new ones refused, for 1.5 s:
 // the server restarting, as seen from the services), behind a proxy,
 // while clients run every workflow through the gateway and retry what
-// got no answer with its key. Once it is back for good every client
+// got no answer with its key; orchestrated, and the sequential baseline. Once it is back for good every client
 // finishes, and the same checks as after kill -9 hold: what clients were
 // told, every saga ended, every outbox drained, the audit trail once per
 // record, the invariants across owners.
@@ -353,6 +353,15 @@ func TestSystemRidesOutADatabaseOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole system on PostgreSQL and cuts it off")
 	}
+	for _, mode := range []string{"orchestrated", "sequential"} {
+		t.Run(mode, func(t *testing.T) { outageUnderClients(t, mode) })
+	}
+}
+
+// outageUnderClients runs sysops up with the consistency mode on
+// PostgreSQL behind a proxy, cuts the proxy three times under clients,
+// then checks the outcome as after kill -9.
+func outageUnderClients(t *testing.T, mode string) {
 	u, err := url.Parse(sqldbtest.PostgresURL(t))
 	if err != nil {
 		t.Fatal(err)
@@ -361,7 +370,8 @@ func TestSystemRidesOutADatabaseOutage(t *testing.T) {
 	args := onPostgres(t, "outage")
 	u.Host = proxy.Addr()
 	args[1] = u.String() // --postgres, through the proxy
-	p := start(t, append([]string{"up", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--db-conns", "3"}, args...)...)
+	p := start(t, append([]string{"up", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--db-conns", "3",
+		"--consistency", mode}, args...)...)
 	services := p.table(t)
 	g := &gatewayCall{api: services["gateway"], http: &http.Client{Timeout: 15 * time.Second}}
 	addExperts(t, g)
