@@ -662,26 +662,37 @@ func TestRelaysTakeTurns(t *testing.T) {
 	})
 }
 
-// TestSQLiteLeaseExpires: a relay that dies holding the lease is replaced
-// once the lease expires.
-func TestSQLiteLeaseExpires(t *testing.T) {
-	db := newDB(t, sqldb.SQLite)
-	write(t, db, event("e1", "A"))
-	a := newRelay(t, db, &recorder{}, outbox.RelayConfig{LeaseTTL: 50 * time.Millisecond})
-	pubB := &recorder{}
-	b := newRelay(t, db, pubB, outbox.RelayConfig{LeaseTTL: 50 * time.Millisecond})
-	runOnce(t, a) // a leads, then "dies" (never runs again)
-	write(t, db, event("e2", "A"))
-	deadline := time.Now().Add(10 * time.Second)
-	for !runOnce(t, b).Leader {
-		if time.Now().After(deadline) {
-			t.Fatal("b never took over the expired lease")
+// TestStalledLeaderIsReplaced: a leader that stops running without
+// dying (a frozen process, a paused machine: on PostgreSQL its session
+// and its lock stay) is replaced once it has been silent for its lease
+// (SQLite) or LeaseTTL + PublishTimeout (PostgreSQL, whose server ends the
+// silent session); running again, it finds it no longer leads.
+func TestStalledLeaderIsReplaced(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		write(t, db, event("e1", "A"))
+		cfg := outbox.RelayConfig{LeaseTTL: 200 * time.Millisecond, PublishTimeout: 300 * time.Millisecond}
+		a := newRelay(t, db, &recorder{}, cfg)
+		pubB := &recorder{}
+		b := newRelay(t, db, pubB, cfg)
+		if !runOnce(t, a).Leader { // a leads, then stalls (never runs again for now)
+			t.Fatal("a did not lead")
 		}
-		time.Sleep(10 * time.Millisecond) // waiting out the lease is the point
-	}
-	if got := fmt.Sprint(pubB.ids()); got != "[e2]" {
-		t.Errorf("b published %s, want [e2]", got)
-	}
+		write(t, db, event("e2", "A"))
+		deadline := time.Now().Add(20 * time.Second)
+		for !runOnce(t, b).Leader {
+			if time.Now().After(deadline) {
+				t.Fatal("b never took over from the stalled leader")
+			}
+			time.Sleep(20 * time.Millisecond) // waiting out the silence is the point
+		}
+		if got := fmt.Sprint(pubB.ids()); got != "[e2]" {
+			t.Errorf("b published %s, want [e2]", got)
+		}
+		if runOnce(t, a).Leader {
+			t.Error("a still leads after b took over")
+		}
+	})
 }
 
 // TestRelayWakesOnCommit: with polling effectively off, a commit alone

@@ -61,9 +61,11 @@ type RelayConfig struct {
 	// Default 10 s.
 	PublishTimeout time.Duration
 	// LeaseTTL is how long an SQLite relay holds the lease without renewing
-	// it; a crashed holder is replaced after this long. Default 5 s.
-	// (PostgreSQL relays hold an advisory lock instead, released the moment
-	// their connection dies.)
+	// it; a crashed or stalled holder is replaced after this long. Default
+	// 5 s. (PostgreSQL relays hold an advisory lock instead, released the
+	// moment their session dies, and the server ends a session silent for
+	// LeaseTTL + PublishTimeout: a leader that stopped running without
+	// dying is replaced after that long.)
 	LeaseTTL time.Duration
 	// Retention is how long sent rows are kept before they are deleted.
 	// Default 0: a row is deleted as soon as the broker has its event (the
@@ -421,10 +423,22 @@ func (r *Relay) pending(ctx context.Context) ([]*row, error) {
 }
 
 // lockCheckInterval is how often a PostgreSQL relay checks that the
-// session holding its lock is alive. A relay whose session died may keep
-// publishing for up to this long next to the new leader: duplicates, which
-// the broker and the inbox drop.
-const lockCheckInterval = time.Second
+// session holding its lock is alive (more often if its silence limit is
+// short, see stallLimit). A relay whose session died may keep publishing
+// for up to this long next to the new leader: duplicates, which the
+// broker and the inbox drop.
+func (r *Relay) lockCheckInterval() time.Duration {
+	return min(time.Second, r.stallLimit()/4)
+}
+
+// stallLimit is how long the session holding a PostgreSQL relay's lock
+// may stay silent before the server ends it, releasing the lock: a leader
+// that stops running without dying (a frozen process, a paused machine)
+// would otherwise keep the lock, and stall its group, for as long as its
+// process lives. A running leader touches the session at every round and
+// at most every lockCheckInterval; a round keeps it silent for at most
+// PublishTimeout and its reads and writes, which LeaseTTL covers.
+func (r *Relay) stallLimit() time.Duration { return r.cfg.LeaseTTL + r.cfg.PublishTimeout }
 
 // deadRefresh is how often the relay re-reads which aggregates have dead
 // rows, to see operators' retries and purges. Rows it makes dead itself
@@ -618,7 +632,7 @@ func (r *Relay) lead(ctx context.Context) (bool, error) {
 		if r.lockConn != nil {
 			// The lock lives as long as this session; check now and then
 			// that it still does.
-			if time.Since(r.lockChecked) < lockCheckInterval {
+			if time.Since(r.lockChecked) < r.lockCheckInterval() {
 				return true, nil
 			}
 			err := r.lockConn.PingContext(ctx)
@@ -645,6 +659,14 @@ func (r *Relay) lead(ctx context.Context) (bool, error) {
 				return false, fmt.Errorf("outbox: relay lock: %w", err)
 			}
 			return false, nil
+		}
+		// Bound the session's silence (idle_session_timeout, PostgreSQL 14
+		// and later); on an older server a stalled leader keeps the lock
+		// until its process dies.
+		if _, err := conn.ExecContext(ctx, `SELECT set_config('idle_session_timeout', $1, false)`,
+			strconv.FormatInt(r.stallLimit().Milliseconds(), 10)); err != nil && ctx.Err() == nil {
+			r.cfg.Logger.WarnContext(ctx, "outbox: cannot bound the relay lock session's silence; a stalled leader keeps the lock until its process dies",
+				"error", err)
 		}
 		r.lockConn, r.lockChecked = conn, time.Now()
 		r.dead = nil // read afresh what the previous leader left
@@ -682,8 +704,8 @@ func (r *Relay) release() {
 		// The session goes back to the pool: unlock explicitly, and if
 		// that fails close the session itself, which releases the lock.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if _, err := r.lockConn.ExecContext(ctx, `SELECT pg_advisory_unlock(hashtextextended(current_schema() || '.' || $1, 0))`,
-			r.lockName()); err != nil {
+		if _, err := r.lockConn.ExecContext(ctx, `SELECT pg_advisory_unlock(hashtextextended(current_schema() || '.' || $1, 0)),
+			set_config('idle_session_timeout', '0', false)`, r.lockName()); err != nil {
 			discard(r.lockConn)
 		} else {
 			r.lockConn.Close()
