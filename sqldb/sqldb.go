@@ -27,6 +27,10 @@ const (
 	Postgres Dialect = "postgres"
 )
 
+// idleInTx is the PostgreSQL setting that ends a session idle in a
+// transaction for too long.
+const idleInTx = "idle_in_transaction_session_timeout"
+
 // defaultConnectTimeout bounds connecting to PostgreSQL and waiting for a busy SQLite file.
 const defaultConnectTimeout = 5 * time.Second
 
@@ -59,6 +63,10 @@ type Options struct {
 // created if missing; its directory must exist) or "postgres://..." /
 // "postgresql://..." (any pgx connection string). An unreachable server, a
 // missing directory or an unknown scheme is reported in one line naming it.
+// On PostgreSQL the server ends a session idle in a transaction for a
+// minute (idle_in_transaction_session_timeout, unless the URL sets it), so
+// that a process frozen mid-transaction does not hold its locks for as
+// long as it lives.
 func Open(ctx context.Context, rawURL string, opts ...Options) (*DB, error) {
 	var o Options
 	if len(opts) > 0 {
@@ -177,6 +185,15 @@ func openPostgres(rawURL string, o Options) (*DB, error) {
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = o.BusyTimeout
+	}
+	if _, set := cfg.RuntimeParams[idleInTx]; !set {
+		// A process that stops running without dying (frozen, paused)
+		// mid-transaction would hold its row and key locks, and stall
+		// every other writer of them, for as long as it lives: the server
+		// ends such a session after a minute, rolling it back. No
+		// transaction of the system stays idle that long; the URL may
+		// set another limit (milliseconds, or with a unit).
+		cfg.RuntimeParams[idleInTx] = "1min"
 	}
 	db := openPgxPool(*cfg)
 	db.SetMaxOpenConns(o.MaxReaders)

@@ -330,3 +330,60 @@ func TestURLHidesThePassword(t *testing.T) {
 		t.Fatalf("listen with the full URL: %v", err)
 	}
 }
+
+// TestStalledTransactionEnds: a transaction whose process stops running
+// without dying (frozen mid-transaction, holding row locks) would block
+// every other writer of those rows for as long as the process lives. The
+// server ends a session idle in a transaction after a limit, one minute
+// unless the URL sets idle_in_transaction_session_timeout, so the others
+// go on.
+func TestStalledTransactionEnds(t *testing.T) {
+	ctx := context.Background()
+	base := sqldbtest.URL(t, sqldb.Postgres)
+	db, err := sqldb.Open(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var limit string
+	if err := db.QueryRowContext(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&limit); err != nil || limit != "1min" {
+		t.Errorf("idle_in_transaction_session_timeout = %q (%v), want 1min by default", limit, err)
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL); INSERT INTO counter VALUES (1, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("idle_in_transaction_session_timeout", "300")
+	u.RawQuery = q.Encode()
+	stalling, err := sqldb.Open(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalling.Close()
+	tx, err := stalling.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `UPDATE counter SET n = n + 1 WHERE id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	// The transaction stalls, its row locked; another writer of the row
+	// gets it once the server has ended the stalled session.
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := db.ExecContext(wctx, `UPDATE counter SET n = n + 10 WHERE id = 1`); err != nil {
+		t.Fatalf("the other writer: %v", err)
+	}
+	if err := tx.Commit(); err == nil {
+		t.Error("the stalled transaction committed after its session was ended")
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT n FROM counter WHERE id = 1`).Scan(&n); err != nil || n != 10 {
+		t.Errorf("n = %d (%v), want 10: the stalled transaction rolled back", n, err)
+	}
+}
