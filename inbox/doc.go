@@ -16,16 +16,19 @@
 //     the consumer's database, acknowledged, and applied right after its
 //     predecessor, in the same transaction, by the handler of its own type.
 //     Concurrent consumer instances are ordered by a row lock per aggregate.
-//   - Bad input loses nothing and blocks nothing: a malformed envelope (bad
-//     JSON, missing id or type, an attribute that is not a CloudEvents
-//     String, such as an id holding U+0000) or an event type the consumer
-//     has no handler for goes to the dead-letter stream with the reason at
-//     once; a handler's [Permanent] error does too, and a handler's
-//     panic (its transaction rolled back, the events batched with it
-//     applied as if it had not been there), and so does the
+//   - Bad input loses nothing and holds back only its own aggregate: a
+//     malformed envelope (bad JSON, missing id or type, an attribute that
+//     is not a CloudEvents String, such as an id holding U+0000) or an
+//     event type the consumer has no handler for goes to the dead-letter
+//     stream with the reason at once; so do a handler's [Permanent]
+//     error, a handler's panic (its transaction rolled back, the events
+//     batched with it applied as if it had not been there) and the
 //     database refusing a value the event carries (a number out of range,
 //     say: [sqldb.IsDataError]); any other error is retried with backoff
-//     and dead-lettered after the maximum deliveries.
+//     and dead-lettered after the maximum deliveries. The aggregate's
+//     later events wait, parked, for the dead-lettered one until it is
+//     redriven once its cause is fixed (natsjs.Broker.Redrive, `sysops
+//     dlq redrive`) or given up on ([Consumer.SkipGap]).
 //   - An outage of the consumer's own database is nobody's message's
 //     fault: when a transaction fails and the database does not answer a
 //     ping, a [Consumer] holds the messages it has (the broker consumer

@@ -446,6 +446,71 @@ func TestConsumerWaitsOutADatabaseOutage(t *testing.T) {
 	}
 }
 
+// TestRedriveReleasesTheAggregate: an event its handler refuses goes to
+// the dead-letter stream, and its aggregate's later events wait, parked,
+// for it. Once the handler is fixed, redriving the dead letter applies it
+// and releases what waited, in order.
+func TestRedriveReleasesTheAggregate(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t, sqldb.SQLite)
+	b := brokertest.Connect(t, brokertest.RunServer(t))
+	if err := b.EnsureStream(ctx, natsjs.ServiceStream("test")); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	fixed := false
+	startConsumer(t, db, b, inbox.Config{Name: "redrive", Stream: "SYSOPS_TEST",
+		Handlers: map[string]inbox.ApplyFunc{"sysops.test.happened.v1": func(ctx context.Context, tx *sql.Tx, e sysops.Event) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if e.ID == "a2" && !fixed {
+				return inbox.Permanent(errors.New("priority must be low, medium, high or critical"))
+			}
+			return record(ctx, tx, e)
+		}}})
+	for i := 1; i <= 3; i++ {
+		m, err := natsjs.EventMessage(ev(fmt.Sprint("a", i), "A", int64(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Publish(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dl := brokertest.WaitDeadLetters(t, b, 1)[0]
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		parked, err := inbox.ListParked(ctx, db, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(parked) == 1 && parked[0].Waiting == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("parked = %+v, want a3 waiting for #2", parked)
+		}
+	}
+	if got := fmt.Sprint(effects(t, db)); got != "[a1]" {
+		t.Fatalf("effects = %s, want [a1] while a2 is dead-lettered", got)
+	}
+	mu.Lock()
+	fixed = true
+	mu.Unlock()
+	if _, err := b.Redrive(ctx, dl.DLQSequence); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got := fmt.Sprint(effects(t, db))
+		if got == "[a1 a2 a3]" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("effects after the redrive = %s, want [a1 a2 a3]", got)
+		}
+	}
+	nothingParked(t, db)
+}
+
 // TestHandlerPanicIsolated: a handler that panics on one event of a batch
 // costs only that event, dead-lettered with the panic as its reason; the
 // events batched with it take effect once, and nothing crashes.

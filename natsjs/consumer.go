@@ -598,20 +598,99 @@ func (b *Broker) DeadLetters(ctx context.Context, after uint64, limit int) ([]De
 		if err != nil {
 			return out, fmt.Errorf("natsjs: dead letter %d: %w", seq, err)
 		}
-		h := raw.Header
-		dl := DeadLetter{
-			Message:     Message{ID: h.Get(DlqMessageID), Subject: raw.Subject, Header: h, Data: raw.Data},
-			Reason:      h.Get(DlqReason),
-			Subject:     h.Get(DlqSubject),
-			Stream:      h.Get(DlqStream),
-			Consumer:    h.Get(DlqConsumer),
-			OriginalID:  h.Get(DlqMessageID),
-			DLQSequence: raw.Sequence,
-		}
-		dl.Sequence, _ = strconv.ParseUint(h.Get(DlqSequence), 10, 64)
-		dl.Deliveries, _ = strconv.Atoi(h.Get(DlqDeliveries))
-		dl.Time, _ = time.Parse(time.RFC3339Nano, h.Get(DlqTime))
-		out = append(out, dl)
+		out = append(out, deadLetterOf(raw))
 	}
 	return out, nil
+}
+
+func deadLetterOf(raw *jetstream.RawStreamMsg) DeadLetter {
+	h := raw.Header
+	dl := DeadLetter{
+		Message:     Message{ID: h.Get(DlqMessageID), Subject: raw.Subject, Header: h, Data: raw.Data},
+		Reason:      h.Get(DlqReason),
+		Subject:     h.Get(DlqSubject),
+		Stream:      h.Get(DlqStream),
+		Consumer:    h.Get(DlqConsumer),
+		OriginalID:  h.Get(DlqMessageID),
+		DLQSequence: raw.Sequence,
+	}
+	dl.Sequence, _ = strconv.ParseUint(h.Get(DlqSequence), 10, 64)
+	dl.Deliveries, _ = strconv.Atoi(h.Get(DlqDeliveries))
+	dl.Time, _ = time.Parse(time.RFC3339Nano, h.Get(DlqTime))
+	return dl
+}
+
+// readDeadLetter reads dead letter seq (its DLQSequence); one that is not
+// there is an error naming it.
+func (b *Broker) readDeadLetter(ctx context.Context, seq uint64) (jetstream.Stream, DeadLetter, error) {
+	stream, err := b.js.Stream(ctx, b.cfg.DeadLetterStream)
+	if err != nil {
+		return nil, DeadLetter{}, fmt.Errorf("natsjs: dead letters: %w", err)
+	}
+	raw, err := stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, DeadLetter{}, fmt.Errorf("natsjs: no dead letter %d in %s (redriven or discarded already?)", seq, b.cfg.DeadLetterStream)
+	}
+	if err != nil {
+		return nil, DeadLetter{}, fmt.Errorf("natsjs: dead letter %d: %w", seq, err)
+	}
+	return stream, deadLetterOf(raw), nil
+}
+
+// Redrive sends dead letter seq (its DLQSequence) back to the subject it
+// came from, with its original headers and data, for the consumers to
+// take again once its cause is fixed (a handler corrected, a value now
+// accepted), and removes it from the dead-letter stream. It goes as a new
+// message, id "redrive:<seq>:<first id>" (the first message's id, however
+// often it was redriven before), so that the stream does not
+// drop it as a copy of the original; a redrive repeated (say, after a
+// crash between the two steps) is stored once, within the duplicate
+// window. The event it carries keeps its own id, by which the inbox drops
+// it in the consumers that applied it before. It returns the dead letter
+// redriven.
+func (b *Broker) Redrive(ctx context.Context, seq uint64) (DeadLetter, error) {
+	stream, dl, err := b.readDeadLetter(ctx, seq)
+	if err != nil {
+		return DeadLetter{}, err
+	}
+	if dl.Subject == "" {
+		return dl, fmt.Errorf("natsjs: dead letter %d does not say which subject it came from (no %s header)", seq, DlqSubject)
+	}
+	h := nats.Header{}
+	for k, v := range dl.Header {
+		if !strings.HasPrefix(k, "Sysops-Dlq-") && k != jetstream.MsgIDHeader {
+			h[k] = append([]string(nil), v...)
+		}
+	}
+	// Named after the first message's id, however often it was redriven.
+	root := dl.OriginalID
+	for strings.HasPrefix(root, "redrive:") {
+		_, rest, _ := strings.Cut(strings.TrimPrefix(root, "redrive:"), ":")
+		root = rest
+	}
+	id := fmt.Sprintf("redrive:%d:%s", seq, root)
+	if _, err := b.Publish(ctx, Message{ID: id, Subject: dl.Subject, Header: h, Data: dl.Data}); err != nil {
+		return dl, fmt.Errorf("natsjs: redrive dead letter %d: %w", seq, err)
+	}
+	if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return dl, fmt.Errorf("natsjs: redrove dead letter %d, but could not remove it: %w", seq, err)
+	}
+	b.logger.InfoContext(ctx, "natsjs: dead letter redriven", "dlq_sequence", seq, "subject", dl.Subject, "id", dl.OriginalID)
+	return dl, nil
+}
+
+// DiscardDeadLetter removes dead letter seq for good: someone settled it
+// by hand, or decided it needs nothing.
+func (b *Broker) DiscardDeadLetter(ctx context.Context, seq uint64) error {
+	stream, _, err := b.readDeadLetter(ctx, seq)
+	if err != nil {
+		return err
+	}
+	if err := stream.DeleteMsg(ctx, seq); err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return fmt.Errorf("natsjs: no dead letter %d in %s (redriven or discarded already?)", seq, b.cfg.DeadLetterStream)
+		}
+		return fmt.Errorf("natsjs: discard dead letter %d: %w", seq, err)
+	}
+	return nil
 }

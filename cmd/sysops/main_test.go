@@ -499,19 +499,32 @@ func TestServeFindsPeersStartedLater(t *testing.T) {
 	}
 }
 
+// upWithBroker starts sysops up in a data directory of its own and
+// connects to its broker; run runs a sysops command on that directory
+// and returns its combined output.
+func upWithBroker(t *testing.T) (p *proc, services map[string]string, b *natsjs.Broker, run func(args ...string) (string, error)) {
+	t.Helper()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	p = start(t, "up", "--data-dir", dataDir, "--addr", "127.0.0.1:0")
+	services = p.table(t)
+	b, err := natsjs.Connect(context.Background(), natsjs.Config{URL: services["nats"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return p, services, b, func(args ...string) (string, error) {
+		t.Helper()
+		out, err := exec.Command(binary, append(args, "--data-dir", dataDir)...).CombinedOutput()
+		return string(out), err
+	}
+}
+
 // TestInboxCommands: an audit record that arrives ahead of its
 // predecessor is parked; "inbox list" shows it, "inbox skip" has the
 // running audit service give up on the missing one and apply it.
 func TestInboxCommands(t *testing.T) {
 	ctx := context.Background()
-	dataDir := filepath.Join(t.TempDir(), "data")
-	p := start(t, "up", "--data-dir", dataDir, "--addr", "127.0.0.1:0")
-	services := p.table(t)
-	b, err := natsjs.Connect(ctx, natsjs.Config{URL: services["nats"]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	p, services, b, run := upWithBroker(t)
 	data := `{"id":"r2","service":"billing","actor":"alice","action":"billing.charged","entity_type":"account","entity_id":"a1","at":"2026-11-24T00:00:00Z"}`
 	m, err := natsjs.EventMessage(sysops.Event{ID: "r2", Source: "/test", Type: "sysops.audit.recorded.v1", Data: json.RawMessage(data),
 		AggregateType: "audit", AggregateID: "billing/account/a1", Sequence: 2})
@@ -520,11 +533,6 @@ func TestInboxCommands(t *testing.T) {
 	}
 	if _, err := b.Publish(ctx, m); err != nil {
 		t.Fatal(err)
-	}
-	run := func(args ...string) (string, error) {
-		t.Helper()
-		out, err := exec.Command(binary, append(args, "--data-dir", dataDir)...).CombinedOutput()
-		return string(out), err
 	}
 	var out string
 	for range 100 {
@@ -564,6 +572,77 @@ func TestInboxCommands(t *testing.T) {
 	}
 	if out, err := run("inbox", "skip", "audit", "x"); err == nil || !strings.Contains(out, "skip on audit") {
 		t.Errorf("skip with the system down: %v\n%s", err, out)
+	}
+}
+
+// TestDLQCommands: a message the audit consumer cannot take is listed by
+// "dlq list" with the reason; "dlq redrive" sends it back to its subject,
+// where the consumer takes it again (still malformed, it is dead-lettered
+// anew); "dlq discard --all" drops what is left. The broker is found
+// through the data directory's topology file.
+func TestDLQCommands(t *testing.T) {
+	ctx := context.Background()
+	p, _, b, run := upWithBroker(t)
+	if _, err := b.Publish(ctx, natsjs.Message{ID: "garbled-1", Subject: "sysops.audit.recorded", Data: []byte(`{"not":`)}); err != nil {
+		t.Fatal(err)
+	}
+	// waitList waits until "dlq list" shows n dead letters and returns it.
+	waitList := func(n int) string {
+		t.Helper()
+		var out string
+		for range 100 {
+			var err error
+			if out, err = run("dlq", "list"); err != nil {
+				t.Fatalf("dlq list: %v\n%s", err, out)
+			}
+			if strings.Contains(out, fmt.Sprintf("\n%d dead letter(s)", n)) {
+				return out
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("dlq list never showed %d dead letters:\n%s", n, out)
+		return ""
+	}
+	out := waitList(1)
+	for _, want := range []string{"audit", "sysops.audit.recorded", "garbled-1", "malformed envelope"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dlq list lacks %q:\n%s", want, out)
+		}
+	}
+	dls, err := b.DeadLetters(ctx, 0, 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters = %v, %v", dls, err)
+	}
+	first := fmt.Sprint(dls[0].DLQSequence)
+	if out, err := run("dlq", "redrive", first); err != nil || !strings.Contains(out, "1 dead letter(s) redriven") {
+		t.Fatalf("dlq redrive: %v\n%s", err, out)
+	}
+	// Taken again and refused again: a new dead letter, the first gone.
+	out = waitList(1)
+	dls, err = b.DeadLetters(ctx, 0, 10)
+	if err != nil || len(dls) != 1 || fmt.Sprint(dls[0].DLQSequence) == first || dls[0].OriginalID != "redrive:"+first+":garbled-1" {
+		t.Fatalf("after the redrive: %+v (%v), want one new dead letter of the redriven message\n%s", dls, err, out)
+	}
+	second := fmt.Sprint(dls[0].DLQSequence)
+	if out, err := run("dlq", "redrive", first); err == nil || !strings.Contains(out, "no dead letter "+first) {
+		t.Errorf("redrive of a dead letter gone: %v\n%s", err, out)
+	}
+	// Redriven again, it keeps the first message's id in its own.
+	if out, err := run("dlq", "redrive", "--all"); err != nil || !strings.Contains(out, "1 dead letter(s) redriven") {
+		t.Fatalf("dlq redrive --all: %v\n%s", err, out)
+	}
+	if out = waitList(1); !strings.Contains(out, "redrive:"+second+":garbled-1") {
+		t.Errorf("after the second redrive:\n%s", out)
+	}
+	if out, err := run("dlq", "discard"); err == nil || !strings.Contains(out, "--all") {
+		t.Errorf("discard of nothing named: %v\n%s", err, out)
+	}
+	if out, err := run("dlq", "discard", "--all"); err != nil || !strings.Contains(out, "1 dead letter(s) discarded") {
+		t.Errorf("dlq discard --all: %v\n%s", err, out)
+	}
+	waitList(0)
+	if err := p.stop(t, os.Interrupt); err != nil {
+		t.Fatalf("up exited with %v", err)
 	}
 }
 

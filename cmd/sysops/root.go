@@ -92,7 +92,7 @@ func newRootCmd() *cobra.Command {
 
 	pf.StringVar(&o.replicas, "nats-replicas", envOr("SYSOPS_NATS_REPLICAS", ""), "replicas of every stream on an external NATS cluster, 1 to 5; default: 3 on a cluster of three or more nodes, else 1 (SYSOPS_NATS_REPLICAS)")
 
-	root.AddCommand(newUpCmd(&o), newServeCmd(&o), newOutboxCmd(&o), newInboxCmd(&o), newBenchCmd(&o), newSeedCmd(&o), newSagaCmd(&o), newVersionCmd())
+	root.AddCommand(newUpCmd(&o), newServeCmd(&o), newOutboxCmd(&o), newInboxCmd(&o), newDLQCmd(&o), newBenchCmd(&o), newSeedCmd(&o), newSagaCmd(&o), newVersionCmd())
 	refuseUnknownSubcommands(root)
 	return root
 }
