@@ -436,7 +436,9 @@ func TestConsumerWaitsOutADatabaseOutage(t *testing.T) {
 	// The outage lasts 2 s: a hundred times what two deliveries 10 ms
 	// apart take, and twice AckWait.
 	time.Sleep(2 * time.Second)
-	proxy.Restore()
+	if err := proxy.Restore(); err != nil {
+		t.Fatal(err)
+	}
 	waitEffects("[a1 a2 a3 a4]")
 	if dls, err := b.DeadLetters(ctx, 0, 10); err != nil || len(dls) != 0 {
 		t.Errorf("dead letters after the outage: %d (%v), want none", len(dls), err)

@@ -929,7 +929,9 @@ func TestRelayRidesOutADatabaseOutage(t *testing.T) {
 	drained(1)
 	proxy.Cut()
 	time.Sleep(time.Second)
-	proxy.Restore()
+	if err := proxy.Restore(); err != nil {
+		t.Fatal(err)
+	}
 	write(t, db, event("a2", "A"))
 	drained(2)
 	if n := statusCount(t, db, outbox.StatusDead) + statusCount(t, db, outbox.StatusPending); n != 0 {

@@ -659,7 +659,9 @@ func TestLogOutage(t *testing.T) {
 	atCut := len(rec.got())
 	time.Sleep(2 * time.Second)
 	atRestore := len(rec.got())
-	proxy.Restore()
+	if err := proxy.Restore(); err != nil {
+		t.Fatal(err)
+	}
 	if atRestore >= 3*len(ids) {
 		t.Fatalf("all %d steps ran before the log came back: the outage hit no saga in flight", atRestore)
 	}

@@ -35,7 +35,7 @@ func newBenchCmd(o *options) *cobra.Command {
 	var phases string
 	ob := &cobra.Command{
 		Use:   "outbox",
-		Short: "Outbox end to end: throughput vs no outbox, commit-to-effect latency, backlog drain",
+		Short: "Outbox end to end: throughput vs no outbox, commit-to-effect latency, backlog drain, broker outage",
 		Long: `Runs the transactional outbox end to end on this machine: writers commit
 one business row and one event per transaction, the relay publishes to
 JetStream, and a consumer applies each event's effect through the inbox in
@@ -44,7 +44,11 @@ its own database. Measures, in one run:
   - throughput with the outbox (commit to effect committed) against the same
     writers with no outbox at all;
   - commit-to-effect latency p50/p99/max at a fixed offered load;
-  - how fast one relay drains a backlog of pending rows.
+  - how fast one relay drains a backlog of pending rows;
+  - the broker going away (every connection to it cut, through a proxy)
+    for --outage while writers go on at --rate: how many events commit
+    meanwhile, how soon after its return they are all applied, the
+    longest commit-to-effect time, and the rows left dead.
 
 SQLite files in a temporary directory by default; with --postgres, the
 databases sysops_bench_producer and sysops_bench_consumer on that server.
@@ -91,10 +95,11 @@ JetStream is embedded unless --nats names a server.`,
 	f := ob.Flags()
 	f.IntVar(&cfg.Writers, "writers", 8, "concurrent business writers")
 	f.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each throughput phase")
-	f.IntVar(&cfg.Rate, "rate", 1000, "offered load of the latency phase, events/s")
+	f.IntVar(&cfg.Rate, "rate", 1000, "offered load of the latency and outage phases, events/s")
 	f.DurationVar(&cfg.LatencyDuration, "latency-duration", 5*time.Second, "length of the latency phase")
 	f.IntVar(&cfg.Backlog, "backlog", 100_000, "pending rows in the drain phase")
-	f.StringVar(&phases, "phases", "", "comma-separated subset of throughput,latency,drain (default all)")
+	f.DurationVar(&cfg.Outage, "outage", 5*time.Second, "how long the broker is away in the outage phase")
+	f.StringVar(&phases, "phases", "", "comma-separated subset of throughput,latency,drain,outage (default all)")
 	cmd.AddCommand(ob, newSagaBenchCmd(o))
 	return cmd
 }
@@ -107,7 +112,7 @@ func benchFlagError(err error) error {
 		return err
 	}
 	flag := map[string]string{"Writers": "--writers", "Duration": "--duration", "Rate": "--rate",
-		"LatencyDuration": "--latency-duration", "Backlog": "--backlog", "Phases": "--phases"}[se.Setting]
+		"LatencyDuration": "--latency-duration", "Backlog": "--backlog", "Outage": "--outage", "Phases": "--phases"}[se.Setting]
 	if flag == "" {
 		return err
 	}

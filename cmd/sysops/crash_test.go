@@ -396,7 +396,9 @@ func outageUnderClients(t *testing.T, mode string) {
 		time.Sleep(time.Duration(100+rand.IntN(300)) * time.Millisecond)
 		proxy.Cut()
 		time.Sleep(1500 * time.Millisecond)
-		proxy.Restore()
+		if err := proxy.Restore(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	wg.Wait()
 	checkAfterCrashes(t, g, services, cs)

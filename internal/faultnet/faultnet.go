@@ -1,10 +1,11 @@
 // Package faultnet puts a TCP proxy on loopback between a client and a
-// real server, so that a test can cut the connection as a server outage
-// would (every open connection reset, new ones refused) and restore it on
-// the same address.
+// real server, so that a test or a bench can cut the connection as a
+// server outage would (every open connection reset, new ones refused) and
+// restore it on the same address.
 package faultnet
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -13,30 +14,37 @@ import (
 
 // Proxy forwards connections from its address to a target.
 type Proxy struct {
-	t      testing.TB
 	target string
 	addr   string
 
-	mu    sync.Mutex
-	ln    net.Listener // nil while cut
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	ln     net.Listener // nil while cut
+	closed bool
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
 }
 
-// Start listens on a free loopback port and forwards every connection to
-// target (host:port) until the test ends.
-func Start(t testing.TB, target string) *Proxy {
-	t.Helper()
+// Listen listens on a free loopback port and forwards every connection
+// to target (host:port) until Close.
+func Listen(target string) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("faultnet: listen: %v", err)
+		return nil, fmt.Errorf("faultnet: listen: %w", err)
 	}
-	p := &Proxy{t: t, target: target, addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}}
+	p := &Proxy{target: target, addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}}
 	p.serve(ln)
-	t.Cleanup(func() {
-		p.Cut()
-		p.wg.Wait()
-	})
+	return p, nil
+}
+
+// Start is Listen for a test: it fails the test if the proxy cannot
+// listen, and closes the proxy when the test ends.
+func Start(tb testing.TB, target string) *Proxy {
+	tb.Helper()
+	p, err := Listen(target)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(p.Close)
 	return p
 }
 
@@ -58,14 +66,30 @@ func (p *Proxy) Cut() {
 	clear(p.conns)
 }
 
-// Restore accepts connections again on the same address.
-func (p *Proxy) Restore() {
-	p.t.Helper()
+// Restore accepts connections again on the same address. It fails if
+// something else took the port meanwhile, or the proxy is closed.
+func (p *Proxy) Restore() error {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return fmt.Errorf("faultnet: proxy %s is closed", p.addr)
+	}
 	ln, err := net.Listen("tcp", p.addr)
 	if err != nil {
-		p.t.Fatalf("faultnet: listen again on %s: %v", p.addr, err)
+		return fmt.Errorf("faultnet: listen again on %s: %w", p.addr, err)
 	}
 	p.serve(ln)
+	return nil
+}
+
+// Close cuts the proxy for good and waits for its goroutines.
+func (p *Proxy) Close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.Cut()
+	p.wg.Wait()
 }
 
 func (p *Proxy) serve(ln net.Listener) {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/inbox"
+	"github.com/sysops-squad/sysops/internal/faultnet"
 	"github.com/sysops-squad/sysops/lab/cpu"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/outbox"
@@ -46,7 +47,11 @@ type Config struct {
 	LatencyDuration time.Duration
 	// Backlog is the number of pending rows drained. Default 100,000.
 	Backlog int
-	// Phases to run: any of "throughput", "latency", "drain". Default all.
+	// Outage is how long the broker is away in the outage phase, while
+	// writers go on at Rate. Default 5 s.
+	Outage time.Duration
+	// Phases to run: any of "throughput", "latency", "drain", "outage".
+	// Default all.
 	Phases []string
 }
 
@@ -56,6 +61,7 @@ func (c *Config) defaults() {
 	c.Rate = cmp.Or(c.Rate, 1000)
 	c.LatencyDuration = cmp.Or(c.LatencyDuration, 5*time.Second)
 	c.Backlog = cmp.Or(c.Backlog, 100_000)
+	c.Outage = cmp.Or(c.Outage, 5*time.Second)
 	if len(c.Phases) == 0 {
 		c.Phases = slices.Clone(phases)
 	}
@@ -81,6 +87,7 @@ func (c Config) Validate() error {
 		{"Rate", c.Rate < 0},
 		{"LatencyDuration", c.LatencyDuration < 0},
 		{"Backlog", c.Backlog < 0},
+		{"Outage", c.Outage < 0},
 	} {
 		if f.bad {
 			return &SettingError{Setting: f.name, Problem: "must not be negative"}
@@ -95,7 +102,7 @@ func (c Config) Validate() error {
 }
 
 // phases are the bench's phases, in the order they run by default.
-var phases = []string{"throughput", "latency", "drain"}
+var phases = []string{"throughput", "latency", "drain", "outage"}
 
 // Report holds the measured figures.
 type Report struct {
@@ -109,6 +116,14 @@ type Report struct {
 	Max      time.Duration
 	Latency  int // events in the latency phase
 	Drain    float64
+	// The outage phase: the broker away for OutageFor while writers went
+	// on; OutageWritten events committed meanwhile (of OutageEvents in the
+	// phase), all applied OutageRecovery after the broker came back;
+	// OutageMax is the longest commit-to-effect time; OutageDead the rows
+	// dead at the end.
+	OutageFor, OutageRecovery, OutageMax time.Duration
+	OutageWritten, OutageEvents          int
+	OutageDead                           int
 	// The whole machine's CPU time (writers, relay, consumer, database
 	// server, broker) per transaction or event of each throughput phase,
 	// and its share of the cores; zero where the machine cannot be read.
@@ -141,6 +156,12 @@ func (r Report) Print(w io.Writer) {
 	if r.Drain > 0 {
 		fmt.Fprintf(w, "  backlog drain (relay -> JetStream acked):      %9.0f events/s\n", r.Drain)
 	}
+	if r.OutageEvents > 0 {
+		fmt.Fprintf(w, "  broker away for %v (writers on):              %d events committed meanwhile, no write failed; all applied %v after it came back;\n"+
+			"                                                 commit -> effect max %v over %d events; %d rows dead\n",
+			r.OutageFor, r.OutageWritten, r.OutageRecovery.Round(10*time.Millisecond), r.OutageMax.Round(10*time.Millisecond),
+			r.OutageEvents, r.OutageDead)
+	}
 }
 
 type bench struct {
@@ -151,8 +172,9 @@ type bench struct {
 	seq      atomic.Int64
 
 	mu        sync.Mutex
-	committed map[string]time.Time // event id → business commit time (latency phase)
+	committed map[string]time.Time // event id → business commit time (latency and outage phases)
 	latencies []time.Duration
+	appliedAt map[string]time.Time // event id → effect commit time, when tracked (outage phase)
 	effects   atomic.Int64
 }
 
@@ -210,6 +232,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			}
 		case "drain":
 			if rep.Drain, err = b.drain(ctx); err != nil {
+				return rep, err
+			}
+		case "outage":
+			if err := b.outage(ctx, &rep); err != nil {
 				return rep, err
 			}
 		}
@@ -381,15 +407,20 @@ func (b *bench) writesAlone(ctx context.Context) (float64, int, cpu.Usage, error
 // previous phase's stopped (the same durable and inbox records); stop
 // stops both.
 func (b *bench) pipeline(ctx context.Context) (stop func(), err error) {
+	return b.pipelineOn(ctx, b.broker)
+}
+
+// pipelineOn is pipeline with its relay and consumer on broker.
+func (b *bench) pipelineOn(ctx context.Context, broker *natsjs.Broker) (stop func(), err error) {
 	b.effects.Store(0)
-	relay, err := outbox.NewRelay(b.producer, b.broker, outbox.RelayConfig{Retention: -1})
+	relay, err := outbox.NewRelay(b.producer, broker, outbox.RelayConfig{Retention: -1})
 	if err != nil {
 		return nil, err
 	}
 	if err := relay.Start(ctx); err != nil {
 		return nil, err
 	}
-	c, err := inbox.NewConsumer(b.consumer, b.broker, inbox.Config{
+	c, err := inbox.NewConsumer(b.consumer, broker, inbox.Config{
 		Name: "bench", Stream: stream, MaxBatch: 512,
 		Handlers: map[string]inbox.ApplyFunc{eventType: b.apply},
 	})
@@ -416,6 +447,9 @@ func (b *bench) apply(ctx context.Context, tx *sql.Tx, ev sysops.Event) error {
 		if t, ok := b.committed[id]; ok {
 			b.latencies = append(b.latencies, now.Sub(t))
 			delete(b.committed, id)
+		}
+		if b.appliedAt != nil {
+			b.appliedAt[id] = now
 		}
 		b.mu.Unlock()
 	})
@@ -488,6 +522,110 @@ func (b *bench) latency(ctx context.Context, rep *Report) error {
 	rep.P99 = lat[min(len(lat)-1, len(lat)*99/100)]
 	rep.Max = lat[len(lat)-1]
 	return nil
+}
+
+// outage runs the relay and the consumer on a broker connection through a
+// proxy (the other phases' connection stays direct), writers at Rate, and
+// cuts the proxy for Outage a second into the phase: every connection to
+// the broker reset, new ones refused, as when the broker goes away. The
+// writers go on two seconds after it comes back; then every effect is
+// waited for.
+func (b *bench) outage(ctx context.Context, rep *Report) error {
+	addr := strings.TrimPrefix(strings.Split(b.cfg.NATSURL, ",")[0], "nats://")
+	proxy, err := faultnet.Listen(addr)
+	if err != nil {
+		return err
+	}
+	defer proxy.Close()
+	broker, err := natsjs.Connect(ctx, natsjs.Config{URL: "nats://" + proxy.Addr(), Name: "outboxbench-outage"})
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	stop, err := b.pipelineOn(ctx, broker)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	b.mu.Lock()
+	b.latencies, b.appliedAt = nil, map[string]time.Time{}
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.appliedAt = nil
+		b.mu.Unlock()
+	}()
+
+	var mu sync.Mutex
+	var cutAt, backAt time.Time
+	var during []string // events committed while the broker was away
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := b.writers(wctx, relayed, b.cfg.Rate, func(id string, at time.Time) {
+			b.mu.Lock()
+			b.committed[id] = at
+			b.mu.Unlock()
+			mu.Lock()
+			if !cutAt.IsZero() && backAt.IsZero() {
+				during = append(during, id)
+			}
+			mu.Unlock()
+		})
+		done <- result{n, err}
+	}()
+	sleep := func(d time.Duration) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+			return nil
+		}
+	}
+	if err := sleep(time.Second); err != nil {
+		return err
+	}
+	mu.Lock()
+	cutAt = time.Now()
+	mu.Unlock()
+	proxy.Cut()
+	if err := sleep(b.cfg.Outage); err != nil {
+		return err
+	}
+	if err := proxy.Restore(); err != nil {
+		return err
+	}
+	mu.Lock()
+	backAt = time.Now()
+	mu.Unlock()
+	if err := sleep(2 * time.Second); err != nil {
+		return err
+	}
+	cancel()
+	res := <-done
+	if res.err != nil {
+		return fmt.Errorf("outboxbench: a write failed with the broker away: %w", res.err)
+	}
+	if err := b.waitEffects(ctx, int64(res.n)); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	rep.OutageFor, rep.OutageEvents, rep.OutageWritten = b.cfg.Outage, res.n, len(during)
+	for _, id := range during {
+		if at, ok := b.appliedAt[id]; ok && at.Sub(backAt) > rep.OutageRecovery {
+			rep.OutageRecovery = at.Sub(backAt)
+		}
+	}
+	for _, l := range b.latencies {
+		rep.OutageMax = max(rep.OutageMax, l)
+	}
+	return b.producer.QueryRowContext(ctx, `SELECT count(*) FROM outbox WHERE status = 'dead'`).Scan(&rep.OutageDead)
 }
 
 // drain fills the outbox with a backlog while no relay runs, then times

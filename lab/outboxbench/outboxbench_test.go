@@ -30,12 +30,18 @@ func TestRunSmall(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		cfg := config(t, d)
 		cfg.Writers, cfg.Duration, cfg.Rate, cfg.LatencyDuration, cfg.Backlog = 2, 300*time.Millisecond, 200, 300*time.Millisecond, 2000
+		cfg.Outage = 500 * time.Millisecond
 		rep, err := outboxbench.Run(context.Background(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if rep.Baseline <= 0 || rep.Writes <= 0 || rep.EndToEnd <= 0 || rep.Events == 0 || rep.Latency == 0 || rep.P99 < rep.P50 || rep.Drain <= 0 {
 			t.Errorf("incomplete report: %+v", rep)
+		}
+		// The outage phase: writes went on while the broker was away, and
+		// everything they wrote took effect, nothing dead.
+		if rep.OutageWritten == 0 || rep.OutageEvents <= rep.OutageWritten || rep.OutageRecovery <= 0 || rep.OutageDead != 0 {
+			t.Errorf("outage phase: %+v", rep)
 		}
 		// The machine's CPU per transaction or event is read where it can
 		// be (Linux), and printed.
