@@ -84,18 +84,6 @@ func Spec() host.Spec { return SpecWith(Config{}) }
 
 // SpecWith describes the service configured by cfg.
 func SpecWith(cfg Config) host.Spec {
-	if cfg.Wait <= 0 {
-		cfg.Wait = 10 * time.Second
-	}
-	if cfg.Deadline <= 0 {
-		cfg.Deadline = 30 * time.Second
-	}
-	if cfg.StepTimeout <= 0 {
-		cfg.StepTimeout = 3 * time.Second
-	}
-	if cfg.Retry.MaxAttempts <= 0 {
-		cfg.Retry = saga.RetryPolicy{MaxAttempts: 4, Initial: 50 * time.Millisecond, Max: time.Second}
-	}
 	return host.Spec{
 		Name: Name, Migrations: saga.Migrations(), Streams: svc.Streams(Name),
 		Start: func(ctx context.Context, deps host.Deps) (http.Handler, error) {
@@ -137,6 +125,20 @@ type Service struct {
 func New(db *sqldb.DB, peers svc.Peers, cfg Config, logger *slog.Logger) (*Service, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	// The defaults live here, not in SpecWith alone: a bench or a test that
+	// builds the service with New runs the workflows the system runs.
+	if cfg.Wait <= 0 {
+		cfg.Wait = 10 * time.Second
+	}
+	if cfg.Deadline <= 0 {
+		cfg.Deadline = 30 * time.Second
+	}
+	if cfg.StepTimeout <= 0 {
+		cfg.StepTimeout = 3 * time.Second
+	}
+	if cfg.Retry.MaxAttempts <= 0 {
+		cfg.Retry = saga.RetryPolicy{MaxAttempts: 4, Initial: 50 * time.Millisecond, Max: time.Second}
 	}
 	cfg.Saga.Logger = logger
 	s := &Service{db: db, cfg: cfg, logger: logger,
