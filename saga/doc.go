@@ -112,6 +112,16 @@
 // and 763 sagas/s at 2.24-2.29 ms of machine CPU a saga, compensated 562
 // and 633, batches of 6.0-6.3 calls.
 //
+// The outage scenario (--outage D, 3 s by default) cuts the assignment
+// participant off while sagas run at the largest concurrency. On a slow
+// day (PostgreSQL, concurrency 16): away 10 s, 399 of 399 sagas committed,
+// the longest 10.3 s, and those begun before its return all ended 0.25 s
+// after it; away 40 s, the 16 sagas in flight passed their 30 s deadline
+// and compensated, their release waiting for the participant (ended 0.6 s
+// after its return), and the 378 others committed; none needed
+// attention. The circuit breaker is why a short outage costs time rather
+// than compensations: the calls it refuses use no retry budget.
+//
 // # Why 1,500 sagas/s is out of reach here
 //
 // Batching cannot close the gap at concurrency 64. Most of what a

@@ -144,13 +144,17 @@ func newSagaBenchCmd(o *options) *cobra.Command {
 	var levels string
 	sb := &cobra.Command{
 		Use:   "saga",
-		Short: "The create-ticket saga with its real participants: sagas/s and latency by concurrency, committed and compensated",
+		Short: "The create-ticket saga with its real participants: sagas/s and latency by concurrency, committed and compensated, and a participant outage",
 		Long: `Runs the create-ticket saga against its real participants — ticket,
 customer and assignment (with location for their zip copies), each with its
 own database, called over loopback HTTP — with the orchestrator logging
 every step in its own database. For each concurrency it prints completed
 sagas per second and p50/p99 latency, for sagas that commit and for sagas
-whose assignment is refused (the steps before it compensated).
+whose assignment is refused (the steps before it compensated). Then the
+assignment participant goes away (every connection to it cut) for
+--outage while sagas run at the largest concurrency: it prints how the
+sagas begun around it ended (committed, compensated, needing attention),
+the longest one, and how soon after its return the last one ended.
 
 SQLite files in a temporary directory by default; with --postgres, fresh
 databases sysops_bench_saga_<service> on that server, dropped afterwards.
@@ -160,6 +164,9 @@ JetStream is embedded unless --nats names a server.`,
 			ctx := cmd.Context()
 			if cfg.Duration <= 0 {
 				return fmt.Errorf("--duration %v: want a positive length", cfg.Duration)
+			}
+			if cfg.Outage < 0 {
+				return fmt.Errorf("--outage %v: want a length, or 0 to skip the outage scenario", cfg.Outage)
 			}
 			tmp, err := os.MkdirTemp("", "sysops-bench")
 			if err != nil {
@@ -208,5 +215,6 @@ JetStream is embedded unless --nats names a server.`,
 	}
 	sb.Flags().StringVar(&levels, "concurrency", "1,16,64", "sagas in flight, one level per number")
 	sb.Flags().DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each level")
+	sb.Flags().DurationVar(&cfg.Outage, "outage", 3*time.Second, "how long the assignment participant is away in the outage scenario; 0 skips it")
 	return sb
 }

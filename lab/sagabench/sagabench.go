@@ -4,7 +4,9 @@
 // loopback HTTP, and the orchestrator logging every step in its own
 // database. It measures completed sagas per second and their latency at
 // several concurrencies, for sagas that commit and for sagas whose
-// assignment is refused, so that the steps before it are compensated.
+// assignment is refused, so that the steps before it are compensated;
+// and, with Config.Outage, how sagas end when the assignment participant
+// goes away for a while under load.
 package sagabench
 
 import (
@@ -13,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"sort"
 	"strings"
@@ -20,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sysops-squad/sysops/internal/faultnet"
 	"github.com/sysops-squad/sysops/internal/host"
 	"github.com/sysops-squad/sysops/internal/svc"
 	"github.com/sysops-squad/sysops/lab/cpu"
@@ -47,7 +51,29 @@ type Config struct {
 	Concurrency []int
 	// Duration is how long each level runs. Default 5 seconds.
 	Duration time.Duration
-	Logger   *slog.Logger
+	// Outage, if positive, adds a scenario: the assignment participant
+	// away (every connection to it cut, through a proxy) for this long
+	// while sagas run at the largest concurrency.
+	Outage time.Duration
+	Logger *slog.Logger
+}
+
+// OutageResult is the participant-outage scenario: sagas begun in the
+// second before the assignment participant went away, while it was away,
+// and in the two seconds after, and how each ended.
+type OutageResult struct {
+	Participant string
+	Outage      time.Duration
+	Concurrency int
+	Sagas       int
+	Committed   int
+	Compensated int
+	// NeedsAttention counts sagas a person must look at; Other those that
+	// ended otherwise (cancelled, resolved: none in this scenario).
+	NeedsAttention, Other int
+	// Longest is the longest a saga took; Settled how long after the
+	// participant came back the last saga begun before then ended.
+	Longest, Settled time.Duration
 }
 
 // Result is one level of one scenario.
@@ -74,6 +100,7 @@ type Report struct {
 	// Calls of batched steps, and the participant calls that carried them.
 	BatchedCalls int64
 	Batches      int64
+	Outage       *OutageResult
 }
 
 // Print writes the report.
@@ -98,6 +125,11 @@ func (r Report) Print(w io.Writer) {
 	if r.Batches > 0 {
 		fmt.Fprintf(w, "  batched steps: %d calls in %d participant calls (%.1f per call)\n", r.BatchedCalls, r.Batches,
 			float64(r.BatchedCalls)/float64(r.Batches))
+	}
+	if o := r.Outage; o != nil {
+		fmt.Fprintf(w, "  %s away for %v, c=%d: %d sagas, %d committed, %d compensated, %d need attention, %d other;\n"+
+			"    longest %v; those begun before it came back all ended %v after\n", o.Participant, o.Outage, o.Concurrency, o.Sagas, o.Committed,
+			o.Compensated, o.NeedsAttention, o.Other, o.Longest.Round(10*time.Millisecond), o.Settled.Round(10*time.Millisecond))
 	}
 }
 
@@ -156,12 +188,8 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if _, err := sqldb.Migrate(ctx, odb, orchestrator.Name, saga.Migrations()); err != nil {
 		return rep, err
 	}
-	svcOrch, err := orchestrator.New(odb, svc.NewPeers(peers), orchestrator.Config{Saga: saga.Config{ParticipantConcurrency: 128}}, cfg.Logger)
+	o, err := startOrchestrator(ctx, odb, peers, cfg.Logger)
 	if err != nil {
-		return rep, err
-	}
-	o := svcOrch.Orchestrator()
-	if err := o.Start(ctx); err != nil {
 		return rep, err
 	}
 	defer o.Stop()
@@ -190,7 +218,118 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	st := o.Stats()
 	rep.LogWrites, rep.LogCommits = st.LogWrites, st.LogCommits
 	rep.BatchedCalls, rep.Batches = st.BatchedCalls, st.Batches
+	if cfg.Outage > 0 {
+		// Another orchestrator on the same log, reaching the assignment
+		// participant through a proxy; the first stops, so that the
+		// throughput levels above ran with no proxy in the way.
+		o.Stop()
+		res, err := participantOutage(ctx, odb, peers, customers, cfg)
+		if err != nil {
+			return rep, err
+		}
+		rep.Outage = &res
+	}
 	return rep, nil
+}
+
+// startOrchestrator starts the orchestrator service's sagas on the log in
+// odb, calling the participants at peers.
+func startOrchestrator(ctx context.Context, odb *sqldb.DB, peers map[string]string, logger *slog.Logger) (*saga.Orchestrator, error) {
+	svcOrch, err := orchestrator.New(odb, svc.NewPeers(peers), orchestrator.Config{Saga: saga.Config{ParticipantConcurrency: 128}}, logger)
+	if err != nil {
+		return nil, err
+	}
+	o := svcOrch.Orchestrator()
+	return o, o.Start(ctx)
+}
+
+// participantOutage runs the outage scenario (see [Config.Outage]).
+func participantOutage(ctx context.Context, odb *sqldb.DB, peers map[string]string, customers []string, cfg Config) (OutageResult, error) {
+	c := cfg.Concurrency[len(cfg.Concurrency)-1]
+	res := OutageResult{Participant: assignment.Name, Outage: cfg.Outage, Concurrency: c}
+	proxy, err := faultnet.Listen(strings.TrimPrefix(peers[assignment.Name], "http://"))
+	if err != nil {
+		return res, err
+	}
+	defer proxy.Close()
+	through := maps.Clone(peers)
+	through[assignment.Name] = "http://" + proxy.Addr()
+	o, err := startOrchestrator(ctx, odb, through, cfg.Logger)
+	if err != nil {
+		return res, err
+	}
+	defer o.Stop()
+
+	var mu sync.Mutex
+	var spans [][2]time.Time // each saga's begin and end
+	var firstErr atomic.Pointer[error]
+	issuing, stopIssuing := context.WithCancel(ctx)
+	defer stopIssuing()
+	var wg sync.WaitGroup
+	for w := range c {
+		wg.Go(func() {
+			for i := 0; issuing.Err() == nil; i++ {
+				in := orchestrator.TicketRequest{TicketID: "outage-" + outbox.NewID(), CustomerID: customers[(i*c+w)%len(customers)],
+					Description: "bench", Priority: "medium", Skill: "printer", Zip: "10001"}
+				t0 := time.Now()
+				s, err := o.Run(ctx, orchestrator.CreateTicket, "", in)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, &err)
+					return
+				}
+				mu.Lock()
+				res.Sagas++
+				switch s.State {
+				case saga.Committed:
+					res.Committed++
+				case saga.Compensated:
+					res.Compensated++
+				case saga.NeedsAttention:
+					res.NeedsAttention++
+				default:
+					res.Other++
+				}
+				res.Longest = max(res.Longest, time.Since(t0))
+				spans = append(spans, [2]time.Time{t0, time.Now()})
+				mu.Unlock()
+			}
+		})
+	}
+	sleep := func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	var backAt time.Time
+	if sleep(time.Second) {
+		proxy.Cut()
+		if sleep(cfg.Outage) {
+			if err := proxy.Restore(); err != nil {
+				stopIssuing()
+				wg.Wait()
+				return res, err
+			}
+			backAt = time.Now()
+			sleep(2 * time.Second)
+		}
+	}
+	stopIssuing()
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		return res, *p
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	for _, sp := range spans {
+		if sp[0].Before(backAt) {
+			res.Settled = max(res.Settled, sp[1].Sub(backAt))
+		}
+	}
+	return res, nil
 }
 
 func describe(ctx context.Context, db *sqldb.DB, cfg Config) string {

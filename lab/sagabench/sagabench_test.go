@@ -23,14 +23,20 @@ func config(t testing.TB, d sqldb.Dialect) sagabench.Config {
 }
 
 // TestRun runs the bench briefly: every saga ends as its scenario expects
-// and the report names its setup.
+// (the outage scenario's too) and the report names its setup.
 func TestRun(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		cfg := config(t, d)
-		cfg.Concurrency, cfg.Duration = []int{1, 4}, 200*time.Millisecond
+		cfg.Concurrency, cfg.Duration, cfg.Outage = []int{1, 4}, 200*time.Millisecond, 500*time.Millisecond
 		rep, err := sagabench.Run(context.Background(), cfg)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The outage scenario: sagas ran around it and every one ended;
+		// a participant away for half a second costs none a compensation
+		// (the saga's deadline is far off) nor a person's attention.
+		if o := rep.Outage; o == nil || o.Sagas == 0 || o.Committed != o.Sagas || o.Concurrency != 4 || o.Longest <= 0 {
+			t.Errorf("outage scenario: %+v", rep.Outage)
 		}
 		if len(rep.Results) != 4 {
 			t.Fatalf("results = %+v", rep.Results)
@@ -47,6 +53,7 @@ func TestRun(t *testing.T) {
 		var out bytes.Buffer
 		rep.Print(&out)
 		if !strings.Contains(out.String(), "saga bench: ") || !strings.Contains(out.String(), "assignment refused") ||
+			!strings.Contains(out.String(), "assignment away for 500ms") ||
 			runtime.GOOS == "linux" && !strings.Contains(out.String(), "ms/saga, machine ") {
 			t.Errorf("report:\n%s", out.String())
 		}
