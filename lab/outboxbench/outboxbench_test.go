@@ -108,7 +108,8 @@ func TestValidate(t *testing.T) {
 		{outboxbench.Config{Rate: -5}, "Rate must not be negative"},
 		{outboxbench.Config{LatencyDuration: -time.Second}, "LatencyDuration must not be negative"},
 		{outboxbench.Config{Backlog: -1}, "Backlog must not be negative"},
-		{outboxbench.Config{Phases: []string{"latency", "warmup"}}, `Phases has an unknown phase "warmup" (throughput, latency, drain)`},
+		{outboxbench.Config{Outage: -time.Second}, "Outage must not be negative"},
+		{outboxbench.Config{Phases: []string{"latency", "warmup"}}, `Phases has an unknown phase "warmup" (throughput, latency, drain, outage)`},
 	} {
 		err := tc.cfg.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
