@@ -313,6 +313,10 @@ func TestBadConfiguration(t *testing.T) {
 		{"negative writers", []string{"bench", "outbox", "--writers", "-1"}, "--writers must not be negative", nil},
 		{"unknown bench phase", []string{"bench", "outbox", "--phases", "Duration"}, `--phases has an unknown phase "Duration"`, nil},
 		{"zero saga bench duration", []string{"bench", "saga", "--duration", "0s"}, "--duration 0s", nil},
+		{"negative outbox outage", []string{"bench", "outbox", "--outage", "-1s"}, "--outage must not be negative", nil},
+		{"negative saga outage", []string{"bench", "saga", "--outage", "-1s"}, "--outage -1s: want a length, or 0 to skip", nil},
+		{"dlq without a number", []string{"dlq", "discard", "first"}, `"first" is not a dead letter's number`, nil},
+		{"dlq without a broker", []string{"dlq", "list", "--data-dir", filepath.Join(filepath.Dir(file), "none")}, "no broker is recorded", nil},
 		// seed goes where --addr says the gateway is (nothing listens there).
 		{"seed on --addr", []string{"seed", "--addr", "127.0.0.1:1"}, "http://127.0.0.1:1/api/", nil},
 		{"seed on SYSOPS_ADDR", []string{"seed"}, "http://127.0.0.1:2/api/", []string{"SYSOPS_ADDR=127.0.0.1:2"}},
