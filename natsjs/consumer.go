@@ -620,6 +620,10 @@ func deadLetterOf(raw *jetstream.RawStreamMsg) DeadLetter {
 	return dl
 }
 
+// ErrNoDeadLetter: the dead-letter stream has no message of that
+// sequence (it was redriven or discarded, or never was).
+var ErrNoDeadLetter = errors.New("natsjs: no dead letter")
+
 // readDeadLetter reads dead letter seq (its DLQSequence); one that is not
 // there is an error naming it.
 func (b *Broker) readDeadLetter(ctx context.Context, seq uint64) (jetstream.Stream, DeadLetter, error) {
@@ -629,7 +633,7 @@ func (b *Broker) readDeadLetter(ctx context.Context, seq uint64) (jetstream.Stre
 	}
 	raw, err := stream.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, DeadLetter{}, fmt.Errorf("natsjs: no dead letter %d in %s (redriven or discarded already?)", seq, b.cfg.DeadLetterStream)
+		return nil, DeadLetter{}, fmt.Errorf("%w %d in %s (redriven or discarded already?)", ErrNoDeadLetter, seq, b.cfg.DeadLetterStream)
 	}
 	if err != nil {
 		return nil, DeadLetter{}, fmt.Errorf("natsjs: dead letter %d: %w", seq, err)
@@ -688,7 +692,7 @@ func (b *Broker) DiscardDeadLetter(ctx context.Context, seq uint64) error {
 	}
 	if err := stream.DeleteMsg(ctx, seq); err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return fmt.Errorf("natsjs: no dead letter %d in %s (redriven or discarded already?)", seq, b.cfg.DeadLetterStream)
+			return fmt.Errorf("%w %d in %s (redriven or discarded already?)", ErrNoDeadLetter, seq, b.cfg.DeadLetterStream)
 		}
 		return fmt.Errorf("natsjs: discard dead letter %d: %w", seq, err)
 	}

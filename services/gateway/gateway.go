@@ -73,6 +73,9 @@ func SpecWith(cfg Config) host.Spec {
 			}
 			g := New(deps.Peers, deps.Logger)
 			g.cfg = cfg
+			if deps.Broker != nil {
+				g.dlq = deps.Broker.DeadLetterHandler("/api/ops/dlq", deps.Logger)
+			}
 			return g.Handler(), nil
 		},
 	}
@@ -83,6 +86,7 @@ type Gateway struct {
 	peers   svc.Peers
 	clients map[string]*svc.Client
 	cfg     Config
+	dlq     http.Handler // the dead-letter stream's endpoints, on the broker the gateway is connected to
 	logger  *slog.Logger
 }
 
@@ -666,6 +670,10 @@ func (g *Gateway) Handler() http.Handler {
 	rt.HandleForward("/api/ops/outbox/{service}/{rest...}", g.opsProxy("outbox"))
 	rt.HandleForward("/api/ops/outbox/{service}", g.opsProxy("outbox"))
 	rt.HandleForward("/api/ops/inbox/{service}/{rest...}", g.opsProxy("inbox"))
+	if g.dlq != nil {
+		rt.HandleHTTP("/api/ops/dlq", g.dlq)
+		rt.HandleHTTP("/api/ops/dlq/", g.dlq)
+	}
 	return rt
 }
 

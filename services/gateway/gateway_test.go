@@ -18,6 +18,8 @@ import (
 	"github.com/sysops-squad/sysops/api"
 	"github.com/sysops-squad/sysops/internal/invariant"
 	"github.com/sysops-squad/sysops/internal/svctest"
+	"github.com/sysops-squad/sysops/natsjs"
+	"github.com/sysops-squad/sysops/natsjs/brokertest"
 	"github.com/sysops-squad/sysops/services/assignment"
 	"github.com/sysops-squad/sysops/services/audit"
 	"github.com/sysops-squad/sysops/services/billing"
@@ -346,6 +348,46 @@ func TestPublicAPI(t *testing.T) {
 			`"explode"`, "retry, skip, resolve or cancel")
 		svctest.WantError(t, "skip with nothing parked", c.do("POST", "/api/ops/inbox/audit/skip",
 			`{"aggregate_type":"audit","aggregate_id":"none"}`, false), 404, "nothing parked")
+
+		// Dead letters: a message the audit consumer cannot take is listed
+		// with the reason; redriven, it is taken again and, still
+		// malformed, dead-lettered anew; then discarded.
+		b := brokertest.Connect(t, env.NATS)
+		if _, err := b.Publish(context.Background(), natsjs.Message{ID: "garbled", Subject: "sysops.audit.recorded", Data: []byte(`{"x":`)}); err != nil {
+			t.Fatal(err)
+		}
+		type deadLetters struct {
+			DeadLetters []struct {
+				Seq        uint64
+				ID, Reason string
+			} `json:"dead_letters"`
+		}
+		var dls deadLetters
+		svctest.Eventually(t, "the dead letter", func() bool {
+			dls = deadLetters{}
+			c.do("GET", "/api/ops/dlq?limit=10", nil, false).Decode(t, &dls)
+			return len(dls.DeadLetters) == 1
+		})
+		first := fmt.Sprint(dls.DeadLetters[0].Seq)
+		if dl := dls.DeadLetters[0]; dl.ID != "garbled" || !strings.Contains(dl.Reason, "malformed envelope") {
+			t.Errorf("dead letter = %+v", dl)
+		}
+		if r := c.do("POST", "/api/ops/dlq/"+first+"/redrive", nil, false); r.Status != 200 || !strings.Contains(string(r.Body), `"garbled"`) {
+			t.Errorf("redrive: %d %s", r.Status, r.Body)
+		}
+		svctest.WantError(t, "redrive of a dead letter gone", c.do("POST", "/api/ops/dlq/"+first+"/redrive", nil, false), 404, "no dead letter "+first)
+		svctest.Eventually(t, "the redriven message dead-lettered anew", func() bool {
+			dls = deadLetters{}
+			c.do("GET", "/api/ops/dlq?after="+first, nil, false).Decode(t, &dls)
+			return len(dls.DeadLetters) == 1
+		})
+		anew := fmt.Sprint(dls.DeadLetters[0].Seq)
+		if r := c.do("POST", "/api/ops/dlq/"+anew+"/discard", nil, false); r.Status != 200 {
+			t.Errorf("discard: %d %s", r.Status, r.Body)
+		}
+		svctest.WantError(t, "discard of a dead letter gone", c.do("POST", "/api/ops/dlq/"+anew+"/discard", nil, false), 404, "no dead letter")
+		svctest.WantError(t, "dead letter not a number", c.do("POST", "/api/ops/dlq/first/discard", nil, false), 400, "not a dead letter's sequence")
+		svctest.WantError(t, "dead letters after not a number", c.do("GET", "/api/ops/dlq?after=x", nil, true), 400, `"after"`)
 
 		// Audit: every write of the flow is recorded once it is consumed.
 		svctest.Eventually(t, "audit records of the ticket", func() bool {
