@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/inbox"
-	"github.com/sysops-squad/sysops/internal/faultnet"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/natsjs/brokertest"
 	"github.com/sysops-squad/sysops/sqldb"
@@ -381,17 +379,7 @@ func startConsumer(t *testing.T, db *sqldb.DB, b inbox.Subscriber, cfg inbox.Con
 // cuts: every connection reset, new ones refused.)
 func TestConsumerWaitsOutADatabaseOutage(t *testing.T) {
 	ctx := context.Background()
-	u, err := url.Parse(sqldbtest.URL(t, sqldb.Postgres))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := faultnet.Start(t, u.Host)
-	u.Host = proxy.Addr()
-	db, err := sqldb.Open(ctx, u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, proxy := sqldbtest.OpenBehindProxy(t)
 	prepare(t, db)
 	b := brokertest.Connect(t, brokertest.RunServer(t))
 	if err := b.EnsureStream(ctx, natsjs.ServiceStream("test")); err != nil {

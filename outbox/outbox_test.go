@@ -16,7 +16,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sysops-squad/sysops"
-	"github.com/sysops-squad/sysops/internal/faultnet"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/natsjs/brokertest"
 	"github.com/sysops-squad/sysops/outbox"
@@ -893,17 +892,7 @@ func TestRelayWaitsOutABrokerOutage(t *testing.T) {
 // and after, nothing dead.
 func TestRelayRidesOutADatabaseOutage(t *testing.T) {
 	ctx := context.Background()
-	u, err := url.Parse(sqldbtest.URL(t, sqldb.Postgres))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := faultnet.Start(t, u.Host)
-	u.Host = proxy.Addr()
-	db, err := sqldb.Open(ctx, u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, proxy := sqldbtest.OpenBehindProxy(t)
 	prepare(t, db)
 	b := brokertest.Connect(t, brokertest.RunServer(t))
 	if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "DBOUTAGE", Subjects: []string{"sysops.test.>"}}); err != nil {

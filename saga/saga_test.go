@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -18,7 +17,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/sysops-squad/sysops"
-	"github.com/sysops-squad/sysops/internal/faultnet"
 	"github.com/sysops-squad/sysops/saga"
 	"github.com/sysops-squad/sysops/sqldb"
 	"github.com/sysops-squad/sysops/sqldb/sqldbtest"
@@ -620,17 +618,7 @@ func TestWaitReturnsTheLoggedSaga(t *testing.T) {
 func TestLogOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	u, err := url.Parse(sqldbtest.URL(t, sqldb.Postgres))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := faultnet.Start(t, u.Host)
-	u.Host = proxy.Addr()
-	db, err := sqldb.Open(ctx, u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, proxy := sqldbtest.OpenBehindProxy(t)
 	if _, err := sqldb.Migrate(ctx, db, saga.MigrationSet, saga.Migrations()); err != nil {
 		t.Fatal(err)
 	}

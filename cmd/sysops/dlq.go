@@ -91,11 +91,8 @@ or the one recorded in the data directory's topology file by a running
 					}
 					seqs = append(seqs, n)
 				}
-				switch {
-				case every && len(seqs) > 0:
-					return errors.New("give dead letters' numbers or --all, not both")
-				case !every && len(seqs) == 0:
-					return fmt.Errorf("name the dead letters to %s by number (see sysops dlq list), or pass --all for every one", use)
+				if err := numbersOrAll(len(seqs), every, "dead letters", use, "sysops dlq list"); err != nil {
+					return err
 				}
 				b, err := connect(cmd.Context())
 				if err != nil {

@@ -82,11 +82,8 @@ behind them until they are retried or purged.`,
 				if err != nil {
 					return err
 				}
-				switch {
-				case every && len(seqs) > 0:
-					return errors.New("give dead rows' numbers or --all, not both")
-				case !every && len(seqs) == 0:
-					return fmt.Errorf("name the dead rows to %s by number (see sysops outbox list), or pass --all for every one", use)
+				if err := numbersOrAll(len(seqs), every, "dead rows", use, "sysops outbox list"); err != nil {
+					return err
 				}
 				db, err := open(cmd.Context())
 				if err != nil {
@@ -115,6 +112,19 @@ behind them until they are retried or purged.`,
 		"purged", outbox.Purge, outbox.PurgeAll)
 	cmd.AddCommand(list, retry, purge)
 	return cmd
+}
+
+// numbersOrAll checks that a command acting on some of what (dead rows,
+// dead letters) got n numbers or --all, not both and not neither:
+// forgetting the numbers must not act on every one.
+func numbersOrAll(n int, every bool, what, use, list string) error {
+	switch {
+	case every && n > 0:
+		return fmt.Errorf("give %s' numbers or --all, not both", what)
+	case !every && n == 0:
+		return fmt.Errorf("name the %s to %s by number (see %s), or pass --all for every one", what, use, list)
+	}
+	return nil
 }
 
 func printRows(w io.Writer, rows []outbox.Row) {

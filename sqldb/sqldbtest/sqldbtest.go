@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/sysops-squad/sysops/internal/faultnet"
 	"github.com/sysops-squad/sysops/internal/testenv"
 	"github.com/sysops-squad/sysops/sqldb"
 )
@@ -104,6 +105,27 @@ func Open(t testing.TB, d sqldb.Dialect) *sqldb.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// OpenBehindProxy opens a fresh PostgreSQL database, as [Open], reached
+// through a loopback proxy the test can cut and restore (a server outage
+// as the client sees it: every connection reset, new ones refused).
+func OpenBehindProxy(t testing.TB) (*sqldb.DB, *faultnet.Proxy) {
+	t.Helper()
+	u, err := url.Parse(URL(t, sqldb.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := faultnet.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := sqldb.Open(ctx, u.String())
+	if err != nil {
+		t.Fatalf("sqldbtest: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, proxy
 }
 
 // DropProvisioned drops the databases and roles that sqldb.Provision
