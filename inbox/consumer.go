@@ -274,32 +274,34 @@ func (c *Consumer) HandleBatch(ctx context.Context, ds []*natsjs.Delivery) []err
 // keeps the held messages (n of them, for the log) from being delivered
 // again. It returns fn's error once the database answers, or ctx's.
 func (c *Consumer) untilReachable(ctx context.Context, n int, fn func() error) error {
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+	for {
 		err := fn()
 		if err == nil || ctx.Err() != nil || errors.Is(err, context.Canceled) || natsjs.IsPermanent(err) {
 			return err
 		}
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		perr := c.db.PingContext(pctx)
-		cancel()
+		perr := c.ping(ctx)
 		if perr == nil {
 			return err
 		}
 		c.cfg.Logger.WarnContext(ctx, "inbox: database unreachable; holding messages until it answers",
 			"consumer", c.cfg.Name, "messages", n, "error", perr)
-		for perr != nil {
+		for wait := 100 * time.Millisecond; perr != nil; wait = min(2*wait, 5*time.Second) {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-time.After(wait):
 			}
-			wait = min(2*wait, 5*time.Second)
-			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			perr = c.db.PingContext(pctx)
-			cancel()
+			perr = c.ping(ctx)
 		}
 		c.cfg.Logger.InfoContext(ctx, "inbox: database answers again", "consumer", c.cfg.Name)
 	}
+}
+
+// ping asks the consumer's database whether it answers, within 5 s.
+func (c *Consumer) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return c.db.PingContext(ctx)
 }
 
 // handler returns the handler of ev's type.
