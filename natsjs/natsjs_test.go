@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -241,30 +240,17 @@ func TestClusterOutlivesANode(t *testing.T) {
 // ended nor left waiting, and what is published after the return is
 // delivered to it. Stopped while the server is gone, it stops at once.
 func TestSubscriptionOutlivesAServerRestart(t *testing.T) {
-	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, err := net.SplitHostPort(strings.TrimPrefix(srv.ClientURL(), "nats://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := brokertest.Connect(t, srv)
+	srv := brokertest.RunRestartable(t)
+	b := brokertest.Connect(t, srv.Server)
 	sub, expect := recording(ctx, t, b, "RESTART", "restart.>")
 	if _, err := b.Publish(ctx, natsjs.Message{ID: "before", Subject: "restart.m", Data: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
 	expect("before")
-	srv.Shutdown()
-	p, _ := strconv.Atoi(port)
-	srv, err = natsjs.RunServer(natsjs.ServerConfig{StoreDir: dir, Port: p})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
+	srv.Stop()
+	srv.Start()
 	for {
 		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := b.Publish(attempt, natsjs.Message{ID: "after", Subject: "restart.m", Data: []byte("x")})
@@ -282,7 +268,7 @@ func TestSubscriptionOutlivesAServerRestart(t *testing.T) {
 	// With the server gone again, Stop does not wait for it: a drain
 	// waits for a round trip that would take the client's flush timeout
 	// (10 s) to give up on.
-	srv.Shutdown()
+	srv.Stop()
 	began := time.Now()
 	sub.Stop()
 	if took := time.Since(began); took > 5*time.Second {

@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -825,24 +823,15 @@ func TestRelayWaitsOutABrokerOutage(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		ctx := context.Background()
 		db := newDB(t, d)
-		dir := t.TempDir()
-		srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: dir})
-		if err != nil {
-			t.Fatal(err)
-		}
-		u, err := url.Parse(srv.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		port, _ := strconv.Atoi(u.Port())
-		b := brokertest.Connect(t, srv)
+		srv := brokertest.RunRestartable(t)
+		b := brokertest.Connect(t, srv.Server)
 		if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "OUTAGE", Subjects: []string{"sysops.test.>"}}); err != nil {
 			t.Fatal(err)
 		}
 		write(t, db, event("a1", "A"))
 		write(t, db, event("a2", "A"))
 		write(t, db, event("b1", "B"))
-		srv.Shutdown()
+		srv.Stop()
 
 		r := newRelay(t, db, b, outbox.RelayConfig{MaxAttempts: 2, Backoff: func(int) time.Duration { return 0 },
 			PublishTimeout: 300 * time.Millisecond})
@@ -866,11 +855,7 @@ func TestRelayWaitsOutABrokerOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 		write(t, db, event("b2", "B"))
-		srv, err = natsjs.RunServer(natsjs.ServerConfig{StoreDir: dir, Port: port})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(srv.Shutdown)
+		srv.Start()
 		for deadline := time.Now().Add(20 * time.Second); statusCount(t, db, outbox.StatusPending) > 0; time.Sleep(50 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%d rows still pending 20 s after the broker came back", statusCount(t, db, outbox.StatusPending))

@@ -3,12 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -108,15 +105,7 @@ func TestUpRidesOutABrokerOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole system")
 	}
-	store := t.TempDir()
-	srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, err := net.SplitHostPort(strings.TrimPrefix(srv.ClientURL(), "nats://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := brokertest.RunRestartable(t)
 	p := start(t, "up", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--nats", srv.ClientURL())
 	services := p.table(t)
 	g := &gatewayCall{api: services["gateway"], http: &http.Client{Timeout: 15 * time.Second}}
@@ -142,7 +131,7 @@ func TestUpRidesOutABrokerOutage(t *testing.T) {
 		"skills": []string{"printer"}, "zip": "10001", "capacity": 10})
 	before := register(1)
 
-	srv.Shutdown()
+	srv.Stop()
 	during := register(2)
 	out := post("/api/tickets", "outage-ticket", map[string]string{"customer_id": during, "description": "jam",
 		"priority": "high", "skill": "printer", "zip": "10001"})
@@ -151,12 +140,7 @@ func TestUpRidesOutABrokerOutage(t *testing.T) {
 	// The broker stays away for a few seconds: long enough for every
 	// relay to have tried and found it gone.
 	time.Sleep(3 * time.Second)
-	p2, _ := strconv.Atoi(port)
-	srv, err = natsjs.RunServer(natsjs.ServerConfig{StoreDir: store, Port: p2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	srv.Start()
 	after := register(3)
 
 	waitSettled(ctx, t, g, "the broker came back", [][2]string{{"customer", before}, {"customer", during}, {"ticket", ticket}, {"customer", after}})

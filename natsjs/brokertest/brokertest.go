@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -644,6 +645,46 @@ func RunServer(tb testing.TB) *natsjs.Server {
 	}
 	tb.Cleanup(s.Shutdown)
 	return s
+}
+
+// Restartable is an embedded server that a test stops and starts again
+// on the same address and store, as a broker that goes away and comes
+// back. Server is the one running (or last run).
+type Restartable struct {
+	*natsjs.Server
+	tb   testing.TB
+	dir  string
+	port int
+}
+
+// RunRestartable starts an embedded server for Stop and Start; the one
+// running when the test ends is shut down.
+func RunRestartable(tb testing.TB) *Restartable {
+	tb.Helper()
+	r := &Restartable{tb: tb, dir: tb.TempDir()}
+	r.Start()
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(r.ClientURL(), "nats://"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if r.port, err = strconv.Atoi(port); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { r.Server.Shutdown() })
+	return r
+}
+
+// Stop shuts the server down.
+func (r *Restartable) Stop() { r.Server.Shutdown() }
+
+// Start starts the server, again on its first address and store.
+func (r *Restartable) Start() {
+	r.tb.Helper()
+	s, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: r.dir, Port: r.port})
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	r.Server = s
 }
 
 // randomName returns ten random hex digits.
