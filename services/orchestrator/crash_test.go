@@ -124,9 +124,10 @@ func serveUntilStopped(ctx context.Context, cfg host.Config) error {
 	return h.Shutdown(sctx)
 }
 
-// jittery puts a reverse proxy with random latency in front of a
-// participant, so that sagas take long enough to be killed mid-step.
-func jittery(t *testing.T, target string) string {
+// jittery puts a reverse proxy with a random latency between min and max
+// in front of a participant, so that sagas take long enough to be killed
+// (or stalled) mid-step.
+func jittery(t *testing.T, target string, min, max time.Duration) string {
 	t.Helper()
 	u, err := url.Parse(target)
 	if err != nil {
@@ -139,7 +140,7 @@ func jittery(t *testing.T, target string) string {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(time.Duration(rand.IntN(8)) * time.Millisecond)
+		time.Sleep(min + rand.N(max-min))
 		proxy.ServeHTTP(w, r)
 	})}
 	go srv.Serve(ln)
@@ -252,7 +253,7 @@ func TestCrashOrchestrator(t *testing.T) {
 			"skills": []string{"printer", "network"}, "zip": "10002", "capacity": 100})
 		peers := map[string]string{}
 		for _, p := range []string{"ticket", "customer", "assignment", "contract", "billing", "survey", "completion"} {
-			peers[p] = jittery(t, env.URL(p))
+			peers[p] = jittery(t, env.URL(p), 0, 8*time.Millisecond)
 		}
 		dbURL := sqldbtest.URL(t, d)
 		addr := freeAddr(t)
