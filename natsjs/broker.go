@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -55,6 +56,10 @@ type Broker struct {
 	js     jetstream.JetStream
 	cfg    Config
 	logger *slog.Logger
+
+	mu       sync.Mutex
+	declared map[string]StreamSpec // by EnsureStream, by name
+	healing  sync.Mutex            // one recreateLost at a time
 }
 
 // Message is what is published and what a [Handler] receives.
@@ -127,7 +132,7 @@ func Connect(ctx context.Context, cfg Config) (*Broker, error) {
 		nc.Close()
 		return nil, fmt.Errorf("natsjs: %w", err)
 	}
-	b := &Broker{nc: nc, js: js, cfg: cfg, logger: logger}
+	b := &Broker{nc: nc, js: js, cfg: cfg, logger: logger, declared: map[string]StreamSpec{}}
 	pingCtx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
 	if err := b.Ping(pingCtx); err != nil {
@@ -211,7 +216,23 @@ const errStreamStoreCreate jetstream.ErrorCode = 10049
 
 // EnsureStream creates the stream, or updates it to spec if it exists. It
 // is idempotent and safe to call from every process at start.
+//
+// The broker remembers the streams it ensured. Should one of them go
+// missing later — a server that came back without its store, a stream
+// deleted by hand — a publish that finds no stream for its subject, or a
+// subscription whose consumer went with the stream, creates it again
+// (empty) instead of failing until the process restarts.
 func (b *Broker) EnsureStream(ctx context.Context, spec StreamSpec) error {
+	if err := b.ensureStream(ctx, spec); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.declared[spec.Name] = spec
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *Broker) ensureStream(ctx context.Context, spec StreamSpec) error {
 	if err := validStreamName(spec.Name); err != nil {
 		return err
 	}
@@ -264,9 +285,48 @@ func (b *Broker) EnsureDeadLetterStream(ctx context.Context) error {
 	})
 }
 
+// recreateLost creates again the streams this broker ensured that the
+// server no longer has. Its callers are a publish that found no stream,
+// and a subscription retrying its lost consumer; one check runs at a
+// time. It reports whether it created any.
+func (b *Broker) recreateLost(ctx context.Context) bool {
+	b.healing.Lock()
+	defer b.healing.Unlock()
+	b.mu.Lock()
+	specs := make([]StreamSpec, 0, len(b.declared))
+	for _, s := range b.declared {
+		specs = append(specs, s)
+	}
+	b.mu.Unlock()
+	created := false
+	for _, spec := range specs {
+		_, err := b.js.Stream(ctx, spec.Name)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return created // the server cannot say now (not reconnected yet)
+		}
+		if err := b.ensureStream(ctx, spec); err != nil {
+			b.logger.WarnContext(ctx, "natsjs: stream is gone and could not be created again", "stream", spec.Name, "error", err)
+			continue
+		}
+		b.logger.WarnContext(ctx, "natsjs: stream was gone; created it again, empty", "stream", spec.Name)
+		created = true
+	}
+	return created
+}
+
+// noStream reports whether err is a publish that no stream took: none
+// holds the subject on the server.
+func noStream(err error) bool { return errors.Is(err, jetstream.ErrNoStreamResponse) }
+
 // DeleteStream deletes a stream and everything in it. A missing stream is
-// not an error.
+// not an error. The broker no longer creates it again by itself.
 func (b *Broker) DeleteStream(ctx context.Context, name string) error {
+	b.mu.Lock()
+	delete(b.declared, name) // deleted on purpose: not to be made again
+	b.mu.Unlock()
 	err := b.js.DeleteStream(ctx, name)
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("natsjs: delete stream %s: %w", name, err)
@@ -321,6 +381,9 @@ func (b *Broker) Publish(ctx context.Context, m Message) (PubAck, error) {
 		return PubAck{}, err
 	}
 	ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.ID))
+	if noStream(err) && b.recreateLost(ctx) {
+		ack, err = b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.ID))
+	}
 	if err != nil {
 		return PubAck{}, fmt.Errorf("natsjs: publish %s to %s: %w", m.ID, m.Subject, err)
 	}
@@ -347,6 +410,7 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []Message) (acks []PubAc
 			errs[i] = fmt.Errorf("natsjs: publish %s to %s: %w", m.ID, m.Subject, errs[i])
 		}
 	}
+	lost := false
 	for i, f := range futures {
 		if f == nil {
 			continue
@@ -356,9 +420,15 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []Message) (acks []PubAc
 			acks[i] = PubAck{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}
 		case err := <-f.Err():
 			errs[i] = fmt.Errorf("natsjs: publish %s to %s: %w", msgs[i].ID, msgs[i].Subject, err)
+			lost = lost || noStream(err)
 		case <-ctx.Done():
 			errs[i] = fmt.Errorf("natsjs: publish %s to %s: %w", msgs[i].ID, msgs[i].Subject, ctx.Err())
 		}
+	}
+	if lost {
+		// The failed messages stay failed: the caller sends them again
+		// in its order, into the stream made again here.
+		b.recreateLost(ctx)
 	}
 	return acks, errs
 }

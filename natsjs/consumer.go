@@ -213,7 +213,8 @@ func (b *Broker) SubscribeBatch(ctx context.Context, spec ConsumerSpec, maxBatch
 		if err != nil {
 			return nil, fmt.Errorf("natsjs: consumer %s on %s: %w", spec.Durable, spec.Stream, err)
 		}
-		iter, err := cons.Messages(jetstream.PullMaxMessages(min(spec.MaxAckPending, max(256, maxBatch))))
+		iter, err := cons.Messages(jetstream.PullMaxMessages(min(spec.MaxAckPending, max(256, maxBatch))),
+			jetstream.PullHeartbeat(subscriptionHeartbeat))
 		if err != nil {
 			return nil, fmt.Errorf("natsjs: consumer %s on %s: %w", spec.Durable, spec.Stream, err)
 		}
@@ -311,6 +312,14 @@ func (b *Broker) SubscribeBatch(ctx context.Context, spec ConsumerSpec, maxBatch
 	return sub, nil
 }
 
+// subscriptionHeartbeat is how often the server says an idle pull
+// request is alive. Two missed end the iterator, and the subscription
+// creates its consumer again: after a server comes back without its
+// store, its consumers are gone and a pull request finds no one to
+// answer it, which only the missing heartbeats tell (within 10 s; the
+// client's default, half the request's 30 s expiry, took 30 s).
+const subscriptionHeartbeat = 5 * time.Second
+
 // drainGrace is how long a stopping subscription waits for the messages
 // already on their way to it; those that have not arrived by then come
 // back to the stream after AckWait.
@@ -318,7 +327,8 @@ const drainGrace = time.Second
 
 // reopen creates a lost consumer again, trying with backoff (100 ms
 // doubling up to 5 s) until it succeeds or ctx ends (nil then): the
-// stream may be gone for a while, deleted and about to be created again.
+// stream may be gone for a while, deleted and about to be created again
+// — by this broker, if it ensured it ([Broker.EnsureStream]).
 func (b *Broker) reopen(ctx context.Context, spec ConsumerSpec, open func(context.Context) (jetstream.MessagesContext, error)) jetstream.MessagesContext {
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		select {
@@ -326,6 +336,7 @@ func (b *Broker) reopen(ctx context.Context, spec ConsumerSpec, open func(contex
 			return nil
 		case <-time.After(wait):
 		}
+		b.recreateLost(ctx)
 		it, err := open(ctx)
 		if err == nil {
 			b.logger.InfoContext(ctx, "natsjs: consumer created again", "consumer", spec.Durable, "stream", spec.Stream)

@@ -4,7 +4,10 @@
 //
 //   - One stream per owning service ([ServiceStream]: "SYSOPS_TICKET" holds
 //     "sysops.ticket.>") plus one dead-letter stream; [Broker.EnsureStream]
-//     is idempotent.
+//     is idempotent. A broker remembers the streams it ensured and creates
+//     them again, empty, when a publish or a subscription finds one gone
+//     (a server back without its store), rather than failing until the
+//     process restarts.
 //   - [Broker.Publish] and [Broker.PublishBatch] send a [Message] with its ID
 //     as the JetStream message id, so a re-published id inside the
 //     stream's duplicate window is stored once, and return only after the

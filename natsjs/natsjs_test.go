@@ -2,6 +2,7 @@ package natsjs_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -312,6 +313,61 @@ func TestSubscriptionOutlivesItsConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("again")
+}
+
+// TestStreamsComeBackAfterTheBrokerLostThem: the server comes back
+// without its store (a container restarted without its volume): no
+// stream, no consumer. The broker creates again the streams it ensured,
+// at the first publish that finds none, and the subscription its
+// consumer, so the process goes on without a restart — for a single
+// message and for a batch.
+func TestStreamsComeBackAfterTheBrokerLostThem(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	srv := brokertest.RunRestartable(t)
+	b := brokertest.Connect(t, srv.Server)
+	_, expect := recording(ctx, t, b, "LOST", "lost.>")
+	if _, err := b.Publish(ctx, natsjs.Message{ID: "before", Subject: "lost.m", Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	expect("before")
+	wipe := func() {
+		srv.Stop()
+		srv.Wipe()
+		srv.Start()
+		for b.Ping(ctx) != nil { // reconnected
+			if ctx.Err() != nil {
+				t.Fatal("never reconnected")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	wipe()
+	if _, err := b.Publish(ctx, natsjs.Message{ID: "one", Subject: "lost.m", Data: []byte("x")}); err != nil {
+		t.Fatalf("the first publish after the loss: %v", err)
+	}
+	expect("one") // within two missed heartbeats of the server's return
+	for _, name := range []string{"LOST", "SYSOPS_DLQ"} {
+		if _, err := b.StreamMessages(ctx, name); err != nil {
+			t.Errorf("stream %s not made again: %v", name, err)
+		}
+	}
+
+	wipe()
+	batch := []natsjs.Message{{ID: "b1", Subject: "lost.m", Data: []byte("x")}, {ID: "b2", Subject: "lost.m", Data: []byte("x")}}
+	_, errs := b.PublishBatch(ctx, batch)
+	if err := errors.Join(errs...); err == nil {
+		t.Log("the batch found its stream made again already")
+	}
+	// A batch's failed messages stay failed, for its caller to send
+	// again in its order: the next try finds the stream.
+	if _, errs = b.PublishBatch(ctx, batch); errors.Join(errs...) != nil {
+		t.Fatalf("the batch sent again: %v", errors.Join(errs...))
+	}
+	if n, err := b.StreamMessages(ctx, "LOST"); err != nil || n != 2 {
+		t.Errorf("the stream made again holds %d messages (%v), want the batch's 2", n, err)
+	}
 }
 
 // recording creates stream (with the dead-letter stream) and subscribes

@@ -100,7 +100,8 @@ func TestUpOnANATSCluster(t *testing.T) {
 // away stops no request: the work done meanwhile commits with its events
 // in the services' outboxes. Once the broker is back on its address, every
 // outbox drains, nothing dead, and the audit records of the work done
-// before, during and after the outage arrive.
+// before, during and after the outage arrive. Then the broker comes back
+// without its store, and the services create their streams again.
 func TestUpRidesOutABrokerOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the whole system")
@@ -144,6 +145,14 @@ func TestUpRidesOutABrokerOutage(t *testing.T) {
 	after := register(3)
 
 	waitSettled(ctx, t, g, "the broker came back", [][2]string{{"customer", before}, {"customer", during}, {"ticket", ticket}, {"customer", after}})
+
+	// The broker comes back without its data: every stream and consumer
+	// is gone. The services create them again and go on.
+	srv.Stop()
+	srv.Wipe()
+	srv.Start()
+	wiped := register(4)
+	waitSettled(ctx, t, g, "the broker came back empty", [][2]string{{"customer", wiped}})
 	if err := p.stop(t, os.Interrupt); err != nil {
 		t.Fatalf("exit %v; stderr:\n%s", err, p.stderr)
 	}

@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -685,6 +687,22 @@ func (r *Restartable) Start() {
 		r.tb.Fatal(err)
 	}
 	r.Server = s
+}
+
+// Wipe empties the store of the stopped server, as a broker that comes
+// back without its data (a container restarted without its volume): the
+// next Start has no stream and no consumer.
+func (r *Restartable) Wipe() {
+	r.tb.Helper()
+	entries, err := os.ReadDir(r.dir)
+	if err != nil {
+		r.tb.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(r.dir, e.Name())); err != nil {
+			r.tb.Fatal(err)
+		}
+	}
 }
 
 // randomName returns ten random hex digits.
