@@ -692,6 +692,41 @@ func TestStalledLeaderIsReplaced(t *testing.T) {
 	})
 }
 
+// TestIdleLeaderKeepsItsLock: a started relay that polls rarely (it
+// relies on wake-ups) and has nothing to do keeps its lock's session
+// alive. The session's silence is bounded so that a stalled leader loses
+// the lock (TestStalledLeaderIsReplaced); an idle, healthy one must not:
+// it would lose the lock every few seconds, and PostgreSQL would log the
+// session's end each time.
+func TestIdleLeaderKeepsItsLock(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		cfg := outbox.RelayConfig{LeaseTTL: 200 * time.Millisecond, PublishTimeout: 300 * time.Millisecond, PollInterval: time.Hour}
+		pubA := &recorder{}
+		a := newRelay(t, db, pubA, cfg)
+		write(t, db, event("e1", "A"))
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if err := a.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b := newRelay(t, db, &recorder{}, cfg)
+		deadline := time.Now().Add(10 * time.Second)
+		for len(pubA.ids()) == 0 { // a leads: it published
+			if time.Now().After(deadline) {
+				t.Fatal("a never led")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		// Four times the bound on the lock session's silence, with
+		// nothing to publish.
+		time.Sleep(2 * time.Second)
+		if runOnce(t, b).Leader {
+			t.Error("b took the lead from an idle, healthy leader")
+		}
+	})
+}
+
 // TestRelayWakesOnCommit: with polling effectively off, a commit alone
 // gets the event published.
 func TestRelayWakesOnCommit(t *testing.T) {

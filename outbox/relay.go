@@ -47,7 +47,9 @@ type RelayConfig struct {
 	BatchSize int
 	// PollInterval is how often the relay looks for work when nothing woke
 	// it (commits in other processes on SQLite, rows whose retry is due).
-	// Default 500 ms.
+	// Default 500 ms. A started relay runs a round at least every third
+	// of LeaseTTL (SQLite) or of LeaseTTL + PublishTimeout (PostgreSQL)
+	// whatever this is, to keep its lead while it has nothing to do.
 	PollInterval time.Duration
 	// MaxAttempts is how many failed publishes make a row dead. Default 10.
 	// Publishes that fail while the broker cannot be reached at all do not
@@ -179,7 +181,7 @@ func (r *Relay) Stop() {
 
 func (r *Relay) loop(ctx context.Context, notified <-chan struct{}) {
 	defer close(r.done)
-	poll := time.NewTicker(r.cfg.PollInterval)
+	poll := time.NewTicker(r.idlePoll())
 	defer poll.Stop()
 	lastClean := time.Time{}
 	outages := 0 // rounds in a row that found the broker unreachable
@@ -420,6 +422,20 @@ func (r *Relay) pending(ctx context.Context) ([]*row, error) {
 		return nil, fmt.Errorf("outbox: read pending rows: %w", err)
 	}
 	return rows, nil
+}
+
+// idlePoll is how often a started relay runs a round when nothing wakes
+// it: PollInterval, or often enough to keep its lead while idle — an SQLite
+// lease renewed before it expires, a PostgreSQL lock session that speaks
+// before the server ends it for silence (stallLimit). A relay polling
+// rarely (it relies on wake-ups) would otherwise lose the lead whenever
+// it had nothing to do, and PostgreSQL would log the session's end.
+func (r *Relay) idlePoll() time.Duration {
+	keep := r.cfg.LeaseTTL / 3
+	if r.db.Dialect() == sqldb.Postgres {
+		keep = r.stallLimit() / 3
+	}
+	return max(min(r.cfg.PollInterval, keep), time.Millisecond)
 }
 
 // lockCheckInterval is how often a PostgreSQL relay checks that the
