@@ -134,8 +134,10 @@ func (b *batcher) send(batch []*batchItem) {
 		}
 		return nil, ferr
 	})
+	refused := errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
+	b.part.count(err, refused)
 	switch {
-	case errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests):
+	case refused:
 		err = fmt.Errorf("%s: circuit breaker open", b.step.Participant)
 		finish(func(int) batchOutcome { return batchOutcome{err: err, refused: true} })
 	case err != nil:

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -93,6 +94,23 @@ type Orchestrator struct {
 type participant struct {
 	cb    *gobreaker.CircuitBreaker[json.RawMessage]
 	limit chan struct{}
+	// Calls made (a batch is one), those of them that failed, and those
+	// the breaker refused without making them.
+	made, failed, refused atomic.Int64
+}
+
+// count records how the breaker let a call through: refused, or made
+// (and failed if err is not nil).
+func (p *participant) count(err error, refused bool) {
+	switch {
+	case refused:
+		p.refused.Add(1)
+	case err != nil && !IsRejection(err):
+		p.made.Add(1)
+		p.failed.Add(1)
+	default:
+		p.made.Add(1)
+	}
 }
 
 // New returns an orchestrator over db (whose saga tables exist, see
@@ -188,22 +206,37 @@ func (o *Orchestrator) Stop() {
 	o.logCancel()
 }
 
-// Stats counts log writes and the commits that carried them, and the
-// calls of batched steps and the batches that carried them.
+// Stats counts log writes and the commits that carried them, the calls
+// of batched steps and the batches that carried them, and what each
+// participant's circuit breaker let through.
 type Stats struct {
 	LogWrites    int64
 	LogCommits   int64
 	BatchedCalls int64
 	Batches      int64
+	// Participants, by name.
+	Participants map[string]ParticipantStats
+}
+
+// ParticipantStats counts the calls to one participant (a batch is one
+// call): those made, those of them that failed (a refusal, 4xx, is not a
+// failure), and those its circuit breaker refused without making them.
+// While a participant is down, Made stays near one probe per
+// BreakerCooldown however many sagas wait for it: no retry storm.
+type ParticipantStats struct {
+	Made, Failed, Refused int64
 }
 
 // Stats returns the orchestrator's counters.
 func (o *Orchestrator) Stats() Stats {
-	st := Stats{LogWrites: o.log.writes.Load(), LogCommits: o.log.commits.Load()}
+	st := Stats{LogWrites: o.log.writes.Load(), LogCommits: o.log.commits.Load(), Participants: map[string]ParticipantStats{}}
 	o.mu.Lock()
 	for _, b := range o.batchers {
 		st.BatchedCalls += b.items.Load()
 		st.Batches += b.calls.Load()
+	}
+	for name, p := range o.parts {
+		st.Participants[name] = ParticipantStats{Made: p.made.Load(), Failed: p.failed.Load(), Refused: p.refused.Load()}
 	}
 	o.mu.Unlock()
 	return st
@@ -769,7 +802,9 @@ func (o *Orchestrator) call(ctx context.Context, s *Saga, step Step, fn Func, ke
 		return fn(cctx, c)
 	})
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		p.count(err, true)
 		return nil, fmt.Errorf("%s: circuit breaker open", step.Participant), true
 	}
+	p.count(err, false)
 	return out, err, false
 }

@@ -387,6 +387,11 @@ func TestBreakerStopsRetryStorm(t *testing.T) {
 		if n := calls.Load(); n > 10 {
 			t.Errorf("the participant got %d calls; the breaker should have stopped most", n)
 		}
+		// The orchestrator's own count agrees, and shows what it held back.
+		st := o.Stats().Participants["billing"]
+		if st.Made != calls.Load() || st.Failed != st.Made || st.Refused == 0 {
+			t.Errorf("stats %+v, with %d calls made", st, calls.Load())
+		}
 	})
 }
 

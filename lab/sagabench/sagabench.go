@@ -74,6 +74,11 @@ type OutageResult struct {
 	// Longest is the longest a saga took; Settled how long after the
 	// participant came back the last saga begun before then ended.
 	Longest, Settled time.Duration
+	// Away counts the orchestrator's calls to the participant while it
+	// was away: made (and failed), and refused by its circuit breaker
+	// without being made. Without the breaker every refused one would
+	// have been made: a retry storm.
+	Away saga.ParticipantStats
 }
 
 // Result is one level of one scenario.
@@ -130,6 +135,8 @@ func (r Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  %s away for %v, c=%d: %d sagas, %d committed, %d compensated, %d need attention, %d other;\n"+
 			"    longest %v; those begun before it came back all ended %v after\n", o.Participant, o.Outage, o.Concurrency, o.Sagas, o.Committed,
 			o.Compensated, o.NeedsAttention, o.Other, o.Longest.Round(10*time.Millisecond), o.Settled.Round(10*time.Millisecond))
+		fmt.Fprintf(w, "    calls to %s while away: %d made (%d failed), %d refused by its circuit breaker without a call\n",
+			o.Participant, o.Away.Made, o.Away.Failed, o.Away.Refused)
 	}
 }
 
@@ -306,13 +313,16 @@ func participantOutage(ctx context.Context, odb *sqldb.DB, peers map[string]stri
 	var backAt time.Time
 	if sleep(time.Second) {
 		proxy.Cut()
+		cut := o.Stats().Participants[assignment.Name]
 		if sleep(cfg.Outage) {
+			back := o.Stats().Participants[assignment.Name]
 			if err := proxy.Restore(); err != nil {
 				stopIssuing()
 				wg.Wait()
 				return res, err
 			}
 			backAt = time.Now()
+			res.Away = saga.ParticipantStats{Made: back.Made - cut.Made, Failed: back.Failed - cut.Failed, Refused: back.Refused - cut.Refused}
 			sleep(2 * time.Second)
 		}
 	}
