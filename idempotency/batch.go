@@ -187,9 +187,13 @@ func InKeyOrder(ctx context.Context, tx *sql.Tx, items []*Item, key func(it *Ite
 // BatchFunc applies calls of one route in tx, the transaction in which
 // their keys were claimed and their responses are stored, and answers
 // each. A call answered with a status of 400 or more must have left no
-// effect in tx (the others' effects commit). An error fails the whole
-// batch: nothing commits, and the batch is run again if the error is a
-// transient conflict, else every call gets 503.
+// effect in tx (the others' effects commit). An error (or a panic) fails
+// the whole transaction: nothing commits, and it is run again if the
+// error is a transient conflict. Otherwise, while the database answers,
+// each call is applied again alone, in its own transaction, so that a
+// call whose input sets the error off fails alone (503, or 500 for a
+// panic) and the others take effect; with the database down, every call
+// gets 503.
 type BatchFunc func(ctx context.Context, tx *sql.Tx, items []*Item) error
 
 // BatchHandler serves POST /batch for the routes given ("POST
@@ -290,22 +294,25 @@ func (s *Store) runBatch(ctx context.Context, calls []BatchCall, items []*Item, 
 	if len(todo) == 0 {
 		return // every call was answered already (a bad key or path)
 	}
-	var err error
-	for attempt := 1; attempt <= maxScopeAttempts; attempt++ {
+	err := s.applyBatch(ctx, calls, hashes, items, todo, route, routes)
+	switch {
+	case err == nil:
+	case len(todo) > 1 && s.db.PingContext(ctx) == nil:
+		// The database answers, so one call may be what failed the
+		// batch (an input that breaks a constraint, a bug it sets off):
+		// apply each alone, so that it fails alone instead of failing
+		// every call it shares a batch with, at each of their retries.
+		s.cfg.Logger.WarnContext(ctx, "idempotency: batch failed; applying its calls one at a time", "calls", len(todo), "error", err)
 		for _, i := range todo {
-			items[i].set = false
+			if err := s.applyBatch(ctx, calls, hashes, items, []int{i}, route, routes); err != nil {
+				s.cfg.Logger.WarnContext(ctx, "idempotency: batched call failed", "key", calls[i].Key, "path", calls[i].Path, "error", err)
+				items[i].Fail(batchFailure(err))
+			}
 		}
-		err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
-			return s.batchTx(ctx, tx, calls, hashes, items, todo, route, routes)
-		})
-		if err == nil || !sqldb.IsRetryable(err) {
-			break
-		}
-	}
-	if err != nil {
+	default:
 		s.cfg.Logger.WarnContext(ctx, "idempotency: batch failed", "calls", len(todo), "error", err)
 		for _, i := range todo {
-			items[i].Fail(sysops.Errorf(sysops.EUnavailable, "the batch failed (logged by the service); retry the call"))
+			items[i].Fail(batchFailure(err))
 		}
 	}
 	// A key repeated within the batch gets its first call's answer, or
@@ -323,6 +330,45 @@ func (s *Store) runBatch(ctx context.Context, calls []BatchCall, items []*Item, 
 		items[i].result, items[i].set = items[j].result, true
 		items[i].result.Replayed = true
 	}
+}
+
+// applyBatch runs the calls todo in one transaction, again while it fails
+// with a transient conflict. A panic in a route's function is an error
+// here (errPanic): the transaction is rolled back.
+func (s *Store) applyBatch(ctx context.Context, calls []BatchCall, hashes []string, items []*Item, todo []int,
+	route []string, routes map[string]BatchFunc) (err error) {
+	for attempt := 1; attempt <= maxScopeAttempts; attempt++ {
+		for _, i := range todo {
+			items[i].set = false
+		}
+		err = func() (err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("%w: %v", errPanic, p)
+				}
+			}()
+			return sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
+				return s.batchTx(ctx, tx, calls, hashes, items, todo, route, routes)
+			})
+		}()
+		if err == nil || !sqldb.IsRetryable(err) {
+			break
+		}
+	}
+	return err
+}
+
+// errPanic marks a batch whose function panicked.
+var errPanic = errors.New("panic")
+
+// batchFailure is what a call of a failed batch is answered: 500 if its
+// route's function panicked (a bug), else 503; either way nothing of it
+// was kept, so a retry runs it again.
+func batchFailure(err error) error {
+	if errors.Is(err, errPanic) {
+		return sysops.Errorf(sysops.EInternal, "the call failed (logged by the service)")
+	}
+	return sysops.Errorf(sysops.EUnavailable, "the batch failed (logged by the service); retry the call")
 }
 
 // batchTx claims the keys of todo, replays the calls whose keys exist,

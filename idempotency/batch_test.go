@@ -21,7 +21,7 @@ import (
 // thingsServer serves POST /things/{id} {"n": N} alone (through the
 // transactional middleware) and in batches: it adds N to thing {id}'s
 // total; N < 0 is refused (409) and N = 500 answers 503, both without
-// effect; N = 666 fails the whole batch.
+// effect; N = 666 fails the whole batch, N = 13 panics.
 func thingsServer(t *testing.T, d sqldb.Dialect) (*httptest.Server, *sqldb.DB) {
 	t.Helper()
 	ctx := context.Background()
@@ -66,6 +66,8 @@ func thingsServer(t *testing.T, d sqldb.Dialect) (*httptest.Server, *sqldb.DB) {
 				switch in.N {
 				case 666:
 					return errors.New("the database is on fire")
+				case 13:
+					panic("unlucky")
 				case 500:
 					it.Fail(sysops.Errorf(sysops.EUnavailable, "try later"))
 					continue
@@ -203,14 +205,19 @@ func TestBatchCallsFailAlone(t *testing.T) {
 			t.Errorf("the 503's key is kept (%d rows, %v); a retry must run the call again", kept, err)
 		}
 
-		// A batch whose function fails commits nothing: every call gets 503,
-		// and keeps its key free.
-		res = postBatch(t, srv.URL, call("x1", "/things/z", 1), call("x2", "/things/z", 666))
-		if res[0].Status != 503 || res[1].Status != 503 || total(t, db, "z") != 0 {
-			t.Errorf("failed batch: %s; total %d", summary(res), total(t, db, "z"))
+		// A call that fails its whole batch (its function returns an
+		// error, or panics) fails alone: the batch's calls are applied
+		// one at a time, so the others take effect. Its key stays free.
+		res = postBatch(t, srv.URL, call("x1", "/things/z", 1), call("x2", "/things/z", 666), call("x3", "/things/z", 2),
+			call("x4", "/things/z", 13))
+		if res[0].Status != 201 || res[1].Status != 503 || res[2].Status != 201 || res[3].Status != 500 || total(t, db, "z") != 3 {
+			t.Errorf("batch with a failing and a panicking call: %s; total %d", summary(res), total(t, db, "z"))
 		}
-		if r := post(t, srv.URL+"/things/z", "x1", `{"n":1}`); r.status != 201 || r.replayed {
-			t.Errorf("x1 after the failed batch: %+v, want it applied now", r)
+		if r := post(t, srv.URL+"/things/z", "x1", `{"n":1}`); r.status != 201 || !r.replayed {
+			t.Errorf("x1 after its batch: %+v, want its answer replayed", r)
+		}
+		if r := post(t, srv.URL+"/things/z", "x2", `{"n":5}`); r.status != 201 || r.replayed || total(t, db, "z") != 8 {
+			t.Errorf("x2 after its batch failed: %+v, want it applied now", r)
 		}
 	})
 }
