@@ -93,7 +93,9 @@ func decodeSteps(col string) ([]StepRecord, error) {
 	return steps, nil
 }
 
-// Get reads one saga and its steps from the log in db.
+// Get reads one saga and its steps from the log in db. A row whose steps
+// cannot be decoded is an [ErrUnreadable] error, with the saga as far as
+// it could be read (no steps).
 func Get(ctx context.Context, db *sqldb.DB, id string) (Saga, error) {
 	return get(ctx, db, id)
 }
@@ -123,7 +125,7 @@ func get(ctx context.Context, q interface {
 		s.FinishedAt = &t
 	}
 	if s.Steps, err = decodeSteps(steps); err != nil {
-		return Saga{}, fmt.Errorf("saga: read %s: %w", id, err)
+		return s, fmt.Errorf("%w: %s: %v", ErrUnreadable, id, err)
 	}
 	return s, nil
 }

@@ -46,6 +46,9 @@ func Retry(ctx context.Context, db *sqldb.DB, id string) error {
 		if s.State != NeedsAttention {
 			return fmt.Errorf("%w: saga %s is %s, not needs_attention", ErrWrongState, id, s.State)
 		}
+		if s.Steps == nil {
+			return unreadableSteps(id)
+		}
 		state, idx := resumeState(s)
 		if idx >= 0 {
 			if state == Compensating {
@@ -65,6 +68,9 @@ func Skip(ctx context.Context, db *sqldb.DB, id string) error {
 	return change(ctx, db, id, func(tx *sql.Tx, s Saga) error {
 		if s.State != NeedsAttention {
 			return fmt.Errorf("%w: saga %s is %s, not needs_attention", ErrWrongState, id, s.State)
+		}
+		if s.Steps == nil {
+			return unreadableSteps(id)
 		}
 		state, idx := resumeState(s)
 		if idx < 0 {
@@ -90,6 +96,12 @@ func Resolve(ctx context.Context, db *sqldb.DB, id, note string) error {
 			lease_owner = '', lease_until = 0 WHERE id = $3`, "resolved by hand: "+note, now, id)
 		return err
 	})
+}
+
+// unreadableSteps refuses to retry or skip a saga whose steps cannot be
+// read: there is no telling where it stopped.
+func unreadableSteps(id string) error {
+	return fmt.Errorf("%w: saga %s: its steps in the log cannot be read; look at its row and resolve it by hand", ErrWrongState, id)
 }
 
 // resumeState finds where a saga that needs attention stopped: going
@@ -128,7 +140,7 @@ func handBack(ctx context.Context, tx *sql.Tx, s Saga, state State) error {
 // did not see.
 func change(ctx context.Context, db *sqldb.DB, id string, fn func(tx *sql.Tx, s Saga) error) error {
 	seen, err := Get(ctx, db, id)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrUnreadable) {
 		return err
 	}
 	return sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
@@ -144,7 +156,9 @@ func change(ctx context.Context, db *sqldb.DB, id string, fn func(tx *sql.Tx, s 
 			return fmt.Errorf("%w: saga %s changed meanwhile; look again", ErrWrongState, id)
 		}
 		s, err := get(ctx, tx, id)
-		if err != nil {
+		if errors.Is(err, ErrUnreadable) {
+			s.Steps = nil // fn sees no step: only Resolve goes on
+		} else if err != nil {
 			return err
 		}
 		return fn(tx, s)
@@ -246,6 +260,9 @@ func opsError(err error) error {
 		return sysops.Errorf(sysops.ENotFound, "%v", err)
 	case errors.Is(err, ErrWrongState):
 		return sysops.Errorf(sysops.EConflict, "%v", err)
+	case errors.Is(err, ErrUnreadable):
+		// The operator needs the details, which an internal error hides.
+		return sysops.Errorf(sysops.EConflict, "%v (look at its row, then resolve it by hand)", err)
 	}
 	return err
 }

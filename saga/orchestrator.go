@@ -503,7 +503,9 @@ func (o *Orchestrator) drive(ctx context.Context, id string, begun *Saga) (*Saga
 		s = *begun
 	} else {
 		var err error
-		if s, err = Get(ctx, o.db, id); err != nil {
+		if s, err = Get(ctx, o.db, id); errors.Is(err, ErrUnreadable) {
+			return nil, o.setAside(ctx, id, err)
+		} else if err != nil {
 			return nil, err
 		}
 	}
@@ -521,6 +523,17 @@ func (o *Orchestrator) drive(ctx context.Context, id string, begun *Saga) (*Saga
 		return &s, o.compensate(ctx, &s, def)
 	}
 	return &s, nil
+}
+
+// setAside makes a saga whose log row cannot be read need attention,
+// keeping why, and gives its lease up: driving it could only fail again
+// at every poll. A person reads the row and resolves it.
+func (o *Orchestrator) setAside(ctx context.Context, id string, why error) error {
+	o.cfg.Logger.ErrorContext(ctx, "saga: log row unreadable; it needs attention", "saga", id, "error", why)
+	now := us(time.Now())
+	_, err := o.db.ExecContext(ctx, `UPDATE saga SET state = 'needs_attention', last_error = $1, updated_at = $2,
+		lease_owner = '', lease_until = 0 WHERE id = $3 AND lease_owner = $4`, why.Error(), now, id, o.cfg.Owner)
+	return err
 }
 
 func outputs(s *Saga) map[string]json.RawMessage {

@@ -187,10 +187,15 @@ func IsRejection(err error) bool {
 
 // Errors.
 var (
-	ErrNotFound      = errors.New("saga: not found")
-	ErrUnknown       = errors.New("saga: unknown definition")
-	ErrWrongState    = errors.New("saga: not in a state that allows this")
-	ErrLeaseLost     = errors.New("saga: lease lost to another orchestrator")
+	ErrNotFound   = errors.New("saga: not found")
+	ErrUnknown    = errors.New("saga: unknown definition")
+	ErrWrongState = errors.New("saga: not in a state that allows this")
+	ErrLeaseLost  = errors.New("saga: lease lost to another orchestrator")
+	// ErrUnreadable: a saga's row in the log cannot be read back (its
+	// steps column was edited by hand, say). Get returns what it could
+	// read with it; the orchestrator sets the saga aside as needs
+	// attention, and only Resolve can close it.
+	ErrUnreadable    = errors.New("saga: log row unreadable")
 	errStopped       = errors.New("saga: orchestrator stopped")
 	errNoDefinitions = errors.New("saga: no definitions")
 )

@@ -671,3 +671,69 @@ func TestLogOutage(t *testing.T) {
 		}
 	}
 }
+
+// TestUnreadableRowIsSetAside: a saga whose row in the log cannot be read
+// back (its steps edited by hand) is set aside as needs_attention with
+// the reason, rather than claimed, failed and claimed again at every
+// poll; the other sagas go on, and a person can resolve it.
+func TestUnreadableRowIsSetAside(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		ctx := context.Background()
+		rec := &recorder{}
+		block := make(chan struct{})
+		defer close(block)
+		blocking := saga.Definition{Name: "u", Version: 1, Steps: []saga.Step{rec.step("one", func(saga.Call) error { <-block; return nil })}}
+		first, err := saga.New(db, saga.Config{Owner: "first", PollInterval: time.Hour}, blocking)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fctx, kill := context.WithCancel(ctx)
+		defer kill()
+		if err := first.Start(fctx); err != nil {
+			t.Fatal(err)
+		}
+		id, err := first.Begin(ctx, "u", "broken", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The row is edited by hand, and its lease left to expire.
+		if _, err := db.ExecContext(ctx, `UPDATE saga SET steps = '[{"index": "one"', lease_until = 1 WHERE id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := saga.Get(ctx, db, id); !errors.Is(err, saga.ErrUnreadable) {
+			t.Fatalf("Get of the edited row: %v, want ErrUnreadable", err)
+		}
+		def := saga.Definition{Name: "u", Version: 1, Steps: []saga.Step{rec.step("one", nil)}}
+		heir := start(t, db, saga.Config{Owner: "heir", PollInterval: 10 * time.Millisecond}, def)
+		eventually(t, "the broken saga to be set aside", func() bool {
+			list, err := saga.List(ctx, db, saga.Filter{State: saga.NeedsAttention})
+			return err == nil && len(list) == 1 && list[0].ID == id && strings.Contains(list[0].LastError, "steps")
+		})
+		if s := run(t, heir, "u", nil); s.State != saga.Committed {
+			t.Errorf("another saga: %+v", s)
+		}
+		if err := saga.Retry(ctx, db, id); !errors.Is(err, saga.ErrWrongState) || !strings.Contains(err.Error(), "cannot be read") {
+			t.Errorf("retry of the broken saga: %v", err)
+		}
+		if err := saga.Resolve(ctx, db, id, "fixed by hand"); err != nil {
+			t.Fatalf("resolve: %v", err)
+		}
+		list, err := saga.List(ctx, db, saga.Filter{State: saga.Resolved})
+		if err != nil || len(list) != 1 || list[0].ID != id {
+			t.Errorf("resolved: %+v, %v", list, err)
+		}
+	})
+}
+
+// eventually waits up to 10 s for cond, failing the test after.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
