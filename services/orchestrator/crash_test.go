@@ -227,6 +227,21 @@ func waitFinished(t *testing.T, base string) []saga.Saga {
 	}
 }
 
+// seedCustomers registers four customers, and one expert with the skills
+// given and room for 100 tickets, and returns the customers' ids.
+func seedCustomers(t *testing.T, env *svctest.Env, skills ...string) []string {
+	t.Helper()
+	var customers []string
+	for i := range 4 {
+		r := svctest.Do(t, "POST", env.URL("customer")+"/customers", map[string]string{"name": fmt.Sprint("C", i),
+			"email": fmt.Sprintf("c%d@example.com", i), "zip": "10001"})
+		customers = append(customers, r.JSON(t)["id"].(string))
+	}
+	svctest.Do(t, "POST", env.URL("assignment")+"/experts", map[string]any{"name": "Big", "email": "big@example.com",
+		"skills": skills, "zip": "10002", "capacity": 100})
+	return customers
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -243,14 +258,7 @@ func TestCrashOrchestrator(t *testing.T) {
 		env := svctest.New(t, d, location.Spec(), customer.Spec(), contract.Spec(), billing.Spec(),
 			ticket.SpecWith(ticket.Config{ZipRefresh: fast}), assignment.SpecWith(assignment.Config{ZipRefresh: fast}),
 			survey.Spec(), completion.Spec())
-		var customers []string
-		for i := range 4 {
-			r := svctest.Do(t, "POST", env.URL("customer")+"/customers", map[string]string{"name": fmt.Sprint("C", i),
-				"email": fmt.Sprintf("c%d@example.com", i), "zip": "10001"})
-			customers = append(customers, r.JSON(t)["id"].(string))
-		}
-		svctest.Do(t, "POST", env.URL("assignment")+"/experts", map[string]any{"name": "Big", "email": "big@example.com",
-			"skills": []string{"printer", "network"}, "zip": "10002", "capacity": 100})
+		customers := seedCustomers(t, env, "printer", "network")
 		peers := map[string]string{}
 		for _, p := range []string{"ticket", "customer", "assignment", "contract", "billing", "survey", "completion"} {
 			peers[p] = jittery(t, env.URL(p), 0, 8*time.Millisecond)

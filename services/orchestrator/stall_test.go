@@ -44,14 +44,7 @@ func TestStalledOrchestratorIsFenced(t *testing.T) {
 	fast := 50 * time.Millisecond
 	env := svctest.New(t, d, location.Spec(), customer.Spec(),
 		ticket.SpecWith(ticket.Config{ZipRefresh: fast}), assignment.SpecWith(assignment.Config{ZipRefresh: fast}))
-	var customers []string
-	for i := range 4 {
-		r := svctest.Do(t, "POST", env.URL("customer")+"/customers", map[string]string{"name": fmt.Sprint("C", i),
-			"email": fmt.Sprintf("c%d@example.com", i), "zip": "10001"})
-		customers = append(customers, r.JSON(t)["id"].(string))
-	}
-	svctest.Do(t, "POST", env.URL("assignment")+"/experts", map[string]any{"name": "Big", "email": "big@example.com",
-		"skills": []string{"printer"}, "zip": "10002", "capacity": 100})
+	customers := seedCustomers(t, env, "printer")
 	// The assignment step is slow, so that the stall finds sagas mid-way.
 	peers := map[string]string{"ticket": jittery(t, env.URL("ticket"), 0, 8*time.Millisecond),
 		"customer":   jittery(t, env.URL("customer"), 0, 8*time.Millisecond),
