@@ -42,7 +42,7 @@ func Cancel(ctx context.Context, db *sqldb.DB, id, reason string) error {
 // Retry gives a saga that needs attention a fresh retry budget for the
 // step that ran out of it, and hands it back to the orchestrators.
 func Retry(ctx context.Context, db *sqldb.DB, id string) error {
-	return change(ctx, db, id, func(tx *sql.Tx, s Saga) error {
+	return change(ctx, db, id, func(tx *sql.Tx, s Saga, now time.Time) error {
 		if s.State != NeedsAttention {
 			return fmt.Errorf("%w: saga %s is %s, not needs_attention", ErrWrongState, id, s.State)
 		}
@@ -57,7 +57,7 @@ func Retry(ctx context.Context, db *sqldb.DB, id string) error {
 				s.Steps[idx].Attempts = 0
 			}
 		}
-		return handBack(ctx, tx, s, state)
+		return handBack(ctx, tx, s, state, now)
 	})
 }
 
@@ -65,7 +65,7 @@ func Retry(ctx context.Context, db *sqldb.DB, id string) error {
 // (a person did by hand what it does, or decided it need not be done) and
 // hands the saga back to go on from there.
 func Skip(ctx context.Context, db *sqldb.DB, id string) error {
-	return change(ctx, db, id, func(tx *sql.Tx, s Saga) error {
+	return change(ctx, db, id, func(tx *sql.Tx, s Saga, now time.Time) error {
 		if s.State != NeedsAttention {
 			return fmt.Errorf("%w: saga %s is %s, not needs_attention", ErrWrongState, id, s.State)
 		}
@@ -76,24 +76,23 @@ func Skip(ctx context.Context, db *sqldb.DB, id string) error {
 		if idx < 0 {
 			return fmt.Errorf("%w: saga %s has no step to skip", ErrWrongState, id)
 		}
-		s.Steps[idx].Status, s.Steps[idx].UpdatedAt = StepSkipped, time.Now()
-		return handBack(ctx, tx, s, state)
+		s.Steps[idx].Status, s.Steps[idx].UpdatedAt = StepSkipped, now
+		return handBack(ctx, tx, s, state, now)
 	})
 }
 
 // Resolve closes a saga that needs attention: a person settled it. note
 // says how.
 func Resolve(ctx context.Context, db *sqldb.DB, id, note string) error {
-	return change(ctx, db, id, func(tx *sql.Tx, s Saga) error {
+	return change(ctx, db, id, func(tx *sql.Tx, s Saga, now time.Time) error {
 		if s.State.Final() {
 			return fmt.Errorf("%w: saga %s is already %s", ErrWrongState, id, s.State)
 		}
 		if s.State != NeedsAttention {
 			return fmt.Errorf("%w: saga %s is %s, not needs_attention", ErrWrongState, id, s.State)
 		}
-		now := us(time.Now())
 		_, err := tx.ExecContext(ctx, `UPDATE saga SET state = 'resolved', reason = $1, finished_at = $2, updated_at = $2,
-			lease_owner = '', lease_until = 0 WHERE id = $3`, "resolved by hand: "+note, now, id)
+			lease_owner = '', lease_until = 0 WHERE id = $3`, "resolved by hand: "+note, us(now), id)
 		return err
 	})
 }
@@ -122,23 +121,23 @@ func resumeState(s Saga) (State, int) {
 }
 
 // handBack writes s's steps and state, and leaves the saga to whichever
-// orchestrator polls next.
-func handBack(ctx context.Context, tx *sql.Tx, s Saga, state State) error {
+// orchestrator polls next: it is due now, by the database's clock.
+func handBack(ctx context.Context, tx *sql.Tx, s Saga, state State, now time.Time) error {
 	steps, err := encodeSteps(s.Steps)
 	if err != nil {
 		return err
 	}
-	now := us(time.Now())
 	_, err = tx.ExecContext(ctx, `UPDATE saga SET state = $1, last_error = '', next_run_at = $2, updated_at = $2,
-		lease_owner = '', lease_until = 0, steps = $4 WHERE id = $3`, string(state), now, s.ID, steps)
+		lease_owner = '', lease_until = 0, steps = $4 WHERE id = $3`, string(state), us(now), s.ID, steps)
 	return err
 }
 
 // change runs fn on the saga as it is, in a transaction that keeps
 // anyone else from writing it meanwhile, and fails if a write changed
 // it since the saga was last read, rather than act on what a person
-// did not see.
-func change(ctx context.Context, db *sqldb.DB, id string, fn func(tx *sql.Tx, s Saga) error) error {
+// did not see. now is the database's time, which the orchestrators go
+// by (see clock), not this machine's.
+func change(ctx context.Context, db *sqldb.DB, id string, fn func(tx *sql.Tx, s Saga, now time.Time) error) error {
 	seen, err := Get(ctx, db, id)
 	if err != nil && !errors.Is(err, ErrUnreadable) {
 		return err
@@ -161,7 +160,11 @@ func change(ctx context.Context, db *sqldb.DB, id string, fn func(tx *sql.Tx, s 
 		} else if err != nil {
 			return err
 		}
-		return fn(tx, s)
+		now, err := dbNow(ctx, tx, db.Dialect())
+		if err != nil {
+			return err
+		}
+		return fn(tx, s, now)
 	})
 }
 
