@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/sysops-squad/sysops"
 	"github.com/sysops-squad/sysops/internal/httpx"
@@ -249,6 +248,7 @@ func (s *Store) BatchHandler(routes map[string]BatchFunc) http.Handler {
 			}
 			items[i].Request, route[i] = h.req.WithContext(r.Context()), h.pattern
 		}
+		s.syncClock(context.WithoutCancel(r.Context()))
 		s.runBatch(r.Context(), in.Calls, items, route, routes)
 		out := BatchResponse{Results: make([]BatchResult, len(items))}
 		for i, it := range items {
@@ -381,7 +381,7 @@ func (s *Store) batchTx(ctx context.Context, tx *sql.Tx, calls []BatchCall, hash
 	slices.SortFunc(order, func(a, b int) int { return strings.Compare(calls[a].Key, calls[b].Key) })
 	values, args := sqldb.Rows(1, "(?, ?, $1, 0)", len(order), func(n int) []any { return []any{calls[order[n]].Key, hashes[order[n]]} })
 	rows, err := tx.QueryContext(ctx, `INSERT INTO idempotency_key (idem_key, request_hash, created_at, locked_until) VALUES `+values+`
-		ON CONFLICT (idem_key) DO NOTHING RETURNING idem_key`, append([]any{time.Now().UnixMicro()}, args...)...)
+		ON CONFLICT (idem_key) DO NOTHING RETURNING idem_key`, append([]any{s.now().UnixMicro()}, args...)...)
 	if err != nil {
 		return fmt.Errorf("claim keys: %w", err)
 	}

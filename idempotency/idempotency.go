@@ -11,6 +11,8 @@
 // reservation is released so that a retry runs the handler again; neither
 // is a reservation whose process died: a running request renews its
 // reservation, and one no longer renewed expires after [Config.LockTTL].
+// Expiry goes by the database's clock ([sqldb.Clock]), so instances of a
+// service on machines whose clocks drift apart agree on it.
 //
 // A key is remembered for [Config.Retention] (24 hours by default); [Store.Prune]
 // forgets older ones.
@@ -118,7 +120,12 @@ type Config struct {
 	// concurrent repeat waits on the key's unique index and then gets the
 	// first response. The handler's response is buffered until the commit.
 	Transactional bool
-	Logger        *slog.Logger
+	// Clock is the time reservations go by: the database's, so that
+	// instances of a service on machines whose clocks drift apart agree
+	// on when one expires, and none takes over a live one. Default: one
+	// of the store's own, measured against its database.
+	Clock  *sqldb.Clock
+	Logger *slog.Logger
 }
 
 // Store keeps the keys of one service's database.
@@ -126,6 +133,15 @@ type Store struct {
 	db  *sqldb.DB
 	cfg Config
 }
+
+// syncClock measures the offset to the database's clock again if it is
+// older than sqldb.ClockSyncEvery (a request's first step, before it
+// holds a connection: the measure takes one). A failed measure keeps
+// the last offset; the statements that follow fail the same way.
+func (s *Store) syncClock(ctx context.Context) { _ = s.cfg.Clock.Sync(ctx, s.db) }
+
+// now is the database's time, as last measured.
+func (s *Store) now() time.Time { return s.cfg.Clock.Now() }
 
 // New returns a store over db, whose idempotency_key table exists.
 func New(db *sqldb.DB, cfg Config) *Store {
@@ -137,6 +153,9 @@ func New(db *sqldb.DB, cfg Config) *Store {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = &sqldb.Clock{}
 	}
 	return &Store{db: db, cfg: cfg}
 }
@@ -175,6 +194,7 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request, key string, next h
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	sum := sha256.Sum256(append([]byte(r.Method+" "+r.URL.RequestURI()+"\n"), body...))
 	hash := hex.EncodeToString(sum[:])
+	s.syncClock(context.WithoutCancel(r.Context()))
 
 	if s.cfg.Transactional {
 		return s.serveInScope(w, r, key, hash, body, next)
@@ -266,14 +286,14 @@ func (s *Store) serveInScope(w http.ResponseWriter, r *http.Request, key, hash s
 		}
 	}
 	for attempt := 1; ; attempt++ {
-		if found && (prev.status != 0 || prev.hash != hash || prev.lockedUntil > time.Now().UnixMicro()) {
+		if found && (prev.status != 0 || prev.hash != hash || prev.lockedUntil > s.now().UnixMicro()) {
 			return replay(w, key, hash, prev)
 		}
 		sctx, scope := sqldb.WithScope(r.Context(), s.db)
 		claimed := false
 		if claim && !found {
 			err := sqldb.RunInScope(sctx, s.db, func(tx *sql.Tx) error {
-				res, err := tx.ExecContext(ctx, claimKeySQL, key, hash, time.Now().UnixMicro())
+				res, err := tx.ExecContext(ctx, claimKeySQL, key, hash, s.now().UnixMicro())
 				if err != nil {
 					return err
 				}
@@ -392,7 +412,7 @@ const insertKeySQL = `INSERT INTO idempotency_key (idem_key, request_hash, creat
 	WHERE idempotency_key.status = 0 AND idempotency_key.locked_until < excluded.created_at`
 
 func (s *Store) keyArgs(key, hash string, rec *buffer) []any {
-	return []any{key, hash, time.Now().UnixMicro(), rec.status, rec.header.Get("Content-Type"), rec.header.Get("Location"),
+	return []any{key, hash, s.now().UnixMicro(), rec.status, rec.header.Get("Content-Type"), rec.header.Get("Location"),
 		rec.body.String()}
 }
 
@@ -466,7 +486,7 @@ type entry struct {
 // reserve inserts the key as in progress, or takes over an expired
 // reservation. When it does neither it returns the existing entry.
 func (s *Store) reserve(ctx context.Context, key, hash string) (prev entry, reserved bool, until int64, err error) {
-	now := time.Now()
+	now := s.now()
 	until = now.Add(s.cfg.LockTTL).UnixMicro()
 	err = sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO idempotency_key (idem_key, request_hash, created_at, locked_until)
@@ -523,11 +543,12 @@ func (s *Store) hold(ctx context.Context, key string, until int64) (stop func())
 			select {
 			case <-done:
 				return
-			case now := <-t.C:
-				if now.After(giveUp) {
+			case tick := <-t.C:
+				if tick.After(giveUp) {
 					return
 				}
-				next := now.Add(s.cfg.LockTTL).UnixMicro()
+				s.syncClock(ctx)
+				next := s.now().Add(s.cfg.LockTTL).UnixMicro()
 				res, err := s.db.ExecContext(ctx, `UPDATE idempotency_key SET locked_until = $1
 					WHERE idem_key = $2 AND status = 0 AND locked_until = $3`, next, key, until)
 				if err != nil {
@@ -555,7 +576,8 @@ func (s *Store) release(ctx context.Context, key string) {
 
 // Prune forgets keys older than the retention and returns how many.
 func (s *Store) Prune(ctx context.Context) (int64, error) {
-	cutoff := time.Now().Add(-s.cfg.Retention).UnixMicro()
+	s.syncClock(ctx)
+	cutoff := s.now().Add(-s.cfg.Retention).UnixMicro()
 	res, err := s.db.ExecContext(ctx, `DELETE FROM idempotency_key WHERE created_at < $1`, cutoff)
 	if err != nil {
 		return 0, fmt.Errorf("idempotency: prune: %w", err)

@@ -230,6 +230,45 @@ func TestDeadReservationIsTakenOver(t *testing.T) {
 	})
 }
 
+// TestSkewedClockTakesNoLiveReservation: an instance of the service whose
+// machine's clock runs a minute ahead goes by the database's clock, so a
+// reservation another instance holds and renews is live to it too: a
+// repeat sent to it waits (409 in progress) instead of running the
+// request a second time.
+func TestSkewedClockTakesNoLiveReservation(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		var runs atomic.Int64
+		release := make(chan struct{})
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if runs.Add(1) == 1 {
+				<-release // the first request is still running
+			}
+			w.WriteHeader(http.StatusCreated)
+		})
+		db := sqldbtest.Open(t, d)
+		if _, err := sqldb.Migrate(ctx, db, idempotency.MigrationSet, idempotency.Migrations()); err != nil {
+			t.Fatal(err)
+		}
+		a := httptest.NewServer(idempotency.New(db, idempotency.Config{}).Middleware(h))
+		defer a.Close()
+		defer close(release)
+		ahead := &sqldb.Clock{Local: func() time.Time { return time.Now().Add(time.Minute) }}
+		b := httptest.NewServer(idempotency.New(db, idempotency.Config{Clock: ahead}).Middleware(h))
+		defer b.Close()
+		go send(a.URL, "k", `{}`)
+		for runs.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		if r := post(t, b.URL, "k", `{}`); r.status != http.StatusConflict || runs.Load() != 1 {
+			t.Errorf("repeat through the skewed instance while the first runs: %+v, runs %d; want 409 and one run", r, runs.Load())
+		}
+		if off := ahead.Offset(); off > -59*time.Second || off < -61*time.Second {
+			t.Errorf("the skewed instance's offset to the database: %v, want about -1m", off)
+		}
+	})
+}
+
 func TestPrune(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		s := newStore(t, d, idempotency.Config{Retention: time.Millisecond})

@@ -48,7 +48,7 @@ func TestSkewedClockTakesNoLiveSaga(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		skewed.clock.local = func() time.Time { return time.Now().Add(time.Minute) }
+		skewed.clock.Local = func() time.Time { return time.Now().Add(time.Minute) }
 		if err := skewed.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -56,7 +56,7 @@ func TestSkewedClockTakesNoLiveSaga(t *testing.T) {
 		if n, err := skewed.RunOnce(ctx); err != nil || n != 0 {
 			t.Errorf("the skewed instance claimed %d sagas (%v); a's lease is live", n, err)
 		}
-		if off := time.Duration(skewed.clock.offset.Load()); off > -59*time.Second || off < -61*time.Second {
+		if off := skewed.clock.Offset(); off > -59*time.Second || off < -61*time.Second {
 			t.Errorf("offset %v, want about -1m", off)
 		}
 		other, err := skewed.Begin(ctx, "s", "begun-skewed", nil)

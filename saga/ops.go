@@ -136,7 +136,7 @@ func handBack(ctx context.Context, tx *sql.Tx, s Saga, state State, now time.Tim
 // anyone else from writing it meanwhile, and fails if a write changed
 // it since the saga was last read, rather than act on what a person
 // did not see. now is the database's time, which the orchestrators go
-// by (see clock), not this machine's.
+// by ([sqldb.Clock]), not this machine's.
 func change(ctx context.Context, db *sqldb.DB, id string, fn func(tx *sql.Tx, s Saga, now time.Time) error) error {
 	seen, err := Get(ctx, db, id)
 	if err != nil && !errors.Is(err, ErrUnreadable) {
@@ -160,7 +160,7 @@ func change(ctx context.Context, db *sqldb.DB, id string, fn func(tx *sql.Tx, s 
 		} else if err != nil {
 			return err
 		}
-		now, err := dbNow(ctx, tx, db.Dialect())
+		now, err := sqldb.DatabaseNow(ctx, tx, db.Dialect())
 		if err != nil {
 			return err
 		}

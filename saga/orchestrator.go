@@ -76,7 +76,7 @@ type Orchestrator struct {
 	latest  map[string]Definition
 	log     *committer
 	cancels cancelReader
-	clock   clock
+	clock   sqldb.Clock // the database's time, which leases, deadlines and due times go by
 
 	mu       sync.Mutex
 	parts    map[string]*participant
@@ -136,7 +136,6 @@ func New(db *sqldb.DB, cfg Config, defs ...Definition) (*Orchestrator, error) {
 		log: newCommitter(db), parts: map[string]*participant{}, batchers: map[batchKey]*batcher{}, active: map[string]bool{}, waiters: map[string][]*waiter{},
 		slots: make(chan struct{}, cfg.MaxSagas)}
 	o.cancels.read = o.readCancels
-	o.clock.local = time.Now
 	for _, d := range defs {
 		if err := d.validate(); err != nil {
 			return nil, err
@@ -178,7 +177,7 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 	syncClock := func() {
 		sctx, cancel := context.WithTimeout(o.ctx, 5*time.Second)
 		defer cancel()
-		if err := o.clock.sync(sctx, o.db); err != nil && o.ctx.Err() == nil {
+		if err := o.clock.Sync(sctx, o.db); err != nil && o.ctx.Err() == nil {
 			o.cfg.Logger.WarnContext(o.ctx, "saga: cannot read the database's clock; using this machine's until it can", "error", err)
 		}
 	}
@@ -257,7 +256,7 @@ func (o *Orchestrator) Stats() Stats {
 // with an expired lease, due — and starts driving them. It returns how
 // many it claimed.
 func (o *Orchestrator) RunOnce(ctx context.Context) (int, error) {
-	now := o.clock.now()
+	now := o.clock.Now()
 	rows, err := o.db.QueryContext(ctx, `SELECT id FROM saga WHERE state IN ('running', 'compensating') AND next_run_at <= $1
 		AND (lease_owner = '' OR lease_until < $1 OR lease_owner = $2) ORDER BY next_run_at LIMIT 256`, us(now), o.cfg.Owner)
 	if err != nil {
@@ -381,7 +380,7 @@ func (o *Orchestrator) Begin(ctx context.Context, definition, id string, input a
 	if err != nil {
 		return "", fmt.Errorf("saga: input of %s: %w", definition, err)
 	}
-	now := o.clock.now()
+	now := o.clock.Now()
 	// As Get would read it back: the driver needs no read.
 	begun := &Saga{ID: id, Definition: def.Name, Version: def.Version, Input: rawOrNil(string(in)), State: Running,
 		DeadlineAt: fromUS(us(now.Add(def.Deadline))), CreatedAt: fromUS(us(now)), UpdatedAt: fromUS(us(now)),
@@ -471,7 +470,7 @@ func (o *Orchestrator) Run(ctx context.Context, definition, id string, input any
 // the lease. The given steps (nil ones are skipped) are the ones that
 // changed: their times move. It is one statement, one row.
 func (o *Orchestrator) saveStepAndSaga(ctx context.Context, s *Saga, steps ...*StepRecord) error {
-	now := o.clock.now()
+	now := o.clock.Now()
 	at := fromUS(us(now))
 	for _, r := range steps {
 		if r != nil {
@@ -541,7 +540,7 @@ func (o *Orchestrator) drive(ctx context.Context, id string, begun *Saga) (*Saga
 // at every poll. A person reads the row and resolves it.
 func (o *Orchestrator) setAside(ctx context.Context, id string, why error) error {
 	o.cfg.Logger.ErrorContext(ctx, "saga: log row unreadable; it needs attention", "saga", id, "error", why)
-	now := us(o.clock.now())
+	now := us(o.clock.Now())
 	_, err := o.db.ExecContext(ctx, `UPDATE saga SET state = 'needs_attention', last_error = $1, updated_at = $2,
 		lease_owner = '', lease_until = 0 WHERE id = $3 AND lease_owner = $4`, why.Error(), now, id, o.cfg.Owner)
 	return err
@@ -597,7 +596,7 @@ func (o *Orchestrator) stopReason(ctx context.Context, s *Saga, def Definition) 
 		s.CancelReason = cancel
 		return "cancelled: " + cancel
 	}
-	if o.clock.now().After(s.DeadlineAt) {
+	if o.clock.Now().After(s.DeadlineAt) {
 		return "deadline exceeded"
 	}
 	return ""

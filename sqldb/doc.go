@@ -16,6 +16,11 @@
 //     and re-runs fn when the database reports a serialization failure or
 //     deadlock (PostgreSQL 40001, 40P01) or a busy/locked database (SQLite).
 //     fn must therefore touch nothing but the transaction.
+//   - A [Clock] gives the database's time to processes that judge leases,
+//     reservations and deadlines by it (package saga, package
+//     idempotency): the machine's clock plus its offset to the database's,
+//     measured once a minute or when the machine's clock jumps, so that
+//     processes on machines whose clocks drift apart agree.
 //   - A [Scope] shares one transaction between work that must commit
 //     together though different code runs it — an HTTP request's business
 //     writes ([RunInScope]) and the record of its response, which the
