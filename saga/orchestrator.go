@@ -101,7 +101,7 @@ type participant struct {
 }
 
 // count records how the breaker let a call through: refused, or made
-// (and failed if err is not nil).
+// (and failed, unless err is nil or the participant's refusal).
 func (p *participant) count(err error, refused bool) {
 	switch {
 	case refused:
