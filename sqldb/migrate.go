@@ -28,7 +28,8 @@ type MigrationResult struct {
 // recorded in the table "<set>_schema", so that several migration sets (a
 // service's own, and those of the toolkit packages it uses) live side by
 // side in one database. On PostgreSQL concurrent callers serialize on an
-// advisory lock.
+// advisory lock; on SQLite a caller whose migration failed because
+// another applied it meanwhile runs again from the version it finds.
 //
 // A failing migration is rolled back and reported with its file name; the
 // caller should stop.
@@ -37,11 +38,36 @@ func Migrate(ctx context.Context, db *DB, set string, fsys fs.FS) (MigrationResu
 	if err != nil {
 		return MigrationResult{}, err
 	}
-	results, err := p.Up(ctx)
+	var results []*goose.MigrationResult // applied by this call, over its attempts
+	var failed *goose.PartialError
+	for attempt := 1; ; attempt++ {
+		before, _ := p.GetDBVersion(ctx) // 0 before the first run made its table
+		var run []*goose.MigrationResult
+		run, err = p.Up(ctx)
+		failed, _ = errors.AsType[*goose.PartialError](err)
+		if failed != nil {
+			run = failed.Applied
+		}
+		results = append(results, run...)
+		if err == nil || failed == nil || attempt == 5 {
+			break
+		}
+		// SQLite has no lock to take around a run: another process that
+		// migrates the same file at the same time can apply a migration
+		// this one read as pending, which then fails ("table already
+		// exists"). If the version moved past what this run applied, that
+		// is what happened: run again from there.
+		reached := before
+		if len(run) > 0 {
+			reached = run[len(run)-1].Source.Version
+		}
+		if after, aerr := p.GetDBVersion(ctx); aerr != nil || after <= reached {
+			break
+		}
+	}
 	var res MigrationResult
-	if pe, ok := errors.AsType[*goose.PartialError](err); ok {
-		results = pe.Applied
-		err = fmt.Errorf("%s: %w", pe.Failed.Source.Path, pe.Err)
+	if failed != nil {
+		err = fmt.Errorf("%s: %w", failed.Failed.Source.Path, failed.Err)
 	}
 	for _, r := range results {
 		res.Applied = append(res.Applied, r.Source.Path)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 
@@ -165,6 +166,50 @@ func TestCheckVersion(t *testing.T) {
 		want("ahead", sqldb.CheckVersion(ctx, db, "widgets", v1), "version 2", "newer than this build's 1")
 		if err := sqldb.CheckVersion(ctx, db, "Bad-Name", v1); err == nil || errors.Is(err, sqldb.ErrSchemaVersion) {
 			t.Errorf("bad set name: %v", err)
+		}
+	})
+}
+
+// TestMigrateConcurrently: replicas of a service starting at once, each
+// with its own handle, migrate one database: each migration is applied
+// once and every replica starts.
+func TestMigrateConcurrently(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		first := sqldbtest.Open(t, d)
+		fsys := fstest.MapFS{
+			"00001_widget.sql": migration("CREATE TABLE widget (id INTEGER PRIMARY KEY);", "DROP TABLE widget;"),
+			"00002_colour.sql": migration("ALTER TABLE widget ADD COLUMN colour TEXT;", "ALTER TABLE widget DROP COLUMN colour;"),
+			"00003_size.sql":   migration("ALTER TABLE widget ADD COLUMN size INTEGER;", "ALTER TABLE widget DROP COLUMN size;"),
+		}
+		const replicas = 4
+		errs := make([]error, replicas)
+		applied := make([]int, replicas)
+		var wg sync.WaitGroup
+		for i := range replicas {
+			db := first
+			if i > 0 {
+				var err error
+				if db, err = sqldb.Open(ctx, first.URL()); err != nil {
+					t.Fatal(err)
+				}
+				defer db.Close()
+			}
+			wg.Go(func() {
+				res, err := sqldb.Migrate(ctx, db, "widgets", fsys)
+				errs[i], applied[i] = err, len(res.Applied)
+			})
+		}
+		wg.Wait()
+		total := 0
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("replica %d: %v", i, err)
+			}
+			total += applied[i]
+		}
+		if total != 3 {
+			t.Errorf("migrations applied %d times in all (%v), want each once", total, applied)
 		}
 	})
 }
