@@ -18,6 +18,8 @@ type Clock struct {
 	// Local is the machine's clock. Default time.Now; a test skews it.
 	Local func() time.Time
 
+	measuring sync.Mutex // held by the caller measuring
+
 	mu       sync.Mutex
 	offset   time.Duration // database minus local
 	measured bool
@@ -49,13 +51,21 @@ func (c *Clock) Offset() time.Duration {
 // Sync measures the offset to db's clock, reading it at the middle of
 // the round trip — unless it did less than ClockSyncEvery ago and the
 // machine's clock has not jumped since, so callers may call it often.
+// One caller measures at a time; while it does, the others go on with
+// the last offset (or, before the first measure, wait for it).
 func (c *Clock) Sync(ctx context.Context, db *DB) error {
-	c.mu.Lock()
-	fresh := c.measured && time.Since(c.atMono) < ClockSyncEvery &&
-		(c.local().Sub(c.atLocal)-time.Since(c.atMono)).Abs() < time.Second
-	c.mu.Unlock()
+	fresh, measured := c.state()
 	if fresh {
 		return nil
+	}
+	if !measured {
+		c.measuring.Lock()
+	} else if !c.measuring.TryLock() {
+		return nil
+	}
+	defer c.measuring.Unlock()
+	if fresh, _ := c.state(); fresh {
+		return nil // measured while this caller waited
 	}
 	before := c.local()
 	at, err := DatabaseNow(ctx, db, db.Dialect())
@@ -68,6 +78,17 @@ func (c *Clock) Sync(ctx context.Context, db *DB) error {
 	c.measured, c.atMono, c.atLocal = true, time.Now(), after
 	c.mu.Unlock()
 	return nil
+}
+
+// state reports whether the offset is fresh (measured less than
+// ClockSyncEvery ago, and the machine's clock has not jumped since), and
+// whether it was ever measured.
+func (c *Clock) state() (fresh, measured bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fresh = c.measured && time.Since(c.atMono) < ClockSyncEvery &&
+		(c.local().Sub(c.atLocal)-time.Since(c.atMono)).Abs() < time.Second
+	return fresh, c.measured
 }
 
 // DatabaseNow reads the clock of the database that q (a *DB, *sql.Tx or
