@@ -57,7 +57,12 @@ type Config struct {
 	// MaxBatch caps the calls in one call of a step's ActionBatch or
 	// CompensateBatch. Default 64.
 	MaxBatch int
-	Logger   *slog.Logger
+	// Clock is the time leases, deadlines and due times go by: the
+	// database's, so that instances on machines whose clocks drift apart
+	// agree on when a lease expires. Default: one of the orchestrator's
+	// own, measured against its database at Start and every minute.
+	Clock  *sqldb.Clock
+	Logger *slog.Logger
 }
 
 type defKey struct {
@@ -76,7 +81,6 @@ type Orchestrator struct {
 	latest  map[string]Definition
 	log     *committer
 	cancels cancelReader
-	clock   sqldb.Clock // the database's time, which leases, deadlines and due times go by
 
 	mu       sync.Mutex
 	parts    map[string]*participant
@@ -129,6 +133,9 @@ func New(db *sqldb.DB, cfg Config, defs ...Definition) (*Orchestrator, error) {
 	cfg.BreakerCooldown = cmp.Or(cfg.BreakerCooldown, time.Second)
 	cfg.LogWriters = cmp.Or(max(cfg.LogWriters, 0), 1)
 	cfg.MaxBatch = cmp.Or(max(cfg.MaxBatch, 0), 64)
+	if cfg.Clock == nil {
+		cfg.Clock = &sqldb.Clock{}
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -177,7 +184,7 @@ func (o *Orchestrator) Start(ctx context.Context) error {
 	syncClock := func() {
 		sctx, cancel := context.WithTimeout(o.ctx, 5*time.Second)
 		defer cancel()
-		if err := o.clock.Sync(sctx, o.db); err != nil && o.ctx.Err() == nil {
+		if err := o.cfg.Clock.Sync(sctx, o.db); err != nil && o.ctx.Err() == nil {
 			o.cfg.Logger.WarnContext(o.ctx, "saga: cannot read the database's clock; using this machine's until it can", "error", err)
 		}
 	}
@@ -256,7 +263,7 @@ func (o *Orchestrator) Stats() Stats {
 // with an expired lease, due — and starts driving them. It returns how
 // many it claimed.
 func (o *Orchestrator) RunOnce(ctx context.Context) (int, error) {
-	now := o.clock.Now()
+	now := o.cfg.Clock.Now()
 	rows, err := o.db.QueryContext(ctx, `SELECT id FROM saga WHERE state IN ('running', 'compensating') AND next_run_at <= $1
 		AND (lease_owner = '' OR lease_until < $1 OR lease_owner = $2) ORDER BY next_run_at LIMIT 256`, us(now), o.cfg.Owner)
 	if err != nil {
@@ -380,7 +387,7 @@ func (o *Orchestrator) Begin(ctx context.Context, definition, id string, input a
 	if err != nil {
 		return "", fmt.Errorf("saga: input of %s: %w", definition, err)
 	}
-	now := o.clock.Now()
+	now := o.cfg.Clock.Now()
 	// As Get would read it back: the driver needs no read.
 	begun := &Saga{ID: id, Definition: def.Name, Version: def.Version, Input: rawOrNil(string(in)), State: Running,
 		DeadlineAt: fromUS(us(now.Add(def.Deadline))), CreatedAt: fromUS(us(now)), UpdatedAt: fromUS(us(now)),
@@ -470,7 +477,7 @@ func (o *Orchestrator) Run(ctx context.Context, definition, id string, input any
 // the lease. The given steps (nil ones are skipped) are the ones that
 // changed: their times move. It is one statement, one row.
 func (o *Orchestrator) saveStepAndSaga(ctx context.Context, s *Saga, steps ...*StepRecord) error {
-	now := o.clock.Now()
+	now := o.cfg.Clock.Now()
 	at := fromUS(us(now))
 	for _, r := range steps {
 		if r != nil {
@@ -540,7 +547,7 @@ func (o *Orchestrator) drive(ctx context.Context, id string, begun *Saga) (*Saga
 // at every poll. A person reads the row and resolves it.
 func (o *Orchestrator) setAside(ctx context.Context, id string, why error) error {
 	o.cfg.Logger.ErrorContext(ctx, "saga: log row unreadable; it needs attention", "saga", id, "error", why)
-	now := us(o.clock.Now())
+	now := us(o.cfg.Clock.Now())
 	_, err := o.db.ExecContext(ctx, `UPDATE saga SET state = 'needs_attention', last_error = $1, updated_at = $2,
 		lease_owner = '', lease_until = 0 WHERE id = $3 AND lease_owner = $4`, why.Error(), now, id, o.cfg.Owner)
 	return err
@@ -596,7 +603,7 @@ func (o *Orchestrator) stopReason(ctx context.Context, s *Saga, def Definition) 
 		s.CancelReason = cancel
 		return "cancelled: " + cancel
 	}
-	if o.clock.Now().After(s.DeadlineAt) {
+	if o.cfg.Clock.Now().After(s.DeadlineAt) {
 		return "deadline exceeded"
 	}
 	return ""

@@ -737,3 +737,47 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestSkewedClockTakesNoLiveSaga: an instance whose machine's clock runs
+// a minute ahead goes by the database's clock, so it finds another
+// instance's live lease live and takes nothing over; a deadline it sets
+// is the database's time plus the definition's deadline.
+func TestSkewedClockTakesNoLiveSaga(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		rec := &recorder{}
+		block := make(chan struct{})
+		defer close(block)
+		def := saga.Definition{Name: "s", Version: 1, Deadline: time.Hour,
+			Steps: []saga.Step{rec.step("wait", func(saga.Call) error { <-block; return nil })}}
+		def.Steps[0].Timeout = 5 * time.Second
+		a := start(t, db, saga.Config{Owner: "a", PollInterval: time.Hour}, def)
+		id, err := a.Begin(ctx, "s", "held", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ahead := &sqldb.Clock{Local: func() time.Time { return time.Now().Add(time.Minute) }}
+		skewed := start(t, db, saga.Config{Owner: "skewed", PollInterval: time.Hour, Clock: ahead}, def)
+		if n, err := skewed.RunOnce(ctx); err != nil || n != 0 {
+			t.Errorf("the skewed instance claimed %d sagas (%v); a's lease is live", n, err)
+		}
+		if off := ahead.Offset(); off > -59*time.Second || off < -61*time.Second {
+			t.Errorf("offset %v, want about -1m", off)
+		}
+		other, err := skewed.Begin(ctx, "s", "begun-skewed", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := saga.Get(ctx, db, other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left := time.Until(s.DeadlineAt); left > time.Hour+5*time.Second || left < time.Hour-5*time.Second {
+			t.Errorf("a saga begun on the skewed instance has %v until its deadline, want about 1h", left)
+		}
+		if h, _ := saga.Get(ctx, db, id); h.LeaseOwner != "a" {
+			t.Errorf("lease owner of a's saga: %q", h.LeaseOwner)
+		}
+	})
+}
