@@ -189,20 +189,26 @@ func TestLiveReservationIsKept(t *testing.T) {
 	})
 }
 
+// firstBlocks is a handler that answers 201, its first request only once
+// release is closed, and counts the requests it runs.
+func firstBlocks(release <-chan struct{}) (http.Handler, *atomic.Int64) {
+	runs := &atomic.Int64{}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if runs.Add(1) == 1 {
+			<-release
+		}
+		w.WriteHeader(http.StatusCreated)
+	}), runs
+}
+
 // TestDeadReservationIsTakenOver: the reservation of a process that can
 // no longer renew it (here, its database handle is gone) expires, and a
 // repeat through another process runs.
 func TestDeadReservationIsTakenOver(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		ctx := context.Background()
-		var runs atomic.Int64
-		stuck := make(chan struct{})
-		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if runs.Add(1) == 1 {
-				<-stuck // the first process never answers
-			}
-			w.WriteHeader(http.StatusCreated)
-		})
+		stuck := make(chan struct{}) // the first process never answers
+		h, runs := firstBlocks(stuck)
 		dying := sqldbtest.Open(t, d)
 		if _, err := sqldb.Migrate(ctx, dying, idempotency.MigrationSet, idempotency.Migrations()); err != nil {
 			t.Fatal(err)
@@ -238,14 +244,8 @@ func TestDeadReservationIsTakenOver(t *testing.T) {
 func TestSkewedClockTakesNoLiveReservation(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		ctx := context.Background()
-		var runs atomic.Int64
-		release := make(chan struct{})
-		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if runs.Add(1) == 1 {
-				<-release // the first request is still running
-			}
-			w.WriteHeader(http.StatusCreated)
-		})
+		release := make(chan struct{}) // the first request is still running
+		h, runs := firstBlocks(release)
 		db := sqldbtest.Open(t, d)
 		if _, err := sqldb.Migrate(ctx, db, idempotency.MigrationSet, idempotency.Migrations()); err != nil {
 			t.Fatal(err)
