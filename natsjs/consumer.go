@@ -593,6 +593,9 @@ type DeadLetter struct {
 // the dead-letter stream's sequence after (0 for the beginning).
 func (b *Broker) DeadLetters(ctx context.Context, after uint64, limit int) ([]DeadLetter, error) {
 	stream, err := b.js.Stream(ctx, b.cfg.DeadLetterStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil // no service has run on this broker yet: nothing is dead
+	}
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: dead letters: %w", err)
 	}
@@ -639,6 +642,9 @@ var ErrNoDeadLetter = errors.New("natsjs: no dead letter")
 // there is an error naming it.
 func (b *Broker) readDeadLetter(ctx context.Context, seq uint64) (jetstream.Stream, DeadLetter, error) {
 	stream, err := b.js.Stream(ctx, b.cfg.DeadLetterStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, DeadLetter{}, fmt.Errorf("%w %d: the broker has no dead-letter stream %s", ErrNoDeadLetter, seq, b.cfg.DeadLetterStream)
+	}
 	if err != nil {
 		return nil, DeadLetter{}, fmt.Errorf("natsjs: dead letters: %w", err)
 	}

@@ -370,6 +370,28 @@ func TestStreamsComeBackAfterTheBrokerLostThem(t *testing.T) {
 	}
 }
 
+// TestNoDeadLetterStreamYet: on a broker no service has run on, there is
+// no dead-letter stream: the list is empty, and a dead letter asked for
+// by number is not there (ErrNoDeadLetter), rather than an API error.
+func TestNoDeadLetterStreamYet(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	b, err := natsjs.Connect(ctx, natsjs.Config{URL: brokertest.RunServer(t).ClientURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if dls, err := b.DeadLetters(ctx, 0, 10); err != nil || len(dls) != 0 {
+		t.Errorf("DeadLetters = %v, %v; want none", dls, err)
+	}
+	if _, err := b.Redrive(ctx, 1); !errors.Is(err, natsjs.ErrNoDeadLetter) || !strings.Contains(err.Error(), "no dead-letter stream") {
+		t.Errorf("Redrive = %v", err)
+	}
+	if err := b.DiscardDeadLetter(ctx, 1); !errors.Is(err, natsjs.ErrNoDeadLetter) {
+		t.Errorf("DiscardDeadLetter = %v", err)
+	}
+}
+
 // recording creates stream (with the dead-letter stream) and subscribes
 // to it with a durable named after it, stopped when the test ends.
 // expect(id) waits until id is delivered, skipping redeliveries of
