@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strings"
 
@@ -345,6 +346,8 @@ func (s *Store) applyBatch(ctx context.Context, calls []BatchCall, hashes []stri
 			defer func() {
 				if p := recover(); p != nil {
 					err = fmt.Errorf("%w: %v", errPanic, p)
+					s.cfg.Logger.ErrorContext(ctx, "idempotency: batch function panicked", "calls", len(todo), "panic", p,
+						"stack", string(debug.Stack()))
 				}
 			}()
 			return sqldb.RunInTx(ctx, s.db, func(tx *sql.Tx) error {
