@@ -70,6 +70,7 @@ func Run(t *testing.T, newBroker NewBroker) {
 		{"BatchesSettlePerMessage", testBatchesSettlePerMessage},
 		{"SlowConsumerKeepsItsBacklog", testSlowConsumerKeepsItsBacklog},
 		{"RedriveAndDiscard", testRedriveAndDiscard},
+		{"LostStreamIsMadeAgain", testLostStreamIsMadeAgain},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -702,6 +703,36 @@ func (r *Restartable) Wipe() {
 		if err := os.RemoveAll(filepath.Join(r.dir, e.Name())); err != nil {
 			r.tb.Fatal(err)
 		}
+	}
+}
+
+// testLostStreamIsMadeAgain: a stream the broker ensured, deleted behind
+// its back (by another connection: an operator, a server that lost its
+// store), is made again by the first publish that finds it gone; a batch
+// that finds it gone fails, and its next try goes through.
+func testLostStreamIsMadeAgain(t *testing.T, e *env) {
+	other := e.connect()
+	drop := func() {
+		t.Helper()
+		if err := other.DeleteStream(e.ctx, e.stream); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drop()
+	if _, err := e.broker.Publish(e.ctx, natsjs.Message{ID: "after-loss", Subject: e.subject("a"), Data: []byte("x")}); err != nil {
+		t.Fatalf("the first publish after the stream was deleted: %v", err)
+	}
+	if n, err := e.broker.StreamMessages(e.ctx, e.stream); err != nil || n != 1 {
+		t.Errorf("the stream made again holds %d messages (%v), want 1", n, err)
+	}
+	drop()
+	batch := []natsjs.Message{{ID: "b1", Subject: e.subject("a"), Data: []byte("x")}, {ID: "b2", Subject: e.subject("a"), Data: []byte("x")}}
+	_, _ = e.broker.PublishBatch(e.ctx, batch) // finds it gone, makes it again
+	if _, errs := e.broker.PublishBatch(e.ctx, batch); errors.Join(errs...) != nil {
+		t.Fatalf("the batch sent again: %v", errors.Join(errs...))
+	}
+	if n, err := e.broker.StreamMessages(e.ctx, e.stream); err != nil || n != 2 {
+		t.Errorf("the stream made again holds %d messages (%v), want the batch's 2", n, err)
 	}
 }
 
