@@ -87,6 +87,10 @@ var (
 	ErrNoID = errors.New("natsjs: message has no id")
 	// ErrClosed: the broker was closed.
 	ErrClosed = errors.New("natsjs: broker closed")
+	// ErrStreamMadeAgain marks a message of a [Broker.PublishBatch] that
+	// found its stream gone, which the broker has made again since: send
+	// it again. It is not the message's failure.
+	ErrStreamMadeAgain = errors.New("its stream was gone and is made again; send it again")
 )
 
 // Connect connects to the server or cluster at cfg.URL and checks that
@@ -425,10 +429,15 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []Message) (acks []PubAc
 			errs[i] = fmt.Errorf("natsjs: publish %s to %s: %w", msgs[i].ID, msgs[i].Subject, ctx.Err())
 		}
 	}
-	if lost {
+	if lost && b.recreateLost(ctx) {
 		// The failed messages stay failed: the caller sends them again
-		// in its order, into the stream made again here.
-		b.recreateLost(ctx)
+		// in its order, into the stream made again here. Their errors
+		// say so, so that the caller need not count them as attempts.
+		for i, err := range errs {
+			if noStream(err) {
+				errs[i] = fmt.Errorf("%w (%w)", err, ErrStreamMadeAgain)
+			}
+		}
 	}
 	return acks, errs
 }

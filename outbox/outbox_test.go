@@ -982,6 +982,44 @@ func TestRelayCorruptRow(t *testing.T) {
 // succeed, so the row goes dead at its first attempt, with the broker's
 // reason, rather than after the whole retry budget; the other aggregate's
 // events go on.
+// TestRelayRemakesALostStream: the stream the relay publishes to is gone
+// (deleted behind the broker's back, a server back without its store).
+// The broker makes it again; the rows that found it gone are not counted
+// as attempts, and the next round publishes them.
+func TestRelayRemakesALostStream(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		srv := brokertest.RunServer(t)
+		b := brokertest.Connect(t, srv)
+		if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "LOST", Subjects: []string{"sysops.test.>"}}); err != nil {
+			t.Fatal(err)
+		}
+		r := newRelay(t, db, b, outbox.RelayConfig{})
+		write(t, db, event("e1", "A"))
+		if res := runOnce(t, r); res.Published != 1 {
+			t.Fatalf("first round = %+v", res)
+		}
+		if err := brokertest.JetStream(t, srv.ClientURL()).DeleteStream(ctx, "LOST"); err != nil {
+			t.Fatal(err)
+		}
+		write(t, db, event("e2", "A"))
+		if res := runOnce(t, r); res.Interrupted != 1 || res.Failed != 0 || res.Dead != 0 || res.BrokerDown {
+			t.Fatalf("round that found the stream gone = %+v, want e2 interrupted, no attempt counted", res)
+		}
+		if res := runOnce(t, r); res.Published != 1 {
+			t.Fatalf("next round = %+v, want e2 published into the stream made again", res)
+		}
+		rows, err := outbox.List(ctx, db, outbox.ListOptions{Status: outbox.StatusPending})
+		if err != nil || len(rows) != 0 {
+			t.Errorf("pending rows left: %+v, %v", rows, err)
+		}
+		if n, err := b.StreamMessages(ctx, "LOST"); err != nil || n != 1 {
+			t.Errorf("the stream made again holds %d messages (%v), want e2", n, err)
+		}
+	})
+}
+
 func TestRelayRowTheBrokerRejects(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		ctx := context.Background()

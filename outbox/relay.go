@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -238,8 +239,9 @@ type Round struct {
 	Failed    int  // rows whose publish failed (retried later, or now dead)
 	Dead      int  // rows that became dead in this round
 	// Interrupted counts rows whose publish was cut short because the
-	// caller's ctx ended (a relay being stopped) or the broker could not
-	// be reached: they stay pending as they were, with no attempt counted
+	// caller's ctx ended (a relay being stopped), the broker could not be
+	// reached, or their stream was gone and has been made again
+	// ([natsjs.ErrStreamMadeAgain]): they stay pending as they were, with no attempt counted
 	// and no backoff, and a later round publishes them again (the broker
 	// drops the copies it already has by event id).
 	Interrupted int
@@ -351,18 +353,27 @@ func (r *Relay) RunOnce(ctx context.Context) (Round, error) {
 			sent = append(sent, rw.seq)
 		}
 	}
+	// A publish that found its stream gone, made again since, is not the
+	// row's failure: it goes again, with no attempt counted.
+	failed = slices.DeleteFunc(failed, func(f failure) bool {
+		if errors.Is(f.err, natsjs.ErrStreamMadeAgain) {
+			round.Interrupted++
+			return true
+		}
+		return false
+	})
 	switch {
 	case caller.Err() != nil:
 		// Stopping is not the broker failing: counting it as an attempt
 		// would delay these rows by a backoff on the next start, and
 		// enough stops would make them dead.
-		round.Interrupted = len(failed)
+		round.Interrupted += len(failed)
 		failed = nil
 	case len(failed) > 0:
 		if err := r.reachBroker(caller); err != nil {
 			r.cfg.Logger.WarnContext(caller, "outbox: broker unreachable; rows wait for it", "rows", len(failed), "error", err)
 			round.BrokerDown = true
-			round.Interrupted = len(failed)
+			round.Interrupted += len(failed)
 			failed = nil
 		}
 	}
