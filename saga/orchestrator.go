@@ -279,14 +279,23 @@ func (o *Orchestrator) RunOnce(ctx context.Context) (int, error) {
 		ids = append(ids, id)
 	}
 	rows.Close()
+	// On PostgreSQL a saga whose row another session has locked (its
+	// driver writing its log right now, or a stalled process inside a
+	// transaction) is skipped, not waited for: waiting would hold up every
+	// claim behind it, for as long as that session keeps the lock.
+	claim := `UPDATE saga SET lease_owner = $1, lease_until = $2 WHERE id = $3
+		AND state IN ('running', 'compensating') AND (lease_owner = '' OR lease_until < $4 OR lease_owner = $1)`
+	if o.db.Dialect() == sqldb.Postgres {
+		claim = `UPDATE saga SET lease_owner = $1, lease_until = $2 WHERE id = (SELECT id FROM saga WHERE id = $3
+			AND state IN ('running', 'compensating') AND (lease_owner = '' OR lease_until < $4 OR lease_owner = $1)
+			FOR UPDATE SKIP LOCKED)`
+	}
 	claimed := 0
 	for _, id := range ids {
 		if o.isActive(id) {
 			continue
 		}
-		res, err := o.db.ExecContext(ctx, `UPDATE saga SET lease_owner = $1, lease_until = $2 WHERE id = $3
-			AND state IN ('running', 'compensating') AND (lease_owner = '' OR lease_until < $4 OR lease_owner = $1)`,
-			o.cfg.Owner, us(now.Add(o.cfg.LeaseTTL)), id, us(now))
+		res, err := o.db.ExecContext(ctx, claim, o.cfg.Owner, us(now.Add(o.cfg.LeaseTTL)), id, us(now))
 		if err != nil {
 			return claimed, fmt.Errorf("saga: claim %s: %w", id, err)
 		}

@@ -781,3 +781,48 @@ func TestSkewedClockTakesNoLiveSaga(t *testing.T) {
 		}
 	})
 }
+
+// TestClaimSkipsALockedSaga: on PostgreSQL, a saga whose row another
+// session holds locked (a stalled process inside a transaction, say) is
+// skipped by the instances looking for work, not waited for — the wait
+// would hold up every claim behind it — and claimed once the lock is gone.
+func TestClaimSkipsALockedSaga(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t, sqldb.Postgres)
+	rec := &recorder{}
+	block := make(chan struct{})
+	defer close(block)
+	def := saga.Definition{Name: "l", Version: 1, Steps: []saga.Step{rec.step("wait", func(saga.Call) error { <-block; return nil })}}
+	first := start(t, db, saga.Config{Owner: "first", PollInterval: time.Hour}, def)
+	id, err := first.Begin(ctx, "l", "locked", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its lease expired, and its row locked by a transaction left open.
+	if _, err := db.ExecContext(ctx, `UPDATE saga SET lease_until = 1 WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.Writer().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT id FROM saga WHERE id = $1 FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	heir, err := saga.New(db, saga.Config{Owner: "heir", PollInterval: time.Hour}, def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if n, err := heir.RunOnce(wctx); err != nil || n != 0 {
+		t.Fatalf("with the row locked: claimed %d, %v; want it skipped at once", n, err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := heir.RunOnce(ctx); err != nil || n != 1 {
+		t.Errorf("with the lock gone: claimed %d, %v; want the saga", n, err)
+	}
+}
