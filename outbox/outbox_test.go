@@ -977,11 +977,6 @@ func TestRelayCorruptRow(t *testing.T) {
 	})
 }
 
-// TestRelayRowTheBrokerRejects: a stream that takes messages of at most
-// 1 KB refuses a 2 KB event for what it is. Sending it again cannot
-// succeed, so the row goes dead at its first attempt, with the broker's
-// reason, rather than after the whole retry budget; the other aggregate's
-// events go on.
 // TestRelayRemakesALostStream: the stream the relay publishes to is gone
 // (deleted behind the broker's back, a server back without its store).
 // The broker makes it again; the rows that found it gone are not counted
@@ -1020,6 +1015,11 @@ func TestRelayRemakesALostStream(t *testing.T) {
 	})
 }
 
+// TestRelayRowTheBrokerRejects: a stream that takes messages of at most
+// 1 KB refuses a 2 KB event for what it is. Sending it again cannot
+// succeed, so the row goes dead at its first attempt, with the broker's
+// reason, rather than after the whole retry budget; the other aggregate's
+// events go on.
 func TestRelayRowTheBrokerRejects(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		ctx := context.Background()
