@@ -43,7 +43,17 @@
 //     when it is a query), so a short transaction of writes saves a round
 //     trip, and one that runs nothing sends nothing. A pooled connection
 //     found dead before anything reached the server is a retryable error
-//     ([IsRetryable]): RunInTx runs fn again on another connection.
+//     ([IsRetryable]): RunInTx runs fn again on another connection. So is
+//     a session the server ended before the transaction's COMMIT was sent
+//     ([IsSessionEnded]: a restart, a failover, pg_terminate_backend),
+//     which kills every pooled connection at once; at the COMMIT itself
+//     the error is returned, since the transaction may have committed.
+//   - [IsUnavailable] tells a database refusing work for a state of its
+//     own (read-only after a failover, out of disk, shutting down, an
+//     I/O error) from one refusing what it was asked: the services answer
+//     the first 503 "unavailable" with Retry-After, so that callers retry,
+//     and a consumer holds its messages through it instead of failing
+//     their deliveries.
 //   - SQL is written once for both dialects with $1, $2 ... placeholders,
 //     which both drivers accept. Where the dialects differ (types, upserts),
 //     migrations keep one directory per dialect; see [Migrate].

@@ -27,8 +27,43 @@ const maxTxAttempts = 10
 // serialization failure, a deadlock, or a busy or locked SQLite file, the
 // whole transaction is re-run with exponential backoff and jitter, up to 10
 // attempts, so fn must have no effect outside tx.
+//
+// A transaction whose session the server ended before its COMMIT was sent
+// ([IsSessionEnded]: a restart, a failover, an administrator's
+// pg_terminate_backend) did not commit, and is re-run the same way on
+// another connection: a pool's connections all die at once then, and the
+// first use of each would otherwise fail a request. At the COMMIT itself
+// such an error is returned, as the transaction may have committed.
 func RunInTx(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) error {
-	return retryConflicts(ctx, func() error { return runOnce(ctx, db, fn) })
+	err := retryConflicts(ctx, func() error { return runOnce(ctx, db, fn) })
+	if e, ok := errors.AsType[endedBeforeCommit](err); ok {
+		return e.err
+	}
+	return err
+}
+
+// endedBeforeCommit is an error of a transaction whose session ended before
+// its COMMIT was sent: it did not commit, and may be run again.
+type endedBeforeCommit struct{ err error }
+
+func (e endedBeforeCommit) Error() string { return e.err.Error() }
+func (e endedBeforeCommit) Unwrap() error { return e.err }
+
+// IsSessionEnded reports whether err is the PostgreSQL server ending the
+// session: shut down, crashed, starting up, or terminated by an
+// administrator (57P01-57P03), or a connection failure (class 08).
+// Before a transaction's COMMIT was sent, it means that the transaction
+// did not commit.
+func IsSessionEnded(err error) bool {
+	pgErr, ok := errors.AsType[*pgconn.PgError](err)
+	if !ok {
+		return false
+	}
+	switch pgErr.Code {
+	case "57P01", "57P02", "57P03":
+		return true
+	}
+	return strings.HasPrefix(pgErr.Code, "08")
 }
 
 // retryConflicts runs attempt until it succeeds, fails with an error that
@@ -40,7 +75,7 @@ func retryConflicts(ctx context.Context, attempt func() error) error {
 	bo.MaxInterval = 200 * time.Millisecond
 	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		err := attempt()
-		if err != nil && !IsRetryable(err) {
+		if _, ended := errors.AsType[endedBeforeCommit](err); err != nil && !IsRetryable(err) && !ended {
 			return struct{}{}, backoff.Permanent(err)
 		}
 		return struct{}{}, err
@@ -90,6 +125,9 @@ func TxDialect(tx *sql.Tx) (d Dialect, ok bool) {
 func runOnce(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) (err error) {
 	tx, hooks, err := db.begin(ctx)
 	if err != nil {
+		if IsSessionEnded(err) {
+			return endedBeforeCommit{err}
+		}
 		return err
 	}
 	defer commitHooks.Delete(tx)
@@ -105,6 +143,9 @@ func runOnce(ctx context.Context, db *DB, fn func(tx *sql.Tx) error) (err error)
 		}
 	}()
 	if err = fn(tx); err != nil {
+		if IsSessionEnded(err) {
+			return endedBeforeCommit{err}
+		}
 		return err
 	}
 	if err = tx.Commit(); err != nil {
@@ -162,6 +203,40 @@ func IsDataError(err error) bool {
 		return sqErr.Code()&0xff == sqlite3.SQLITE_MISMATCH
 	}
 	return false
+}
+
+// IsUnavailable reports whether err is the database refusing work for a
+// state of its own, not for what was asked of it, so that the same work
+// may succeed once that state passes: PostgreSQL in read-only mode (25006:
+// a standby, or a primary demoted during a failover), out of disk (53100)
+// or connection slots (53300), shutting down or starting up (57P01-57P03),
+// an I/O error (58030) or a lost connection (class 08); SQLite unable to
+// write its file (SQLITE_READONLY: a file system remounted read-only,
+// say), out of disk (SQLITE_FULL), or an I/O error (SQLITE_IOERR,
+// SQLITE_CANTOPEN). A request that fails so deserves a 503, and a message
+// whose handling fails so is not at fault.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		switch pgErr.Code {
+		case "25006", "53100", "53300", "58030":
+			return true
+		}
+		return IsSessionEnded(err)
+	}
+	if sqErr, ok := errors.AsType[*sqlite.Error](err); ok {
+		switch sqErr.Code() & 0xff {
+		case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN:
+			return true
+		}
+		return false
+	}
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true
+	}
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)
 }
 
 // LockKey serializes the transactions that lock the same key until they

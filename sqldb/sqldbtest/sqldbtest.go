@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"path/filepath"
 	"testing"
@@ -146,6 +147,85 @@ func DropProvisioned(t testing.TB, base, prefix string, services ...string) {
 			if _, err := conn.Exec(ctx, q); err != nil {
 				t.Errorf("sqldbtest: %s: %v", q, err)
 			}
+		}
+	}
+}
+
+// OpenRefusing opens a fresh database of dialect d, as [Open], with a
+// switch that makes it refuse every write as a database does that has
+// turned read-only — a PostgreSQL primary demoted in a failover, a file
+// system remounted read-only — until it is switched back: refuse(true),
+// then refuse(false). Reads go on working. On SQLite the writer
+// connection is set query_only; on PostgreSQL see [RefusingURL].
+func OpenRefusing(t testing.TB, d sqldb.Dialect) (db *sqldb.DB, refuse func(bool)) {
+	t.Helper()
+	if d == sqldb.SQLite {
+		db = Open(t, d)
+		return db, func(on bool) {
+			t.Helper()
+			if _, err := db.Writer().ExecContext(context.Background(), fmt.Sprintf("PRAGMA query_only = %t", on)); err != nil {
+				t.Fatalf("sqldbtest: refuse writes %t: %v", on, err)
+			}
+		}
+	}
+	raw, refuse := RefusingURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := sqldb.Open(ctx, raw)
+	if err != nil {
+		t.Fatalf("sqldbtest: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, refuse
+}
+
+// RefusingURL returns the URL of a fresh PostgreSQL database, as [URL],
+// reached under a login role of its own, and the switch of
+// [OpenRefusing] for whatever process opens it: refuse(true) sets the
+// role's default_transaction_read_only and ends its sessions, so that
+// every pool's new ones refuse writes; refuse(false) undoes it.
+func RefusingURL(t testing.TB) (string, func(bool)) {
+	t.Helper()
+	base := PostgresURL(t)
+	u, err := url.Parse(URL(t, sqldb.Postgres))
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema, role := u.Query().Get("search_path"), RandomName("r_")
+	admin := func(stmts ...string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		for _, s := range stmts {
+			if _, err := conn.Exec(ctx, s); err != nil {
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
+		return nil
+	}
+	r := pgx.Identifier{role}.Sanitize()
+	if err := admin("CREATE ROLE "+r+" LOGIN", "GRANT ALL ON SCHEMA "+pgx.Identifier{schema}.Sanitize()+" TO "+r); err != nil {
+		t.Fatalf("sqldbtest: %v", err)
+	}
+	endSessions := "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '" + role + "'"
+	t.Cleanup(func() {
+		if err := admin(endSessions, "DROP OWNED BY "+r+" CASCADE", "DROP ROLE "+r); err != nil {
+			t.Errorf("sqldbtest: drop role: %v", err)
+		}
+	})
+	u.User = url.User(role)
+	return u.String(), func(on bool) {
+		t.Helper()
+		set := "ALTER ROLE " + r + " RESET default_transaction_read_only"
+		if on {
+			set = "ALTER ROLE " + r + " SET default_transaction_read_only = on"
+		}
+		if err := admin(set, endSessions); err != nil {
+			t.Fatalf("sqldbtest: refuse writes %t: %v", on, err)
 		}
 	}
 }
