@@ -268,32 +268,55 @@ func (c *Consumer) HandleBatch(ctx context.Context, ds []*natsjs.Delivery) []err
 }
 
 // untilReachable runs fn, and again each time it fails while the database
-// does not answer: an outage of the consumer's own database is not the
-// messages' fault, and failing their deliveries would dead-letter them
-// once it outlasted the redelivery budget. Meanwhile the broker consumer
-// keeps the held messages (n of them, for the log) from being delivered
-// again. It returns fn's error once the database answers, or ctx's.
+// does not answer, or answers that it cannot take the work just now
+// ([sqldb.IsUnavailable]: read-only after a failover, out of disk): an
+// outage of the consumer's own database is not the messages' fault, and
+// failing their deliveries would dead-letter them once it outlasted the
+// redelivery budget (about a second and a half by default). Meanwhile the
+// broker consumer keeps the held messages (n of them, for the log) from
+// being delivered again. It returns fn's error once the database answers
+// and does not refuse the work for a state of its own, or ctx's.
 func (c *Consumer) untilReachable(ctx context.Context, n int, fn func() error) error {
+	held := false
+	wait := 100 * time.Millisecond
 	for {
 		err := fn()
 		if err == nil || ctx.Err() != nil || errors.Is(err, context.Canceled) || natsjs.IsPermanent(err) {
+			if err == nil && held {
+				c.cfg.Logger.InfoContext(ctx, "inbox: database takes the work again", "consumer", c.cfg.Name)
+			}
 			return err
 		}
 		perr := c.ping(ctx)
-		if perr == nil {
+		if perr == nil && !sqldb.IsUnavailable(err) {
 			return err
 		}
-		c.cfg.Logger.WarnContext(ctx, "inbox: database unreachable; holding messages until it answers",
-			"consumer", c.cfg.Name, "messages", n, "error", perr)
-		for wait := 100 * time.Millisecond; perr != nil; wait = min(2*wait, 5*time.Second) {
+		if !held {
+			reason := err
+			if perr != nil {
+				reason = perr
+			}
+			c.cfg.Logger.WarnContext(ctx, "inbox: database unavailable; holding messages until it takes them",
+				"consumer", c.cfg.Name, "messages", n, "error", reason)
+			held = true
+		}
+		// Wait for it to answer (a ping is cheap), then for the work
+		// itself to go through: a database that answers may still refuse
+		// writes.
+		for {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-time.After(wait):
 			}
-			perr = c.ping(ctx)
+			wait = min(2*wait, 5*time.Second)
+			if perr == nil {
+				break
+			}
+			if perr = c.ping(ctx); perr == nil {
+				break
+			}
 		}
-		c.cfg.Logger.InfoContext(ctx, "inbox: database answers again", "consumer", c.cfg.Name)
 	}
 }
 

@@ -31,9 +31,11 @@
 //     dlq redrive`) or given up on ([Consumer.SkipGap]).
 //   - An outage of the consumer's own database is nobody's message's
 //     fault: when a transaction fails and the database does not answer a
-//     ping, a [Consumer] holds the messages it has (the broker consumer
-//     keeps them from being delivered again) and tries again once the
-//     database answers, so no outage, however long, dead-letters them.
+//     ping, or answers that it cannot take the work just now
+//     ([sqldb.IsUnavailable]: read-only after a failover, out of disk), a
+//     [Consumer] holds the messages it has (the broker consumer keeps them
+//     from being delivered again) and tries again until the work goes
+//     through, so no outage, however long, dead-letters them.
 //   - Grouped commits: a [Consumer] applies the messages that arrive
 //     together in one transaction (one fsync); if one of them fails, the
 //     batch is re-run one message per transaction so that only it fails.

@@ -378,9 +378,33 @@ func startConsumer(t *testing.T, db *sqldb.DB, b inbox.Subscriber, cfg inbox.Con
 // once, in order. (The database is PostgreSQL behind a proxy that the test
 // cuts: every connection reset, new ones refused.)
 func TestConsumerWaitsOutADatabaseOutage(t *testing.T) {
-	ctx := context.Background()
 	db, proxy := sqldbtest.OpenBehindProxy(t)
 	prepare(t, db)
+	waitOutOutage(t, db, proxy.Cut, func() {
+		if err := proxy.Restore(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestConsumerWaitsOutADatabaseThatRefusesWrites: the same for a database
+// that answers but refuses every write, as a PostgreSQL primary demoted
+// in a failover or an SQLite file on a file system remounted read-only
+// does. A ping cannot tell it from a healthy one; the error can.
+func TestConsumerWaitsOutADatabaseThatRefusesWrites(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db, refuse := sqldbtest.OpenRefusing(t, d)
+		prepare(t, db)
+		waitOutOutage(t, db, func() { refuse(true) }, func() { refuse(false) })
+	})
+}
+
+// waitOutOutage runs a consumer on db, applies an event, publishes three
+// more while db is out (between begin and end), and checks that all four
+// took effect, in order, with nothing dead-lettered.
+func waitOutOutage(t *testing.T, db *sqldb.DB, begin, end func()) {
+	t.Helper()
+	ctx := context.Background()
 	b := brokertest.Connect(t, brokertest.RunServer(t))
 	if err := b.EnsureStream(ctx, natsjs.ServiceStream("test")); err != nil {
 		t.Fatal(err)
@@ -417,16 +441,14 @@ func TestConsumerWaitsOutADatabaseOutage(t *testing.T) {
 	publish(ev("a1", "A", 1))
 	waitEffects("[a1]")
 
-	proxy.Cut()
+	begin()
 	for i := 2; i <= 4; i++ {
 		publish(ev(fmt.Sprint("a", i), "A", int64(i)))
 	}
 	// The outage lasts 2 s: a hundred times what two deliveries 10 ms
 	// apart take, and twice AckWait.
 	time.Sleep(2 * time.Second)
-	if err := proxy.Restore(); err != nil {
-		t.Fatal(err)
-	}
+	end()
 	waitEffects("[a1 a2 a3 a4]")
 	if dls, err := b.DeadLetters(ctx, 0, 10); err != nil || len(dls) != 0 {
 		t.Errorf("dead letters after the outage: %d (%v), want none", len(dls), err)
