@@ -298,9 +298,9 @@ func (s *Store) runBatch(ctx context.Context, calls []BatchCall, items []*Item, 
 	err := s.applyBatch(ctx, calls, hashes, items, todo, route, routes)
 	switch {
 	case err == nil:
-	case len(todo) > 1 && s.db.PingContext(ctx) == nil:
-		// The database answers, so one call may be what failed the
-		// batch (an input that breaks a constraint, a bug it sets off):
+	case len(todo) > 1 && !sqldb.IsUnavailable(err) && s.db.PingContext(ctx) == nil:
+		// The database answers and takes writes, so one call may be what
+		// failed the batch (an input that breaks a constraint, a bug it sets off):
 		// apply each alone, so that it fails alone instead of failing
 		// every call it shares a batch with, at each of their retries.
 		s.cfg.Logger.WarnContext(ctx, "idempotency: batch failed; applying its calls one at a time", "calls", len(todo), "error", err)

@@ -7,9 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sysops-squad/sysops"
@@ -24,8 +27,15 @@ import (
 // effect; N = 666 fails the whole batch, N = 13 panics.
 func thingsServer(t *testing.T, d sqldb.Dialect) (*httptest.Server, *sqldb.DB) {
 	t.Helper()
-	ctx := context.Background()
 	db := sqldbtest.Open(t, d)
+	return thingsServerOn(t, db, nil), db
+}
+
+// thingsServerOn serves things from db, its store logging to logger (nil:
+// nowhere).
+func thingsServerOn(t *testing.T, db *sqldb.DB, logger *slog.Logger) *httptest.Server {
+	t.Helper()
+	ctx := context.Background()
 	if _, err := sqldb.Migrate(ctx, db, idempotency.MigrationSet, idempotency.Migrations()); err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +48,7 @@ func thingsServer(t *testing.T, d sqldb.Dialect) (*httptest.Server, *sqldb.DB) {
 			ON CONFLICT (id) DO UPDATE SET total = thing.total + excluded.total RETURNING total`, id, n).Scan(&total)
 		return total, err
 	}
-	store := idempotency.New(db, idempotency.Config{Transactional: true})
+	store := idempotency.New(db, idempotency.Config{Transactional: true, Logger: logger})
 	single := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var in struct{ N int }
 		_ = json.NewDecoder(r.Body).Decode(&in)
@@ -90,7 +100,7 @@ func thingsServer(t *testing.T, d sqldb.Dialect) (*httptest.Server, *sqldb.DB) {
 	mux.Handle(idempotency.BatchPath, batch)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return srv, db
+	return srv
 }
 
 func postBatch(t *testing.T, url string, calls ...idempotency.BatchCall) []idempotency.BatchResult {
@@ -220,6 +230,44 @@ func TestBatchCallsFailAlone(t *testing.T) {
 			t.Errorf("x2 after its batch failed: %+v, want it applied now", r)
 		}
 	})
+}
+
+// TestBatchOnADatabaseRefusingWrites: while the database refuses writes
+// (read-only after a failover), every call of a batch is answered 503 at
+// once — no call is to blame, so the batch is not applied again one call
+// at a time — and nothing is kept; afterwards the same batch applies.
+func TestBatchOnADatabaseRefusingWrites(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db, refuse := sqldbtest.OpenRefusing(t, d)
+		var log bytes.Buffer
+		var mu sync.Mutex
+		srv := thingsServerOn(t, db, slog.New(slog.NewTextHandler(&lockedWriter{&mu, &log}, nil)))
+		calls := []idempotency.BatchCall{call("r1", "/things/r", 1), call("r2", "/things/r", 2), call("r3", "/things/r", 3)}
+		refuse(true)
+		if got := summary(postBatch(t, srv.URL, calls...)); strings.Count(got, "503") != 3 || !strings.Contains(got, "unavailable") {
+			t.Errorf("batch while the database refuses writes: %s, want three 503s", got)
+		}
+		mu.Lock()
+		if strings.Contains(log.String(), "one at a time") {
+			t.Errorf("the batch was applied again one call at a time:\n%s", log.String())
+		}
+		mu.Unlock()
+		refuse(false)
+		if got := summary(postBatch(t, srv.URL, calls...)); got != `201 {"total":1}; 201 {"total":3}; 201 {"total":6}` {
+			t.Errorf("the same batch once the database takes writes: %s", got)
+		}
+	})
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func TestBatchRejectsBadBatches(t *testing.T) {

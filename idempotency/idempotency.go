@@ -303,10 +303,12 @@ func (s *Store) serveInScope(w http.ResponseWriter, r *http.Request, key, hash s
 			})
 			if err != nil {
 				scope.Rollback()
-				if sqldb.IsRetryable(err) && attempt < maxScopeAttempts {
+				// The claim is the scope's first statement: a session
+				// ended under it committed nothing, so it may run again.
+				if (sqldb.IsRetryable(err) || sqldb.IsSessionEnded(err)) && attempt < maxScopeAttempts {
 					continue
 				}
-				return sysops.Errorf(sysops.EUnavailable, "idempotency: claim key: %v", err)
+				return s.unavailable(ctx, "claim the Idempotency-Key", err)
 			}
 			if !claimed {
 				// Stored by a request that committed first (this one
@@ -386,7 +388,7 @@ func (s *Store) serveInScope(w http.ResponseWriter, r *http.Request, key, hash s
 		case sqldb.IsRetryable(err) && attempt < maxScopeAttempts:
 			continue
 		}
-		return sysops.Errorf(sysops.EUnavailable, "idempotency: commit request: %v", err)
+		return s.unavailable(ctx, "commit the request", err)
 	}
 }
 
@@ -434,6 +436,14 @@ func (s *Store) storeKey(ctx context.Context, db interface {
 	return nil
 }
 
+// unavailable is the answer to a request whose key the database failed
+// to read or write: 503, so that the caller retries, with the database's
+// error in the log only.
+func (s *Store) unavailable(ctx context.Context, what string, err error) error {
+	s.cfg.Logger.WarnContext(ctx, "idempotency: "+what, "error", err)
+	return sysops.Errorf(sysops.EUnavailable, "the service's database could not %s just now; retry", what)
+}
+
 // lookup reads a key's entry.
 func (s *Store) lookup(ctx context.Context, key string) (entry, bool, error) {
 	var e entry
@@ -443,7 +453,7 @@ func (s *Store) lookup(ctx context.Context, key string) (entry, bool, error) {
 		return e, false, nil
 	}
 	if err != nil {
-		return e, false, sysops.Errorf(sysops.EUnavailable, "idempotency: read key: %v", err)
+		return e, false, s.unavailable(ctx, "read the Idempotency-Key", err)
 	}
 	return e, true, nil
 }
@@ -516,7 +526,7 @@ func (s *Store) reserve(ctx context.Context, key, hash string) (prev entry, rese
 		return nil
 	})
 	if err != nil {
-		return prev, false, 0, sysops.Errorf(sysops.EUnavailable, "idempotency: reserve key: %v", err)
+		return prev, false, 0, s.unavailable(ctx, "reserve the Idempotency-Key", err)
 	}
 	return prev, reserved, until, nil
 }

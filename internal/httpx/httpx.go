@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sysops-squad/sysops"
+	"github.com/sysops-squad/sysops/sqldb"
 )
 
 // MaxBodyBytes caps every request body.
@@ -60,13 +61,30 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 
 // WriteError writes err as the JSON error body. Internal errors are logged
 // with their detail and answered with a generic message.
+//
+// An error of the service's database refusing work for a state of its own
+// ([sqldb.IsUnavailable]: read-only after a failover, out of disk, its
+// session ended) is answered 503 "unavailable" with Retry-After, so that
+// callers retry it, and logged as a warning.
 func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
 	code := sysops.CodeOf(err)
+	if code == sysops.EInternal && sqldb.IsUnavailable(err) {
+		if logger != nil {
+			logger.WarnContext(r.Context(), "request failed: database unavailable", "method", r.Method, "path", r.URL.Path, "error", err)
+		}
+		w.Header().Set("Retry-After", "1")
+		err = ErrDatabaseUnavailable
+		code = sysops.EUnavailable
+	}
 	if code == sysops.EInternal && logger != nil {
 		logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 	}
 	WriteJSON(w, Status(err), ErrorBody{Error: sysops.Error{Code: code, Message: sysops.MessageOf(err)}})
 }
+
+// ErrDatabaseUnavailable is the answer to a request that failed because
+// the service's database refused the work for a state of its own.
+var ErrDatabaseUnavailable = sysops.Errorf(sysops.EUnavailable, "the service's database is unavailable just now; retry")
 
 // NoRouteHeader marks a service's answer that no route matched the
 // request, so that a proxy in front of it (the gateway's ops endpoints)

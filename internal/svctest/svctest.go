@@ -39,6 +39,26 @@ type Env struct {
 // of dialect d; they are stopped when the test ends.
 func New(t *testing.T, d sqldb.Dialect, specs ...host.Spec) *Env {
 	t.Helper()
+	return newEnv(t, d, func(string) string { return sqldbtest.URL(t, d) }, specs...)
+}
+
+// NewRefusing is [New] on PostgreSQL whose first service's database can
+// be made to refuse writes, as one demoted in a failover does:
+// refuse(true) until refuse(false) (see [sqldbtest.RefusingURL]).
+func NewRefusing(t *testing.T, specs ...host.Spec) (env *Env, refuse func(bool)) {
+	t.Helper()
+	raw, refuse := sqldbtest.RefusingURL(t)
+	first := specs[0].Name
+	return newEnv(t, sqldb.Postgres, func(name string) string {
+		if name == first {
+			return raw
+		}
+		return sqldbtest.URL(t, sqldb.Postgres)
+	}, specs...), refuse
+}
+
+func newEnv(t *testing.T, d sqldb.Dialect, dbURL func(service string) string, specs ...host.Spec) *Env {
+	t.Helper()
 	e := &Env{t: t, dialect: d, NATS: brokertest.RunServer(t), specs: map[string]host.Spec{},
 		dbURLs: map[string]string{}, addrs: map[string]string{}, peers: map[string]string{}, hosts: map[string]*host.Host{}}
 	lns := map[string]net.Listener{}
@@ -51,7 +71,7 @@ func New(t *testing.T, d sqldb.Dialect, specs ...host.Spec) *Env {
 		e.specs[s.Name] = s
 		e.addrs[s.Name] = ln.Addr().String()
 		e.peers[s.Name] = "http://" + ln.Addr().String()
-		e.dbURLs[s.Name] = sqldbtest.URL(t, d)
+		e.dbURLs[s.Name] = dbURL(s.Name)
 	}
 	for _, s := range specs {
 		e.start(s.Name, lns[s.Name])

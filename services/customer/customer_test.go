@@ -317,3 +317,35 @@ func TestAdjustBatch(t *testing.T) {
 		}
 	})
 }
+
+// TestDatabaseRefusingWrites: while the service's database refuses
+// writes (a PostgreSQL primary demoted in a failover), a write answers
+// 503 with the JSON error "unavailable", so that callers retry it, with
+// or without an Idempotency-Key, and reads go on; afterwards the same
+// request succeeds.
+func TestDatabaseRefusingWrites(t *testing.T) {
+	env, refuse := svctest.NewRefusing(t, customer.Spec())
+	base := env.URL(customer.Name)
+	r := svctest.Do(t, "POST", base+"/customers", map[string]any{"name": "Ada Lovelace", "email": "ada@example.com", "zip": "10001"})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("register: %d %s", r.Status, r.Body)
+	}
+	var ada customer.Customer
+	r.Decode(t, &ada)
+
+	refuse(true)
+	grace := map[string]any{"name": "Grace Hopper", "email": "grace@example.com", "zip": "10001"}
+	r = svctest.Do(t, "POST", base+"/customers", grace)
+	svctest.WantError(t, "write without a key", r, 503, "database")
+	if r.Header.Get("Retry-After") == "" {
+		t.Error("a 503 for a database refusing writes has no Retry-After")
+	}
+	svctest.WantError(t, "write with a key", svctest.Do(t, "POST", base+"/customers", grace, "Idempotency-Key", "g1"), 503, "database")
+	if r := svctest.Do(t, "GET", base+"/customers/"+ada.ID, nil); r.Status != http.StatusOK {
+		t.Errorf("read while the database refuses writes: %d %s", r.Status, r.Body)
+	}
+	refuse(false)
+	if r := svctest.Do(t, "POST", base+"/customers", grace, "Idempotency-Key", "g1"); r.Status != http.StatusCreated {
+		t.Errorf("the same write once the database takes writes: %d %s", r.Status, r.Body)
+	}
+}
