@@ -621,9 +621,32 @@ func TestWaitReturnsTheLoggedSaga(t *testing.T) {
 // goes on from its log and commits; none is compensated, none is left
 // running or needing attention, because nothing failed but the log.
 func TestLogOutage(t *testing.T) {
+	db, proxy := sqldbtest.OpenBehindProxy(t)
+	rideOutLogOutage(t, db, proxy.Cut, func() {
+		if err := proxy.Restore(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestLogRefusesWrites: the same when the orchestrator's database answers
+// but refuses every write for a while, as a PostgreSQL primary demoted in
+// a failover, or an SQLite file on a file system remounted read-only,
+// does.
+func TestLogRefusesWrites(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db, refuse := sqldbtest.OpenRefusing(t, d)
+		rideOutLogOutage(t, db, func() { refuse(true) }, func() { refuse(false) })
+	})
+}
+
+// rideOutLogOutage runs 30 sagas of three steps on db, takes the log away
+// (begin) for 2 s while they are in flight, brings it back (end), and
+// checks that every saga committed with nothing compensated.
+func rideOutLogOutage(t *testing.T, db *sqldb.DB, begin, end func()) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	db, proxy := sqldbtest.OpenBehindProxy(t)
 	if _, err := sqldb.Migrate(ctx, db, saga.MigrationSet, saga.Migrations()); err != nil {
 		t.Fatal(err)
 	}
@@ -648,13 +671,11 @@ func TestLogOutage(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	proxy.Cut()
+	begin()
 	atCut := len(rec.got())
 	time.Sleep(2 * time.Second)
 	atRestore := len(rec.got())
-	if err := proxy.Restore(); err != nil {
-		t.Fatal(err)
-	}
+	end()
 	if atRestore >= 3*len(ids) {
 		t.Fatalf("all %d steps ran before the log came back: the outage hit no saga in flight", atRestore)
 	}
