@@ -215,6 +215,10 @@
 // of the rows: the relay pings it after failed publishes and, when it
 // does not answer, counts no attempt and waits for it (at most 5 s
 // between tries), so an outage however long makes no row dead
-// ([Round.BrokerDown]). Sent rows are deleted at once, or after
-// RelayConfig.Retention if one is set.
+// ([Round.BrokerDown]). A round that fails for any other reason (its
+// database refusing writes after a failover, say: it may have published
+// rows it could not record) is followed by a pause, PollInterval doubling
+// up to 5 s, not by the next poll, so that the same rows are not sent
+// again at every poll; a commit ends the pause. Sent rows are deleted at
+// once, or after RelayConfig.Retention if one is set.
 package outbox

@@ -1049,3 +1049,47 @@ func TestRelayRowTheBrokerRejects(t *testing.T) {
 		}
 	})
 }
+
+// TestRelayOnADatabaseRefusingWrites: while the relay's database answers
+// but refuses writes (read-only after a failover), its rounds fail —
+// on PostgreSQL after publishing, since only recording the round needs a
+// write — and it pauses longer after each instead of publishing the same
+// rows again at every poll. Once the database takes writes, the rows are
+// published and recorded, none dead.
+func TestRelayOnADatabaseRefusingWrites(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db, refuse := sqldbtest.OpenRefusing(t, d)
+		prepare(t, db)
+		for i := range 3 {
+			write(t, db, event(fmt.Sprint("e", i), fmt.Sprint("agg", i)))
+		}
+		rec := &recorder{}
+		r := newRelay(t, db, rec, outbox.RelayConfig{PollInterval: 50 * time.Millisecond})
+		refuse(true)
+		if err := r.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+		rec.mu.Lock()
+		calls := rec.calls
+		rec.mu.Unlock()
+		// Polling every 50 ms would publish about 60 times in 3 s; the
+		// pauses (50 ms doubling) allow 6.
+		if calls > 8 {
+			t.Errorf("%d publishes in 3 s of a database refusing writes, want a few", calls)
+		}
+		t.Logf("%d publishes while the database refused writes", calls)
+		refuse(false)
+		for deadline := time.Now().Add(20 * time.Second); statusCount(t, db, outbox.StatusPending) > 0; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d rows still pending after the database took writes again", statusCount(t, db, outbox.StatusPending))
+			}
+		}
+		if n := statusCount(t, db, outbox.StatusDead); n != 0 {
+			t.Errorf("%d rows dead after the database took writes again", n)
+		}
+		if got := fmt.Sprint(slices.Compact(slices.Sorted(slices.Values(rec.ids())))); got != "[e0 e1 e2]" {
+			t.Errorf("published %s, want e0 e1 e2", got)
+		}
+	})
+}

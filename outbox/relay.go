@@ -185,15 +185,17 @@ func (r *Relay) loop(ctx context.Context, notified <-chan struct{}) {
 	poll := time.NewTicker(r.idlePoll())
 	defer poll.Stop()
 	lastClean := time.Time{}
-	outages := 0 // rounds in a row that found the broker unreachable
+	outages := 0  // rounds in a row that found the broker unreachable
+	failures := 0 // rounds in a row that failed
 	for {
-		down := false
+		down, failed := false, false
 		for ctx.Err() == nil {
 			res, err := r.RunOnce(ctx)
 			if err != nil {
 				if ctx.Err() == nil {
-					r.cfg.Logger.WarnContext(ctx, "outbox: relay round failed", "error", err)
+					r.cfg.Logger.WarnContext(ctx, "outbox: relay round failed", "error", err, "failures", failures+1)
 				}
+				failed = true
 				break
 			}
 			if down = res.BrokerDown; down {
@@ -221,12 +223,23 @@ func (r *Relay) loop(ctx context.Context, notified <-chan struct{}) {
 			}
 			lastClean = time.Now()
 		}
+		if failed {
+			failures++
+		} else {
+			failures = 0
+		}
+		wait := poll.C
+		if failures > 0 {
+			// Not the next poll but a growing pause; a commit still
+			// cuts it short (the database takes writes again).
+			wait = time.After(r.failureWait(failures))
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.wakeCh:
 		case <-notified:
-		case <-poll.C:
+		case <-wait:
 		}
 	}
 }
@@ -442,11 +455,26 @@ func (r *Relay) pending(ctx context.Context) ([]*row, error) {
 // rarely (it relies on wake-ups) would otherwise lose the lead whenever
 // it had nothing to do, and PostgreSQL would log the session's end.
 func (r *Relay) idlePoll() time.Duration {
-	keep := r.cfg.LeaseTTL / 3
+	return max(min(r.cfg.PollInterval, r.keepLead()), time.Millisecond)
+}
+
+// keepLead is the longest a leader may go without a round and keep its
+// lead: a third of its lease, or of its lock session's silence limit.
+func (r *Relay) keepLead() time.Duration {
 	if r.db.Dialect() == sqldb.Postgres {
-		keep = r.stallLimit() / 3
+		return r.stallLimit() / 3
 	}
-	return max(min(r.cfg.PollInterval, keep), time.Millisecond)
+	return r.cfg.LeaseTTL / 3
+}
+
+// failureWait is how long the relay waits after its n-th failed round in
+// a row (its database refusing writes, say) before the next: PollInterval
+// doubling, at most 5 s or keepLead. Every failed round may have
+// published its rows without recording it, and the next publishes them
+// again; at every poll that would be a storm of copies for the broker to
+// drop.
+func (r *Relay) failureWait(n int) time.Duration {
+	return max(min(r.outageWait(n), r.keepLead()), time.Millisecond)
 }
 
 // lockCheckInterval is how often a PostgreSQL relay checks that the

@@ -156,7 +156,9 @@ func DropProvisioned(t testing.TB, base, prefix string, services ...string) {
 // turned read-only — a PostgreSQL primary demoted in a failover, a file
 // system remounted read-only — until it is switched back: refuse(true),
 // then refuse(false). Reads go on working. On SQLite the writer
-// connection is set query_only; on PostgreSQL see [RefusingURL].
+// connection is set query_only; on PostgreSQL see [RefusingURL], and
+// refuse(false) returns once the pool no longer hands out the sessions
+// it ended.
 func OpenRefusing(t testing.TB, d sqldb.Dialect) (db *sqldb.DB, refuse func(bool)) {
 	t.Helper()
 	if d == sqldb.SQLite {
@@ -168,7 +170,7 @@ func OpenRefusing(t testing.TB, d sqldb.Dialect) (db *sqldb.DB, refuse func(bool
 			}
 		}
 	}
-	raw, refuse := RefusingURL(t)
+	raw, switchRole := RefusingURL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	db, err := sqldb.Open(ctx, raw)
@@ -176,7 +178,16 @@ func OpenRefusing(t testing.TB, d sqldb.Dialect) (db *sqldb.DB, refuse func(bool
 		t.Fatalf("sqldbtest: %v", err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return db, refuse
+	return db, func(on bool) {
+		t.Helper()
+		switchRole(on)
+		if !on {
+			// The pool pings a connection unused for a second before
+			// handing it out (pgx) and drops it if dead: after this wait
+			// the test's own next statements find no ended session.
+			time.Sleep(1100 * time.Millisecond)
+		}
+	}
 }
 
 // RefusingURL returns the URL of a fresh PostgreSQL database, as [URL],
