@@ -149,3 +149,21 @@ func TestRunInTxOutlivesEndedSessions(t *testing.T) {
 		t.Errorf("%d rows (%v), want 4", n, err)
 	}
 }
+
+// TestIsUnavailableWhenTheServerIsCutOff: a statement on a connection the
+// network cut (reset under it), and one that needs a new connection while
+// the server cannot be reached, both fail with unavailability.
+func TestIsUnavailableWhenTheServerIsCutOff(t *testing.T) {
+	db, proxy := sqldbtest.OpenBehindProxy(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE counted (n INTEGER PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Cut()
+	for i := range 3 {
+		_, err := db.ExecContext(ctx, `INSERT INTO counted (n) VALUES ($1)`, i)
+		if err == nil || !sqldb.IsUnavailable(err) {
+			t.Errorf("statement %d with the server cut off: %v, want unavailability", i, err)
+		}
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -49,21 +51,27 @@ type endedBeforeCommit struct{ err error }
 func (e endedBeforeCommit) Error() string { return e.err.Error() }
 func (e endedBeforeCommit) Unwrap() error { return e.err }
 
-// IsSessionEnded reports whether err is the PostgreSQL server ending the
-// session: shut down, crashed, starting up, or terminated by an
-// administrator (57P01-57P03), or a connection failure (class 08).
-// Before a transaction's COMMIT was sent, it means that the transaction
-// did not commit.
+// IsSessionEnded reports whether err is a PostgreSQL session ending
+// under a statement: the server shut down, crashed, starting up, or
+// terminated it on an administrator's word (57P01-57P03), a connection
+// failure (class 08), or the connection reset or closed (a restart, a
+// network cut). Before a transaction's COMMIT was sent, it means that the
+// transaction did not commit. A cancelled or expired context is not one.
 func IsSessionEnded(err error) bool {
-	pgErr, ok := errors.AsType[*pgconn.PgError](err)
-	if !ok {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
-	switch pgErr.Code {
-	case "57P01", "57P02", "57P03":
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		switch pgErr.Code {
+		case "57P01", "57P02", "57P03":
+			return true
+		}
+		return strings.HasPrefix(pgErr.Code, "08")
+	}
+	if _, ok := errors.AsType[*net.OpError](err); ok {
 		return true
 	}
-	return strings.HasPrefix(pgErr.Code, "08")
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, pgconn.ErrConnClosed)
 }
 
 // retryConflicts runs attempt until it succeeds, fails with an error that
@@ -209,12 +217,12 @@ func IsDataError(err error) bool {
 // state of its own, not for what was asked of it, so that the same work
 // may succeed once that state passes: PostgreSQL in read-only mode (25006:
 // a standby, or a primary demoted during a failover), out of disk (53100)
-// or connection slots (53300), shutting down or starting up (57P01-57P03),
-// an I/O error (58030) or a lost connection (class 08); SQLite unable to
-// write its file (SQLITE_READONLY: a file system remounted read-only,
-// say), out of disk (SQLITE_FULL), or an I/O error (SQLITE_IOERR,
-// SQLITE_CANTOPEN). A request that fails so deserves a 503, and a message
-// whose handling fails so is not at fault.
+// or connection slots (53300), an I/O error (58030), a session that ended
+// under a statement ([IsSessionEnded]) or a connection refused; SQLite
+// unable to write its file (SQLITE_READONLY: a file system remounted
+// read-only, say), out of disk (SQLITE_FULL), or an I/O error
+// (SQLITE_IOERR, SQLITE_CANTOPEN). A request that fails so deserves a
+// 503, and a message whose handling fails so is not at fault.
 func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
@@ -236,7 +244,7 @@ func IsUnavailable(err error) bool {
 	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
 		return true
 	}
-	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)
+	return IsSessionEnded(err) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)
 }
 
 // LockKey serializes the transactions that lock the same key until they

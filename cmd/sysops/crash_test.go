@@ -11,6 +11,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/sysops-squad/sysops/internal/faultnet"
 	"github.com/sysops-squad/sysops/internal/invariant"
 	"github.com/sysops-squad/sysops/sqldb"
@@ -51,6 +53,7 @@ type gatewayCall struct {
 	conflicts  atomic.Int64
 	unanswered atomic.Int64 // no response: the system was down or killed mid-request
 	failed     atomic.Int64 // a 5xx answer: a service could not do it now
+	internal   atomic.Int64 // of which 500s: a service did not know why
 	inflight   atomic.Int64
 }
 
@@ -106,6 +109,9 @@ func (g *gatewayCall) post(ctx context.Context, path, key string, body any) (sta
 		return 0, nil, false
 	case resp.StatusCode >= 500:
 		g.failed.Add(1)
+		if resp.StatusCode == http.StatusInternalServerError {
+			g.internal.Add(1)
+		}
 		return 0, nil, false
 	}
 	return resp.StatusCode, out, true
@@ -354,22 +360,82 @@ func TestSystemRidesOutADatabaseOutage(t *testing.T) {
 		t.Skip("runs the whole system on PostgreSQL and cuts it off")
 	}
 	for _, mode := range []string{"orchestrated", "sequential"} {
-		t.Run(mode, func(t *testing.T) { outageUnderClients(t, mode) })
+		t.Run(mode, func(t *testing.T) {
+			u, err := url.Parse(sqldbtest.PostgresURL(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy := faultnet.Start(t, u.Host)
+			args := onPostgres(t, "outage")
+			u.Host = proxy.Addr()
+			args[1] = u.String() // --postgres, through the proxy
+			outageUnderClients(t, mode, args, proxy.Cut, func() {
+				if err := proxy.Restore(); err != nil {
+					t.Fatal(err)
+				}
+			})
+		})
 	}
 }
 
-// outageUnderClients runs sysops up with the consistency mode on
-// PostgreSQL behind a proxy, cuts the proxy three times under clients,
-// then checks the outcome as after kill -9.
-func outageUnderClients(t *testing.T, mode string) {
-	u, err := url.Parse(sqldbtest.PostgresURL(t))
-	if err != nil {
-		t.Fatal(err)
+// TestSystemRidesOutAFailover: the same with the server answering but
+// refusing every write, three times, as a primary demoted in a failover
+// does until its clients reach the new one: every service's sessions
+// are ended and its new ones are read-only (the services' roles get
+// default_transaction_read_only), then writable again.
+func TestSystemRidesOutAFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole system on PostgreSQL and makes it read-only")
 	}
-	proxy := faultnet.Start(t, u.Host)
-	args := onPostgres(t, "outage")
-	u.Host = proxy.Addr()
-	args[1] = u.String() // --postgres, through the proxy
+	for _, mode := range []string{"orchestrated", "sequential"} {
+		t.Run(mode, func(t *testing.T) {
+			args := onPostgres(t, "failover")
+			prefix := args[3]
+			admin, err := sql.Open("pgx", sqldbtest.PostgresURL(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer admin.Close()
+			readOnly := func(on bool) {
+				set := "RESET default_transaction_read_only"
+				if on {
+					set = "SET default_transaction_read_only = on"
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				rows, err := admin.QueryContext(ctx, `SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)`, prefix)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var roles []string
+				for rows.Next() {
+					var r string
+					if err := rows.Scan(&r); err != nil {
+						t.Fatal(err)
+					}
+					roles = append(roles, r)
+				}
+				rows.Close()
+				for _, r := range roles {
+					if _, err := admin.ExecContext(ctx, "ALTER ROLE "+pgx.Identifier{r}.Sanitize()+" "+set); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := admin.ExecContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+					WHERE starts_with(usename, $1)`, prefix); err != nil {
+					t.Fatal(err)
+				}
+			}
+			outageUnderClients(t, mode, args, func() { readOnly(true) }, func() { readOnly(false) })
+		})
+	}
+}
+
+// outageUnderClients runs sysops up with the consistency mode and the
+// PostgreSQL args, takes the database away (begin) for 1.5 s and brings it
+// back (end) three times under clients, then checks the outcome as after
+// kill -9.
+func outageUnderClients(t *testing.T, mode string, args []string, begin, end func()) {
 	p := start(t, append([]string{"up", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0", "--db-conns", "3",
 		"--consistency", mode}, args...)...)
 	services := p.table(t)
@@ -394,14 +460,24 @@ func outageUnderClients(t *testing.T, mode string) {
 	}
 	for range 3 {
 		time.Sleep(time.Duration(100+rand.IntN(300)) * time.Millisecond)
-		proxy.Cut()
+		begin()
 		time.Sleep(1500 * time.Millisecond)
-		if err := proxy.Restore(); err != nil {
-			t.Fatal(err)
-		}
+		end()
 	}
 	wg.Wait()
 	checkAfterCrashes(t, g, services, cs)
+	// A database that is away, or refuses writes, is no service's
+	// internal error: every failure it causes answers 503, which callers
+	// retry.
+	if n := g.internal.Load(); n > 0 {
+		var lines []string
+		for l := range strings.Lines(p.stderr.String()) {
+			if strings.Contains(l, `level=ERROR msg="request failed"`) {
+				lines = append(lines, l)
+			}
+		}
+		t.Errorf("%d requests answered 500 during the outages; the services logged:\n%s", n, strings.Join(lines, ""))
+	}
 	if err := p.stop(t, syscall.SIGTERM); err != nil {
 		t.Errorf("up exited with %v after SIGTERM; stderr:\n%s", err, p.stderr)
 	}
@@ -552,6 +628,6 @@ func checkAfterCrashes(t *testing.T, g *gatewayCall, services map[string]string,
 	for _, p := range append(problems, more...) {
 		t.Error(p)
 	}
-	t.Logf("%d clients, %d workflows applied, %d refused; %d requests unanswered (killed), %d answered 5xx, %d answered 409 in progress, %d saga polls; audit trail complete %.1f s after the checks began",
-		len(cs), applied, refused, g.unanswered.Load(), g.failed.Load(), g.conflicts.Load(), g.polls.Load(), auditWait.Seconds())
+	t.Logf("%d clients, %d workflows applied, %d refused; %d requests unanswered (killed), %d answered 5xx (%d of them 500), %d answered 409 in progress, %d saga polls; audit trail complete %.1f s after the checks began",
+		len(cs), applied, refused, g.unanswered.Load(), g.failed.Load(), g.internal.Load(), g.conflicts.Load(), g.polls.Load(), auditWait.Seconds())
 }
