@@ -373,6 +373,37 @@ func IsRejected(err error) bool {
 	return errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
 }
 
+// IsUnavailable reports whether err is the broker refusing a message for
+// a state of its own rather than for what the message is: out of storage
+// or memory (the server's JetStream limit, or its disk, reached), an
+// account over its limits, a stream at its limits that refuses new
+// messages, or the JetStream system temporarily unavailable. The same
+// message may be stored once that state passes: a relay counts no attempt
+// for it.
+func IsUnavailable(err error) bool {
+	var api *jetstream.APIError
+	if !errors.As(err, &api) {
+		return false
+	}
+	switch api.ErrorCode {
+	case jsAccountResourcesExceeded, jsClusterNotAvailable, jsInsufficientResources,
+		jsMemoryResourcesExceeded, jsStorageResourcesExceeded, jsStreamStoreFailed:
+		return true
+	}
+	return false
+}
+
+// The server's error codes of a broker in a state that refuses messages
+// (nats-server's errors.json; the client names only some of its codes).
+const (
+	jsAccountResourcesExceeded jetstream.ErrorCode = 10002
+	jsClusterNotAvailable      jetstream.ErrorCode = 10008
+	jsInsufficientResources    jetstream.ErrorCode = 10023
+	jsMemoryResourcesExceeded  jetstream.ErrorCode = 10028
+	jsStorageResourcesExceeded jetstream.ErrorCode = 10047
+	jsStreamStoreFailed        jetstream.ErrorCode = 10077
+)
+
 // Publish stores m and waits for the server's acknowledgement. A message
 // whose id was stored before, inside the duplicate window, is acknowledged
 // with Duplicate set and not stored again. It waits for the

@@ -11,7 +11,10 @@
 //   - [Broker.Publish] and [Broker.PublishBatch] send a [Message] with its ID
 //     as the JetStream message id, so a re-published id inside the
 //     stream's duplicate window is stored once, and return only after the
-//     server has acknowledged storing it.
+//     server has acknowledged storing it. A refusal says whose it is:
+//     [IsRejected] for the message (too large for the stream), which no
+//     retry can store, [IsUnavailable] for the broker's state (out of
+//     storage, a stream at its limits), which passes.
 //   - [Broker.Subscribe] runs a durable pull consumer with explicit acks.
 //     A [Handler] that returns nil acks the message; one that returns an
 //     error gets it again after a delay that grows with each delivery; one

@@ -431,3 +431,50 @@ func recording(ctx context.Context, t *testing.T, b *natsjs.Broker, stream, subj
 		}
 	}
 }
+
+// TestFullServerRefusesForNow: a server whose JetStream store is full
+// (ServerConfig.MaxStore) refuses publishes with an error IsUnavailable
+// recognizes — the broker's state, not the message's — which IsRejected
+// does not; once space is freed the same message is stored.
+func TestFullServerRefusesForNow(t *testing.T) {
+	ctx := context.Background()
+	srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: t.TempDir(), MaxStore: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	b := brokertest.Connect(t, srv)
+	if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "FULL", Subjects: []string{"full.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	msg := func(i int) natsjs.Message {
+		return natsjs.Message{ID: fmt.Sprint("m", i), Subject: "full.x", Data: []byte(strings.Repeat("x", 4<<10))}
+	}
+	var refused error
+	var i int
+	for i = range 100 {
+		if _, refused = b.Publish(ctx, msg(i)); refused != nil {
+			break
+		}
+	}
+	if refused == nil {
+		t.Fatal("100 messages of 4 KB fit in a store of 64 KB")
+	}
+	if !natsjs.IsUnavailable(refused) || natsjs.IsRejected(refused) {
+		t.Errorf("publish to a full store: %v; IsUnavailable %t, IsRejected %t, want true and false",
+			refused, natsjs.IsUnavailable(refused), natsjs.IsRejected(refused))
+	}
+	if natsjs.IsUnavailable(errors.New("anything")) || natsjs.IsUnavailable(nil) {
+		t.Error("IsUnavailable of an error that is not the broker's")
+	}
+	s, err := brokertest.JetStream(t, srv.ClientURL()).Stream(ctx, "FULL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, msg(i)); err != nil {
+		t.Errorf("the refused message once space was freed: %v", err)
+	}
+}

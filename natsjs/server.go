@@ -30,6 +30,11 @@ type ServerConfig struct {
 	// Cluster, when set, makes the server one node of a JetStream
 	// cluster, on Host. Each node needs its own Name and StoreDir.
 	Cluster *ClusterConfig
+	// MaxStore is the most bytes JetStream may keep on disk; once its
+	// streams hold that much, publishes are refused ([IsUnavailable])
+	// until space is freed. Default: the server's own, three quarters of
+	// the free space of StoreDir's disk.
+	MaxStore int64
 }
 
 // ClusterConfig makes an embedded server a node of a cluster.
@@ -68,6 +73,7 @@ func RunServer(cfg ServerConfig) (*Server, error) {
 		NoLog:                 true,
 		MaxPayload:            8 << 20,
 		DisableShortFirstPing: true,
+		JetStreamMaxStore:     cfg.MaxStore,
 	}
 	if c := cfg.Cluster; c != nil {
 		if c.Name == "" {

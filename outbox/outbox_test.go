@@ -1093,3 +1093,84 @@ func TestRelayOnADatabaseRefusingWrites(t *testing.T) {
 		}
 	})
 }
+
+// TestRelayWaitsOutAFullBroker: a broker out of storage refuses every
+// publish ("insufficient resources"); that is its state, not the rows'
+// fault, so the relay counts no attempt and waits, as for a broker that
+// cannot be reached, and no row goes dead however small the retry
+// budget. Once space is freed, the rest is published.
+func TestRelayWaitsOutAFullBroker(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t, sqldb.SQLite)
+	srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: t.TempDir(), MaxStore: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	b := brokertest.Connect(t, srv)
+	if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "FULL", Subjects: []string{"sysops.test.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	// 40 events of 8 KB: about 320 KB for a store of 256 KB.
+	for i := range 40 {
+		e := event(fmt.Sprint("e", i), fmt.Sprint("agg", i%8))
+		e.Data = json.RawMessage(`"` + strings.Repeat("x", 8<<10) + `"`)
+		write(t, db, e)
+	}
+	r := newRelay(t, db, b, outbox.RelayConfig{PollInterval: 20 * time.Millisecond, MaxAttempts: 2,
+		Backoff: func(int) time.Duration { return time.Millisecond }})
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stored := func() uint64 {
+		n, err := b.StreamMessages(ctx, "FULL")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// Wait for the store to fill, then give the relay a second, ample
+	// for a budget of two attempts a millisecond apart.
+	for deadline, last := time.Now().Add(20*time.Second), uint64(0); ; time.Sleep(300 * time.Millisecond) {
+		n := stored()
+		if n > 0 && n == last {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream kept growing: %d messages", n)
+		}
+		last = n
+	}
+	time.Sleep(time.Second)
+	full := stored()
+	if full >= 40 {
+		t.Fatalf("the store took all %d messages: the test needs it full", full)
+	}
+	if n := statusCount(t, db, outbox.StatusDead); n != 0 {
+		t.Fatalf("%d rows dead while the broker was full, want none", n)
+	}
+	var attempts int
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(SUM(attempts), 0) FROM outbox WHERE status = 'pending'`).Scan(&attempts); err != nil || attempts != 0 {
+		t.Errorf("the waiting rows count %d attempts (%v), want none", attempts, err)
+	}
+	t.Logf("the broker took %d of 40 before it was full", full)
+
+	s, err := brokertest.JetStream(t, srv.ClientURL()).Stream(ctx, "FULL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); statusCount(t, db, outbox.StatusPending) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d rows still pending after space was freed", statusCount(t, db, outbox.StatusPending))
+		}
+	}
+	if n := stored(); n != uint64(40-full) {
+		t.Errorf("the stream holds %d after the purge, want the other %d", n, 40-full)
+	}
+	if n := statusCount(t, db, outbox.StatusDead); n != 0 {
+		t.Errorf("%d rows dead, want none", n)
+	}
+}

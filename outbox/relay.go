@@ -31,7 +31,9 @@ import (
 // can be reached at all. If it cannot, the failures are the outage's, not
 // the events': no attempt is counted against the rows, so an outage
 // however long makes no row dead, and the relay waits for the broker
-// (see [Round.BrokerDown]). Without Ping every failure counts.
+// (see [Round.BrokerDown]). Without Ping every failure counts, except
+// those of a broker refusing messages for a state of its own, such as
+// being out of storage ([natsjs.IsUnavailable]), which count none either.
 type Publisher interface {
 	PublishBatch(ctx context.Context, msgs []natsjs.Message) ([]natsjs.PubAck, []error)
 }
@@ -259,8 +261,10 @@ type Round struct {
 	// drops the copies it already has by event id).
 	Interrupted int
 	// BrokerDown: publishes failed and the broker did not answer a ping
-	// (see [Publisher]). A started relay then waits PollInterval, doubling
-	// per such round up to 5 s, before it tries again.
+	// (see [Publisher]), or refused them for a state of its own, such as
+	// being out of storage ([natsjs.IsUnavailable]). A started relay then
+	// waits PollInterval, doubling per such round up to 5 s, before it
+	// tries again.
 	BrokerDown bool
 }
 
@@ -367,14 +371,25 @@ func (r *Relay) RunOnce(ctx context.Context) (Round, error) {
 		}
 	}
 	// A publish that found its stream gone, made again since, is not the
-	// row's failure: it goes again, with no attempt counted.
+	// row's failure: it goes again, with no attempt counted. Nor is one
+	// the broker refused for a state of its own (out of storage, say):
+	// the rows wait for it as for a broker that cannot be reached.
+	var full error
 	failed = slices.DeleteFunc(failed, func(f failure) bool {
-		if errors.Is(f.err, natsjs.ErrStreamMadeAgain) {
-			round.Interrupted++
-			return true
+		switch {
+		case errors.Is(f.err, natsjs.ErrStreamMadeAgain):
+		case natsjs.IsUnavailable(f.err):
+			full = f.err
+		default:
+			return false
 		}
-		return false
+		round.Interrupted++
+		return true
 	})
+	if full != nil {
+		r.cfg.Logger.WarnContext(caller, "outbox: broker refuses messages for now; rows wait for it", "error", full)
+		round.BrokerDown = true
+	}
 	switch {
 	case caller.Err() != nil:
 		// Stopping is not the broker failing: counting it as an attempt
