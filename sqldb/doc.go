@@ -57,6 +57,12 @@
 //   - SQL is written once for both dialects with $1, $2 ... placeholders,
 //     which both drivers accept. Where the dialects differ (types, upserts),
 //     migrations keep one directory per dialect; see [Migrate].
+//   - A build started on a schema that a newer build migrated (a rolling
+//     upgrade under way, or one rolled back) runs on it:
+//     [MigrationResult.Ahead] says so, and the services log a warning
+//     naming both versions. Migrations are written for that: expand
+//     first (add what the new build needs), contract in a later release
+//     (drop what no running build uses).
 //   - [Provision] gives each service its own SQLite file, or its own
 //     PostgreSQL database owned by its own login role, with CONNECT revoked
 //     from everyone else. A tool that works on a service's database from
@@ -69,6 +75,7 @@
 //
 // Inside fn, use only tx: on SQLite the single writer connection is held by
 // the transaction, so a write through the [DB] from inside fn waits forever.
-// Two processes running the same SQLite migrations at the very same moment
-// may both try the first one; one of them fails and stops with the error.
+// SQLite has no lock to take around a migration run: processes migrating
+// one file at the same moment may both try a migration, and the loser
+// runs again from the version it then finds (up to five times).
 package sqldb

@@ -19,7 +19,16 @@ type MigrationResult struct {
 	Applied []string
 	// Version is the schema version after the call.
 	Version int64
+	// Latest is the version of this build's newest migration. A Version
+	// above it means that a newer build migrated the database (a rolling
+	// upgrade under way, or one rolled back): this build runs on that
+	// schema as long as the newer migrations kept what it uses, which is
+	// how migrations are to be written (expand first, contract later).
+	Latest int64
 }
+
+// Ahead reports whether a newer build than this one migrated the schema.
+func (r MigrationResult) Ahead() bool { return r.Version > r.Latest }
 
 // Migrate brings db's schema up to date with the goose SQL migrations in
 // fsys (files NNNNN_name.sql with -- +goose Up / Down sections). If fsys has
@@ -75,7 +84,7 @@ func Migrate(ctx context.Context, db *DB, set string, fsys fs.FS) (MigrationResu
 	if err != nil {
 		return res, fmt.Errorf("sqldb: migrate %s: %w", set, oneLine(err))
 	}
-	if res.Version, err = p.GetDBVersion(ctx); err != nil {
+	if res.Version, res.Latest, err = p.GetVersions(ctx); err != nil {
 		return res, fmt.Errorf("sqldb: migrate %s: read version: %w", set, oneLine(err))
 	}
 	return res, nil

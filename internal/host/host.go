@@ -127,21 +127,27 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 			db.Close()
 		}
 	}()
-	// Every service publishes through its own outbox.
-	if _, err := sqldb.Migrate(ctx, db, outbox.MigrationSet, outbox.Migrations()); err != nil {
-		return nil, fail("%w", err)
+	// Every service publishes through its own outbox, and honours
+	// Idempotency-Key on its POSTs.
+	type migrationSet struct {
+		name string
+		fsys fs.FS
 	}
-	// Every service honours Idempotency-Key on its POSTs.
-	if _, err := sqldb.Migrate(ctx, db, idempotency.MigrationSet, idempotency.Migrations()); err != nil {
-		return nil, fail("%w", err)
-	}
+	sets := []migrationSet{{outbox.MigrationSet, outbox.Migrations()}, {idempotency.MigrationSet, idempotency.Migrations()}}
 	if spec.Migrations != nil {
-		res, err := sqldb.Migrate(ctx, db, spec.Name, spec.Migrations)
+		sets = append(sets, migrationSet{spec.Name, spec.Migrations})
+	}
+	for _, set := range sets {
+		res, err := sqldb.Migrate(ctx, db, set.name, set.fsys)
 		if err != nil {
 			return nil, fail("%w", err)
 		}
 		if len(res.Applied) > 0 {
-			logger.InfoContext(ctx, "migrated", "applied", res.Applied, "version", res.Version)
+			logger.InfoContext(ctx, "migrated", "set", set.name, "applied", res.Applied, "version", res.Version)
+		}
+		if res.Ahead() {
+			logger.WarnContext(ctx, "schema newer than this build: a newer build migrated it; running on it",
+				"set", set.name, "version", res.Version, "build", res.Latest)
 		}
 	}
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/sysops-squad/sysops/internal/host"
 	"github.com/sysops-squad/sysops/natsjs"
 	"github.com/sysops-squad/sysops/natsjs/brokertest"
+	"github.com/sysops-squad/sysops/sqldb"
 )
 
 func spec(migration string) host.Spec {
@@ -133,5 +135,38 @@ func TestStartFailures(t *testing.T) {
 				t.Errorf("error %q: want one line starting 'widget: ' mentioning %q", msg, tt.want)
 			}
 		})
+	}
+}
+
+// TestStartOnANewerSchema: a service whose database a newer build
+// migrated (a rolling upgrade, or one rolled back) starts on it, and
+// warns that the schema is ahead of it.
+func TestStartOnANewerSchema(t *testing.T) {
+	ctx := context.Background()
+	nats := brokertest.RunServer(t)
+	dbURL := "sqlite:" + filepath.Join(t.TempDir(), "widget.db")
+	s := spec("CREATE TABLE widget (id INTEGER PRIMARY KEY);")
+	newer := fstest.MapFS{
+		"00001_widget.sql": s.Migrations.(fstest.MapFS)["00001_widget.sql"],
+		"00002_more.sql":   {Data: []byte("-- +goose Up\nALTER TABLE widget ADD COLUMN colour TEXT;\n")},
+	}
+	db, err := sqldb.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := sqldb.Migrate(ctx, db, "widget", newer)
+	db.Close()
+	if err != nil || res.Ahead() || res.Version != 2 || res.Latest != 2 {
+		t.Fatalf("the newer build's migration: %+v, %v", res, err)
+	}
+	var log strings.Builder
+	h, err := host.Start(ctx, host.Config{Spec: s, DatabaseURL: dbURL, NATSURL: nats.ClientURL(), Addr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatalf("start on a newer schema: %v", err)
+	}
+	h.Shutdown(ctx)
+	if !strings.Contains(log.String(), "schema newer than this build") || !strings.Contains(log.String(), "version=2 build=1") {
+		t.Errorf("no warning that the schema is ahead; the log:\n%s", log.String())
 	}
 }
