@@ -377,10 +377,14 @@ func IsRejected(err error) bool {
 // a state of its own rather than for what the message is: out of storage
 // or memory (the server's JetStream limit, or its disk, reached), an
 // account over its limits, a stream at its limits that refuses new
-// messages, or the JetStream system temporarily unavailable. The same
+// messages, a stream offline ([ErrStreamOffline]), or the JetStream
+// system temporarily unavailable. The same
 // message may be stored once that state passes: a relay counts no attempt
 // for it.
 func IsUnavailable(err error) bool {
+	if errors.Is(err, ErrStreamOffline) {
+		return true
+	}
 	var api *jetstream.APIError
 	if !errors.As(err, &api) {
 		return false
@@ -418,6 +422,9 @@ func (b *Broker) Publish(ctx context.Context, m Message) (PubAck, error) {
 	ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.ID))
 	if noStream(err) && b.recreateLost(ctx) {
 		ack, err = b.js.PublishMsg(ctx, msg, jetstream.WithMsgID(m.ID))
+	}
+	if noStream(err) && b.streamOffline(ctx, m.Subject) {
+		err = fmt.Errorf("%w (%w)", err, ErrStreamOffline)
 	}
 	if err != nil {
 		return PubAck{}, fmt.Errorf("natsjs: publish %s to %s: %w", m.ID, m.Subject, err)
@@ -469,8 +476,42 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []Message) (acks []PubAc
 				errs[i] = fmt.Errorf("%w (%w)", err, ErrStreamMadeAgain)
 			}
 		}
+	} else if lost {
+		offline := map[string]bool{} // by subject
+		for i, err := range errs {
+			if !noStream(err) {
+				continue
+			}
+			s := msgs[i].Subject
+			if _, asked := offline[s]; !asked {
+				offline[s] = b.streamOffline(ctx, s)
+			}
+			if offline[s] {
+				errs[i] = fmt.Errorf("%w (%w)", err, ErrStreamOffline)
+			}
+		}
 	}
 	return acks, errs
+}
+
+// ErrStreamOffline marks a publish that no stream answered although the
+// server knows a stream that holds its subject: the stream cannot lead
+// itself now — on a cluster, every node that keeps a replica of it is
+// down, or too few are up for a quorum. It comes back with them;
+// [IsUnavailable] reports it, so that the publisher waits rather than
+// count the failure against the message.
+var ErrStreamOffline = errors.New("natsjs: the stream that holds the subject is offline (too few of the nodes that keep it are up)")
+
+// streamOffline reports whether the server knows a stream that holds
+// subject and that stream does not answer now (offline, leaderless, its
+// info request unanswered). A subject no stream holds is not offline.
+func (b *Broker) streamOffline(ctx context.Context, subject string) bool {
+	name, err := b.js.StreamNameBySubject(ctx, subject)
+	if err != nil {
+		return false
+	}
+	_, err = b.js.Stream(ctx, name)
+	return err != nil && !errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // redactURL hides passwords in a comma-separated list of server URLs.

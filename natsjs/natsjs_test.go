@@ -478,3 +478,61 @@ func TestFullServerRefusesForNow(t *testing.T) {
 		t.Errorf("the refused message once space was freed: %v", err)
 	}
 }
+
+// TestOfflineStreamIsUnavailable: on a cluster, a stream of one replica
+// whose node is down is offline while the cluster still answers: a
+// publish to it fails with an error IsUnavailable recognizes (the
+// broker's state; the stream returns with its node), alone or in a
+// batch, while a publish to a subject no stream holds is not.
+func TestOfflineStreamIsUnavailable(t *testing.T) {
+	nodes, url := brokertest.RunCluster(t, 3)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b, err := natsjs.Connect(ctx, natsjs.Config{URL: url, Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "ONE", Subjects: []string{"one.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := brokertest.JetStream(t, url).Stream(ctx, "ONE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.Cluster == nil {
+		t.Fatalf("stream info: %v %+v", err, info)
+	}
+	node := slices.IndexFunc(nodes, func(s *natsjs.Server) bool { return s.Name() == info.Cluster.Leader })
+	if node < 0 {
+		t.Fatalf("the stream's node %q is none of the cluster's", info.Cluster.Leader)
+	}
+	nodes[node].Shutdown()
+	msg := func(id, subject string) natsjs.Message {
+		return natsjs.Message{ID: id, Subject: subject, Data: []byte("x")}
+	}
+	// The client may still be reconnecting to another node: wait for the
+	// cluster to answer that the stream is offline.
+	var single error
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		pctx, c := context.WithTimeout(ctx, 3*time.Second)
+		_, single = b.Publish(pctx, msg("a", "one.x"))
+		c()
+		if natsjs.IsUnavailable(single) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if single == nil || !natsjs.IsUnavailable(single) || !errors.Is(single, natsjs.ErrStreamOffline) {
+		t.Errorf("publish to the offline stream: %v, want unavailability (ErrStreamOffline)", single)
+	}
+	pctx, c := context.WithTimeout(ctx, 5*time.Second)
+	_, errs := b.PublishBatch(pctx, []natsjs.Message{msg("b", "one.x"), msg("c", "one.y"), msg("d", "nowhere.x")})
+	c()
+	if !natsjs.IsUnavailable(errs[0]) || !natsjs.IsUnavailable(errs[1]) {
+		t.Errorf("batch to the offline stream: %v, %v; want unavailability", errs[0], errs[1])
+	}
+	if errs[2] == nil || natsjs.IsUnavailable(errs[2]) {
+		t.Errorf("a subject no stream holds: %v, want an error that is not unavailability", errs[2])
+	}
+}
