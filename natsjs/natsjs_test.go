@@ -191,19 +191,7 @@ func TestClusterOutlivesANode(t *testing.T) {
 		publish(i)
 	}
 	// The node that leads the stream dies.
-	st, err := brokertest.JetStream(t, url).Stream(ctx, stream.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil || info.Cluster == nil {
-		t.Fatalf("stream info: %v %+v", err, info)
-	}
-	leader := slices.IndexFunc(nodes, func(s *natsjs.Server) bool { return s.Name() == info.Cluster.Leader })
-	if leader < 0 {
-		t.Fatalf("the stream's leader %q is none of the nodes", info.Cluster.Leader)
-	}
-	nodes[leader].Shutdown()
+	leader(t, nodes, url, stream.Name).Shutdown()
 	for i := n / 2; i < n; i++ {
 		publish(i)
 	}
@@ -496,19 +484,7 @@ func TestOfflineStreamIsUnavailable(t *testing.T) {
 	if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "ONE", Subjects: []string{"one.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	st, err := brokertest.JetStream(t, url).Stream(ctx, "ONE")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil || info.Cluster == nil {
-		t.Fatalf("stream info: %v %+v", err, info)
-	}
-	node := slices.IndexFunc(nodes, func(s *natsjs.Server) bool { return s.Name() == info.Cluster.Leader })
-	if node < 0 {
-		t.Fatalf("the stream's node %q is none of the cluster's", info.Cluster.Leader)
-	}
-	nodes[node].Shutdown()
+	leader(t, nodes, url, "ONE").Shutdown()
 	msg := func(id, subject string) natsjs.Message {
 		return natsjs.Message{ID: id, Subject: subject, Data: []byte("x")}
 	}
@@ -535,4 +511,22 @@ func TestOfflineStreamIsUnavailable(t *testing.T) {
 	if errs[2] == nil || natsjs.IsUnavailable(errs[2]) {
 		t.Errorf("a subject no stream holds: %v, want an error that is not unavailability", errs[2])
 	}
+}
+
+// leader returns the node of the cluster that leads the stream.
+func leader(t *testing.T, nodes []*natsjs.Server, url, stream string) *natsjs.Server {
+	t.Helper()
+	st, err := brokertest.JetStream(t, url).Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context())
+	if err != nil || info.Cluster == nil {
+		t.Fatalf("stream info: %v %+v", err, info)
+	}
+	i := slices.IndexFunc(nodes, func(s *natsjs.Server) bool { return s.Name() == info.Cluster.Leader })
+	if i < 0 {
+		t.Fatalf("the stream's leader %q is none of the nodes", info.Cluster.Leader)
+	}
+	return nodes[i]
 }
