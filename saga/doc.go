@@ -12,7 +12,10 @@
 //     unfinished saga, and several instances share the work through
 //     leases in the database — a dead instance's sagas are taken over when
 //     its lease expires. A saga finishes on the [Definition] version it
-//     started with.
+//     started with: only an instance that registers that version takes it
+//     up, so during a rolling upgrade older and newer instances leave each
+//     other's sagas alone (an instance logs, once a minute, the unfinished
+//     sagas it cannot drive).
 //   - Every saga ends committed (every action applied) or compensated
 //     (every step that was called undone, last first) — or, when a
 //     compensation keeps failing past its retry budget, needs_attention,

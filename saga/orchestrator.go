@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,12 @@ type Orchestrator struct {
 	active   map[string]bool
 	waiters  map[string][]*waiter
 
+	// knownArgs are the definition versions this instance has, name and
+	// version in turn (see known); strangersAt is when it last looked for
+	// sagas that wait for another (microseconds).
+	knownArgs   []any
+	strangersAt atomic.Int64
+
 	slots     chan struct{}
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -163,7 +170,25 @@ func New(db *sqldb.DB, cfg Config, defs ...Definition) (*Orchestrator, error) {
 			o.latest[d.Name] = d
 		}
 	}
+	for k := range o.defs {
+		o.knownArgs = append(o.knownArgs, k.name, k.version)
+	}
 	return o, nil
+}
+
+// known is the condition that a saga's definition version is one this
+// instance has, its arguments (knownArgs) numbered from $first.
+func (o *Orchestrator) known(first int) string {
+	var b strings.Builder
+	b.WriteString("(")
+	for i := 0; i < len(o.knownArgs); i += 2 {
+		if i > 0 {
+			b.WriteString(" OR ")
+		}
+		fmt.Fprintf(&b, "(definition = $%d AND version = $%d)", first+i, first+i+1)
+	}
+	b.WriteString(")")
+	return b.String()
 }
 
 // Start resumes the unfinished sagas of the log and keeps looking for
@@ -264,8 +289,14 @@ func (o *Orchestrator) Stats() Stats {
 // many it claimed.
 func (o *Orchestrator) RunOnce(ctx context.Context) (int, error) {
 	now := o.cfg.Clock.Now()
+	// Only sagas of a definition version this instance has: one begun on
+	// a version it lacks (a rolling upgrade under way: an older instance
+	// meets a newer saga, or the other way round) waits for an instance
+	// that has it.
+	o.warnStrangers(ctx, now)
 	rows, err := o.db.QueryContext(ctx, `SELECT id FROM saga WHERE state IN ('running', 'compensating') AND next_run_at <= $1
-		AND (lease_owner = '' OR lease_until < $1 OR lease_owner = $2) ORDER BY next_run_at LIMIT 256`, us(now), o.cfg.Owner)
+		AND (lease_owner = '' OR lease_until < $1 OR lease_owner = $2) AND `+o.known(3)+` ORDER BY next_run_at LIMIT 256`,
+		append([]any{us(now), o.cfg.Owner}, o.knownArgs...)...)
 	if err != nil {
 		return 0, fmt.Errorf("saga: find sagas to resume: %w", err)
 	}
@@ -306,6 +337,34 @@ func (o *Orchestrator) RunOnce(ctx context.Context) (int, error) {
 		}
 	}
 	return claimed, nil
+}
+
+// strangersEvery is how often an instance looks for unfinished sagas of
+// definition versions it does not have.
+const strangersEvery = time.Minute
+
+// warnStrangers logs, at most every strangersEvery, the unfinished sagas
+// this instance leaves to others because it lacks their definition
+// version: if no instance has it, they wait until one that does starts.
+func (o *Orchestrator) warnStrangers(ctx context.Context, now time.Time) {
+	last := o.strangersAt.Load()
+	if now.UnixMicro()-last < strangersEvery.Microseconds() || !o.strangersAt.CompareAndSwap(last, now.UnixMicro()) {
+		return
+	}
+	rows, err := o.db.QueryContext(ctx, `SELECT definition, version, count(*) FROM saga
+		WHERE state IN ('running', 'compensating') AND NOT `+o.known(1)+` GROUP BY definition, version`, o.knownArgs...)
+	if err != nil {
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var def string
+		var version, n int
+		if rows.Scan(&def, &version, &n) == nil {
+			o.cfg.Logger.WarnContext(ctx, "saga: unfinished sagas wait for an instance that has their definition version",
+				"definition", def, "version", version, "sagas", n)
+		}
+	}
 }
 
 func (o *Orchestrator) isActive(id string) bool {

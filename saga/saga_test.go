@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -322,6 +323,75 @@ func TestTakeOver(t *testing.T) {
 			t.Error("begin on v2 failed")
 		}
 	})
+}
+
+// TestUnknownVersionWaits: during a rolling upgrade an instance meets
+// unfinished sagas of a definition version it does not have (an older
+// instance, a newer saga). It leaves them alone — they are neither taken
+// nor set aside as needing attention — and warns; an instance that has
+// the version takes them over and finishes them.
+func TestUnknownVersionWaits(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		db := newDB(t, d)
+		rec := &recorder{}
+		v1 := saga.Definition{Name: "w", Version: 1, Steps: []saga.Step{rec.step("one", nil), rec.step("two", nil)}}
+		v2 := saga.Definition{Name: "w", Version: 2, Steps: []saga.Step{rec.step("other", nil)}}
+		stuck := v1
+		stuck.Steps = []saga.Step{rec.step("one", nil), rec.step("two", func(saga.Call) error { return errors.New("not yet") })}
+		stuck.Steps[1].Retry = saga.RetryPolicy{MaxAttempts: 1000, Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond}
+		first := start(t, db, saga.Config{Owner: "first", PollInterval: time.Hour}, stuck)
+		id, err := first.Begin(context.Background(), "w", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); !slices.Contains(rec.got(), "two"); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the saga never reached its second step")
+			}
+		}
+		first.Stop()
+		if _, err := db.ExecContext(context.Background(), `UPDATE saga SET lease_until = 1 WHERE id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+
+		var log lockedBuffer
+		start(t, db, saga.Config{Owner: "newer", PollInterval: 20 * time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(&log, nil))}, v2)
+		time.Sleep(time.Second)
+		s, err := saga.Get(context.Background(), db, id)
+		if err != nil || s.State != saga.Running || s.LeaseOwner == "newer" {
+			t.Errorf("after a second with an instance of v2 only: %s, owner %q, %v; want running and left alone", s.State, s.LeaseOwner, err)
+		}
+		if !strings.Contains(log.String(), "wait for an instance that has their definition version") ||
+			!strings.Contains(log.String(), "version=1 sagas=1") {
+			t.Errorf("no warning about the waiting saga; the log:\n%s", log.String())
+		}
+
+		both := start(t, db, saga.Config{Owner: "both", PollInterval: 20 * time.Millisecond}, v1, v2)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if s, err := both.Wait(ctx, id); err != nil || s.State != saga.Committed || s.Version != 1 {
+			t.Errorf("taken over by an instance with v1: %s v%d, %v; want committed on v1", s.State, s.Version, err)
+		}
+	})
+}
+
+// lockedBuffer is a log that goroutines write while a test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestCancelAndDeadline(t *testing.T) {
