@@ -193,8 +193,18 @@ func (c *Client) answerError(status int, retryAfter bool, body []byte) (retry bo
 }
 
 // PeerKey is the Idempotency-Key a [Client] derives from the incoming
-// request's key for its POST to path on peer.
-func PeerKey(key, peer, path string) string { return key + "/" + peer + path }
+// request's key for its POST to path on peer: key/peer/path, or, where
+// that would be longer than a key may be (a client's key near the
+// limit), "sha256:" and that string's hash, so that every key a client
+// may send gives a key the peer accepts, the same on every retry.
+func PeerKey(key, peer, path string) string {
+	k := key + "/" + peer + path
+	if len(k) <= idempotency.MaxKeyLength {
+		return k
+	}
+	sum := sha256.Sum256([]byte(k))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
 
 // SagaID is the id of the saga of definition that the orchestrator begins
 // for a POST carrying Idempotency-Key key (as it receives it): a caller

@@ -16,6 +16,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 
 	"github.com/sysops-squad/sysops/api"
+	"github.com/sysops-squad/sysops/idempotency"
 	"github.com/sysops-squad/sysops/internal/invariant"
 	"github.com/sysops-squad/sysops/internal/svctest"
 	"github.com/sysops-squad/sysops/natsjs"
@@ -120,6 +121,12 @@ func TestPublicAPI(t *testing.T) {
 		again := c.do("POST", "/api/customers", reg, false, "Idempotency-Key", "reg-ada")
 		if again.Status != 201 || !bytes.Equal(again.Body, r.Body) || again.Header.Get("Idempotent-Replayed") != "true" {
 			t.Errorf("repeated registration: %d %s", again.Status, again.Body)
+		}
+		// The longest key a client may send reaches the orchestrator as a
+		// key it accepts.
+		long := `{"name":"Ada Long","email":"ada.long@example.com","zip":"10001","plan":"basic"}`
+		if r := c.do("POST", "/api/customers", long, false, "Idempotency-Key", strings.Repeat("k", idempotency.MaxKeyLength)); r.Status != 201 {
+			t.Errorf("register with a key of %d characters: %d %s", idempotency.MaxKeyLength, r.Status, r.Body)
 		}
 		var res struct {
 			Customer struct{ ID string }
@@ -456,6 +463,15 @@ func TestSequentialConsistency(t *testing.T) {
 		}
 		if again := c.do("POST", "/api/customers", reg, false, "Idempotency-Key", "reg-grace"); again.Status != 201 || !bytes.Equal(again.Body, r.Body) {
 			t.Errorf("repeated registration: %d %s", again.Status, again.Body)
+		}
+		// The longest key a client may send: the keys derived from it for
+		// each owner's call stay within what the owners accept.
+		longKey := strings.Repeat("k", idempotency.MaxKeyLength)
+		linus := `{"name":"Linus","email":"linus@example.com","zip":"10001","plan":"basic"}`
+		if r := c.do("POST", "/api/customers", linus, false, "Idempotency-Key", longKey); r.Status != 201 {
+			t.Errorf("register with a key of %d characters: %d %s", len(longKey), r.Status, r.Body)
+		} else if again := c.do("POST", "/api/customers", linus, false, "Idempotency-Key", longKey); again.Status != 201 || !bytes.Equal(again.Body, r.Body) {
+			t.Errorf("repeated with the long key: %d %s", again.Status, again.Body)
 		}
 		svctest.WantError(t, "unknown zip", c.do("POST", "/api/customers", `{"name":"B","email":"b@example.com","zip":"00000","plan":"basic"}`, true), 400, `"zip"`)
 		// The same steps as the saga: profile, plan and account agree.
