@@ -23,7 +23,10 @@
 //     (also over HTTP, [Handler], and `sysops saga ...`).
 //   - Every call carries an idempotency key derived from the saga id and
 //     the step ([ActionKey], [CompensationKey]), the same on every retry
-//     and after any crash. A step may be called more than once (a crash
+//     and after any crash. Ids and step names are printable ASCII without
+//     spaces, at most [MaxIDLength] and [MaxStepNameLength] characters,
+//     so that every key is one a participant accepts; [Orchestrator.Begin]
+//     and [New] refuse others ([ErrInvalidID]). A step may be called more than once (a crash
 //     between the call and its log write, a timeout); a participant that
 //     honours the key applies it once.
 //   - Compensations run for every step whose action was called, including

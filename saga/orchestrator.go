@@ -450,6 +450,9 @@ func (o *Orchestrator) Begin(ctx context.Context, definition, id string, input a
 	}
 	if id == "" {
 		id = uuid.Must(uuid.NewV7()).String()
+	} else if !keyPart(id, MaxIDLength) {
+		return "", fmt.Errorf("%w: %q is not 1 to %d printable ASCII characters without spaces (the steps' idempotency keys are made of it)",
+			ErrInvalidID, id, MaxIDLength)
 	}
 	in, err := json.Marshal(input)
 	if err != nil {

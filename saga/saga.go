@@ -165,6 +165,28 @@ func (c Call) Output(step string, v any) bool {
 	return ok && len(b) > 0 && json.Unmarshal(b, v) == nil
 }
 
+// The longest saga id and step name: the keys made of them ([ActionKey],
+// [CompensationKey]) are then at most 205 printable ASCII characters
+// without spaces, which a participant's Idempotency-Key takes.
+const (
+	MaxIDLength       = 128
+	MaxStepNameLength = 64
+)
+
+// keyPart reports whether s may go into an idempotency key: 1 to max
+// printable ASCII characters, no spaces.
+func keyPart(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := range len(s) {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
 // ActionKey and CompensationKey are the idempotency keys of a step's calls.
 func ActionKey(sagaID, step string) string       { return sagaID + "/" + step + "/action" }
 func CompensationKey(sagaID, step string) string { return sagaID + "/" + step + "/compensate" }
@@ -195,7 +217,10 @@ var (
 	// steps column was edited by hand, say). Get returns what it could
 	// read with it; the orchestrator sets the saga aside as needs
 	// attention, and only Resolve can close it.
-	ErrUnreadable    = errors.New("saga: log row unreadable")
+	ErrUnreadable = errors.New("saga: log row unreadable")
+	// ErrInvalidID: a saga id passed to Begin is not 1 to MaxIDLength
+	// printable ASCII characters without spaces.
+	ErrInvalidID     = errors.New("saga: invalid saga id")
 	errStopped       = errors.New("saga: orchestrator stopped")
 	errNoDefinitions = errors.New("saga: no definitions")
 )
@@ -214,6 +239,10 @@ func (d Definition) validate() error {
 		}
 		if seen[s.Name] {
 			return fmt.Errorf("saga: definition %s v%d: step name %q repeats", d.Name, d.Version, s.Name)
+		}
+		if !keyPart(s.Name, MaxStepNameLength) {
+			return fmt.Errorf("saga: definition %s v%d: step name %q is not 1 to %d printable ASCII characters without spaces",
+				d.Name, d.Version, s.Name, MaxStepNameLength)
 		}
 		seen[s.Name] = true
 	}

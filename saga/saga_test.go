@@ -171,6 +171,34 @@ func TestCommitAndCompensate(t *testing.T) {
 	})
 }
 
+// TestIDsAndStepNamesMakeValidKeys: a saga id or a step name that could
+// not go into an Idempotency-Key (a space, a character outside printable
+// ASCII, too long) is refused where it is given, naming what is wrong,
+// rather than every call of the saga failing at the participants.
+func TestIDsAndStepNamesMakeValidKeys(t *testing.T) {
+	db := newDB(t, sqldb.SQLite)
+	rec := &recorder{}
+	o := start(t, db, saga.Config{}, saga.Definition{Name: "k", Version: 1, Steps: []saga.Step{rec.step("one", nil)}})
+	for _, id := range []string{"has space", "tab\there", "caf\u00e9", strings.Repeat("x", saga.MaxIDLength+1)} {
+		if _, err := o.Begin(context.Background(), "k", id, nil); !errors.Is(err, saga.ErrInvalidID) {
+			t.Errorf("Begin with id %.20q: %v, want ErrInvalidID", id, err)
+		}
+	}
+	longest := strings.Repeat("x", saga.MaxIDLength)
+	if _, err := o.Begin(context.Background(), "k", longest, nil); err != nil {
+		t.Errorf("Begin with an id of %d characters: %v", len(longest), err)
+	}
+	if n := len(saga.CompensationKey(longest, strings.Repeat("s", saga.MaxStepNameLength))); n > 255 {
+		t.Errorf("the longest key is %d characters, more than an Idempotency-Key takes", n)
+	}
+	for _, name := range []string{"two words", strings.Repeat("s", saga.MaxStepNameLength+1)} {
+		_, err := saga.New(db, saga.Config{}, saga.Definition{Name: "bad", Version: 1, Steps: []saga.Step{rec.step(name, nil)}})
+		if err == nil || !strings.Contains(err.Error(), "step name") {
+			t.Errorf("a step named %.20q: %v, want an error about the step name", name, err)
+		}
+	}
+}
+
 func TestRetriesThenExhausts(t *testing.T) {
 	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
 		db := newDB(t, d)
