@@ -299,6 +299,8 @@ func TestBadConfiguration(t *testing.T) {
 		{"bad log level", []string{"up", "--log-level", "loud"}, "--log-level", nil},
 		{"pool of none", []string{"up", "--db-conns", "0"}, `--db-conns "0": want a whole number from 1 to 100`, nil},
 		{"pool not a number", []string{"serve", "ticket", "--db-conns", "many"}, `--db-conns "many"`, nil},
+		{"pool too small for postgres", []string{"up", "--postgres", "postgres://postgres@127.0.0.1:1/test", "--db-conns", "2"},
+			"--db-conns 2: a service on PostgreSQL needs at least 3", nil},
 		{"too many replicas", []string{"up", "--nats", "nats://127.0.0.1:1", "--nats-replicas", "7"}, `--nats-replicas "7": want a whole number from 1 to 5`, nil},
 		{"replicas not a number", []string{"serve", "ticket", "--nats-replicas", "three"}, `--nats-replicas "three"`, nil},
 		{"replicas on the embedded server", []string{"up", "--nats-replicas", "3"}, "--nats-replicas 3 needs --nats: the embedded server is one node", nil},

@@ -88,7 +88,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&o.dbPrefix, "db-prefix", envOr("SYSOPS_DB_PREFIX", "sysops_"), "prefix of the PostgreSQL databases and roles (SYSOPS_DB_PREFIX)")
 	pf.StringVar(&o.consistency, "consistency", envOr("SYSOPS_CONSISTENCY", gateway.Orchestrated), "how the gateway keeps cross-service workflows consistent: "+strings.Join(gateway.Consistencies, " or ")+" (SYSOPS_CONSISTENCY)")
 	pf.StringVar(&o.logLevel, "log-level", envOr("SYSOPS_LOG_LEVEL", "info"), "debug, info, warn or error (SYSOPS_LOG_LEVEL)")
-	pf.StringVar(&o.dbConns, "db-conns", envOr("SYSOPS_DB_CONNS", ""), "database connections each service may pool; default: for up on PostgreSQL, a share of two thirds of the server's max_connections, else 8 (4 per core on larger machines) (SYSOPS_DB_CONNS)")
+	pf.StringVar(&o.dbConns, "db-conns", envOr("SYSOPS_DB_CONNS", ""), "database connections each service may pool, at least 3 on PostgreSQL; default: for up on PostgreSQL, a share of two thirds of the server's max_connections, else 8 (4 per core on larger machines) (SYSOPS_DB_CONNS)")
 
 	pf.StringVar(&o.replicas, "nats-replicas", envOr("SYSOPS_NATS_REPLICAS", ""), "replicas of every stream on an external NATS cluster, 1 to 5; default: 3 on a cluster of three or more nodes, else 1 (SYSOPS_NATS_REPLICAS)")
 
@@ -127,6 +127,11 @@ func (o *options) logger(w io.Writer) (*slog.Logger, error) {
 	}
 	if n, err := strconv.Atoi(o.dbConns); o.dbConns != "" && (err != nil || n < 1 || n > 100) {
 		return nil, fmt.Errorf("--db-conns %q: want a whole number from 1 to 100", o.dbConns)
+	} else if o.postgres != "" && o.dbConns != "" && n < minPostgresConns {
+		// With fewer, a service waits for itself: with one, sysops up
+		// never finished starting.
+		return nil, fmt.Errorf("--db-conns %d: a service on PostgreSQL needs at least %d (its relay keeps one for its lock; its requests and the relay's rounds need the others)",
+			n, minPostgresConns)
 	}
 	if n, err := strconv.Atoi(o.replicas); o.replicas != "" && (err != nil || n < 1 || n > 5) {
 		return nil, fmt.Errorf("--nats-replicas %q: want a whole number from 1 to 5", o.replicas)
@@ -140,6 +145,9 @@ func (o *options) logger(w io.Writer) (*slog.Logger, error) {
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
 }
+
+// minPostgresConns is the smallest pool a service on PostgreSQL may have.
+const minPostgresConns = 3
 
 // maxConns is --db-conns as a number, 0 (automatic) when unset; logger
 // has checked it.

@@ -155,7 +155,7 @@ func poolShare(ctx context.Context, base string, n int) (int, error) {
 		current_setting('superuser_reserved_connections')::int`).Scan(&limit, &reserved); err != nil {
 		return 0, fmt.Errorf("read the server's max_connections: %w", err)
 	}
-	return min(max(3, (limit-reserved)*2/3/n-1), 8), nil
+	return min(max(minPostgresConns, (limit-reserved)*2/3/n-1), 8), nil
 }
 
 func runUp(ctx context.Context, o *options, stdout, stderr io.Writer) (err error) {
