@@ -157,7 +157,7 @@ func (z *ZipReplica) Refresh(ctx context.Context) (changed bool, err error) {
 		return false, sysops.Errorf(sysops.EUnavailable, "zip replica: location answered %s", resp.Status)
 	}
 	var body struct {
-		Zipcodes []Zip `json:"zipcodes"`
+		Zipcodes *[]Zip `json:"zipcodes"`
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
@@ -166,12 +166,26 @@ func (z *ZipReplica) Refresh(ctx context.Context) (changed bool, err error) {
 	if err := json.Unmarshal(b, &body); err != nil {
 		return false, fmt.Errorf("zip replica: decode location's answer: %w", err)
 	}
+	// The copy is replaced by the answer, so an answer that is not a list
+	// of zip codes (another service at location's address, a proxy's
+	// page) must not be taken for an empty one: the copy is kept.
+	if body.Zipcodes == nil {
+		return false, errors.New("zip replica: location's answer has no zipcodes list; the copy is kept")
+	}
+	zips := *body.Zipcodes
+	seen := make(map[string]bool, len(zips))
+	for i, zc := range zips {
+		if zc.Zip == "" || seen[zc.Zip] || math.Abs(zc.Latitude) > 90 || math.Abs(zc.Longitude) > 180 {
+			return false, fmt.Errorf("zip replica: location's answer has a bad or repeated zip code at %d (%+v); the copy is kept", i, zc)
+		}
+		seen[zc.Zip] = true
+	}
 	newTag := resp.Header.Get("ETag")
 	err = sqldb.RunInTx(ctx, z.db, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM zip_replica`); err != nil {
 			return err
 		}
-		for _, zc := range body.Zipcodes {
+		for _, zc := range zips {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO zip_replica (zip, city, state, latitude, longitude)
 				VALUES ($1, $2, $3, $4, $5)`, zc.Zip, zc.City, zc.State, zc.Latitude, zc.Longitude); err != nil {
 				return err
@@ -179,7 +193,7 @@ func (z *ZipReplica) Refresh(ctx context.Context) (changed bool, err error) {
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO zip_replica_meta (id, etag, rows_copied, refreshed_at, checked_at)
 			VALUES (1, $1, $2, $3, $3) ON CONFLICT (id) DO UPDATE SET etag = $1, rows_copied = $2, refreshed_at = $3, checked_at = $3`,
-			newTag, len(body.Zipcodes), now)
+			newTag, len(zips), now)
 		return err
 	})
 	if err != nil {
@@ -188,7 +202,7 @@ func (z *ZipReplica) Refresh(ctx context.Context) (changed bool, err error) {
 	z.mu.Lock()
 	z.cached = nil
 	z.mu.Unlock()
-	z.logger.InfoContext(ctx, "zip replica refreshed", "rows", len(body.Zipcodes), "etag", newTag)
+	z.logger.InfoContext(ctx, "zip replica refreshed", "rows", len(zips), "etag", newTag)
 	return true, nil
 }
 

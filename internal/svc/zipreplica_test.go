@@ -87,3 +87,50 @@ func TestZipReplicaServesItsCopy(t *testing.T) {
 		}
 	})
 }
+
+// TestZipReplicaKeepsItsCopyOnABadAnswer: an answer that is not a list of
+// zip codes (another service answering at location's address, say) or
+// that holds a bad one is refused, and the copy is kept rather than
+// replaced by nothing.
+func TestZipReplicaKeepsItsCopyOnABadAnswer(t *testing.T) {
+	ctx := context.Background()
+	db := sqldbtest.Open(t, sqldb.SQLite)
+	if _, err := sqldb.Migrate(ctx, db, svc.ZipReplicaMigrationSet, svc.ZipReplicaMigrations()); err != nil {
+		t.Fatal(err)
+	}
+	answer := `{"zipcodes":[{"zip":"10001","city":"New York","state":"NY","latitude":40.75,"longitude":-73.99}]}`
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		_, _ = w.Write([]byte(answer))
+	}))
+	defer srv.Close()
+	z := svc.NewZipReplica(db, svc.NewPeers(map[string]string{"location": srv.URL}), nil)
+	if _, err := z.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{
+		`{"customers":[]}`,
+		`{"zipcodes":null}`,
+		`{"zipcodes":[{"zip":""}]}`,
+		`{"zipcodes":[{"zip":"1"},{"zip":"1"}]}`,
+		`{"zipcodes":[{"zip":"2","latitude":123}]}`,
+	} {
+		mu.Lock()
+		answer = bad
+		mu.Unlock()
+		if changed, err := z.Refresh(ctx); err == nil || changed {
+			t.Errorf("refresh with %s: %v, %v; want an error", bad, changed, err)
+		}
+		if n, err := z.Len(ctx); err != nil || n != 1 {
+			t.Errorf("after %s the copy holds %d (%v), want the 1 it had", bad, n, err)
+		}
+	}
+	mu.Lock()
+	answer = `{"zipcodes":[]}`
+	mu.Unlock()
+	if _, err := z.Refresh(ctx); err != nil {
+		t.Errorf("an empty list is location's answer to take: %v", err)
+	}
+}
