@@ -182,7 +182,12 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 		}
 	}()
 
+	// The service's context outlives ctx, which bounds only the start;
+	// until the start is over, ending ctx ends it too, so that a start
+	// stuck on a database that does not answer can be interrupted (Ctrl-C
+	// or SIGTERM during sysops up used to wait for ever).
 	svcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	detach := context.AfterFunc(ctx, cancel)
 	relay, err := outbox.NewRelay(db, broker, outbox.RelayConfig{Logger: logger})
 	if err != nil {
 		cancel()
@@ -197,6 +202,9 @@ func Start(ctx context.Context, cfg Config) (h *Host, err error) {
 		peers = svc.NewPeers(cfg.Peers)
 	}
 	handler, err := spec.Start(svcCtx, Deps{DB: db, Broker: broker, Logger: logger, Peers: peers, URL: "http://" + ln.Addr().String()})
+	if err == nil && !detach() {
+		err = fmt.Errorf("interrupted: %w", context.Cause(ctx))
+	}
 	if err != nil {
 		relay.Stop()
 		cancel()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/sysops-squad/sysops/internal/host"
 	"github.com/sysops-squad/sysops/natsjs"
@@ -168,5 +169,40 @@ func TestStartOnANewerSchema(t *testing.T) {
 	h.Shutdown(ctx)
 	if !strings.Contains(log.String(), "schema newer than this build") || !strings.Contains(log.String(), "version=2 build=1") {
 		t.Errorf("no warning that the schema is ahead; the log:\n%s", log.String())
+	}
+}
+
+// TestStartCanBeInterrupted: a service whose start hangs (its database
+// not answering, say) stops starting when the caller's context ends —
+// Ctrl-C or SIGTERM during sysops up — instead of holding the process.
+func TestStartCanBeInterrupted(t *testing.T) {
+	nats := brokertest.RunServer(t)
+	s := spec("CREATE TABLE widget (id INTEGER PRIMARY KEY);")
+	started := make(chan struct{})
+	s.Start = func(ctx context.Context, deps host.Deps) (http.Handler, error) {
+		close(started)
+		<-ctx.Done() // what a statement on a hung database does at best
+		return nil, ctx.Err()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		h, err := host.Start(ctx, host.Config{Spec: s, DatabaseURL: "sqlite:" + filepath.Join(t.TempDir(), "widget.db"),
+			NATSURL: nats.ClientURL(), Addr: "127.0.0.1:0"})
+		if err == nil {
+			h.Shutdown(context.Background())
+		}
+		done <- err
+	}()
+	<-started
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "widget: start") {
+			t.Errorf("Start after its context ended: %v, want the start's error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start still running 10 s after its context ended")
 	}
 }
