@@ -30,7 +30,9 @@
 //     [sqldb.Scope], a transaction's events are numbered and inserted by
 //     one statement sent with its COMMIT, however many events and
 //     aggregates it wrote ([sqldb.ExecAtCommitMerged]): no round trip of
-//     their own.
+//     their own. Up to 512 events go as rows of parameters, more as nine
+//     arrays, so a bulk write of any size fits in a statement (PostgreSQL
+//     takes at most 65,535 parameters: 7,281 events as rows).
 //   - Wake-up on commit: a [Write] inside [sqldb.RunInTx] wakes the relays of
 //     this process at once and, on PostgreSQL, the others by NOTIFY; a poll
 //     (PollInterval) catches everything else.

@@ -89,6 +89,9 @@ func insertNumbered(items []any) sqldb.Stmt {
 	if len(items) == 1 {
 		return sqldb.Stmt{Query: insertNumberedSQL, Args: items[0].([]any)}
 	}
+	if len(items) > maxValuesRows {
+		return insertNumberedBulk(items)
+	}
 	var b strings.Builder
 	args := make([]any, 0, 9*len(items))
 	b.WriteString(`WITH ev (ord, event_id, aggregate_type, aggregate_id, event_type, subject, payload, headers, created_at) AS (VALUES `)
@@ -103,7 +106,47 @@ func insertNumbered(items []any) sqldb.Stmt {
 		}
 		args = append(append(args, i), row...)
 	}
-	b.WriteString(`),
+	b.WriteString(`)` + numberAndInsert)
+	return sqldb.Stmt{Query: b.String(), Args: args}
+}
+
+// maxValuesRows is the most events numbered by a statement that lists
+// them one row of parameters each: PostgreSQL takes at most 65,535
+// parameters a statement (7,281 events of 9), and every count is a
+// statement of its own to prepare. A transaction that writes more sends
+// them as nine arrays (insertNumberedBulk).
+const maxValuesRows = 512
+
+// insertNumberedBulk is insertNumbered with the events as one array per
+// column: nine parameters however many events.
+func insertNumberedBulk(items []any) sqldb.Stmt {
+	ord := make([]int32, len(items))
+	var ids, aggTypes, aggIDs, types, subjects, headers []string
+	payloads := make([][]byte, len(items))
+	created := make([]int64, len(items))
+	for i, it := range items {
+		row := it.([]any)
+		ord[i] = int32(i)
+		ids = append(ids, row[0].(string))
+		aggTypes = append(aggTypes, row[1].(string))
+		aggIDs = append(aggIDs, row[2].(string))
+		types = append(types, row[3].(string))
+		subjects = append(subjects, row[4].(string))
+		payloads[i] = row[5].([]byte)
+		headers = append(headers, row[6].(string))
+		created[i] = row[7].(int64)
+	}
+	return sqldb.Stmt{Query: `WITH ev AS (SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[],
+			$6::text[], $7::bytea[], $8::text[], $9::bigint[])
+			AS ev (ord, event_id, aggregate_type, aggregate_id, event_type, subject, payload, headers, created_at))` + numberAndInsert,
+		Args: []any{ord, ids, aggTypes, aggIDs, types, subjects, payloads, headers, created}}
+}
+
+// numberAndInsert follows a CTE ev of the events to write, numbered ord
+// in the order written: it advances each aggregate's counter by its
+// number of events, in aggregate order, and inserts the events numbered
+// from it.
+const numberAndInsert = `,
 		n AS (SELECT ev.*, row_number() OVER (PARTITION BY aggregate_type, aggregate_id ORDER BY ord) AS k,
 			count(*) OVER (PARTITION BY aggregate_type, aggregate_id) AS c FROM ev),
 		s AS (INSERT INTO outbox_aggregate (aggregate_type, aggregate_id, last_seq)
@@ -114,9 +157,7 @@ func insertNumbered(items []any) sqldb.Stmt {
 			payload, headers, created_at, next_attempt_at)
 		SELECT n.event_id, n.aggregate_type, n.aggregate_id, s.last_seq - n.c + n.k, n.event_type, n.subject,
 			n.payload, n.headers, n.created_at, n.created_at
-		FROM n JOIN s ON s.aggregate_type = n.aggregate_type AND s.aggregate_id = n.aggregate_id ORDER BY n.ord`)
-	return sqldb.Stmt{Query: b.String(), Args: args}
-}
+		FROM n JOIN s ON s.aggregate_type = n.aggregate_type AND s.aggregate_id = n.aggregate_id ORDER BY n.ord`
 
 // Write adds events to the outbox inside the caller's transaction, so that
 // they are published if and only if the transaction commits. Each event

@@ -1174,3 +1174,44 @@ func TestRelayWaitsOutAFullBroker(t *testing.T) {
 		t.Errorf("%d rows dead, want none", n)
 	}
 }
+
+// TestBulkTransaction: a transaction may write more events than one
+// statement has room for as rows of parameters (PostgreSQL takes 65,535
+// parameters, 7,281 events): 10,000 events of 50 aggregates commit, and
+// each aggregate's are numbered from 1 in the order written.
+func TestBulkTransaction(t *testing.T) {
+	sqldbtest.Run(t, func(t *testing.T, d sqldb.Dialect) {
+		ctx := context.Background()
+		db := newDB(t, d)
+		const n = 10000
+		err := sqldb.RunInTx(ctx, db, func(tx *sql.Tx) error {
+			evs := make([]sysops.Event, 0, n)
+			for i := range n {
+				evs = append(evs, event(fmt.Sprint("e", i), fmt.Sprint("agg", i%50)))
+			}
+			return outbox.Write(ctx, tx, evs...)
+		})
+		if err != nil {
+			t.Fatalf("a transaction of %d events: %v", n, err)
+		}
+		pub := &recorder{}
+		r := newRelay(t, db, pub, outbox.RelayConfig{BatchSize: 5000})
+		for range n / 5000 {
+			runOnce(t, r)
+		}
+		if len(pub.published) != n {
+			t.Fatalf("published %d, want %d", len(pub.published), n)
+		}
+		next := map[string]int64{}
+		for i, m := range pub.published {
+			ev, err := natsjs.ParseEvent(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next[ev.AggregateID]++
+			if ev.Sequence != next[ev.AggregateID] || ev.ID != fmt.Sprint("e", i) {
+				t.Fatalf("message %d: %s of %s number %d, want e%d number %d", i, ev.ID, ev.AggregateID, ev.Sequence, i, next[ev.AggregateID])
+			}
+		}
+	})
+}
