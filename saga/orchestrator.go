@@ -505,33 +505,55 @@ func (o *Orchestrator) Wait(ctx context.Context, id string) (Saga, error) {
 		o.waiters[id] = append(o.waiters[id], w)
 		driving := o.active[id]
 		o.mu.Unlock()
-		// A saga this instance is driving is not final yet: its driver
-		// hands it over when done with it.
-		var s Saga
-		if !driving {
-			var err error
-			if s, err = Get(ctx, o.db, id); err != nil {
-				return s, err
-			}
-			if s.State.Final() || s.State == NeedsAttention {
-				return s, nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			if driving {
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				s, _ = Get(rctx, o.db, id)
-				cancel()
-			}
-			return s, ctx.Err()
-		case <-w.done:
-			if w.s != nil && (w.s.State.Final() || w.s.State == NeedsAttention) {
-				return *w.s, nil
-			}
-		case <-time.After(250 * time.Millisecond): // driven by another instance
+		s, done, err := o.waitOnce(ctx, id, w, driving)
+		o.unwait(id, w)
+		if done {
+			return s, err
 		}
 	}
+}
+
+// unwait takes w back from id's waiters, if the driver has not already
+// woken it: a Wait that returns, or looks again, leaves nothing behind.
+func (o *Orchestrator) unwait(id string, w *waiter) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ws := slices.DeleteFunc(o.waiters[id], func(x *waiter) bool { return x == w })
+	if len(ws) == 0 {
+		delete(o.waiters, id)
+	} else {
+		o.waiters[id] = ws
+	}
+}
+
+// waitOnce is one look of Wait, registered as w; done says whether Wait
+// returns s and err, or looks again.
+func (o *Orchestrator) waitOnce(ctx context.Context, id string, w *waiter, driving bool) (s Saga, done bool, err error) {
+	// A saga this instance is driving is not final yet: its driver hands
+	// it over when done with it.
+	if !driving {
+		if s, err = Get(ctx, o.db, id); err != nil {
+			return s, true, err
+		}
+		if s.State.Final() || s.State == NeedsAttention {
+			return s, true, nil
+		}
+	}
+	select {
+	case <-ctx.Done():
+		if driving {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			s, _ = Get(rctx, o.db, id)
+			cancel()
+		}
+		return s, true, ctx.Err()
+	case <-w.done:
+		if w.s != nil && (w.s.State.Final() || w.s.State == NeedsAttention) {
+			return *w.s, true, nil
+		}
+	case <-time.After(250 * time.Millisecond): // driven by another instance
+	}
+	return Saga{}, false, nil
 }
 
 // Run begins a saga and waits for its outcome.
