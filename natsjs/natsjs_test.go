@@ -530,3 +530,29 @@ func leader(t *testing.T, nodes []*natsjs.Server, url, stream string) *natsjs.Se
 	}
 	return nodes[i]
 }
+
+// TestStoreDirTakenOnce: two embedded servers never share a store
+// directory (they would corrupt it): a second one is refused with
+// ErrStoreInUse, naming the directory, until the first shuts down.
+func TestStoreDirTakenOnce(t *testing.T) {
+	dir := t.TempDir()
+	first, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: dir})
+	if err == nil {
+		second.Shutdown()
+		first.Shutdown()
+		t.Fatal("a second server started on the same store directory")
+	}
+	if !errors.Is(err, natsjs.ErrStoreInUse) || !strings.Contains(err.Error(), dir) {
+		t.Errorf("second server: %v, want ErrStoreInUse naming %s", err, dir)
+	}
+	first.Shutdown()
+	again, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: dir})
+	if err != nil {
+		t.Fatalf("a server on the store once the first shut down: %v", err)
+	}
+	again.Shutdown()
+}

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -50,11 +53,39 @@ type ClusterConfig struct {
 
 // Server is an embedded NATS server with JetStream.
 type Server struct {
-	ns *server.Server
+	ns   *server.Server
+	lock *os.File // holds the store directory for this server alone
+}
+
+// ErrStoreInUse: another server, in this process or another, has the
+// store directory (two servers writing one store would corrupt it).
+var ErrStoreInUse = errors.New("natsjs: store directory in use by another server")
+
+// lockStore creates dir if need be and takes an exclusive lock on it for
+// as long as the returned file stays open; the lock goes with the
+// process, however it ends.
+func lockStore(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("natsjs: store dir %s: %w", dir, err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "sysops.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("natsjs: store dir %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s (is another sysops up running on the same data directory?)", ErrStoreInUse, dir)
+		}
+		return nil, fmt.Errorf("natsjs: lock store dir %s: %w", dir, err)
+	}
+	return f, nil
 }
 
 // RunServer starts an embedded NATS server with JetStream enabled and
-// returns once it accepts connections.
+// returns once it accepts connections. It holds its store directory
+// alone until Shutdown (or the process ends): a second server on it is
+// refused with [ErrStoreInUse].
 func RunServer(cfg ServerConfig) (*Server, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("natsjs: ServerConfig.StoreDir is required")
@@ -96,8 +127,13 @@ func RunServer(cfg ServerConfig) (*Server, error) {
 		}
 		l.Close()
 	}
+	lock, err := lockStore(cfg.StoreDir)
+	if err != nil {
+		return nil, err
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("natsjs: embedded server: %w", err)
 	}
 	errc := make(chan error, 1)
@@ -112,6 +148,7 @@ func RunServer(cfg ServerConfig) (*Server, error) {
 	timeout := cmp.Or(cfg.StartTimeout, 10*time.Second)
 	if !ns.ReadyForConnections(timeout) {
 		ns.Shutdown()
+		lock.Close()
 		select {
 		case err := <-errc:
 			return nil, fmt.Errorf("natsjs: embedded server on %s:%d: %w", opts.Host, cfg.Port, err)
@@ -122,9 +159,10 @@ func RunServer(cfg ServerConfig) (*Server, error) {
 	}
 	if !ns.JetStreamEnabled() {
 		ns.Shutdown()
+		lock.Close()
 		return nil, fmt.Errorf("natsjs: embedded server: JetStream did not start (store dir %s)", cfg.StoreDir)
 	}
-	return &Server{ns: ns}, nil
+	return &Server{ns: ns, lock: lock}, nil
 }
 
 // routeURLs parses a cluster's route URLs.
@@ -150,4 +188,5 @@ func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+	s.lock.Close() // the store is free for another server
 }

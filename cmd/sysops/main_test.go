@@ -284,12 +284,22 @@ func TestBadConfiguration(t *testing.T) {
 	// up puts the first service on the port after --addr's.
 	busyAddr := fmt.Sprintf("127.0.0.1:%d", busyPort-1)
 
+	// A data directory whose broker store another server holds, as a
+	// second sysops up on it would find it.
+	held := t.TempDir()
+	holder, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: filepath.Join(held, "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Shutdown()
+
 	tests := []struct {
 		name string
 		args []string
 		want string
 		env  []string
 	}{
+		{"data dir in use", []string{"up", "--data-dir", held}, "store directory in use by another server", nil},
 		{"unreachable postgres", []string{"up", "--postgres", "postgres://postgres@127.0.0.1:1/test"}, "connection refused", nil},
 		{"unknown url scheme", []string{"up", "--postgres", "mysql://root@127.0.0.1/x"}, "unknown database URL scheme", nil},
 		{"port in use", []string{"up", "--addr", busyAddr}, "address already in use", nil},
