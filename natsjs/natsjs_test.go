@@ -426,11 +426,7 @@ func recording(ctx context.Context, t *testing.T, b *natsjs.Broker, stream, subj
 // does not; once space is freed the same message is stored.
 func TestFullServerRefusesForNow(t *testing.T) {
 	ctx := context.Background()
-	srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: t.TempDir(), MaxStore: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	srv := brokertest.RunServerWith(t, natsjs.ServerConfig{MaxStore: 64 << 10})
 	b := brokertest.Connect(t, srv)
 	if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "FULL", Subjects: []string{"full.>"}}); err != nil {
 		t.Fatal(err)

@@ -1102,11 +1102,7 @@ func TestRelayOnADatabaseRefusingWrites(t *testing.T) {
 func TestRelayWaitsOutAFullBroker(t *testing.T) {
 	ctx := context.Background()
 	db := newDB(t, sqldb.SQLite)
-	srv, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: t.TempDir(), MaxStore: 256 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
+	srv := brokertest.RunServerWith(t, natsjs.ServerConfig{MaxStore: 256 << 10})
 	b := brokertest.Connect(t, srv)
 	if err := b.EnsureStream(ctx, natsjs.StreamSpec{Name: "FULL", Subjects: []string{"sysops.test.>"}}); err != nil {
 		t.Fatal(err)

@@ -642,7 +642,17 @@ func testSlowConsumerKeepsItsBacklog(t *testing.T, e *env) {
 // store in the test's temporary directory, shut down when the test ends.
 func RunServer(tb testing.TB) *natsjs.Server {
 	tb.Helper()
-	s, err := natsjs.RunServer(natsjs.ServerConfig{StoreDir: tb.TempDir()})
+	return RunServerWith(tb, natsjs.ServerConfig{})
+}
+
+// RunServerWith is RunServer with cfg (its store in the test's temporary
+// directory unless cfg names one): a store limit, say.
+func RunServerWith(tb testing.TB, cfg natsjs.ServerConfig) *natsjs.Server {
+	tb.Helper()
+	if cfg.StoreDir == "" {
+		cfg.StoreDir = tb.TempDir()
+	}
+	s, err := natsjs.RunServer(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
