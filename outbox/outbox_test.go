@@ -602,17 +602,7 @@ func TestManyEventsPerTransaction(t *testing.T) {
 		if len(pub.published) != 160 {
 			t.Fatalf("published %d, want 160", len(pub.published))
 		}
-		next := map[string]int64{}
-		for _, m := range pub.published {
-			ev, err := natsjs.ParseEvent(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			next[ev.AggregateID]++
-			if ev.Sequence != next[ev.AggregateID] {
-				t.Fatalf("event %s of %s has sequence %d, want %d", ev.ID, ev.AggregateID, ev.Sequence, next[ev.AggregateID])
-			}
-		}
+		next := numberedInOrder(t, pub.published)
 		if next["a"] != 80 || next["b"] != 40 {
 			t.Errorf("a has %d events, b %d; want 80 and 40", next["a"], next["b"])
 		}
@@ -1198,16 +1188,29 @@ func TestBulkTransaction(t *testing.T) {
 		if len(pub.published) != n {
 			t.Fatalf("published %d, want %d", len(pub.published), n)
 		}
-		next := map[string]int64{}
+		numberedInOrder(t, pub.published)
 		for i, m := range pub.published {
-			ev, err := natsjs.ParseEvent(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			next[ev.AggregateID]++
-			if ev.Sequence != next[ev.AggregateID] || ev.ID != fmt.Sprint("e", i) {
-				t.Fatalf("message %d: %s of %s number %d, want e%d number %d", i, ev.ID, ev.AggregateID, ev.Sequence, i, next[ev.AggregateID])
+			if m.ID != fmt.Sprint("e", i) {
+				t.Fatalf("message %d is %s, want e%d: published out of the order written", i, m.ID, i)
 			}
 		}
 	})
+}
+
+// numberedInOrder checks that each aggregate's events were published
+// numbered 1, 2, 3 ... in that order, and returns how many each had.
+func numberedInOrder(t *testing.T, published []natsjs.Message) map[string]int64 {
+	t.Helper()
+	next := map[string]int64{}
+	for _, m := range published {
+		ev, err := natsjs.ParseEvent(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next[ev.AggregateID]++
+		if ev.Sequence != next[ev.AggregateID] {
+			t.Fatalf("event %s of %s has sequence %d, want %d", ev.ID, ev.AggregateID, ev.Sequence, next[ev.AggregateID])
+		}
+	}
+	return next
 }
