@@ -440,7 +440,9 @@ func (s *Store) storeKey(ctx context.Context, db interface {
 // to read or write: 503, so that the caller retries, with the database's
 // error in the log only.
 func (s *Store) unavailable(ctx context.Context, what string, err error) error {
-	s.cfg.Logger.WarnContext(ctx, "idempotency: "+what, "error", err)
+	if ctx.Err() == nil { // a caller that went away is no news
+		s.cfg.Logger.WarnContext(ctx, "idempotency: "+what, "error", err)
+	}
 	return sysops.Errorf(sysops.EUnavailable, "the service's database could not %s just now; retry", what)
 }
 
